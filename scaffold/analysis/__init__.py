@@ -1,0 +1,107 @@
+"""The analyse stage: TARGET -> BackboneSpec (static analysis, a traced forward, the feature taps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaffold.spec import BackboneSpec
+
+
+def analyse(
+    target: str, args: dict[str, Any] | None = None, input_shape: tuple[int, ...] | None = None
+) -> BackboneSpec:
+    """Resolve TARGET, build the model with `args`, trace it and describe its features.
+
+    `input_shape` is (C, H, W) or (C, T, H, W) without batch; when None it is inferred.
+    """
+    from scaffold.analysis.features import select_features
+    from scaffold.analysis.inputs import guess_input
+    from scaffold.analysis.static import analyse_file
+    from scaffold.analysis.trace import ForwardFailed, construct, run_trace
+    from scaffold.errors import ScaffoldError
+    from scaffold.target import resolve_target
+
+    args = dict(args or {})
+    resolved = resolve_target(target)
+    obj, name = resolved.obj, resolved.name
+    model, device = construct(obj, args)
+    guess = guess_input(obj, model, args)
+    notes: list[str] = []
+    if input_shape is not None:
+        changed = _follow_input_shape(args, guess, input_shape)
+        if changed:
+            notes.append("set from --input-shape: " + ", ".join(f"{k}={args[k]}" for k in changed))
+            model, device = construct(obj, args)
+        shapes: tuple[tuple[int, ...], ...] = (input_shape,)
+    else:
+        shapes = guess.shapes
+
+    failures: list[tuple[tuple[int, ...], ForwardFailed]] = []
+    for shape in shapes:
+        try:
+            trace = run_trace(obj, args, model, device, shape)
+            break
+        except ForwardFailed as exc:
+            failures.append((shape, exc))
+    else:
+        shape, exc = failures[0]
+        hint = "" if input_shape else "; pass --input-shape C,H,W (or C,T,H,W) if it expects another"
+        raise ScaffoldError(
+            f"{name}: forward raised on an input of shape {(2, *shape)}: {exc}{hint}"
+        ) from exc.cause
+
+    if not trace.outputs:
+        raise ScaffoldError(f"{name}: forward returned {trace.output_kind} with no tensor in it")
+    selection = select_features(trace, shape)
+    if not selection.features:
+        raise ScaffoldError(
+            f"{name}: no output of any submodule is a feature map of the {shape[-2]}x{shape[-1]} "
+            "input (NCHW, NHWC, tokens, NCTHW or NTHWC); pass --input-shape if the input is wrong"
+        )
+
+    has = set()
+    if resolved.source_file is not None and resolved.kind == "class":
+        info = analyse_file(resolved.source_file).get(name)
+        has = set(info.has) if info else set()
+    has |= {h for h in ("feature_info", "forward_intermediates") if hasattr(model, h)}
+    if hasattr(model, "prepare_features_for_image_model"):
+        has.add("prepare_features_for_image_model")
+
+    return BackboneSpec(
+        target=target,
+        module=resolved.module,
+        qualname=name,
+        kind=resolved.kind,
+        import_root=str(resolved.import_root) if resolved.import_root else None,
+        source_file=str(resolved.source_file) if resolved.source_file else None,
+        args=args,
+        input_shape=(1, *shape),
+        in_chans_arg=guess.in_chans_arg,
+        features=selection.features,
+        out_indices=selection.out_indices,
+        output_kind=trace.output_kind,
+        traced_on=trace.device,
+        num_params=sum(p.numel() for p in model.parameters()),
+        has_feature_info="feature_info" in has,
+        has_prepare_features="prepare_features_for_image_model" in has,
+        has_forward_intermediates="forward_intermediates" in has,
+        notes=(*notes, *selection.notes),
+    )
+
+
+def _follow_input_shape(args: dict[str, Any], guess, input_shape: tuple[int, ...]) -> list[str]:
+    """Pass an --input-shape that differs from the model's defaults to its constructor, where the
+    constructor has a parameter for it and the person did not set that parameter already."""
+    default = guess.shapes[0]
+    changed: list[str] = []
+    pairs = [(guess.in_chans_arg, input_shape[0], default[0])]
+    if len(input_shape) == 4 and len(default) == 4:
+        pairs.append((guess.frames_arg, input_shape[1], default[1]))
+    h, w = input_shape[-2:]
+    if guess.size_arg is not None and (h, w) != tuple(default[-2:]):
+        pairs.append((guess.size_arg, h if h == w else [h, w], None))
+    for arg, value, was in pairs:
+        if arg is not None and arg not in args and value != was:
+            args[arg] = value
+            changed.append(arg)
+    return changed

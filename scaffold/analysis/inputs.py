@@ -1,0 +1,114 @@
+"""Inferring the input a model expects: channels, frames and image size.
+
+Each is looked up, in order, in the arguments the person gave, on the built model (``model.in_chans``,
+``model.patch_embed.img_size``), in the defaults of the builder's and the class's signatures, and
+finally in the model's first convolution (its ``in_channels``; a ``Conv3d`` means a temporal input).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+CHANNEL_PARAMS = (
+    "in_chans",
+    "in_channels",
+    "num_channels",
+    "input_channels",
+    "n_channels",
+    "in_ch",
+    "num_bands",
+    "bands",
+)
+SIZE_PARAMS = ("img_size", "image_size", "input_size", "img_res")
+FRAME_PARAMS = ("num_frames", "frames", "n_frames", "num_timesteps", "time_steps", "temporal_size")
+
+DEFAULT_CHANNELS = 3
+DEFAULT_FRAMES = 4
+# Sizes tried in turn when the model names none: small first (fast on the CPU), then ImageNet's.
+DEFAULT_SIZES = (64, 224)
+
+
+@dataclass(frozen=True)
+class InputGuess:
+    shapes: tuple[tuple[int, ...], ...]  # candidates without batch: (C, H, W) or (C, T, H, W)
+    in_chans_arg: str | None  # constructor parameter for the channels
+    size_arg: str | None
+    frames_arg: str | None
+
+
+def parameter_names(obj: Any, model: nn.Module) -> list[str]:
+    names: list[str] = []
+    for fn in (obj, type(model)):
+        try:
+            names += [p for p in inspect.signature(fn).parameters if p not in names]
+        except (TypeError, ValueError):
+            pass
+    return names
+
+
+def _default_of(obj: Any, model: nn.Module, name: str) -> Any:
+    for fn in (obj, type(model)):
+        try:
+            param = inspect.signature(fn).parameters.get(name)
+        except (TypeError, ValueError):
+            continue
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return None
+
+
+def _lookup(obj: Any, model: nn.Module, args: dict[str, Any], names: tuple[str, ...]):
+    """(parameter name or None, value or None) for the first of `names` that has a value."""
+    params = parameter_names(obj, model)
+    places = [model, getattr(model, "patch_embed", None)]
+    for name in names:
+        if name in args:
+            return name, args[name]
+    for name in names:
+        for place in places:
+            value = getattr(place, name, None) if place is not None else None
+            if isinstance(value, (int, tuple, list)) and not isinstance(value, bool):
+                return (name if name in params else None), value
+    for name in names:
+        if name in params:
+            return name, _default_of(obj, model, name)
+    return None, None
+
+
+def first_conv(model: nn.Module) -> nn.Module | None:
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            return module
+    return None
+
+
+def _as_hw(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value, value
+    if isinstance(value, (tuple, list)) and len(value) >= 2 and all(isinstance(v, int) for v in value):
+        return int(value[-2]), int(value[-1])
+    return None
+
+
+def guess_input(obj: Any, model: nn.Module, args: dict[str, Any]) -> InputGuess:
+    conv = first_conv(model)
+    chans_arg, chans = _lookup(obj, model, args, CHANNEL_PARAMS)
+    if not isinstance(chans, int) or isinstance(chans, bool) or chans <= 0:
+        chans = conv.in_channels if conv is not None else DEFAULT_CHANNELS
+    frames_arg, frames = _lookup(obj, model, args, FRAME_PARAMS)
+    temporal = frames_arg is not None or isinstance(conv, nn.Conv3d)
+    if temporal and not (isinstance(frames, int) and frames > 0):
+        kernel_t = conv.kernel_size[0] if isinstance(conv, nn.Conv3d) else 1
+        frames = max(DEFAULT_FRAMES, 2 * kernel_t)
+    size_arg, size = _lookup(obj, model, args, SIZE_PARAMS)
+    hw = _as_hw(size)
+    sizes = [hw] if hw else [(s, s) for s in DEFAULT_SIZES]
+    shapes = tuple(
+        (chans, frames, h, w) if temporal else (chans, h, w)  # type: ignore[misc]
+        for h, w in sizes
+    )
+    return InputGuess(shapes, chans_arg, size_arg, frames_arg)

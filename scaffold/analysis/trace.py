@@ -1,0 +1,205 @@
+"""Dynamic analysis: build the model and record every submodule call of one forward pass.
+
+The model is built and run on the meta device first (shapes only, no weights allocated, so a
+600M-parameter ViT costs no more than a small CNN); when an op cannot run there it is built and
+run again on the CPU with small real tensors. Hooks record each call as a tree: which module,
+which of its calls, the enclosing call, and the shape of the tensor it produced.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from scaffold.errors import ScaffoldError, one_line
+
+BATCH = 2  # > 1, so that a batch folded with time (B*T, ...) is not taken for a feature map
+
+
+@dataclass
+class Call:
+    """One call of one submodule during the traced forward pass."""
+
+    name: str  # qualified module name, "" for the model itself
+    type_name: str  # the module's class name
+    call: int  # how many earlier calls the same module had
+    parent: Call | None
+    is_leaf: bool  # the module has no submodules
+    children: list[Call] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None  # first tensor of the output
+    output_id: int | None = None  # id() of that tensor, to match the model's return value
+
+
+@dataclass
+class OutputItem:
+    key: int | str | None  # None: the output is a single tensor
+    shape: tuple[int, ...]
+    module: Call | None  # the call that produced exactly this tensor, if any
+
+
+@dataclass
+class Trace:
+    root: Call
+    output_kind: str  # "tensor", "list", "tuple" or "dict"
+    outputs: list[OutputItem]
+    device: str  # "meta" or "cpu"
+
+
+def build_model(obj: Any, args: dict[str, Any], device: str) -> nn.Module:
+    """Call the class or builder with `args`, with `device` as the default device."""
+    with torch.device(device):
+        model = obj(**args)
+    if not isinstance(model, nn.Module):
+        raise ScaffoldError(
+            f"{getattr(obj, '__name__', obj)}(...) returned {type(model).__name__}, not an nn.Module"
+        )
+    return model
+
+
+def check_arguments(obj: Any, args: dict[str, Any]) -> None:
+    """Name the constructor arguments that are missing or unknown before calling anything."""
+    name = getattr(obj, "__name__", str(obj))
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters.values()
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    missing = [p.name for p in named if p.default is p.empty and p.name not in args]
+    if missing:
+        given = ", ".join(f"--arg {n}=..." for n in missing)
+        raise ScaffoldError(
+            f"{name}() needs arguments that were not given: {', '.join(missing)} (pass {given})"
+        )
+    unknown = [k for k in args if k not in {p.name for p in named}]
+    if unknown and not takes_kwargs:
+        takes = ", ".join(p.name for p in named) or "nothing"
+        raise ScaffoldError(f"{name}() has no parameter {', '.join(unknown)} (it takes: {takes})")
+
+
+def construct(obj: Any, args: dict[str, Any]) -> tuple[nn.Module, str]:
+    """Build on the meta device, or on the CPU when the constructor cannot run on meta."""
+    check_arguments(obj, args)
+    try:
+        return build_model(obj, args, "meta"), "meta"
+    except ScaffoldError:
+        raise
+    except Exception:
+        pass
+    try:
+        return build_model(obj, args, "cpu"), "cpu"
+    except ScaffoldError:
+        raise
+    except Exception as exc:
+        name = getattr(obj, "__name__", str(obj))
+        raise ScaffoldError(f"{name}(...) raised while building the model: {one_line(exc)}") from exc
+
+
+def trace_forward(model: nn.Module, input_shape: tuple[int, ...], device: str) -> Trace:
+    """Run one forward pass on a random (B, *input_shape) input and record the call tree."""
+    root = Call(name="", type_name=type(model).__name__, call=0, parent=None, is_leaf=False)
+    stack: list[Call] = [root]
+    counts: dict[str, int] = {}
+    handles = []
+    keep_alive: list[torch.Tensor] = []  # ids stay unique while the tensors live
+
+    def pre_hook(name: str, is_leaf: bool):
+        def hook(module: nn.Module, args: Any) -> None:
+            parent = stack[-1]
+            node = Call(name, type(module).__name__, counts.get(name, 0), parent, is_leaf)
+            counts[name] = node.call + 1
+            parent.children.append(node)
+            stack.append(node)
+
+        return hook
+
+    def post_hook(module: nn.Module, args: Any, output: Any) -> None:
+        node = stack.pop()
+        tensor = first_tensor(output)
+        if tensor is not None:
+            node.shape = tuple(tensor.shape)
+            node.output_id = id(tensor)
+            keep_alive.append(tensor)
+
+    for name, module in model.named_modules():
+        if name:
+            is_leaf = next(module.children(), None) is None
+            handles.append(module.register_forward_pre_hook(pre_hook(name, is_leaf)))
+            handles.append(module.register_forward_hook(post_hook))
+    try:
+        x = torch.randn(BATCH, *input_shape, device=device)
+        model.eval()
+        with torch.no_grad():
+            output = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    kind, items = _output_items(output)
+    by_id = {}
+    _index_calls(root, by_id)
+    outputs = [OutputItem(key, tuple(t.shape), by_id.get(id(t))) for key, t in items]
+    first = first_tensor(output)
+    root.shape = tuple(first.shape) if first is not None else None
+    return Trace(root=root, output_kind=kind, outputs=outputs, device=device)
+
+
+def run_trace(
+    obj: Any, args: dict[str, Any], model: nn.Module, device: str, input_shape: tuple[int, ...]
+) -> Trace:
+    """Trace on `device`; when that is meta and an op cannot run there, rebuild on the CPU."""
+    try:
+        return trace_forward(model, input_shape, device)
+    except Exception as exc:
+        if device != "meta":
+            raise ForwardFailed(exc) from exc
+    cpu_model = build_model(obj, args, "cpu")
+    try:
+        return trace_forward(cpu_model, input_shape, "cpu")
+    except Exception as exc:
+        raise ForwardFailed(exc) from exc
+
+
+class ForwardFailed(Exception):
+    """The model's forward raised on the traced input (carries the model's own exception)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(one_line(cause))
+        self.cause = cause
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _output_items(output: Any) -> tuple[str, list[tuple[int | str | None, torch.Tensor]]]:
+    if isinstance(output, torch.Tensor):
+        return "tensor", [(None, output)]
+    if isinstance(output, dict):
+        pairs = [(k, v) for k, v in output.items() if isinstance(v, torch.Tensor)]
+        return "dict", pairs
+    if isinstance(output, (list, tuple)):
+        kind = "list" if isinstance(output, list) else "tuple"
+        return kind, [(i, v) for i, v in enumerate(output) if isinstance(v, torch.Tensor)]
+    return type(output).__name__, []
+
+
+def _index_calls(call: Call, by_id: dict[int, Call]) -> None:
+    for child in call.children:
+        _index_calls(child, by_id)
+        # Outermost call wins: a parent that returns its child's tensor as is names it.
+        if child.output_id is not None:
+            by_id[child.output_id] = child

@@ -1,0 +1,137 @@
+"""`BackboneSpec`: the one data contract between analysis, rendering and verification.
+
+Rendering and verification read only a spec (and the generated files), never the analysis internals.
+A spec round-trips through JSON; `scaffold inspect --json` prints exactly `BackboneSpec.to_json()`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Layout = Literal["NCHW", "NHWC", "NLC", "NCTHW", "NTHWC"]
+LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC", "NLC", "NCTHW", "NTHWC")
+TEMPORAL_LAYOUTS: tuple[str, ...] = ("NCTHW", "NTHWC")
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature map the backbone can return, as measured on a forward pass.
+
+    `source` says where the tensor comes from: ``"hook"`` is the output of the submodule `module`
+    (its `call`-th call when the module runs several times), ``"output"`` is the item `key` of what
+    the model's own forward returns.
+    """
+
+    module: str
+    num_chs: int
+    reduction: int
+    layout: str
+    shape: tuple[int, ...]
+    grid: tuple[int, int]
+    source: Literal["hook", "output"] = "hook"
+    call: int = 0
+    key: int | str | None = None
+    num_frames: int | None = None
+    prefix_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything the later stages need to know about a backbone.
+
+    - `target`: what the person typed (``path.py[:Name]`` or ``pkg.module:Name``).
+    - `module`, `qualname`, `import_root`: how to import the model (``import_root`` is the folder to
+      put on ``sys.path`` first, or ``None`` when the module is importable as installed).
+    - `kind`: ``"class"`` or ``"function"`` (a builder such as torchvision's ``resnet50``).
+    - `args`: constructor arguments the person gave (``--arg``).
+    - `input_shape`: the traced input, batch dimension included: (B, C, H, W) or (B, C, T, H, W).
+    - `in_chans_arg`: the constructor parameter that sets the input channels, if there is one.
+    - `features`: the candidate feature maps in forward order; `out_indices` selects the default ones.
+    """
+
+    target: str
+    module: str
+    qualname: str
+    kind: Literal["class", "function"]
+    import_root: str | None
+    source_file: str | None
+    args: dict[str, Any]
+    input_shape: tuple[int, ...]
+    in_chans_arg: str | None
+    features: tuple[FeatureSpec, ...]
+    out_indices: tuple[int, ...]
+    output_kind: str
+    traced_on: str
+    num_params: int
+    has_feature_info: bool = False
+    has_prepare_features: bool = False
+    has_forward_intermediates: bool = False
+    spec_version: int = SPEC_VERSION
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    # -- derived views ------------------------------------------------------------------------
+    @property
+    def in_chans(self) -> int:
+        return self.input_shape[1]
+
+    @property
+    def temporal(self) -> bool:
+        return len(self.input_shape) == 5
+
+    @property
+    def num_frames(self) -> int | None:
+        return self.input_shape[2] if self.temporal else None
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        return self.input_shape[-2], self.input_shape[-1]
+
+    @property
+    def selected(self) -> tuple[FeatureSpec, ...]:
+        return tuple(self.features[i] for i in self.out_indices)
+
+    # -- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["in_chans"] = self.in_chans
+        data["num_frames"] = self.num_frames
+        data["img_size"] = list(self.img_size)
+        return _jsonable(data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["features"] = tuple(
+            FeatureSpec(
+                **{
+                    **f,
+                    "shape": tuple(f["shape"]),
+                    "grid": tuple(f["grid"]),
+                }
+            )
+            for f in data["features"]
+        )
+        for key in ("input_shape", "out_indices", "notes"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> BackboneSpec:
+        return cls.from_dict(json.loads(text))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

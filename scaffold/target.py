@@ -1,0 +1,179 @@
+"""Resolve a TARGET string to the class or builder function that makes the model.
+
+TARGET is ``path/to/file.py`` (the model class is picked), ``path/to/file.py:Name`` or
+``package.module:Name``; Name is a class or a function. A file inside a package (one with
+``__init__.py`` beside it) is imported by its dotted name from the package root, so relative
+imports such as torchvision's ``from ..utils import x`` work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from scaffold.errors import ScaffoldError, one_line
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    target: str
+    module: str  # dotted module name
+    import_root: Path | None  # folder to put on sys.path first; None when already importable
+    source_file: Path | None
+    name: str
+    obj: Any  # the class or the builder function
+    kind: Literal["class", "function"]
+
+
+def parse_args(pairs: list[str] | None) -> dict[str, Any]:
+    """``["depths=[2,2,6,2]", "in_chans=6"]`` -> ``{"depths": [2, 2, 6, 2], "in_chans": 6}`` (YAML values)."""
+    args: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ScaffoldError(f"--arg {pair!r}: expected NAME=VALUE, e.g. --arg in_chans=6")
+        try:
+            args[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ScaffoldError(f"--arg {pair!r}: the value is not valid YAML ({first})") from exc
+    return args
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """``"6,64,64"`` -> (6, 64, 64); ``"6,4,64,64"`` -> (6, 4, 64, 64) (C,H,W or C,T,H,W)."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) not in (3, 4) or any(d <= 0 for d in dims):
+        raise ScaffoldError(
+            f"--input-shape {text!r}: expected C,H,W or C,T,H,W with positive integers, e.g. 6,64,64"
+        )
+    return dims
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """``"a/b.py:Net"`` -> ("a/b.py", "Net"); ``"pkg.mod:Net"`` -> ("pkg.mod", "Net")."""
+    head, sep, name = target.rpartition(":")
+    if sep and name and not name.startswith(("/", "\\")) and head:
+        return head, name
+    return target, None
+
+
+def resolve_target(target: str) -> ResolvedTarget:
+    """Import what TARGET names and return the class or function that builds the model."""
+    where, name = split_target(target)
+    if where.endswith(".py") or "/" in where or Path(where).exists():
+        return _resolve_file(target, Path(where), name)
+    if name is None:
+        raise ScaffoldError(
+            f"{target}: expected path/to/file.py, path/to/file.py:Name or package.module:Name"
+        )
+    return _resolve_module(target, where, name)
+
+
+def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
+    from scaffold.analysis.static import analyse_file
+
+    if not path.is_file():
+        raise ScaffoldError(f"{path}: no such file")
+    path = path.resolve()
+    analysis = analyse_file(path)  # syntax errors surface here, with file and line
+    if name is None:
+        name = _pick_class(path, analysis)
+    root, dotted = package_root(path)
+    module = _import(dotted, root, where=str(path))
+    module_file = getattr(module, "__file__", None)
+    if module_file is None or Path(module_file).resolve() != path:
+        raise ScaffoldError(
+            f"{path}: importing it as '{dotted}' finds {module_file} instead; rename the file"
+        )
+    return _finish(target, module, dotted, root, path, name, analysis.classes)
+
+
+def _resolve_module(target: str, dotted: str, name: str) -> ResolvedTarget:
+    module = _import(dotted, None, where=dotted)
+    file = getattr(module, "__file__", None)
+    return _finish(target, module, dotted, None, Path(file) if file else None, name, ())
+
+
+def _finish(target, module, dotted, root, path, name, classes) -> ResolvedTarget:
+    import torch
+
+    obj = getattr(module, name, None)
+    where = str(path) if path else dotted
+    if obj is None:
+        known = ", ".join(c.name for c in classes) or _module_classes_in(module)
+        hint = f" (nn.Module classes there: {known})" if known else ""
+        raise ScaffoldError(f"{where}: no class or function named '{name}'{hint}")
+    if inspect.isclass(obj):
+        if not issubclass(obj, torch.nn.Module):
+            raise ScaffoldError(f"{where}: '{name}' is a class but not a torch.nn.Module")
+        kind: Literal["class", "function"] = "class"
+    elif callable(obj):
+        kind = "function"
+    else:
+        raise ScaffoldError(f"{where}: '{name}' is neither an nn.Module class nor a function")
+    return ResolvedTarget(target, dotted, root, path, name, obj, kind)
+
+
+def _pick_class(path: Path, analysis) -> str:
+    if not analysis.classes:
+        raise ScaffoldError(f"{path}: defines no torch.nn.Module subclass")
+    candidates = analysis.model_candidates() or list(analysis.classes)
+    if len(candidates) > 1:
+        names = ", ".join(c.name for c in candidates)
+        raise ScaffoldError(
+            f"{path}: several classes could be the model ({names}); "
+            f"name one as {path.name}:Name"
+        )
+    return candidates[0].name
+
+
+def package_root(path: Path) -> tuple[Path, str]:
+    """The folder to put on sys.path and the dotted name under which `path` imports from it."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if parts[-1] == "__init__":
+        parts.pop()
+    return folder, ".".join(parts)
+
+
+def _import(dotted: str, root: Path | None, where: str):
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        if exc.name and (dotted == exc.name or dotted.startswith(exc.name + ".")):
+            raise ScaffoldError(f"{where}: no module named '{exc.name}'") from exc
+        raise ScaffoldError(f"{where}: importing it failed: {one_line(exc)}") from exc
+    except Exception as exc:  # the person's module raised while importing
+        raise ScaffoldError(f"{where}: importing it failed: {one_line(exc)}") from exc
+
+
+def _module_classes_in(module) -> str:
+    import torch
+
+    names = [
+        n
+        for n, v in vars(module).items()
+        if inspect.isclass(v)
+        and issubclass(v, torch.nn.Module)
+        and v.__module__ == module.__name__
+    ]
+    return ", ".join(names)
+

@@ -1,0 +1,1 @@
+"""The copier templates that `scaffold` renders (shipped as ``scaffold.templates``)."""
