@@ -67,6 +67,8 @@ class BackboneSpec:
     output_kind: str
     traced_on: str
     num_params: int
+    first_conv: str | None = None  # qualified name of the first convolution, if any
+    first_conv_3d: bool = False
     has_feature_info: bool = False
     has_prepare_features: bool = False
     has_forward_intermediates: bool = False

@@ -134,8 +134,7 @@ def _pick_class(path: Path, analysis) -> str:
     if len(candidates) > 1:
         names = ", ".join(c.name for c in candidates)
         raise ScaffoldError(
-            f"{path}: several classes could be the model ({names}); "
-            f"name one as {path.name}:Name"
+            f"{path}: several classes could be the model ({names}); name one as {path.name}:Name"
         )
     return candidates[0].name
 
@@ -171,9 +170,6 @@ def _module_classes_in(module) -> str:
     names = [
         n
         for n, v in vars(module).items()
-        if inspect.isclass(v)
-        and issubclass(v, torch.nn.Module)
-        and v.__module__ == module.__name__
+        if inspect.isclass(v) and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__
     ]
     return ", ".join(names)
-

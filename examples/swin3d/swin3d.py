@@ -35,8 +35,8 @@ def clamp_window(
     size: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int]
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """A window never exceeds the input; no shift along an axis the window covers whole."""
-    win = tuple(min(s, w) for s, w in zip(size, window))
-    sh = tuple(0 if s <= w else t for s, w, t in zip(size, window, shift))
+    win = tuple(min(s, w) for s, w in zip(size, window, strict=True))
+    sh = tuple(0 if s <= w else t for s, w, t in zip(size, window, shift, strict=True))
     return win, sh  # type: ignore[return-value]
 
 

@@ -14,6 +14,8 @@ def analyse(
 
     `input_shape` is (C, H, W) or (C, T, H, W) without batch; when None it is inferred.
     """
+    from torch import nn
+
     from scaffold.analysis.features import select_features
     from scaffold.analysis.inputs import guess_input
     from scaffold.analysis.static import analyse_file
@@ -45,7 +47,9 @@ def analyse(
             failures.append((shape, exc))
     else:
         shape, exc = failures[0]
-        hint = "" if input_shape else "; pass --input-shape C,H,W (or C,T,H,W) if it expects another"
+        hint = (
+            "" if input_shape else "; pass --input-shape C,H,W (or C,T,H,W) if it expects another"
+        )
         raise ScaffoldError(
             f"{name}: forward raised on an input of shape {(2, *shape)}: {exc}{hint}"
         ) from exc.cause
@@ -67,6 +71,9 @@ def analyse(
     if hasattr(model, "prepare_features_for_image_model"):
         has.add("prepare_features_for_image_model")
 
+    conv_name = next(
+        (n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None
+    )
     return BackboneSpec(
         target=target,
         module=resolved.module,
@@ -82,6 +89,9 @@ def analyse(
         output_kind=trace.output_kind,
         traced_on=trace.device,
         num_params=sum(p.numel() for p in model.parameters()),
+        first_conv=conv_name,
+        first_conv_3d=conv_name is not None
+        and isinstance(model.get_submodule(conv_name), nn.Conv3d),
         has_feature_info="feature_info" in has,
         has_prepare_features="prepare_features_for_image_model" in has,
         has_forward_intermediates="forward_intermediates" in has,

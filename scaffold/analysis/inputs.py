@@ -7,6 +7,7 @@ finally in the model's first convolution (its ``in_channels``; a ``Conv3d`` mean
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +44,8 @@ class InputGuess:
 def parameter_names(obj: Any, model: nn.Module) -> list[str]:
     names: list[str] = []
     for fn in (obj, type(model)):
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             names += [p for p in inspect.signature(fn).parameters if p not in names]
-        except (TypeError, ValueError):
-            pass
     return names
 
 
@@ -89,7 +88,11 @@ def first_conv(model: nn.Module) -> nn.Module | None:
 def _as_hw(value: Any) -> tuple[int, int] | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value, value
-    if isinstance(value, (tuple, list)) and len(value) >= 2 and all(isinstance(v, int) for v in value):
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) >= 2
+        and all(isinstance(v, int) for v in value)
+    ):
         return int(value[-2]), int(value[-1])
     return None
 

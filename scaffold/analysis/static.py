@@ -72,7 +72,9 @@ def analyse_file(path: Path) -> FileAnalysis:
     wrapper = MetadataWrapper(tree)
     collector = _ClassCollector()
     wrapper.visit(collector)
-    return FileAnalysis(path=path, classes=_module_classes(collector), functions=collector.functions)
+    return FileAnalysis(
+        path=path, classes=_module_classes(collector), functions=collector.functions
+    )
 
 
 @dataclass

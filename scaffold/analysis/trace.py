@@ -97,7 +97,9 @@ def construct(obj: Any, args: dict[str, Any]) -> tuple[nn.Module, str]:
         raise
     except Exception as exc:
         name = getattr(obj, "__name__", str(obj))
-        raise ScaffoldError(f"{name}(...) raised while building the model: {one_line(exc)}") from exc
+        raise ScaffoldError(
+            f"{name}(...) raised while building the model: {one_line(exc)}"
+        ) from exc
 
 
 def trace_forward(model: nn.Module, input_shape: tuple[int, ...], device: str) -> Trace:

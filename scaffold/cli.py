@@ -1,0 +1,231 @@
+"""The `scaffold` command line: parse, call one stage function, print. Nothing else lives here.
+
+Heavy imports (torch, timm, libcst, copier, terratorch) happen inside the commands, so that
+`scaffold --help` starts as fast as Typer itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from scaffold.errors import ScaffoldError
+
+app = typer.Typer(
+    name="scaffold",
+    help="Turn a PyTorch nn.Module into a timm/TerraTorch backbone and a benchmark that runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+_state = {"debug": False}
+
+TargetArg = Annotated[
+    str,
+    typer.Argument(help="path/to/model.py, path/to/model.py:Name or package.module:Name."),
+]
+ArgOpt = Annotated[
+    list[str] | None,
+    typer.Option("--arg", help="Constructor argument NAME=VALUE (VALUE is YAML). Repeatable."),
+]
+ShapeOpt = Annotated[
+    str | None,
+    typer.Option("--input-shape", help="Input without batch: C,H,W or C,T,H,W (e.g. 6,4,64,64)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DirArg = Annotated[
+    Path, typer.Argument(help="A directory made by `scaffold new-backbone`.", show_default=True)
+]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of internal errors.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def inspect(
+    target: TargetArg,
+    arg: ArgOpt = None,
+    input_shape: ShapeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Analyse a model and show its feature maps. Writes nothing."""
+    from scaffold.analysis import analyse
+    from scaffold.target import parse_args, parse_input_shape
+
+    args = parse_args(arg)
+    shape = parse_input_shape(input_shape)
+    with err.status(f"analysing {target}"):
+        spec = analyse(target, args, shape)
+    if as_json:
+        _print_json(spec.to_dict())
+        return
+    from scaffold.report import spec_table
+
+    out.print(spec_table(spec))
+
+
+@app.command("new-backbone")
+def new_backbone(
+    target: TargetArg,
+    name: Annotated[
+        str | None, typer.Option(help="Registered backbone name (default: from the class name).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default: ./<name>).")
+    ] = None,
+    arg: ArgOpt = None,
+    input_shape: ShapeOpt = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="A checkpoint to load as the pretrained weights.")
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="segmentation, classification or regression.")
+    ] = "segmentation",
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify."""
+    from scaffold.generate import Options, generate
+    from scaffold.target import parse_args, parse_input_shape
+
+    options = Options(
+        target=target,
+        args=parse_args(arg),
+        input_shape=parse_input_shape(input_shape),
+        name=name,
+        out=out_dir,
+        weights=weights,
+        task=task,
+    )
+    result = generate(options, progress=err)
+    verified = False
+    report = None
+    if not no_verify:
+        from scaffold.verify import verify_dir
+
+        report = verify_dir(result.out, quick=False, progress=err)
+        verified = report.ok
+    if as_json:
+        _print_json({**result.to_dict(), "verified": verified, **_checks(report)})
+    else:
+        _show_generated(result, report)
+    if report is not None and not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    directory: DirArg = Path("."),
+    quick: Annotated[bool, typer.Option("--quick", help="Skip the benchmark run.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a generated backbone, fast to slow, ending with a run of its benchmark YAML."""
+    from scaffold.verify import verify_dir
+
+    report = verify_dir(directory, quick=quick, progress=err)
+    if as_json:
+        _print_json({"ok": report.ok, **_checks(report)})
+    else:
+        from scaffold.report import checks_table
+
+        out.print(checks_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def update(
+    directory: DirArg = Path("."),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the diff, write nothing.")
+    ] = False,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Do not verify afterwards.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
+    from scaffold.update import update_dir
+
+    result = update_dir(directory, dry_run=dry_run, progress=err)
+    if dry_run:
+        if as_json:
+            _print_json(result.to_dict())
+        else:
+            sys.stdout.write(result.diff or "")
+        return
+    report = None
+    if not no_verify and not result.conflicts:
+        from scaffold.verify import verify_dir
+
+        report = verify_dir(result.out, quick=False, progress=err)
+    verified = report.ok if report is not None else False
+    if as_json:
+        _print_json({**result.to_dict(), "verified": verified, **_checks(report)})
+    else:
+        from scaffold.report import show_update
+
+        show_update(out, err, result, report)
+    if result.conflicts or (report is not None and not report.ok):
+        raise typer.Exit(1)
+
+
+def _checks(report) -> dict[str, Any]:
+    if report is None:
+        return {}
+    return {"checks": [c.to_dict() for c in report.checks]}
+
+
+def _show_generated(result, report) -> None:
+    from scaffold.report import checks_table
+
+    err.print(f"[green]generated[/] {result.out}")
+    for f in result.files:
+        err.print(f"  {f}")
+    if report is not None:
+        out.print(checks_table(report))
+    err.print(
+        f"backbone [bold]{result.backbone}[/]; run the benchmark with:\n"
+        f"  terratorch iterate --hpo --config {result.benchmark_config}"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except ScaffoldError as exc:
+        err.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        err.print(Text.assemble(("internal error: ", "red"), message), soft_wrap=True)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
