@@ -1,0 +1,121 @@
+"""The last rung: run the benchmark YAML exactly as ``terratorch iterate --hpo --config FILE``.
+
+terratorch's ``iterate`` subcommand hands ``--hpo --config FILE`` to terratorch-iterate's
+``main``; this calls that same function in this process (TerraTorch is imported already), with
+stdout and stderr going to a log under ``DIR/.scaffold/runs/<timestamp>/``. The metric each task
+reached is read back from MLflow under the config's ``storage_uri``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from scaffold.errors import one_line
+from scaffold.verify import CheckFailed
+
+ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
+
+
+def run_benchmark(config: Path, log_dir: Path) -> str:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "iterate.log"
+    shutil.copyfile(config, log_dir / config.name)
+    started_ms = int(time.time() * 1000)
+    argv = ["terratorch", "--hpo", "--config", str(config)]
+    try:
+        with _output_to(log), _argv(argv):
+            from terratorch_iterate.main import main
+
+            main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise CheckFailed(f"{_root_cause(log) or f'exit code {exc.code}'} (log: {log})")
+    except Exception as exc:
+        raise CheckFailed(f"the run raised {one_line(exc)} (log: {log})") from exc
+    metrics = read_metrics(config, started_ms)
+    if not metrics:
+        cause = _root_cause(log)
+        raise CheckFailed(f"no trial finished{': ' + cause if cause else ''} (log: {log})")
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise CheckFailed(f"metric not finite: {bad} (log: {log})")
+    return ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items())
+
+
+def read_metrics(config: Path, started_ms: int) -> dict[str, float]:
+    """``{"<task>: best_val/loss": value}`` from the newest top-level run of this experiment."""
+    from mlflow.tracking import MlflowClient
+
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    storage = str(cfg["storage_uri"])
+    client = MlflowClient(tracking_uri=storage)
+    experiment = client.get_experiment_by_name(cfg["experiment_name"])
+    if experiment is None:
+        return {}
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.start_time >= {started_ms}",
+        order_by=["attributes.start_time DESC"],
+    )
+    tops = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    if not tops:
+        return {}
+    top_id = tops[0].info.run_id
+    metrics: dict[str, float] = {}
+    for run in runs:
+        if run.data.tags.get("mlflow.parentRunId") == top_id:
+            name = run.data.tags.get("mlflow.runName", run.info.run_id)
+            for key, value in run.data.metrics.items():
+                if key.startswith("best_"):
+                    metrics[f"{name}: {key}"] = value
+    return metrics
+
+
+def _root_cause(log: Path) -> str | None:
+    """The last 'SomethingError: message' (or argparse 'error: ...') line of the log."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [line.strip() for line in lines if ROOT_CAUSE.match(line.strip())]
+    return found[-1][:300] if found else None
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to `log`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextlib.contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved

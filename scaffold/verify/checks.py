@@ -1,0 +1,238 @@
+"""The fast rungs of the ladder: import, timm's feature rules, the factory, the weights.
+
+Each check returns a one-line summary or raises CheckFailed with a finding that names the thing:
+"feature 2 (`model.stages.2`) has 96 channels, feature_info says 97", not a stack trace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaffold.errors import one_line
+from scaffold.render import CONFIG_FILE, names_for
+from scaffold.state import State
+from scaffold.verify import CheckFailed
+
+BATCH = 2
+# terratorch-iterate task types -> the task names TerraTorch factories are called with.
+FACTORY_TASKS = {
+    "segmentation": "segmentation",
+    "classification": "classification",
+    "multilabel_classification": "classification",
+    "regression": "regression",
+}
+
+
+@dataclass
+class Context:
+    directory: Path
+    state: State
+    config_path: Path
+
+    @classmethod
+    def load(cls, directory: Path, state: State) -> Context:
+        return cls(directory, state, directory / CONFIG_FILE)
+
+    @property
+    def name(self) -> str:
+        return self.state.options.name or ""
+
+    def example_input(self):
+        import torch
+
+        torch.manual_seed(0)
+        return torch.rand(BATCH, *self.state.spec.input_shape[1:])
+
+    # -- 1. import ------------------------------------------------------------------------------
+    def check_import(self) -> str:
+        import timm
+        from terratorch.registry import BACKBONE_REGISTRY, MODEL_FACTORY_REGISTRY
+
+        package = self.directory / self.name
+        if not (package / "__init__.py").is_file():
+            raise CheckFailed(f"{package}/__init__.py is missing")
+        # A fresh import, so that edits made since an earlier import in this process count.
+        for mod in [m for m in sys.modules if m == self.name or m.startswith(self.name + ".")]:
+            del sys.modules[mod]
+        if str(self.directory) not in sys.path:
+            sys.path.insert(0, str(self.directory))
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Overwriting")
+                importlib.import_module(self.name)
+        except Exception as exc:
+            raise CheckFailed(f"importing {package} failed: {one_line(exc)}") from exc
+        if self.name not in timm.list_models():
+            raise CheckFailed(f"after the import timm does not know '{self.name}'")
+        if self.name not in BACKBONE_REGISTRY:
+            raise CheckFailed(f"TerraTorch's BACKBONE_REGISTRY does not find '{self.name}'")
+        factory = self.config_factory()
+        if factory not in MODEL_FACTORY_REGISTRY:
+            raise CheckFailed(f"MODEL_FACTORY_REGISTRY has no factory '{factory}'")
+        return f"'{self.name}' in timm and BACKBONE_REGISTRY, '{factory}' in MODEL_FACTORY_REGISTRY"
+
+    # -- 2. timm's feature rules ----------------------------------------------------------------
+    def check_features(self) -> str:
+        import timm
+        import torch
+
+        x = self.example_input()
+        height, width = x.shape[-2:]
+        try:
+            model = timm.create_model(self.name, features_only=True).eval()
+        except Exception as exc:
+            raise CheckFailed(f"timm.create_model(features_only=True) failed: {one_line(exc)}")
+        info = model.feature_info
+        with torch.no_grad():
+            outs = _call(model, x, "the features_only model")
+        _feature_rules(outs, info.channels(), info.reduction(), info.module_name(), height, width)
+
+        backbone = timm.create_model(self.name).eval()
+        with torch.no_grad():
+            raw = _call(backbone, x, "the backbone's forward")
+            if not isinstance(raw, (list, tuple)):
+                raise CheckFailed(f"the backbone's forward returns {type(raw).__name__}, not a list")
+            images = backbone.prepare_features_for_image_model(list(raw))
+        names = [backbone.feature_info.module_name()[i] for i in range(len(backbone.out_channels))]
+        if len(raw) != len(backbone.out_channels):
+            raise CheckFailed(
+                f"the backbone's forward returns {len(raw)} features, "
+                f"out_channels and feature_info list {len(backbone.out_channels)}"
+            )
+        reductions = backbone.feature_info.reduction()
+        _feature_rules(images, backbone.out_channels, reductions, names, height, width)
+        shapes = ", ".join("x".join(map(str, o.shape[1:])) for o in outs)
+        return f"{len(outs)} features for a {tuple(x.shape)} input: {shapes}"
+
+    # -- 3. the factory -------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        try:
+            return yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CheckFailed(f"{self.config_path}: {one_line(exc)}") from exc
+
+    def config_factory(self) -> str:
+        defaults = self.config().get("defaults", {}).get("terratorch_task", {})
+        return defaults.get("model_factory", names_for(self.name).factory_class)
+
+    def check_factory(self) -> str:
+        from terratorch.registry import MODEL_FACTORY_REGISTRY
+
+        config = self.config()
+        task_cfg = (config.get("tasks") or [{}])[0]
+        task_type = task_cfg.get("type", self.state.options.task)
+        task = FACTORY_TASKS.get(task_type, task_type)
+        model_args = {
+            **config.get("defaults", {}).get("terratorch_task", {}).get("model_args", {}),
+            **(task_cfg.get("terratorch_task") or {}).get("model_args", {}),
+        }
+        factory_name = self.config_factory()
+        try:
+            factory = MODEL_FACTORY_REGISTRY.build(factory_name)
+            model = factory.build_model(task, **model_args)
+        except Exception as exc:
+            raise CheckFailed(f"{factory_name}.build_model({task!r}) raised {one_line(exc)}")
+        x = self.example_input()
+        model.train()
+        try:
+            output = model(x).output
+            output.float().mean().backward()
+        except Exception as exc:
+            raise CheckFailed(f"forward/backward of the {task} model raised {one_line(exc)}")
+        expected = _expected_output(task, model_args, x.shape)
+        if tuple(output.shape) != expected:
+            raise CheckFailed(
+                f"the {task} model returns {tuple(output.shape)}, expected {expected}"
+            )
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads or not all(bool(g.isfinite().all()) for g in grads):
+            raise CheckFailed("backward gave no finite gradients")
+        return f"{factory_name} builds the {task} model; output {tuple(output.shape)}, backward ok"
+
+    # -- 4. weights -----------------------------------------------------------------------------
+    def check_weights(self) -> str:
+        import timm
+        import torch
+
+        weights = self.state.options.weights
+        assert weights is not None
+        try:
+            checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckFailed(f"{weights}: cannot load it: {one_line(exc)}")
+        registration = importlib.import_module(f"{self.name}.registration")
+        model = timm.create_model(self.name)
+        state_dict = registration.checkpoint_filter_fn(checkpoint, model)
+        own = model.state_dict()
+        missing = sorted(own.keys() - state_dict.keys())
+        unexpected = sorted(state_dict.keys() - own.keys())
+        wrong = sorted(
+            k
+            for k in own.keys() & state_dict.keys()
+            if tuple(own[k].shape) != tuple(state_dict[k].shape)
+        )
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing from the checkpoint: {_names(missing)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected: {_names(unexpected)}")
+        if wrong:
+            shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]
+            problems.append(f"{len(wrong)} with other shapes: {_names(shapes)}")
+        if problems:
+            raise CheckFailed(f"{weights.name} does not fit: " + "; ".join(problems))
+        try:
+            timm.create_model(self.name, pretrained=True)
+        except Exception as exc:
+            raise CheckFailed(f"timm.create_model(pretrained=True) failed: {one_line(exc)}")
+        return f"{len(state_dict)} tensors from {weights.name} load (timm, pretrained=True)"
+
+
+def _call(model, x, what: str):
+    try:
+        return model(x)
+    except Exception as exc:
+        raise CheckFailed(f"{what} raised {one_line(exc)}") from exc
+
+
+def _feature_rules(outs, channels, reductions, names, height: int, width: int) -> None:
+    """timm's own tests for features_only models (tests/test_models.py)."""
+    if len(outs) != len(channels):
+        raise CheckFailed(f"{len(outs)} features returned, feature_info lists {len(channels)}")
+    for i, (o, c, r, n) in enumerate(zip(outs, channels, reductions, names, strict=True)):
+        if o.ndim != 4:
+            raise CheckFailed(f"feature {i} (`{n}`) has shape {tuple(o.shape)}, not (B, C, H, W)")
+        if o.shape[1] != c:
+            raise CheckFailed(f"feature {i} (`{n}`) has {o.shape[1]} channels, feature_info says {c}")
+        limit = (math.ceil(height / r) + 1, math.ceil(width / r) + 1)
+        if o.shape[-2] > limit[0] or o.shape[-1] > limit[1]:
+            raise CheckFailed(
+                f"feature {i} (`{n}`) is {o.shape[-2]}x{o.shape[-1]}, more than "
+                f"{limit[0]}x{limit[1]} for reduction {r} of a {height}x{width} input"
+            )
+        if not bool(o.isfinite().all()):
+            raise CheckFailed(f"feature {i} (`{n}`) has NaN or infinite values")
+    if any(b < a for a, b in zip(reductions, reductions[1:], strict=False)):
+        raise CheckFailed(f"reductions {list(reductions)} decrease")
+
+
+def _expected_output(task: str, model_args: dict[str, Any], input_shape) -> tuple[int, ...]:
+    batch, height, width = input_shape[0], input_shape[-2], input_shape[-1]
+    if task == "classification":
+        return (batch, model_args.get("num_classes", 0))
+    if task == "regression":
+        return (batch, height, width)
+    return (batch, model_args.get("num_classes", 0), height, width)
+
+
+def _names(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
