@@ -7,6 +7,7 @@ refused; one that scaffold made is left to `scaffold update`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         check_output_dir(options.out.resolve())
 
     target = absolute_target(options.target)
-    status = progress.status if progress is not None else _no_status
+    status = progress.status if progress is not None else _quiet
     with status(f"analysing {options.target}"):
         spec = analyse(target, options.args, options.input_shape)
     check_task(spec, options.task)
@@ -181,12 +182,5 @@ def generate(options: Options, progress=None) -> GenerateResult:
     )
 
 
-class _no_status:
-    def __init__(self, message: str) -> None:
-        pass
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _quiet(message: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()

@@ -101,8 +101,8 @@ def format_python(root: Path, files: list[str]) -> None:
     paths = [str(root / f) for f in files]
     ruff = [sys.executable, "-m", "ruff"]
     for cmd in (
-        [*ruff, "check", "--isolated", "--select", "I", "--fix", "--quiet", *paths],
-        [*ruff, "format", "--isolated", "--quiet", *paths],
+        [*ruff, "check", "--isolated", "--no-cache", "--select", "I", "--fix", "--quiet", *paths],
+        [*ruff, "format", "--isolated", "--no-cache", "--quiet", *paths],
     ):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:

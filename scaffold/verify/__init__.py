@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
 
     def run(name: str, fn: Callable[[], str]) -> bool:
         start = time.perf_counter()
-        status = progress.status(f"verify: {name}") if progress is not None else _NullStatus()
+        status = progress.status(f"verify: {name}") if progress else contextlib.nullcontext()
         try:
             with status:
                 detail, ok = fn(), True
@@ -98,11 +99,3 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
     else:
         report.checks.append(Check("benchmark", False, "skipped: an earlier check failed"))
     return report
-
-
-class _NullStatus:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

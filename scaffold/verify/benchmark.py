@@ -39,7 +39,8 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
             main()
     except SystemExit as exc:
         if exc.code not in (0, None):
-            raise CheckFailed(f"{_root_cause(log) or f'exit code {exc.code}'} (log: {log})")
+            cause = _root_cause(log) or f"exit code {exc.code}"
+            raise CheckFailed(f"{cause} (log: {log})") from None
     except Exception as exc:
         raise CheckFailed(f"the run raised {one_line(exc)} (log: {log})") from exc
     metrics = read_metrics(config, started_ms)

@@ -89,7 +89,9 @@ class Context:
         try:
             model = timm.create_model(self.name, features_only=True).eval()
         except Exception as exc:
-            raise CheckFailed(f"timm.create_model(features_only=True) failed: {one_line(exc)}")
+            raise CheckFailed(
+                f"timm.create_model(features_only=True) failed: {one_line(exc)}"
+            ) from exc
         info = model.feature_info
         with torch.no_grad():
             outs = _call(model, x, "the features_only model")
@@ -99,7 +101,9 @@ class Context:
         with torch.no_grad():
             raw = _call(backbone, x, "the backbone's forward")
             if not isinstance(raw, (list, tuple)):
-                raise CheckFailed(f"the backbone's forward returns {type(raw).__name__}, not a list")
+                raise CheckFailed(
+                    f"the backbone's forward returns {type(raw).__name__}, not a list"
+                )
             images = backbone.prepare_features_for_image_model(list(raw))
         names = [backbone.feature_info.module_name()[i] for i in range(len(backbone.out_channels))]
         if len(raw) != len(backbone.out_channels):
@@ -139,14 +143,18 @@ class Context:
             factory = MODEL_FACTORY_REGISTRY.build(factory_name)
             model = factory.build_model(task, **model_args)
         except Exception as exc:
-            raise CheckFailed(f"{factory_name}.build_model({task!r}) raised {one_line(exc)}")
+            raise CheckFailed(
+                f"{factory_name}.build_model({task!r}) raised {one_line(exc)}"
+            ) from exc
         x = self.example_input()
         model.train()
         try:
             output = model(x).output
             output.float().mean().backward()
         except Exception as exc:
-            raise CheckFailed(f"forward/backward of the {task} model raised {one_line(exc)}")
+            raise CheckFailed(
+                f"forward/backward of the {task} model raised {one_line(exc)}"
+            ) from exc
         expected = _expected_output(task, model_args, x.shape)
         if tuple(output.shape) != expected:
             raise CheckFailed(
@@ -167,7 +175,7 @@ class Context:
         try:
             checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckFailed(f"{weights}: cannot load it: {one_line(exc)}")
+            raise CheckFailed(f"{weights}: cannot load it: {one_line(exc)}") from exc
         registration = importlib.import_module(f"{self.name}.registration")
         model = timm.create_model(self.name)
         state_dict = registration.checkpoint_filter_fn(checkpoint, model)
@@ -192,7 +200,9 @@ class Context:
         try:
             timm.create_model(self.name, pretrained=True)
         except Exception as exc:
-            raise CheckFailed(f"timm.create_model(pretrained=True) failed: {one_line(exc)}")
+            raise CheckFailed(
+                f"timm.create_model(pretrained=True) failed: {one_line(exc)}"
+            ) from exc
         return f"{len(state_dict)} tensors from {weights.name} load (timm, pretrained=True)"
 
 
@@ -211,7 +221,9 @@ def _feature_rules(outs, channels, reductions, names, height: int, width: int) -
         if o.ndim != 4:
             raise CheckFailed(f"feature {i} (`{n}`) has shape {tuple(o.shape)}, not (B, C, H, W)")
         if o.shape[1] != c:
-            raise CheckFailed(f"feature {i} (`{n}`) has {o.shape[1]} channels, feature_info says {c}")
+            raise CheckFailed(
+                f"feature {i} (`{n}`) has {o.shape[1]} channels, feature_info says {c}"
+            )
         limit = (math.ceil(height / r) + 1, math.ceil(width / r) + 1)
         if o.shape[-2] > limit[0] or o.shape[-1] > limit[1]:
             raise CheckFailed(
