@@ -54,8 +54,11 @@ def names_for(name: str) -> Names:
 
 
 def default_name(qualname: str) -> str:
-    """``SwinTransformer3D`` -> ``swin_transformer3d``; ``resnet18`` stays."""
-    snake = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", qualname).lower()
+    """``SwinTransformer3D`` -> ``swin_transformer3d``, ``TinyViT`` -> ``tinyvit``,
+    ``SmallCNN`` -> ``small_cnn``; ``resnet18`` stays."""
+    words = r"(?<=[A-Za-z0-9])(?=[A-Z][a-z]{2,})"  # before a capitalised word
+    acronym = r"(?<=[a-z])(?=[A-Z]{2,}(?:[^a-z]|$))"  # before a final acronym
+    snake = re.sub(f"{words}|{acronym}", "_", qualname).lower()
     snake = re.sub(r"\W+", "_", snake).strip("_")
     return snake if snake.isidentifier() else f"model_{snake}"
 
