@@ -92,13 +92,25 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
     if name is None:
         name = _pick_class(path, analysis)
     root, dotted = package_root(path)
+    cached = sys.modules.get(dotted)
+    if cached is not None and dotted in _loaded_from_files and _file_of(cached) != path:
+        del sys.modules[dotted]  # another file of the same name, loaded earlier by scaffold
     module = _import(dotted, root, where=str(path))
-    module_file = getattr(module, "__file__", None)
-    if module_file is None or Path(module_file).resolve() != path:
+    _loaded_from_files.add(dotted)
+    if _file_of(module) != path:
         raise ScaffoldError(
-            f"{path}: importing it as '{dotted}' finds {module_file} instead; rename the file"
+            f"{path}: importing it as '{dotted}' finds {_file_of(module)} instead; rename the file"
         )
     return _finish(target, module, dotted, root, path, name, analysis.classes)
+
+
+# Modules this process imported from a file path: another file of the same name may replace them.
+_loaded_from_files: set[str] = set()
+
+
+def _file_of(module) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if file else None
 
 
 def _resolve_module(target: str, dotted: str, name: str) -> ResolvedTarget:

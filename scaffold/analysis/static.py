@@ -7,6 +7,7 @@ gives the constructor parameters from which the input shape is inferred.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,10 @@ def analyse_file(path: Path) -> FileAnalysis:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScaffoldError(f"{path}: cannot read it ({exc})") from exc
+    try:  # Python's own parser names the line and the reason best
+        compile(source, str(path), "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        raise ScaffoldError(f"{path}:{exc.lineno}:{exc.offset}: syntax error: {exc.msg}") from exc
     try:
         tree = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:

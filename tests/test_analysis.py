@@ -1,0 +1,218 @@
+"""The traced analysis: exact channels, reductions and layouts for every layout and output kind."""
+
+from pathlib import Path
+
+import pytest
+import torchvision
+
+from scaffold.analysis import analyse
+from scaffold.errors import ScaffoldError
+
+from .conftest import MODELS, SWIN3D
+
+TV = Path(torchvision.__file__).parent / "models"
+
+
+def table(spec):
+    return [(f.module, f.num_chs, f.reduction, f.layout) for f in spec.features]
+
+
+def test_cnn_whose_stages_are_visible_only_inside():
+    spec = analyse(str(MODELS / "cnn.py"))
+    assert spec.input_shape == (1, 4, 64, 64)  # in_chans=4 from the constructor's default
+    assert spec.in_chans_arg == "in_chans"
+    assert table(spec) == [
+        ("stem", 8, 2, "NCHW"),
+        ("stage1", 16, 4, "NCHW"),
+        ("stage2", 32, 8, "NCHW"),
+    ]  # not the avgpool, not a layer inside a block
+    assert spec.out_indices == (0, 1, 2)
+    assert spec.traced_on == "meta" and spec.output_kind == "tensor"
+
+
+def test_vit_with_class_token_on_a_non_square_grid():
+    spec = analyse(str(MODELS / "vit.py"))
+    assert spec.input_shape == (1, 3, 32, 48)  # from img_size=(32, 48)
+    assert table(spec) == [(f"blocks.{i}", 32, 8, "NLC") for i in range(6)]
+    assert {(f.prefix_tokens, f.grid) for f in spec.features} == {(1, (4, 6))}
+    assert spec.out_indices == (1, 2, 3, 5)  # four, evenly spaced, ending at the last block
+
+
+def test_channels_last_pyramid():
+    spec = analyse(str(MODELS / "channels_last.py"))
+    assert table(spec) == [
+        ("stages.0", 12, 4, "NHWC"),
+        ("stages.1", 24, 8, "NHWC"),
+        ("stages.2", 48, 16, "NHWC"),
+    ]
+    assert spec.in_chans == 5
+
+
+def test_temporal_3d_encoder():
+    spec = analyse(str(MODELS / "temporal.py"))
+    assert spec.input_shape == (1, 3, 6, 64, 64)  # num_frames=6, a Conv3d stem
+    assert table(spec) == [
+        ("stem", 8, 2, "NCTHW"),
+        ("layer1", 16, 4, "NCTHW"),
+        ("layer2", 32, 8, "NCTHW"),
+    ]
+    assert [f.num_frames for f in spec.features] == [6, 3, 3]
+    assert spec.first_conv == "stem.0" and spec.first_conv_3d
+
+
+def test_swin3d_example_taps_the_last_block_of_each_stage():
+    spec = analyse(str(SWIN3D))
+    assert spec.input_shape == (1, 6, 4, 64, 64)
+    assert table(spec) == [
+        ("layers.0.blocks.1", 48, 4, "NTHWC"),  # before the patch merging that ends the stage
+        ("layers.1.blocks.1", 96, 8, "NTHWC"),
+        ("layers.2.blocks.1", 192, 16, "NTHWC"),
+        ("norm", 384, 32, "NTHWC"),
+    ]
+    assert [f.num_frames for f in spec.features] == [2, 2, 2, 2]
+
+
+def test_dict_output_is_taken_at_its_word():
+    spec = analyse(str(MODELS / "dict_out.py"))
+    assert spec.output_kind == "dict"
+    assert [(f.source, f.key, f.num_chs, f.reduction) for f in spec.features] == [
+        ("output", "res2", 16, 2),
+        ("output", "res4", 24, 4),
+        ("output", "res8", 40, 8),  # the pooled vector is not a feature map
+    ]
+    assert spec.features[0].module == "c1"  # the module that produced the tensor, when one did
+
+
+def test_list_output_sorted_fine_to_coarse():
+    spec = analyse(str(MODELS / "list_out.py"))
+    assert [(f.key, f.num_chs, f.reduction) for f in spec.features] == [(1, 8, 2), (0, 16, 4)]
+
+
+def test_module_called_several_times():
+    spec = analyse(str(MODELS / "shared_act.py"))
+    assert [(f.module, f.call, f.num_chs, f.reduction) for f in spec.features] == [
+        ("act", 0, 8, 2),
+        ("act", 1, 16, 4),
+        ("act", 2, 32, 8),
+    ]
+
+
+def test_torchvision_resnet18_builder():
+    spec = analyse(f"{TV / 'resnet.py'}:resnet18")
+    assert spec.kind == "function"
+    assert table(spec) == [
+        ("relu", 64, 2, "NCHW"),
+        ("layer1", 64, 4, "NCHW"),
+        ("layer2", 128, 8, "NCHW"),
+        ("layer3", 256, 16, "NCHW"),
+        ("layer4", 512, 32, "NCHW"),
+    ]
+    assert spec.out_indices == (1, 2, 3, 4)
+    assert spec.num_params == 11_689_512
+
+
+def test_torchvision_swin_t_channels_last():
+    spec = analyse(f"{TV / 'swin_transformer.py'}:swin_t")
+    assert table(spec)[:3] == [
+        ("features.1", 96, 4, "NHWC"),
+        ("features.3", 192, 8, "NHWC"),
+        ("features.5", 384, 16, "NHWC"),
+    ]
+    assert table(spec)[3][1:3] == (768, 32)
+
+
+def test_torchvision_vit_b_16_tokens_with_class_token():
+    spec = analyse(f"{TV / 'vision_transformer.py'}:vit_b_16")
+    assert spec.input_shape == (1, 3, 224, 224)  # image_size=224 on the built model
+    assert table(spec) == [
+        (f"encoder.layers.encoder_layer_{i}", 768, 16, "NLC") for i in range(12)
+    ]
+    assert {(f.prefix_tokens, f.grid) for f in spec.features} == {(1, (14, 14))}
+    assert spec.out_indices == (2, 5, 8, 11)
+
+
+def test_input_shape_override_reaches_the_constructor():
+    spec = analyse(str(MODELS / "cnn.py"), {}, (6, 32, 32))
+    assert spec.args == {"in_chans": 6}
+    assert spec.input_shape == (1, 6, 32, 32)
+    assert [f.grid for f in spec.features] == [(16, 16), (8, 8), (4, 4)]
+
+
+def test_args_change_the_model():
+    spec = analyse(str(MODELS / "cnn.py"), {"width": 4})
+    assert [f.num_chs for f in spec.features] == [4, 8, 16]
+
+
+def test_spec_round_trips_through_json():
+    from scaffold.spec import BackboneSpec
+
+    spec = analyse(str(MODELS / "dict_out.py"))
+    assert BackboneSpec.from_json(spec.to_json()) == spec
+
+
+BAD = '''
+import torch
+from torch import nn
+
+
+class NeedsArgs(nn.Module):
+    def __init__(self, depth, width, in_chans=3):
+        super().__init__()
+        self.c = nn.Conv2d(in_chans, width, 3)
+
+
+class Raises(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, 2, 1)
+
+    def forward(self, x):
+        raise ValueError("expected 13 bands, got " + str(x.shape[1]))
+
+
+class NoTensor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, 2, 1)
+
+    def forward(self, x):
+        return {"loss": 1.0}
+
+
+class Pooled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)))
+'''
+
+
+@pytest.fixture()
+def bad_file(tmp_path: Path) -> Path:
+    path = tmp_path / "bad_models.py"
+    path.write_text(BAD)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("NeedsArgs", {}, r"NeedsArgs\(\) needs arguments that were not given: depth, width"),
+        ("NeedsArgs", {"depth": 1, "width": 2, "colour": 1}, r"has no parameter colour"),
+        ("Raises", {}, r"Raises: forward raised .*ValueError: expected 13 bands, got 3"),
+        ("NoTensor", {}, r"NoTensor: forward returned dict with no tensor in it"),
+        ("Pooled", {}, r"Pooled: no output of any submodule is a feature map"),
+    ],
+)
+def test_bad_models(bad_file: Path, name, args, message):
+    with pytest.raises(ScaffoldError, match=message):
+        analyse(f"{bad_file}:{name}", args)
+
+
+def test_file_without_a_module(tmp_path: Path):
+    path = tmp_path / "plain.py"
+    path.write_text("def f():\n    return 1\n")
+    with pytest.raises(ScaffoldError, match=r"plain\.py: defines no torch\.nn\.Module subclass"):
+        analyse(str(path))
