@@ -14,9 +14,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+# A command, or a function of the run's index (0 for the warm-up, then 1..runs) that returns one.
+Command = Sequence[str] | Callable[[int], Sequence[str]]
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
@@ -109,21 +112,25 @@ def timed(
     return time.perf_counter() - start
 
 
+def _command(cmd: Command, index: int) -> Sequence[str]:
+    return cmd(index) if callable(cmd) else cmd
+
+
 def interleaved(
-    baseline_cmd: Sequence[str],
-    candidate_cmd: Sequence[str],
+    baseline_cmd: Command,
+    candidate_cmd: Command,
     runs: int,
     cwd: Path | str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """One uncounted warm-up of each, then `runs` alternating timed runs of each."""
-    timed(baseline_cmd, cwd=cwd, env=env)
-    timed(candidate_cmd, cwd=cwd, env=env)
+    """One uncounted warm-up of each, then `runs` alternating timed runs: baseline, candidate, ..."""
+    timed(_command(baseline_cmd, 0), cwd=cwd, env=env)
+    timed(_command(candidate_cmd, 0), cwd=cwd, env=env)
     base: list[float] = []
     cand: list[float] = []
-    for _ in range(runs):
-        base.append(timed(baseline_cmd, cwd=cwd, env=env))
-        cand.append(timed(candidate_cmd, cwd=cwd, env=env))
+    for index in range(1, runs + 1):
+        base.append(timed(_command(baseline_cmd, index), cwd=cwd, env=env))
+        cand.append(timed(_command(candidate_cmd, index), cwd=cwd, env=env))
     return base, cand
 
 

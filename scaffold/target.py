@@ -65,7 +65,7 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
 def split_target(target: str) -> tuple[str, str | None]:
     """``"a/b.py:Net"`` -> ("a/b.py", "Net"); ``"pkg.mod:Net"`` -> ("pkg.mod", "Net")."""
     head, sep, name = target.rpartition(":")
-    if sep and name and not name.startswith(("/", "\\")) and head:
+    if sep and head and name.isidentifier():  # a colon inside a path is not a separator
         return head, name
     return target, None
 
