@@ -33,7 +33,8 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     started_ms = int(time.time() * 1000)
     argv = ["terratorch", "--hpo", "--config", str(config)]
     try:
-        with _output_to(log), _argv(argv):
+        # iterate writes experiment_logs/ into the working directory: keep it with the log.
+        with _output_to(log), _argv(argv), contextlib.chdir(log_dir):
             from terratorch_iterate.main import main
 
             main()
@@ -98,11 +99,13 @@ def _output_to(log: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log, "ab") as f:
+    with open(log, "a", encoding="utf-8", buffering=1) as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
         try:
-            yield
+            # Python-level streams too, for when sys.stdout is not fd 1 (a test's capture).
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -104,13 +104,13 @@ class Context:
                 raise CheckFailed(
                     f"the backbone's forward returns {type(raw).__name__}, not a list"
                 )
+            if len(raw) != len(backbone.out_channels):
+                raise CheckFailed(
+                    f"the backbone's forward returns {len(raw)} features, "
+                    f"out_channels and feature_info list {len(backbone.out_channels)}"
+                )
             images = backbone.prepare_features_for_image_model(list(raw))
-        names = [backbone.feature_info.module_name()[i] for i in range(len(backbone.out_channels))]
-        if len(raw) != len(backbone.out_channels):
-            raise CheckFailed(
-                f"the backbone's forward returns {len(raw)} features, "
-                f"out_channels and feature_info list {len(backbone.out_channels)}"
-            )
+        names = backbone.feature_info.module_name()
         reductions = backbone.feature_info.reduction()
         _feature_rules(images, backbone.out_channels, reductions, names, height, width)
         shapes = ", ".join("x".join(map(str, o.shape[1:])) for o in outs)
