@@ -124,9 +124,7 @@ def test_torchvision_swin_t_channels_last():
 def test_torchvision_vit_b_16_tokens_with_class_token():
     spec = analyse(f"{TV / 'vision_transformer.py'}:vit_b_16")
     assert spec.input_shape == (1, 3, 224, 224)  # image_size=224 on the built model
-    assert table(spec) == [
-        (f"encoder.layers.encoder_layer_{i}", 768, 16, "NLC") for i in range(12)
-    ]
+    assert table(spec) == [(f"encoder.layers.encoder_layer_{i}", 768, 16, "NLC") for i in range(12)]
     assert {(f.prefix_tokens, f.grid) for f in spec.features} == {(1, (14, 14))}
     assert spec.out_indices == (2, 5, 8, 11)
 
@@ -150,7 +148,7 @@ def test_spec_round_trips_through_json():
     assert BackboneSpec.from_json(spec.to_json()) == spec
 
 
-BAD = '''
+BAD = """
 import torch
 from torch import nn
 
@@ -186,7 +184,7 @@ class Pooled(nn.Module):
 
     def forward(self, x):
         return self.fc(x.mean((2, 3)))
-'''
+"""
 
 
 @pytest.fixture()

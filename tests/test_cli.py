@@ -39,7 +39,9 @@ def test_inspect_json_is_the_spec():
 
 
 def test_inspect_table_and_args():
-    done = run_cli("inspect", str(MODELS / "cnn.py"), "--arg", "width=4", "--input-shape", "4,32,32")
+    done = run_cli(
+        "inspect", str(MODELS / "cnn.py"), "--arg", "width=4", "--input-shape", "4,32,32"
+    )
     assert done.returncode == 0, done.stderr
     assert "stage2" in done.stdout and "16" in done.stdout
     assert "out_indices [0, 1, 2]" in done.stdout

@@ -12,7 +12,7 @@ import yaml
 from scaffold.errors import ScaffoldError
 from scaffold.generate import Options, generate
 
-from .conftest import MODELS, SWIN3D, clean_env, run_cli
+from .conftest import MODELS, clean_env, run_cli
 
 # Run in a fresh interpreter, from another working directory: import each generated package, build
 # the backbone with timm (features_only), through BACKBONE_REGISTRY and through the generated
@@ -106,14 +106,19 @@ def test_feature_info_literals_are_in_the_source(generated):
     assert '"prefix_tokens": 1,' in source
     assert "OUT_INDICES: tuple[int, ...] = (1, 2, 3, 5)" in source
     factory = (generated["vit"].package / "factory.py").read_text()
-    assert "DEFAULT_NECKS: list[dict[str, Any]] = [{\"name\": \"LearnedInterpolateToPyramidal\"}]" in factory
+    assert (
+        'DEFAULT_NECKS: list[dict[str, Any]] = [{"name": "LearnedInterpolateToPyramidal"}]'
+        in factory
+    )
 
 
 def test_generated_code_is_clean_under_ruff(generated):
     dirs = [str(r.out) for r in generated.values()]
     for cmd in (["check", "--isolated"], ["format", "--isolated", "--check"]):
         done = subprocess.run(
-            [sys.executable, "-m", "ruff", *cmd, "--no-cache", *dirs], capture_output=True, text=True
+            [sys.executable, "-m", "ruff", *cmd, "--no-cache", *dirs],
+            capture_output=True,
+            text=True,
         )
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -188,7 +193,9 @@ def test_a_foreign_non_empty_directory_is_never_written(tmp_path):
 def test_a_generated_directory_is_left_to_update(generated):
     out = generated["cnn"].out
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with pytest.raises(ScaffoldError, match="already holds a generated backbone; run `scaffold update"):
+    with pytest.raises(
+        ScaffoldError, match="already holds a generated backbone; run `scaffold update"
+    ):
         generate(Options(str(MODELS / "cnn.py"), {}, out=out))
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
@@ -207,7 +214,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 
 def test_values_are_quoted_not_pasted(tmp_path):
     """A path with quotes, spaces and a YAML-significant colon; string arguments with quotes."""
-    weird = tmp_path / "it's a \"dir\": #1"
+    weird = tmp_path / 'it\'s a "dir": #1'
     weird.mkdir()
     model = weird / "quoted_net.py"
     model.write_text(
@@ -227,13 +234,21 @@ def test_values_are_quoted_not_pasted(tmp_path):
     assert namespace["MODEL_IMPORT_ROOT"] == str(weird)
     config = yaml.safe_load(result.benchmark_config.read_text())
     assert config["custom_modules_path"] == str(result.package)
-    assert config["tasks"][0]["datamodule"]["init_args"]["train_data_root"] == str(out / "data/train/img")
+    assert config["tasks"][0]["datamodule"]["init_args"]["train_data_root"] == str(
+        out / "data/train/img"
+    )
 
 
 def test_new_backbone_json_contract(tmp_path):
     done = run_cli(
-        "new-backbone", str(MODELS / "channels_last.py"), "--out", str(tmp_path / "cl"),
-        "--name", "cl_net", "--no-verify", "--json",
+        "new-backbone",
+        str(MODELS / "channels_last.py"),
+        "--out",
+        str(tmp_path / "cl"),
+        "--name",
+        "cl_net",
+        "--no-verify",
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)

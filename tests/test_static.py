@@ -7,7 +7,7 @@ import pytest
 from scaffold.analysis.static import analyse_file
 from scaffold.errors import ScaffoldError
 
-SOURCE = '''
+SOURCE = """
 import torch
 import torch.nn as tnn
 from torch import nn
@@ -48,7 +48,7 @@ class NotAModule:
 
 def builder():
     return D(4)
-'''
+"""
 
 
 @pytest.fixture()

@@ -73,7 +73,9 @@ def test_forward_returning_one_feature_too_few(fresh_copy):
     )
     ok, detail = checks(verify_dir(out, quick=True))["features"]
     assert not ok
-    assert detail == "the backbone's forward returns 2 features, out_channels and feature_info list 3"
+    assert (
+        detail == "the backbone's forward returns 2 features, out_channels and feature_info list 3"
+    )
 
 
 def test_factory_that_raises(fresh_copy):
@@ -191,8 +193,12 @@ def test_new_backbone_verifies_each_task(tmp_path, task, model):
 
 def test_temporal_classification_is_refused_with_the_reason(tmp_path):
     done = run_cli(
-        "new-backbone", str(MODELS / "temporal.py"), "--out", str(tmp_path / "t"),
-        "--task", "classification",
+        "new-backbone",
+        str(MODELS / "temporal.py"),
+        "--out",
+        str(tmp_path / "t"),
+        "--task",
+        "classification",
     )
     assert done.returncode == 2
     assert "cannot read multitemporal images" in done.stderr
