@@ -8,6 +8,7 @@ refused; one that scaffold made is left to `scaffold update`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import shutil
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         render_to_temp,
     )
     from scaffold.smoke import write_smoke_dataset
+    from scaffold.target import split_target
 
     if options.task not in TASKS:
         raise ScaffoldError(f"--task {options.task!r}: choose one of {', '.join(TASKS)}")
@@ -138,6 +140,10 @@ def generate(options: Options, progress=None) -> GenerateResult:
     out = (options.out or Path.cwd() / name).resolve()
     check_output_dir(out)
 
+    # The class by name from now on: `update` must not silently pick another one.
+    if split_target(target)[1] is None:
+        target = f"{target}:{spec.qualname}"
+        spec = dataclasses.replace(spec, target=target)
     render_options = RenderOptions(
         name=name, out=out, task=options.task, target=target, weights=weights
     )

@@ -92,9 +92,10 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
     if name is None:
         name = _pick_class(path, analysis)
     root, dotted = package_root(path)
-    cached = sys.modules.get(dotted)
-    if cached is not None and dotted in _loaded_from_files and _file_of(cached) != path:
-        del sys.modules[dotted]  # another file of the same name, loaded earlier by scaffold
+    if dotted in _loaded_from_files:
+        # Loaded by scaffold before: import it anew, so that edits since then (or another file
+        # of the same name) are what is analysed.
+        sys.modules.pop(dotted, None)
     module = _import(dotted, root, where=str(path))
     _loaded_from_files.add(dotted)
     if _file_of(module) != path:
@@ -104,7 +105,7 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
     return _finish(target, module, dotted, root, path, name, analysis.classes)
 
 
-# Modules this process imported from a file path: another file of the same name may replace them.
+# Modules this process imported from a file path: re-imported on each resolve.
 _loaded_from_files: set[str] = set()
 
 

@@ -57,7 +57,7 @@ class UpdateResult:
 
     @property
     def changes(self) -> list[tuple[str, str]]:
-        return [(p.rel, p.action) for p in self.plans if p.action not in ("unchanged",)]
+        return [(p.rel, p.action) for p in self.plans if p.action != "unchanged"]
 
     @property
     def conflicts(self) -> list[str]:
@@ -123,7 +123,7 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
         state_changed = (out / STATE_DIR / STATE_FILE).read_text(encoding="utf-8") != (
             new_state.to_json()
         )
-        if not state_changed and all(p.action == "unchanged" for p in plans):
+        if not state_changed and all(p.action in ("unchanged", "kept-deleted") for p in plans):
             return result  # nothing to do: not a single file is touched
         with status("writing"), _interrupts_deferred():
             if data_changed:
@@ -136,10 +136,12 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
                 elif plan.action == "removed":
                     (out / plan.rel).unlink(missing_ok=True)
             for rel, content in theirs.items():
-                write_atomic(out / STATE_DIR / PRISTINE_DIR / rel, content)
+                if read_pristine(out, rel) != content:
+                    write_atomic(out / STATE_DIR / PRISTINE_DIR / rel, content)
             for rel in set(state.files) - set(theirs):
                 (out / STATE_DIR / PRISTINE_DIR / rel).unlink(missing_ok=True)
-            write_atomic(out / STATE_DIR / STATE_FILE, new_state.to_json().encode())
+            if state_changed:
+                write_atomic(out / STATE_DIR / STATE_FILE, new_state.to_json().encode())
     return result
 
 
@@ -154,7 +156,7 @@ def plan_file(out: Path, rel: str, base: bytes | None, theirs: bytes | None) -> 
     if ours is None:
         if base is None:
             return FilePlan(rel, "added", theirs, None)
-        return FilePlan(rel, "kept-deleted" if theirs != base else "unchanged", None, None)
+        return FilePlan(rel, "kept-deleted", None, None)  # the person deleted it
     if theirs == base or ours == theirs:
         return FilePlan(rel, "unchanged", ours, ours)
     if ours == base:
