@@ -6,14 +6,13 @@ Heavy imports (torch, timm, libcst, copier, terratorch) happen inside the comman
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from scaffold.errors import ScaffoldError
 
@@ -23,9 +22,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich's help renderer alone would double the start-up time.
+    rich_markup_mode=None,
 )
-err = Console(stderr=True)
-out = Console()
+
+
+@functools.cache
+def _console(stderr: bool):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def err():
+    """Progress, messages and errors: stderr."""
+    return _console(True)
+
+
+def out():
+    """Results: stdout."""
+    return _console(False)
+
 
 _state = {"debug": False}
 
@@ -74,14 +91,14 @@ def inspect(
 
     args = parse_args(arg)
     shape = parse_input_shape(input_shape)
-    with err.status(f"analysing {target}"):
+    with err().status(f"analysing {target}"):
         spec = analyse(target, args, shape)
     if as_json:
         _print_json(spec.to_dict())
         return
     from scaffold.report import spec_table
 
-    out.print(spec_table(spec))
+    out().print(spec_table(spec))
 
 
 @app.command("new-backbone")
@@ -117,13 +134,13 @@ def new_backbone(
         weights=weights,
         task=task,
     )
-    result = generate(options, progress=err)
+    result = generate(options, progress=err())
     verified = False
     report = None
     if not no_verify:
         from scaffold.verify import verify_dir
 
-        report = verify_dir(result.out, quick=False, progress=err)
+        report = verify_dir(result.out, quick=False, progress=err())
         verified = report.ok
     if as_json:
         _print_json({**result.to_dict(), "verified": verified, **_checks(report)})
@@ -142,13 +159,13 @@ def verify(
     """Check a generated backbone, fast to slow, ending with a run of its benchmark YAML."""
     from scaffold.verify import verify_dir
 
-    report = verify_dir(directory, quick=quick, progress=err)
+    report = verify_dir(directory, quick=quick, progress=err())
     if as_json:
         _print_json({"ok": report.ok, **_checks(report)})
     else:
         from scaffold.report import checks_table
 
-        out.print(checks_table(report))
+        out().print(checks_table(report))
     if not report.ok:
         raise typer.Exit(1)
 
@@ -167,7 +184,7 @@ def update(
     """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
     from scaffold.update import update_dir
 
-    result = update_dir(directory, dry_run=dry_run, progress=err)
+    result = update_dir(directory, dry_run=dry_run, progress=err())
     if dry_run:
         if as_json:
             _print_json(result.to_dict())
@@ -178,14 +195,14 @@ def update(
     if not no_verify and not result.conflicts:
         from scaffold.verify import verify_dir
 
-        report = verify_dir(result.out, quick=False, progress=err)
+        report = verify_dir(result.out, quick=False, progress=err())
     verified = report.ok if report is not None else False
     if as_json:
         _print_json({**result.to_dict(), "verified": verified, **_checks(report)})
     else:
         from scaffold.report import show_update
 
-        show_update(out, err, result, report)
+        show_update(out(), err(), result, report)
     if result.conflicts or (report is not None and not report.ok):
         raise typer.Exit(1)
 
@@ -199,12 +216,12 @@ def _checks(report) -> dict[str, Any]:
 def _show_generated(result, report) -> None:
     from scaffold.report import checks_table
 
-    err.print(f"[green]generated[/] {result.out}")
+    err().print(f"[green]generated[/] {result.out}")
     for f in result.files:
-        err.print(f"  {f}")
+        err().print(f"  {f}")
     if report is not None:
-        out.print(checks_table(report))
-    err.print(
+        out().print(checks_table(report))
+    err().print(
         f"backbone [bold]{result.backbone}[/]; run the benchmark with:\n"
         f"  terratorch iterate --hpo --config {result.benchmark_config}"
     )
@@ -214,16 +231,20 @@ def main() -> None:
     try:
         app()
     except ScaffoldError as exc:
-        err.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
+        from rich.text import Text
+
+        err().print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("[red]interrupted[/]")
+        err().print("[red]interrupted[/]")
         sys.exit(130)
     except Exception as exc:
         if _state["debug"]:
             raise
+        from rich.text import Text
+
         message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        err.print(Text.assemble(("internal error: ", "red"), message), soft_wrap=True)
+        err().print(Text.assemble(("internal error: ", "red"), message), soft_wrap=True)
         sys.exit(3)
 
 

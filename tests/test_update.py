@@ -12,17 +12,21 @@ from scaffold.generate import Options, generate
 
 from .conftest import copy_model, run_cli, run_json
 
-STAGE3 = (
-    "        self.stage3 = nn.Sequential(block(width * 4, width * 8, 2), block(width * 8, width * 8, 1))\n"
-)
+STAGE3 = "        self.stage3 = nn.Sequential(block(width * 4, width * 8, 2), block(width * 8, width * 8, 1))\n"
 
 
 def add_stage(model: Path) -> None:
     """A fourth stage, 64 channels at reduction 16."""
     text = model.read_text()
-    text = text.replace("        self.pool = nn.AdaptiveAvgPool2d(1)\n", STAGE3 + "        self.pool = nn.AdaptiveAvgPool2d(1)\n")
+    text = text.replace(
+        "        self.pool = nn.AdaptiveAvgPool2d(1)\n",
+        STAGE3 + "        self.pool = nn.AdaptiveAvgPool2d(1)\n",
+    )
     text = text.replace("nn.Linear(width * 4, 10)", "nn.Linear(width * 8, 10)")
-    text = text.replace("x = self.stage2(self.stage1(self.stem(x)))", "x = self.stage3(self.stage2(self.stage1(self.stem(x))))")
+    text = text.replace(
+        "x = self.stage2(self.stage1(self.stem(x)))",
+        "x = self.stage3(self.stage2(self.stage1(self.stem(x))))",
+    )
     model.write_text(text)
 
 
@@ -62,12 +66,19 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
     assert '"module": "model.stage3",\n        "num_chs": 64,\n        "reduction": 16,' in backbone
     assert "OUT_INDICES: tuple[int, ...] = (0, 1, 2, 3)" in backbone
     assert [c["action"] for c in data["changes"]] == ["merged"]  # only backbone.py changed
-    assert [c["name"] for c in data["checks"] if c["ok"]] == ["import", "features", "factory", "benchmark"]
+    assert [c["name"] for c in data["checks"] if c["ok"]] == [
+        "import",
+        "features",
+        "factory",
+        "benchmark",
+    ]
 
 
 def test_update_without_a_model_change_touches_nothing(project):
     model, result = project
-    (result.package / "factory.py").write_text((result.package / "factory.py").read_text() + "# mine\n")
+    (result.package / "factory.py").write_text(
+        (result.package / "factory.py").read_text() + "# mine\n"
+    )
     before = snapshot(result.out)
     done = run_cli("update", str(result.out), "--no-verify")
     assert done.returncode == 0, done.stderr
@@ -106,7 +117,7 @@ def test_conflict_is_named_on_the_terminal(project):
     model.write_text(model.read_text().replace("in_chans: int = 4", "in_chans: int = 7"))
     done = run_cli("update", str(result.out), "--no-verify")
     assert done.returncode == 1
-    assert f"conflict in benchmark.yaml" in done.stderr
+    assert "conflict in benchmark.yaml" in done.stderr
 
 
 def test_dry_run_writes_nothing_and_shows_the_diff(project):
@@ -137,7 +148,9 @@ def test_template_changes_flow_through_the_same_merge(project):
     """As if an older scaffold had written another comment: pristine and disk both have it."""
     model, result = project
     rel = f"{result.backbone}/registration.py"
-    old_comment = "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning, ...)."
+    old_comment = (
+        "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning, ...)."
+    )
     for path in (result.out / rel, result.out / ".scaffold" / "pristine" / rel):
         path.write_text(path.read_text().replace(old_comment, "# Prefixes (old wording)."))
     disk = result.out / rel

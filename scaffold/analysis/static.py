@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
-import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 
 from scaffold.errors import ScaffoldError
@@ -142,9 +141,7 @@ class _ClassCollector(cst.CSTVisitor):
         if not self._stack:
             return
         for target in node.targets:
-            if m.matches(target.target, m.Name("feature_info")) or m.matches(
-                target.target, m.Attribute(value=m.Name("self"), attr=m.Name("feature_info"))
-            ):
+            if _dotted(target.target) in ("feature_info", "self.feature_info"):
                 self._stack[0].has.add("feature_info")
 
     def visit_Name(self, node: cst.Name) -> None:

@@ -82,11 +82,19 @@ def check_arguments(obj: Any, args: dict[str, Any]) -> None:
         raise ScaffoldError(f"{name}() has no parameter {', '.join(unknown)} (it takes: {takes})")
 
 
+# Up to this many parameters a model is traced with real tensors on the CPU: allocating its
+# weights costs less than the first meta-device forward (which loads torch's meta kernels).
+SMALL_MODEL_PARAMS = 30_000_000
+
+
 def construct(obj: Any, args: dict[str, Any]) -> tuple[nn.Module, str]:
-    """Build on the meta device, or on the CPU when the constructor cannot run on meta."""
+    """Build on the meta device (shapes only); small models, and models whose constructor cannot
+    run on meta, are built again on the CPU."""
     check_arguments(obj, args)
     try:
-        return build_model(obj, args, "meta"), "meta"
+        model = build_model(obj, args, "meta")
+        if sum(p.numel() for p in model.parameters()) > SMALL_MODEL_PARAMS:
+            return model, "meta"
     except ScaffoldError:
         raise
     except Exception:
