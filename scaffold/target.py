@@ -92,12 +92,12 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
     if name is None:
         name = _pick_class(path, analysis)
     root, dotted = package_root(path)
-    if dotted in _loaded_from_files:
-        # Loaded by scaffold before: import it anew, so that edits since then (or another file
-        # of the same name) are what is analysed.
+    stamp = (path, path.stat().st_mtime_ns)
+    if dotted in _loaded_from_files and _loaded_from_files[dotted] != stamp:
+        # Loaded by scaffold before, from another file or before an edit: import it anew.
         sys.modules.pop(dotted, None)
     module = _import(dotted, root, where=str(path))
-    _loaded_from_files.add(dotted)
+    _loaded_from_files[dotted] = stamp
     if _file_of(module) != path:
         raise ScaffoldError(
             f"{path}: importing it as '{dotted}' finds {_file_of(module)} instead; rename the file"
@@ -105,8 +105,8 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
     return _finish(target, module, dotted, root, path, name, analysis.classes)
 
 
-# Modules this process imported from a file path: re-imported on each resolve.
-_loaded_from_files: set[str] = set()
+# Modules this process imported from a file path, with the file and its mtime at the time.
+_loaded_from_files: dict[str, tuple[Path, int]] = {}
 
 
 def _file_of(module) -> Path | None:

@@ -215,3 +215,22 @@ def test_file_without_a_module(tmp_path: Path):
     path.write_text("def f():\n    return 1\n")
     with pytest.raises(ScaffoldError, match=r"plain\.py: defines no torch\.nn\.Module subclass"):
         analyse(str(path))
+
+
+def test_tuple_output_with_a_logits_item(tmp_path: Path):
+    path = tmp_path / "tuple_net.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\n\n\nclass TupleNet(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.a = nn.Conv2d(3, 8, 3, 2, 1)\n        self.b = nn.Conv2d(8, 12, 3, 2, 1)\n"
+        "        self.fc = nn.Linear(12, 5)\n\n"
+        "    def forward(self, x):\n        a = self.a(x)\n        b = self.b(a)\n"
+        "        return a.permute(0, 2, 3, 1), b, self.fc(b.mean((2, 3)))\n"
+    )
+    spec = analyse(str(path))
+    assert spec.output_kind == "tuple"
+    assert [(f.key, f.num_chs, f.reduction, f.layout) for f in spec.features] == [
+        (0, 8, 2, "NHWC"),
+        (1, 12, 4, "NCHW"),
+    ]
+    assert [f.module for f in spec.features] == ["output[0]", "b"]

@@ -117,6 +117,26 @@ def test_weights_that_fit_and_weights_that_do_not(tmp_path):
     result = generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "ok", weights=good))
     assert checks(verify_dir(result.out, quick=True))["weights"][0]
 
+    import timm
+
+    stem = model.state_dict()["stem.0.weight"]  # (8, 4, 3, 3)
+    loaded = timm.create_model(result.backbone, pretrained=True)
+    assert torch.equal(loaded.state_dict()["model.stem.0.weight"], stem)
+    # first_conv: timm adapts the 4-band weights to 6 bands (repeated, scaled by 4/6).
+    six = timm.create_model(result.backbone, pretrained=True, in_chans=6)
+    adapted = six.state_dict()["model.stem.0.weight"]
+    assert adapted.shape == (8, 6, 3, 3)
+    assert torch.allclose(adapted[:, :4], stem * 4 / 6) and torch.allclose(
+        adapted[:, 4:], stem[:, :2] * 4 / 6
+    )
+    # The seed recipe: no --weights, the file given through pretrained_cfg_overlay.
+    plain = generate(Options(str(MODELS / "cnn.py"), {}, name="overlay_cnn", out=tmp_path / "o"))
+    assert verify_dir(plain.out, quick=True).ok
+    overlay = timm.create_model(
+        plain.backbone, pretrained=True, pretrained_cfg_overlay={"file": str(good)}
+    )
+    assert torch.equal(overlay.state_dict()["model.stem.0.weight"], stem)
+
     bad = tmp_path / "bad.pt"
     state = dict(model.state_dict())
     state["stage2.0.0.weight"] = torch.zeros(32, 16, 5, 5)  # another kernel size
