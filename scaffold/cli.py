@@ -6,9 +6,12 @@ Heavy imports (torch, timm, libcst, copier, terratorch) happen inside the comman
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,7 +94,7 @@ def inspect(
 
     args = parse_args(arg)
     shape = parse_input_shape(input_shape)
-    with err().status(f"analysing {target}"):
+    with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"):
         spec = analyse(target, args, shape)
     if as_json:
         _print_json(spec.to_dict())
@@ -134,20 +137,9 @@ def new_backbone(
         weights=weights,
         task=task,
     )
-    result = generate(options, progress=err())
-    verified = False
-    report = None
-    if not no_verify:
-        from scaffold.verify import verify_dir
-
-        report = verify_dir(result.out, quick=False, progress=err())
-        verified = report.ok
-    if as_json:
-        _print_json({**result.to_dict(), "verified": verified, **_checks(report)})
-    else:
-        _show_generated(result, report)
-    if report is not None and not report.ok:
-        raise typer.Exit(1)
+    with _stdout_kept_for_json(as_json):
+        result = generate(options, progress=err())
+    _verify_and_emit(result, run=not no_verify, as_json=as_json, failed=False)
 
 
 @app.command()
@@ -159,9 +151,10 @@ def verify(
     """Check a generated backbone, fast to slow, ending with a run of its benchmark YAML."""
     from scaffold.verify import verify_dir
 
-    report = verify_dir(directory, quick=quick, progress=err())
+    with _stdout_kept_for_json(as_json):
+        report = verify_dir(directory, quick=quick, progress=err())
     if as_json:
-        _print_json({"ok": report.ok, **_checks(report)})
+        _print_json({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]})
     else:
         from scaffold.report import checks_table
 
@@ -184,47 +177,60 @@ def update(
     """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
     from scaffold.update import update_dir
 
-    result = update_dir(directory, dry_run=dry_run, progress=err())
+    with _stdout_kept_for_json(as_json):
+        result = update_dir(directory, dry_run=dry_run, progress=err())
     if dry_run:
         if as_json:
-            _print_json(result.to_dict())
+            _print_json({**result.to_dict(), "verified": False, "diff": result.diff})
         else:
             sys.stdout.write(result.diff or "")
         return
+    # A merge conflict leaves markers in the code: verifying it would only fail.
+    _verify_and_emit(
+        result,
+        run=not no_verify and not result.conflicts,
+        as_json=as_json,
+        failed=bool(result.conflicts),
+    )
+
+
+def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:
+    """After new-backbone or update: the ladder (when `run`), then the result; exit 1 when
+    verification or the command itself (`failed`) failed."""
     report = None
-    if not no_verify and not result.conflicts:
+    if run:
         from scaffold.verify import verify_dir
 
-        report = verify_dir(result.out, quick=False, progress=err())
-    verified = report.ok if report is not None else False
+        with _stdout_kept_for_json(as_json):
+            report = verify_dir(result.out, quick=False, progress=err())
     if as_json:
-        _print_json({**result.to_dict(), "verified": verified, **_checks(report)})
+        checks = {"checks": [c.to_dict() for c in report.checks]} if report else {}
+        _print_json({**result.to_dict(), "verified": bool(report and report.ok), **checks})
     else:
-        from scaffold.report import show_update
+        from scaffold.report import show_result
 
-        show_update(out(), err(), result, report)
-    if result.conflicts or (report is not None and not report.ok):
+        show_result(out(), err(), result, report)
+    if failed or (report is not None and not report.ok):
         raise typer.Exit(1)
 
 
-def _checks(report) -> dict[str, Any]:
-    if report is None:
-        return {}
-    return {"checks": [c.to_dict() for c in report.checks]}
-
-
-def _show_generated(result, report) -> None:
-    from scaffold.report import checks_table
-
-    err().print(f"[green]generated[/] {result.out}")
-    for f in result.files:
-        err().print(f"  {f}")
-    if report is not None:
-        out().print(checks_table(report))
-    err().print(
-        f"backbone [bold]{result.backbone}[/]; run the benchmark with:\n"
-        f"  terratorch iterate --hpo --config {result.benchmark_config}"
-    )
+@contextlib.contextmanager
+def _stdout_kept_for_json(as_json: bool) -> Iterator[None]:
+    """With --json, stdout holds the JSON object only: whatever the person's model (or a library)
+    prints meanwhile goes to stderr, file descriptor 1 included."""
+    if not as_json:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def main() -> None:
@@ -235,9 +241,6 @@ def main() -> None:
 
         err().print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err().print("[red]interrupted[/]")
-        sys.exit(130)
     except Exception as exc:
         if _state["debug"]:
             raise

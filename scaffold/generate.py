@@ -11,12 +11,14 @@ import contextlib
 import dataclasses
 import importlib.util
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
+from scaffold.progress import status
 from scaffold.state import STATE_DIR, Options, State, is_generated, write_state
 
 __all__ = ["GenerateResult", "Options", "generate"]
@@ -42,20 +44,36 @@ class GenerateResult:
         }
 
 
+@contextlib.contextmanager
+def _os_errors_name(out: Path) -> Iterator[None]:
+    """A folder that cannot be written is bad input (exit 2), not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        raise ScaffoldError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
+
+
 def absolute_target(target: str) -> str:
     """A file target with an absolute path, so that the state works from any directory."""
-    from scaffold.target import split_target
+    from scaffold.target import is_file_target, split_target
 
     where, name = split_target(target)
-    path = Path(where)
-    if where.endswith(".py") or "/" in where or path.exists():
-        where = str(path.resolve())
+    if is_file_target(where):
+        where = str(Path(where).resolve())
     return f"{where}:{name}" if name else where
 
 
 def check_output_dir(out: Path) -> None:
+    with _os_errors_name(out):
+        _check_output_dir(out)
+
+
+def _check_output_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ScaffoldError(f"--out {out}: exists and is not a directory")
+    ancestor = next(p for p in out.parents if p.exists())
+    if not ancestor.is_dir():
+        raise ScaffoldError(f"--out {out}: cannot write there ({ancestor} is a file)")
     if out.is_dir() and any(out.iterdir()):
         if is_generated(out):
             raise ScaffoldError(
@@ -66,18 +84,22 @@ def check_output_dir(out: Path) -> None:
         )
 
 
-def taken_names() -> tuple[set[str], set[str]]:
-    """The backbone names timm and TerraTorch already have."""
+def taken_names() -> tuple[set[str], set[str], set[str]]:
+    """The backbone names timm and TerraTorch already have, and TerraTorch's factory names."""
     import timm
-    from terratorch.registry import TERRATORCH_BACKBONE_REGISTRY
+    from terratorch.registry import MODEL_FACTORY_REGISTRY, TERRATORCH_BACKBONE_REGISTRY
 
-    return set(timm.list_models()), set(TERRATORCH_BACKBONE_REGISTRY)
+    return (
+        set(timm.list_models()),
+        set(TERRATORCH_BACKBONE_REGISTRY),
+        set(MODEL_FACTORY_REGISTRY),
+    )
 
 
 def choose_name(requested: str | None, spec) -> str:
-    from scaffold.render import check_name_syntax, default_name
+    from scaffold.render import check_name_syntax, default_name, names_for
 
-    timm_names, terratorch_names = taken_names()
+    timm_names, terratorch_names, factory_names = taken_names()
     model_top = spec.module.split(".")[0]
 
     def problem(name: str) -> str | None:
@@ -85,6 +107,8 @@ def choose_name(requested: str | None, spec) -> str:
             return "is already a timm model"
         if name in terratorch_names:
             return "is already a TerraTorch backbone"
+        if names_for(name).factory_class in factory_names:
+            return f"would register {names_for(name).factory_class}, which TerraTorch already has"
         if name == model_top:
             return f"is the name of the model's own module ({spec.module})"
         if importlib.util.find_spec(name) is not None:
@@ -131,11 +155,10 @@ def generate(options: Options, progress=None) -> GenerateResult:
         check_output_dir(options.out.resolve())
 
     target = absolute_target(options.target)
-    status = progress.status if progress is not None else _quiet
-    with status(f"analysing {options.target}"):
+    with status(progress, f"analysing {options.target}"):
         spec = analyse(target, options.args, options.input_shape)
     check_task(spec, options.task)
-    with status("checking the name against timm and TerraTorch"):
+    with status(progress, "checking the name against timm and TerraTorch"):
         name = choose_name(options.name, spec)
     out = (options.out or Path.cwd() / name).resolve()
     check_output_dir(out)
@@ -149,7 +172,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
     )
     tmp: Path | None = None
     try:
-        with status(f"writing {out}"):
+        with status(progress, f"writing {out}"), _os_errors_name(out):
             tmp, files = render_to_temp(spec, render_options)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             write_smoke_dataset(
@@ -186,7 +209,3 @@ def generate(options: Options, progress=None) -> GenerateResult:
         input_shape=tuple(spec.input_shape),
         files=tuple(out / f for f in files) + (out / DATA_DIR, out / STATE_DIR),
     )
-
-
-def _quiet(message: str) -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()

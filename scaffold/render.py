@@ -152,7 +152,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
             entry["call"] = f.call
         else:
             entry["key"] = f.key
-        if f.prefix_tokens:
+        if f.layout == "NLC":
             entry["prefix_tokens"] = f.prefix_tokens
         features.append(entry)
     conv = spec.first_conv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from scaffold.spec import BackboneSpec
 
@@ -14,7 +15,7 @@ def spec_table(spec: BackboneSpec) -> Table:
         f"{spec.qualname} ({spec.kind}, {spec.num_params / 1e6:.1f}M params) "
         f"input {tuple(spec.input_shape)} traced on {spec.traced_on}"
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for col in ("#", "module", "channels", "reduction", "layout", "shape", "selected"):
         table.add_column(col, justify="right" if col in ("#", "channels", "reduction") else "left")
     for i, f in enumerate(spec.features):
@@ -22,7 +23,7 @@ def spec_table(spec: BackboneSpec) -> Table:
         extra = f" +{f.prefix_tokens} prefix" if f.prefix_tokens else ""
         table.add_row(
             str(i),
-            module,
+            Text(module),
             str(f.num_chs),
             str(f.reduction),
             f.layout + extra,
@@ -31,7 +32,7 @@ def spec_table(spec: BackboneSpec) -> Table:
         )
     caption = [f"out_indices {list(spec.out_indices)}"]
     caption += list(spec.notes)
-    table.caption = "; ".join(caption)
+    table.caption = Text("; ".join(caption))
     table.caption_justify = "left"
     return table
 
@@ -43,17 +44,35 @@ def checks_table(report) -> Table:
     table.add_column("seconds", justify="right")
     table.add_column("detail")
     for c in report.checks:
-        mark = "[green]ok[/]" if c.ok else "[red]FAILED[/]"
-        table.add_row(c.name, mark, f"{c.seconds:.1f}", c.detail)
+        mark = Text("ok", "green") if c.ok else Text("FAILED", "red")
+        table.add_row(c.name, mark, f"{c.seconds:.1f}", Text(c.detail))  # details: plain text
     return table
 
 
-def show_update(out: Console, err: Console, result, report) -> None:
-    for path, what in result.changes:
-        err.print(f"  {what:10} {path}")
-    if not result.changes:
-        err.print("nothing changed")
-    for path in result.conflicts:
-        err.print(f"[red]conflict[/] in {path}: resolve the <<<<<<< ======= >>>>>>> markers")
+def show_result(out: Console, err: Console, result, report) -> None:
+    """What new-backbone and update did, the ladder's table, and how to run the benchmark."""
+    changes = getattr(result, "changes", None)
+    if changes is None:  # new-backbone
+        err.print(Text.assemble(("generated ", "green"), str(result.out)))
+        for f in result.files:
+            err.print(f"  {f}", markup=False, highlight=False)
+    else:
+        for path, what in changes:
+            err.print(f"  {what:12} {path}", markup=False, highlight=False)
+        if not changes:
+            err.print("nothing changed")
+        for path in result.conflicts:
+            err.print(
+                Text.assemble(
+                    ("conflict", "red"), f" in {path}: resolve the <<<<<<< ======= >>>>>>> markers"
+                )
+            )
     if report is not None:
         out.print(checks_table(report))
+    if not getattr(result, "conflicts", None):
+        err.print(
+            f"backbone {result.backbone}; run the benchmark with:\n"
+            f"  terratorch iterate --hpo --config {result.benchmark_config}",
+            markup=False,
+            highlight=False,
+        )

@@ -8,16 +8,20 @@ imports such as torchvision's ``from ..utils import x`` work.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from scaffold.errors import ScaffoldError, one_line
+
+if TYPE_CHECKING:
+    from scaffold.analysis.static import FileAnalysis
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class ResolvedTarget:
     name: str
     obj: Any  # the class or the builder function
     kind: Literal["class", "function"]
+    static: FileAnalysis | None = None  # libcst's view of the file, for file targets
 
 
 def parse_args(pairs: list[str] | None) -> dict[str, Any]:
@@ -44,7 +49,23 @@ def parse_args(pairs: list[str] | None) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
             raise ScaffoldError(f"--arg {pair!r}: the value is not valid YAML ({first})") from exc
+        if not _plain(args[key]):
+            raise ScaffoldError(
+                f"--arg {pair!r}: only numbers, strings, booleans, null, lists and mappings "
+                f"are supported (this is a {type(args[key]).__name__}; quote it for a string)"
+            )
     return args
+
+
+def _plain(value: Any) -> bool:
+    """JSON's types: what a spec and the generated Python can hold as literals."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
@@ -70,10 +91,15 @@ def split_target(target: str) -> tuple[str, str | None]:
     return target, None
 
 
+def is_file_target(where: str) -> bool:
+    """``path/to/file.py`` rather than ``package.module``."""
+    return where.endswith(".py") or "/" in where or Path(where).exists()
+
+
 def resolve_target(target: str) -> ResolvedTarget:
     """Import what TARGET names and return the class or function that builds the model."""
     where, name = split_target(target)
-    if where.endswith(".py") or "/" in where or Path(where).exists():
+    if is_file_target(where):
         return _resolve_file(target, Path(where), name)
     if name is None:
         raise ScaffoldError(
@@ -89,8 +115,8 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
         raise ScaffoldError(f"{path}: no such file")
     path = path.resolve()
     analysis = analyse_file(path)  # syntax errors surface here, with file and line
-    if name is None:
-        name = _pick_class(path, analysis)
+    if name is None and analysis.classes:
+        name = _pick_class(path, [c.name for c in analysis.model_candidates() or analysis.classes])
     root, dotted = package_root(path)
     stamp = (path, path.stat().st_mtime_ns)
     if dotted in _loaded_from_files and _loaded_from_files[dotted] != stamp:
@@ -102,7 +128,12 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
         raise ScaffoldError(
             f"{path}: importing it as '{dotted}' finds {_file_of(module)} instead; rename the file"
         )
-    return _finish(target, module, dotted, root, path, name, analysis.classes)
+    if name is None:
+        # No class here derives from nn.Module as far as the source shows (say, from a model
+        # imported from another package): ask the imported module.
+        name = _pick_class(path, _module_classes_in(module))
+    resolved = _finish(target, module, dotted, root, path, name, analysis.classes)
+    return dataclasses.replace(resolved, static=analysis)
 
 
 # Modules this process imported from a file path, with the file and its mtime at the time.
@@ -126,9 +157,13 @@ def _finish(target, module, dotted, root, path, name, classes) -> ResolvedTarget
     obj = getattr(module, name, None)
     where = str(path) if path else dotted
     if obj is None:
-        known = ", ".join(c.name for c in classes) or _module_classes_in(module)
+        known = ", ".join(c.name for c in classes) or ", ".join(_module_classes_in(module))
         hint = f" (nn.Module classes there: {known})" if known else ""
         raise ScaffoldError(f"{where}: no class or function named '{name}'{hint}")
+    if isinstance(obj, torch.nn.Module):
+        raise ScaffoldError(
+            f"{where}: '{name}' is a model instance; name its class or a function that builds it"
+        )
     if inspect.isclass(obj):
         if not issubclass(obj, torch.nn.Module):
             raise ScaffoldError(f"{where}: '{name}' is a class but not a torch.nn.Module")
@@ -140,16 +175,15 @@ def _finish(target, module, dotted, root, path, name, classes) -> ResolvedTarget
     return ResolvedTarget(target, dotted, root, path, name, obj, kind)
 
 
-def _pick_class(path: Path, analysis) -> str:
-    if not analysis.classes:
+def _pick_class(path: Path, candidates: list[str]) -> str:
+    if not candidates:
         raise ScaffoldError(f"{path}: defines no torch.nn.Module subclass")
-    candidates = analysis.model_candidates() or list(analysis.classes)
     if len(candidates) > 1:
-        names = ", ".join(c.name for c in candidates)
         raise ScaffoldError(
-            f"{path}: several classes could be the model ({names}); name one as {path.name}:Name"
+            f"{path}: several classes could be the model ({', '.join(candidates)}); "
+            f"name one as {path.name}:Name"
         )
-    return candidates[0].name
+    return candidates[0]
 
 
 def package_root(path: Path) -> tuple[Path, str]:
@@ -177,12 +211,12 @@ def _import(dotted: str, root: Path | None, where: str):
         raise ScaffoldError(f"{where}: importing it failed: {one_line(exc)}") from exc
 
 
-def _module_classes_in(module) -> str:
+def _module_classes_in(module) -> list[str]:
+    """The nn.Module subclasses that `module` itself defines."""
     import torch
 
-    names = [
+    return [
         n
         for n, v in vars(module).items()
         if inspect.isclass(v) and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__
     ]
-    return ", ".join(names)

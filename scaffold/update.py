@@ -26,6 +26,7 @@ from typing import Any
 
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
+from scaffold.progress import status
 from scaffold.state import (
     PRISTINE_DIR,
     STATE_DIR,
@@ -86,9 +87,8 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
     out = Path(directory).resolve()
     state = read_state(out)
     options = state.options
-    status = progress.status if progress is not None else _quiet
     with locked(out):
-        with status(f"analysing {options.target}"):
+        with status(progress, f"analysing {options.target}"):
             spec = analyse(options.target, options.args, options.input_shape)
         check_task(spec, options.task)
         render_options = RenderOptions(
@@ -125,7 +125,7 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
         )
         if not state_changed and all(p.action in ("unchanged", "kept-deleted") for p in plans):
             return result  # nothing to do: not a single file is touched
-        with status("writing"), _interrupts_deferred():
+        with status(progress, "writing"), _interrupts_deferred():
             if data_changed:
                 _rewrite_data(out, spec, options.task)
                 result.data_rewritten = True
@@ -263,7 +263,3 @@ def _interrupts_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if received:
             raise KeyboardInterrupt
-
-
-def _quiet(message: str) -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()

@@ -64,6 +64,7 @@ def generated(tmp_path_factory):
         "temporal": str(MODELS / "temporal.py"),
         "dict_out": str(MODELS / "dict_out.py"),
         "list_out": str(MODELS / "list_out.py"),
+        "tokens": str(MODELS / "tokens.py"),
         "swin3d": str(SWIN3D),
     }
     return {

@@ -72,6 +72,12 @@ def test_swin3d_example_taps_the_last_block_of_each_stage():
     assert [f.num_frames for f in spec.features] == [2, 2, 2, 2]
 
 
+def test_tokens_without_a_class_token():
+    spec = analyse(str(MODELS / "tokens.py"))
+    assert table(spec) == [("stage1", 16, 4, "NLC"), ("stage2", 32, 8, "NLC")]
+    assert [(f.prefix_tokens, f.grid) for f in spec.features] == [(0, (16, 16)), (0, (8, 8))]
+
+
 def test_dict_output_is_taken_at_its_word():
     spec = analyse(str(MODELS / "dict_out.py"))
     assert spec.output_kind == "dict"

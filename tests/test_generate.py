@@ -65,6 +65,7 @@ EXPECTED = {  # layout -> (channels, reductions, feature map sizes (h, w)) of th
     "temporal": ([8, 16, 32], [2, 4, 8], [(32, 32), (16, 16), (8, 8)]),
     "dict_out": ([16, 24, 40], [2, 4, 8], [(32, 32), (16, 16), (8, 8)]),
     "list_out": ([8, 16], [2, 4], [(32, 32), (16, 16)]),
+    "tokens": ([16, 32], [4, 8], [(16, 16), (8, 8)]),
     "swin3d": ([48, 96, 192, 384], [4, 8, 16, 32], [(16, 16), (8, 8), (4, 4), (2, 2)]),
 }
 
@@ -172,6 +173,7 @@ def test_smoke_dataset_has_the_models_bands_and_frames(generated):
         ("prithvi_eo_v2_300", "is already a TerraTorch backbone"),
         ("json", "is the name of an installed Python module"),
         ("cnn", "is the name of the model's own module"),
+        ("encoder_decoder", "would register EncoderDecoderFactory, which TerraTorch already has"),
     ],
 )
 def test_bad_names_are_refused(tmp_path, name, message):
@@ -188,6 +190,16 @@ def test_a_foreign_non_empty_directory_is_never_written(tmp_path):
     assert done.returncode == 2 and "not empty and not made by scaffold" in done.stderr
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "my notes"
+
+
+def test_an_output_that_cannot_be_written_is_bad_input(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(blocker / "x"), "--no-verify"
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: --out {blocker / 'x'}: cannot write there")
 
 
 def test_a_generated_directory_is_left_to_update(generated):

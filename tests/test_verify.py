@@ -22,7 +22,8 @@ def checks(report) -> dict[str, tuple[bool, str]]:
 
 
 @pytest.mark.parametrize(
-    "layout", ["cnn", "vit", "channels_last", "temporal", "dict_out", "list_out", "swin3d"]
+    "layout",
+    ["cnn", "vit", "channels_last", "temporal", "dict_out", "list_out", "tokens", "swin3d"],
 )
 def test_verify_passes_for_every_layout(generated, layout):
     report = verify_dir(generated[layout].out)

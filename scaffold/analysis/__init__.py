@@ -17,9 +17,9 @@ def analyse(
     from torch import nn
 
     from scaffold.analysis.features import select_features
-    from scaffold.analysis.inputs import guess_input
+    from scaffold.analysis.inputs import first_conv, guess_input
     from scaffold.analysis.static import analyse_file
-    from scaffold.analysis.trace import ForwardFailed, construct, run_trace
+    from scaffold.analysis.trace import BATCH, ForwardFailed, construct, run_trace
     from scaffold.errors import ScaffoldError
     from scaffold.target import resolve_target
 
@@ -51,7 +51,7 @@ def analyse(
             "" if input_shape else "; pass --input-shape C,H,W (or C,T,H,W) if it expects another"
         )
         raise ScaffoldError(
-            f"{name}: forward raised on an input of shape {(2, *shape)}: {exc}{hint}"
+            f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{hint}"
         ) from exc.cause
 
     if not trace.outputs:
@@ -65,15 +65,15 @@ def analyse(
 
     has = set()
     if resolved.source_file is not None and resolved.kind == "class":
-        info = analyse_file(resolved.source_file).get(name)
+        static = resolved.static or analyse_file(resolved.source_file)
+        info = static.get(name)
         has = set(info.has) if info else set()
     has |= {h for h in ("feature_info", "forward_intermediates") if hasattr(model, h)}
     if hasattr(model, "prepare_features_for_image_model"):
         has.add("prepare_features_for_image_model")
 
-    conv_name = next(
-        (n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None
-    )
+    conv = first_conv(model)
+    notes += [f"the class already has {h}" for h in sorted(has)]
     return BackboneSpec(
         target=target,
         module=resolved.module,
@@ -89,9 +89,8 @@ def analyse(
         output_kind=trace.output_kind,
         traced_on=trace.device,
         num_params=sum(p.numel() for p in model.parameters()),
-        first_conv=conv_name,
-        first_conv_3d=conv_name is not None
-        and isinstance(model.get_submodule(conv_name), nn.Conv3d),
+        first_conv=conv[0] if conv else None,
+        first_conv_3d=conv is not None and isinstance(conv[1], nn.Conv3d),
         has_feature_info="feature_info" in has,
         has_prepare_features="prepare_features_for_image_model" in has,
         has_forward_intermediates="forward_intermediates" in has,

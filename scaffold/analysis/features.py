@@ -115,7 +115,7 @@ def select_features(trace: Trace, input_shape: tuple[int, ...]) -> Selection:
     features = _stage_features(trace.root, full_shape)
     notes: tuple[str, ...] = ()
     if len({f.reduction for f in features}) == 1:
-        blocks = _repeated_blocks(trace.root, full_shape, features[0].reduction if features else 0)
+        blocks = _repeated_blocks(trace.root, full_shape, features[0].reduction)
         if len(blocks) > len(features):
             features = blocks
             notes = (
@@ -125,20 +125,32 @@ def select_features(trace: Trace, input_shape: tuple[int, ...]) -> Selection:
     return Selection(tuple(features), _default_out_indices(features), notes)
 
 
-def _feature(call: Call, place: Placement) -> FeatureSpec:
-    assert call.shape is not None
+def _feature(
+    place: Placement,
+    module: str,
+    shape: tuple[int, ...],
+    source: str = "hook",
+    call: int = 0,
+    key: int | str | None = None,
+) -> FeatureSpec:
     return FeatureSpec(
-        module=call.name,
+        module=module,
         num_chs=place.num_chs,
         reduction=place.reduction,
         layout=place.layout,
-        shape=call.shape,
+        shape=(1, *shape[1:]),  # per sample, as the spec's input_shape
         grid=place.grid,
-        source="hook",
-        call=call.call,
+        source=source,  # type: ignore[arg-type]
+        call=call,
+        key=key,
         num_frames=place.num_frames,
         prefix_tokens=place.prefix_tokens,
     )
+
+
+def _hooked(call: Call, place: Placement) -> FeatureSpec:
+    assert call.shape is not None
+    return _feature(place, call.name, call.shape, call=call.call)
 
 
 def _returned_features(trace: Trace, full_shape: tuple[int, ...]) -> list[FeatureSpec]:
@@ -148,21 +160,7 @@ def _returned_features(trace: Trace, full_shape: tuple[int, ...]) -> list[Featur
         if place is None or item.key is None:
             continue
         name = item.module.name if item.module is not None else f"output[{item.key!r}]"
-        found.append(
-            FeatureSpec(
-                module=name,
-                num_chs=place.num_chs,
-                reduction=place.reduction,
-                layout=place.layout,
-                shape=item.shape,
-                grid=place.grid,
-                source="output",
-                call=0,
-                key=item.key,
-                num_frames=place.num_frames,
-                prefix_tokens=place.prefix_tokens,
-            )
-        )
+        found.append(_feature(place, name, item.shape, source="output", key=item.key))
     # timm's FeatureInfo wants non-decreasing reductions: fine to coarse, stable within a level.
     return sorted(found, key=lambda f: f.reduction)
 
@@ -198,7 +196,7 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> list[FeatureSpec
             continue
         if taps and place.reduction < taps[-1].reduction:
             break  # the resolution goes back up: a decoder follows, the encoder ends here
-        taps.append(_feature(call, place))
+        taps.append(_hooked(call, place))
     return taps
 
 
@@ -222,7 +220,7 @@ def _repeated_blocks(root: Call, full_shape: tuple[int, ...], reduction: int) ->
             visit(child)
 
     visit(root)
-    return [_feature(c, p) for c, p in best] if len(best) >= 2 else []
+    return [_hooked(c, p) for c, p in best] if len(best) >= 2 else []
 
 
 def _parent_name(name: str) -> str:

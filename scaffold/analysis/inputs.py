@@ -78,10 +78,11 @@ def _lookup(obj: Any, model: nn.Module, args: dict[str, Any], names: tuple[str, 
     return None, None
 
 
-def first_conv(model: nn.Module) -> nn.Module | None:
-    for module in model.modules():
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d | nn.Conv3d] | None:
+    """The model's first convolution (in registration order) and its qualified name."""
+    for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-            return module
+            return name, module
     return None
 
 
@@ -98,7 +99,8 @@ def _as_hw(value: Any) -> tuple[int, int] | None:
 
 
 def guess_input(obj: Any, model: nn.Module, args: dict[str, Any]) -> InputGuess:
-    conv = first_conv(model)
+    found = first_conv(model)
+    conv = found[1] if found else None
     chans_arg, chans = _lookup(obj, model, args, CHANNEL_PARAMS)
     if not isinstance(chans, int) or isinstance(chans, bool) or chans <= 0:
         chans = conv.in_channels if conv is not None else DEFAULT_CHANNELS

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 
 from scaffold.errors import ScaffoldError
 
@@ -63,7 +62,7 @@ def analyse_file(path: Path) -> FileAnalysis:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScaffoldError(f"{path}: cannot read it ({exc})") from exc
     try:  # Python's own parser names the line and the reason best
-        compile(source, str(path), "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+        module = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise ScaffoldError(f"{path}:{exc.lineno}:{exc.offset}: syntax error: {exc.msg}") from exc
     try:
@@ -73,9 +72,9 @@ def analyse_file(path: Path) -> FileAnalysis:
         raise ScaffoldError(
             f"{path}:{exc.raw_line}:{exc.raw_column + 1}: syntax error: {reason}"
         ) from exc
-    wrapper = MetadataWrapper(tree)
-    collector = _ClassCollector()
-    wrapper.visit(collector)
+    lines = {n.name: n.lineno for n in module.body if isinstance(n, ast.ClassDef)}
+    collector = _ClassCollector(lines)
+    tree.visit(collector)
     return FileAnalysis(
         path=path, classes=_module_classes(collector), functions=collector.functions
     )
@@ -93,15 +92,40 @@ class _RawClass:
 
 
 class _ClassCollector(cst.CSTVisitor):
-    """Collects top-level classes: bases (qualified through imports), methods, names they call."""
+    """Collects top-level classes: bases (qualified through the file's imports), methods, and
+    the names their bodies mention."""
 
-    METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
-
-    def __init__(self) -> None:
+    def __init__(self, lines: dict[str, int]) -> None:
         self.classes: list[_RawClass] = []
         self.functions: tuple[str, ...] = ()
+        self._lines = lines
+        self._aliases: dict[str, str] = {}  # local name -> dotted name it was imported as
         self._stack: list[_RawClass] = []
         self._depth = 0
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            dotted = _dotted(alias.name)
+            if alias.asname is not None:
+                self._aliases[_dotted(alias.asname.name)] = dotted
+            else:  # `import torch.nn` binds `torch`
+                self._aliases[dotted.split(".")[0]] = dotted.split(".")[0]
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if isinstance(node.names, cst.ImportStar):
+            return
+        origin = "." * len(node.relative) + (_dotted(node.module) if node.module else "")
+        for alias in node.names:
+            name = _dotted(alias.name)
+            local = _dotted(alias.asname.name) if alias.asname is not None else name
+            self._aliases[local] = f"{origin}.{name}" if not origin.endswith(".") else origin + name
+
+    def qualify(self, dotted: str) -> str:
+        """`nn.Module` -> `torch.nn.Module` when the file did `from torch import nn`."""
+        head, _, rest = dotted.partition(".")
+        if head in self._aliases:
+            return self._aliases[head] + (f".{rest}" if rest else "")
+        return dotted
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         if self._depth == 0 and not self._stack:
@@ -124,12 +148,9 @@ class _ClassCollector(cst.CSTVisitor):
         if self._stack or self._depth:
             self._stack.append(_RawClass(node.name.value, 0, ()))  # nested: tracked, not reported
             return
-        bases = []
-        for arg in node.bases:
-            names = self.get_metadata(QualifiedNameProvider, arg.value, set())
-            bases.append(min(n.name for n in names) if names else _dotted(arg.value))
-        line = self.get_metadata(PositionProvider, node).start.line
-        self._stack.append(_RawClass(node.name.value, line, tuple(bases)))
+        bases = tuple(self.qualify(_dotted(arg.value)) for arg in node.bases)
+        line = self._lines.get(node.name.value, 0)
+        self._stack.append(_RawClass(node.name.value, line, bases))
 
     def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
         cls = self._stack.pop()

@@ -167,7 +167,15 @@ def run_trace(
     except Exception as exc:
         if device != "meta":
             raise ForwardFailed(exc) from exc
-    cpu_model = build_model(obj, args, "cpu")
+    try:
+        cpu_model = build_model(obj, args, "cpu")
+    except ScaffoldError:
+        raise
+    except Exception as exc:
+        name = getattr(obj, "__name__", type(obj).__name__)
+        raise ScaffoldError(
+            f"{name}(...) raised while building the model: {one_line(exc)}"
+        ) from exc
     try:
         return trace_forward(cpu_model, input_shape, "cpu")
     except Exception as exc:

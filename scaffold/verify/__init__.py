@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import ScaffoldError
+from scaffold.progress import status
+from scaffold.state import STATE_DIR
 
 
 class CheckFailed(Exception):
@@ -59,9 +60,8 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
 
     def run(name: str, fn: Callable[[], str]) -> bool:
         start = time.perf_counter()
-        status = progress.status(f"verify: {name}") if progress else contextlib.nullcontext()
         try:
-            with status:
+            with status(progress, f"verify: {name}"):
                 detail, ok = fn(), True
         except CheckFailed as exc:
             detail, ok = str(exc), False
@@ -91,7 +91,7 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
     if all(passed):
         from scaffold.verify.benchmark import run_benchmark
 
-        log_dir = directory / ".scaffold" / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        log_dir = directory / STATE_DIR / "runs" / time.strftime("%Y%m%d-%H%M%S")
         report.log_dir = log_dir
         if progress is not None:
             progress.print(f"running the benchmark YAML (log in {log_dir})", highlight=False)
