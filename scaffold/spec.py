@@ -67,6 +67,8 @@ class BackboneSpec:
     output_kind: str
     traced_on: str
     num_params: int
+    # The class's constructor parameters as written: {"name", "default", "annotation"} each.
+    constructor: tuple[dict[str, str | None], ...] = ()
     first_conv: str | None = None  # qualified name of the first convolution, if any
     first_conv_3d: bool = False
     has_feature_info: bool = False
@@ -121,7 +123,7 @@ class BackboneSpec:
             )
             for f in data["features"]
         )
-        for key in ("input_shape", "out_indices", "notes"):
+        for key in ("input_shape", "out_indices", "notes", "constructor"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

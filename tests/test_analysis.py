@@ -21,6 +21,10 @@ def test_cnn_whose_stages_are_visible_only_inside():
     spec = analyse(str(MODELS / "cnn.py"))
     assert spec.input_shape == (1, 4, 64, 64)  # in_chans=4 from the constructor's default
     assert spec.in_chans_arg == "in_chans"
+    assert spec.constructor == (
+        {"name": "in_chans", "default": "4", "annotation": "int"},
+        {"name": "width", "default": "8", "annotation": "int"},
+    )
     assert table(spec) == [
         ("stem", 8, 2, "NCHW"),
         ("stage1", 16, 4, "NCHW"),

@@ -63,11 +63,17 @@ def analyse(
             "input (NCHW, NHWC, tokens, NCTHW or NTHWC); pass --input-shape if the input is wrong"
         )
 
-    has = set()
+    has: set[str] = set()
+    constructor: tuple[dict[str, str | None], ...] = ()
     if resolved.source_file is not None and resolved.kind == "class":
         static = resolved.static or analyse_file(resolved.source_file)
         info = static.get(name)
-        has = set(info.has) if info else set()
+        if info is not None:
+            has = set(info.has)
+            constructor = tuple(
+                {"name": p.name, "default": p.default, "annotation": p.annotation}
+                for p in info.init_params
+            )
     has |= {h for h in ("feature_info", "forward_intermediates") if hasattr(model, h)}
     if hasattr(model, "prepare_features_for_image_model"):
         has.add("prepare_features_for_image_model")
@@ -89,6 +95,7 @@ def analyse(
         output_kind=trace.output_kind,
         traced_on=trace.device,
         num_params=sum(p.numel() for p in model.parameters()),
+        constructor=constructor,
         first_conv=conv[0] if conv else None,
         first_conv_3d=conv is not None and isinstance(conv[1], nn.Conv3d),
         has_feature_info="feature_info" in has,

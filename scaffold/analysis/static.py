@@ -1,8 +1,9 @@
 """Static analysis of a model file with libcst: its nn.Module classes, what they take and what they have.
 
 Nothing here imports or runs the person's code. The result explains errors (a syntax error with its
-line, a file without any nn.Module), picks the model class in a file that defines several, and
-gives the constructor parameters from which the input shape is inferred.
+line, a file without any nn.Module), picks the model class in a file that defines several, says
+whether the class already has timm's feature hooks, and records its constructor parameters as
+written (defaults and annotations), which the spec reports.
 """
 
 from __future__ import annotations
