@@ -25,16 +25,16 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `scaffold ARGS` as a person would, in a fresh process."""
+def run_fresh(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd` in a fresh process with a fresh shell's environment; capture its output."""
     return subprocess.run(
-        [SCAFFOLD, *args],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=600
     )
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `scaffold ARGS` as a person would, in a fresh process."""
+    return run_fresh([SCAFFOLD, *args], cwd=cwd)
 
 
 def run_json(*args: str, cwd: Path | None = None) -> tuple[int, dict]:

@@ -12,7 +12,7 @@ import yaml
 from scaffold.errors import ScaffoldError
 from scaffold.generate import Options, generate
 
-from .conftest import MODELS, clean_env, run_cli
+from .conftest import MODELS, run_cli, run_fresh
 
 # Run in a fresh interpreter, from another working directory: import each generated package, build
 # the backbone with timm (features_only), through BACKBONE_REGISTRY and through the generated
@@ -77,14 +77,7 @@ def test_generated_backbones_in_a_fresh_interpreter(generated, tmp_path):
         [str(r.out), r.backbone, names_for(r.backbone).factory_class, list(r.input_shape)]
         for r in generated.values()
     ]
-    done = subprocess.run(
-        [sys.executable, "-c", FRESH_CHECK, json.dumps(jobs)],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_fresh([sys.executable, "-c", FRESH_CHECK, json.dumps(jobs)], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for layout, (channels, reductions, sizes) in EXPECTED.items():

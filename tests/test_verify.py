@@ -3,7 +3,6 @@
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from scaffold.generate import Options, generate
 from scaffold.verify import verify_dir
 from scaffold.verify.benchmark import read_metrics
 
-from .conftest import MODELS, SWIN3D, clean_env, run_cli, run_json
+from .conftest import BIN, MODELS, SWIN3D, run_cli, run_fresh, run_json
 
 
 def checks(report) -> dict[str, tuple[bool, str]]:
@@ -182,14 +181,8 @@ def test_generated_yaml_runs_with_the_plain_terratorch_command(tmp_path):
     config = Path(data["benchmark_config"])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    terratorch = Path(shutil.which("terratorch", path=str(Path(run_cli.__globals__["BIN"]))))
-    done = subprocess.run(
-        [str(terratorch), "iterate", "--hpo", "--config", str(config)],
-        cwd=elsewhere,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_fresh(
+        [str(BIN / "terratorch"), "iterate", "--hpo", "--config", str(config)], elsewhere
     )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = read_metrics(config, 0)

@@ -58,6 +58,8 @@ def read_metrics(config: Path, started_ms: int) -> dict[str, float]:
     """``{"<task>: best_val/loss": value}`` from the newest top-level run of this experiment."""
     from mlflow.tracking import MlflowClient
 
+    # The generated package opts into MLflow's file store for the run; reading it needs the same.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     storage = str(cfg["storage_uri"])
     client = MlflowClient(tracking_uri=storage)
