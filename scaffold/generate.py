@@ -97,7 +97,7 @@ def taken_names() -> tuple[set[str], set[str], set[str]]:
 
 
 def choose_name(requested: str | None, spec) -> str:
-    from scaffold.render import check_name_syntax, default_name, names_for
+    from scaffold.render import default_name, names_for
 
     timm_names, terratorch_names, factory_names = taken_names()
     model_top = spec.module.split(".")[0]
@@ -115,8 +115,7 @@ def choose_name(requested: str | None, spec) -> str:
             return "is the name of an installed Python module"
         return None
 
-    if requested is not None:
-        check_name_syntax(requested)
+    if requested is not None:  # its syntax was checked before the analysis
         why = problem(requested)
         if why:
             raise ScaffoldError(f"--name {requested!r} {why}; choose another name")

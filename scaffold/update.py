@@ -37,6 +37,9 @@ from scaffold.state import (
     read_state,
 )
 
+WRITTEN = ("updated", "merged", "conflict", "added")  # plan actions that write the new content
+UNTOUCHED = ("unchanged", "kept-deleted")  # plan actions that leave the disk as it is
+
 
 @dataclass
 class FilePlan:
@@ -65,9 +68,7 @@ class UpdateResult:
         return [p.rel for p in self.plans if p.action == "conflict"]
 
     def to_dict(self) -> dict[str, Any]:
-        written = [
-            p.rel for p in self.plans if p.action in ("updated", "merged", "conflict", "added")
-        ]
+        written = [p.rel for p in self.plans if p.action in WRITTEN]
         return {
             "backbone": self.backbone,
             "package": str(self.out / self.backbone),
@@ -123,14 +124,14 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
         state_changed = (out / STATE_DIR / STATE_FILE).read_text(encoding="utf-8") != (
             new_state.to_json()
         )
-        if not state_changed and all(p.action in ("unchanged", "kept-deleted") for p in plans):
+        if not state_changed and all(p.action in UNTOUCHED for p in plans):
             return result  # nothing to do: not a single file is touched
         with status(progress, "writing"), _interrupts_deferred():
             if data_changed:
                 _rewrite_data(out, spec, options.task)
                 result.data_rewritten = True
             for plan in plans:
-                if plan.action in ("updated", "merged", "conflict", "added"):
+                if plan.action in WRITTEN:
                     assert plan.new is not None
                     write_atomic(out / plan.rel, plan.new)
                 elif plan.action == "removed":
@@ -201,7 +202,7 @@ def merge3(ours: bytes, base: bytes, theirs: bytes) -> tuple[bytes, int]:
 def unified_diff(plans: list[FilePlan]) -> str:
     chunks = []
     for plan in plans:
-        if plan.action in ("unchanged", "kept-deleted"):
+        if plan.action in UNTOUCHED:
             continue
         old = (plan.old or b"").decode(errors="replace").splitlines(keepends=True)
         new = (plan.new or b"").decode(errors="replace").splitlines(keepends=True)
