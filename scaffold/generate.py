@@ -156,6 +156,10 @@ def generate(options: Options, progress=None) -> GenerateResult:
     target = absolute_target(options.target)
     with status(progress, f"analysing {options.target}"):
         spec = analyse(target, options.args, options.input_shape)
+    if progress is not None and spec.head_modules:
+        from scaffold.report import skipped_line
+
+        progress.print(skipped_line(spec), markup=False, highlight=False)
     check_task(spec, options.task)
     with status(progress, "checking the name against timm and TerraTorch"):
         name = choose_name(options.name, spec)

@@ -32,9 +32,18 @@ def spec_table(spec: BackboneSpec) -> Table:
         )
     caption = [f"out_indices {list(spec.out_indices)}"]
     caption += list(spec.notes)
+    if spec.head_modules:
+        caption.append(skipped_line(spec))
     table.caption = Text("; ".join(caption))
     table.caption_justify = "left"
     return table
+
+
+def skipped_line(spec: BackboneSpec) -> str:
+    """What the backbone's forward never runs: the modules after its last feature."""
+    return "the backbone's forward stops after its last feature; never run: " + ", ".join(
+        spec.head_modules
+    )
 
 
 def checks_table(report) -> Table:

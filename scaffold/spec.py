@@ -51,6 +51,8 @@ class BackboneSpec:
     - `input_shape`: the traced input, batch dimension included: (B, C, H, W) or (B, C, T, H, W).
     - `in_chans_arg`: the constructor parameter that sets the input channels, if there is one.
     - `features`: the candidate feature maps in forward order; `out_indices` selects the default ones.
+    - `head_modules`: the top-most modules that run after the last selected feature in forward order
+      (a classifier, a decoder): the backbone's forward stops before them.
     """
 
     target: str
@@ -76,6 +78,7 @@ class BackboneSpec:
     has_forward_intermediates: bool = False
     spec_version: int = SPEC_VERSION
     notes: tuple[str, ...] = field(default_factory=tuple)
+    head_modules: tuple[str, ...] = ()
 
     # -- derived views ------------------------------------------------------------------------
     @property
@@ -123,7 +126,7 @@ class BackboneSpec:
             )
             for f in data["features"]
         )
-        for key in ("input_shape", "out_indices", "notes", "constructor"):
+        for key in ("input_shape", "out_indices", "notes", "constructor", "head_modules"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

@@ -17,6 +17,7 @@ def analyse(
     from torch import nn
 
     from scaffold.analysis.features import select_features
+    from scaffold.analysis.head import head_modules
     from scaffold.analysis.inputs import first_conv, guess_input
     from scaffold.analysis.static import analyse_file
     from scaffold.analysis.trace import BATCH, ForwardFailed, construct, run_trace
@@ -102,6 +103,7 @@ def analyse(
         has_prepare_features="prepare_features_for_image_model" in has,
         has_forward_intermediates="forward_intermediates" in has,
         notes=(*notes, *selection.notes),
+        head_modules=head_modules(trace, selection.features, selection.out_indices),
     )
 
 

@@ -2,6 +2,7 @@
 
 1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
+   ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
@@ -84,6 +85,9 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
         run("features", context.check_features),
         run("factory", context.check_factory),
     ]
+    from scaffold.verify.sizes import check_sizes
+
+    run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
     if state.options.weights is not None:
         passed.append(run("weights", context.check_weights))
     if quick:

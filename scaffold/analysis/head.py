@@ -1,0 +1,49 @@
+"""What runs after the last feature: the head that the generated backbone never calls.
+
+The backbone's forward ends once its last feature is captured (see the generated backbone.py), so
+every module call that starts after that tap's call has finished is skipped: a classifier, a
+decoder, a final norm. They are listed top-most first: a skipped container is named, not its parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scaffold.analysis.trace import Call, Trace
+from scaffold.spec import FeatureSpec
+
+
+def head_modules(
+    trace: Trace, features: Sequence[FeatureSpec], out_indices: Sequence[int]
+) -> tuple[str, ...]:
+    """The top-most modules that run after the last of FEATURES[out_indices] in forward order.
+
+    Empty when a selected feature is an item of the model's output (the whole forward runs) or
+    when a tap is not in the trace.
+    """
+    selected = [features[i] for i in out_indices]
+    if not selected or any(f.source != "hook" for f in selected):
+        return ()
+    finish: dict[tuple[str, int], int] = {}
+    calls: dict[tuple[str, int], Call] = {}
+
+    def visit(call: Call) -> None:  # post-order: the order in which calls finish
+        for child in call.children:
+            visit(child)
+        finish[(call.name, call.call)] = len(finish)
+        calls[(call.name, call.call)] = call
+
+    visit(trace.root)
+    taps = [(f.module, f.call) for f in selected]
+    if any(t not in finish for t in taps):
+        return ()
+    last = calls[max(taps, key=finish.__getitem__)]
+    # Whatever starts after `last` ends: the later siblings of `last` and of each of its parents.
+    after: list[str] = []
+    node: Call | None = last
+    while node is not None and node.parent is not None:
+        siblings = node.parent.children
+        later = siblings[next(i for i, c in enumerate(siblings) if c is node) + 1 :]
+        after += [c.name for c in later]
+        node = node.parent
+    return tuple(dict.fromkeys(after))

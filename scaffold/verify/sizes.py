@@ -1,0 +1,173 @@
+"""The ``sizes`` check: the features at the analysed input size and at twice its height and width.
+
+A dataset's tiles are rarely the size the model was analysed at. The generated backbone stops
+after its last feature, so a head that only fits one size (a flatten into a fixed linear) does not
+matter; an encoder that only runs at one size (a fixed positional embedding) does, and the finding
+names the module that raised, found from a stack kept by forward hooks.
+
+At each size both ways of reading the features run: timm's ``features_only`` model (what
+TerraTorch's BACKBONE_REGISTRY builds) and the backbone's own ``forward`` with
+``prepare_features_for_image_model``. Each feature must lie on the expected grid of its reduction r,
+floor or ceil of H/r by floor or ceil of W/r, with the channels feature_info lists.
+
+A model whose constructor takes the input size (``img_size`` and the like, as timm's ViTs do) and
+refuses the larger input as built is built again for it: the size is then the person's choice.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scaffold.errors import one_line
+from scaffold.verify import CheckFailed
+
+BATCH = 2
+SCALE = 2  # the second size: this many times the analysed height and width
+
+
+class _Located(Exception):
+    """The model raised at an input size; `where` names the module that was running."""
+
+    def __init__(self, module: str | None, where: str, cause: BaseException) -> None:
+        super().__init__(f"{where} raised {one_line(cause)}")
+        self.module = module
+        self.cause = cause
+
+
+def check_sizes(context: Any) -> str:
+    """Run the backbone at the analysed size and at SCALE times it; each feature on its grid."""
+    import timm
+
+    spec = context.state.spec
+    name = context.name
+    height, width = spec.img_size
+    sizes = [(height, width), (SCALE * height, SCALE * width)]
+    size_arg = _size_parameter(timm, name)
+    built_for: str | None = None
+    for size in sizes:
+        kwargs: dict[str, Any] = {}
+        try:
+            _check_at(timm, name, spec, size, kwargs)
+        except _Located as exc:
+            if size == sizes[0]:
+                raise CheckFailed(f"at the analysed {_hw(size)} {exc}") from exc.cause
+            retry = ""
+            if size_arg is not None:
+                kwargs = {size_arg: size[0] if size[0] == size[1] else list(size)}
+                try:
+                    _check_at(timm, name, spec, size, kwargs)
+                    built_for = f"{size_arg}={kwargs[size_arg]}"
+                    continue
+                except _Located as again:
+                    retry = f" (built with {size_arg}={kwargs[size_arg]}: {again})"
+            chans = spec.input_shape[1]
+            needs = f"`{exc.module}` needs" if exc.module else "it needs"
+            frames = f"{spec.num_frames}," if spec.temporal else ""
+            raise CheckFailed(
+                f"at {_hw(size)} (twice the analysed {_hw(sizes[0])}) {exc}{retry}: "
+                f"{needs} the analysed size {_hw(sizes[0])}; "
+                f"analyse at the size of your data with --input-shape {chans},{frames}H,W"
+            ) from exc.cause
+    second = f" (built with {built_for})" if built_for else ""
+    return (
+        f"{len(spec.out_indices)} features on their grids at {_hw(sizes[0])} and "
+        f"{_hw(sizes[1])}{second}"
+    )
+
+
+def _check_at(timm: Any, name: str, spec: Any, size: tuple[int, int], kwargs: dict) -> None:
+    """Both feature paths at one input size; _Located when the model raises, CheckFailed when
+    a feature is off its grid."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.rand(BATCH, *spec.input_shape[1:-2], *size)
+    try:
+        features_only = timm.create_model(name, features_only=True, **kwargs).eval()
+        backbone = timm.create_model(name, **kwargs).eval()
+    except Exception as exc:
+        raise _Located(None, f"timm.create_model({name!r})", exc) from exc
+    info = features_only.feature_info
+    with torch.no_grad():
+        outs = _located(features_only.model, lambda: features_only(x))
+        _on_grids(outs, info.channels(), info.reduction(), info.module_name(), size, "timm's")
+        images = _located(
+            backbone, lambda: backbone.prepare_features_for_image_model(list(backbone(x)))
+        )
+    info = backbone.feature_info
+    _on_grids(images, backbone.out_channels, info.reduction(), info.module_name(), size, "its")
+
+
+def _on_grids(outs, channels, reductions, names, size: tuple[int, int], whose: str) -> None:
+    height, width = size
+    if len(outs) != len(channels):
+        raise CheckFailed(
+            f"at {_hw(size)} {whose} features_only model returns {len(outs)} features, "
+            f"feature_info lists {len(channels)}"
+        )
+    for i, (o, c, r, n) in enumerate(zip(outs, channels, reductions, names, strict=True)):
+        hs, ws = _grid(height, r), _grid(width, r)
+        if o.ndim != 4 or o.shape[1] != c or o.shape[-2] not in hs or o.shape[-1] not in ws:
+            expected = f"(B, {c}, {'|'.join(map(str, hs))}, {'|'.join(map(str, ws))})"
+            raise CheckFailed(
+                f"at {_hw(size)} feature {i} (`{n}`) has shape {tuple(o.shape)}, expected "
+                f"{expected} for reduction {r}"
+            )
+
+
+def _grid(size: int, reduction: int) -> tuple[int, ...]:
+    return tuple(dict.fromkeys((size // reduction, -(-size // reduction))))
+
+
+def _located(root: Any, fn: Callable[[], Any]) -> Any:
+    """fn(); when it raises, _Located naming the innermost submodule of `root` that was running.
+
+    The module is read from the traceback's frames (the `self` of each): the stack of calls that
+    did not return. Hooks cannot keep that stack here, since the backbone's own early stop leaves
+    the calls it interrupted without their closing hook.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        raise _Located(*_where(root, exc), exc) from exc
+
+
+def _where(root: Any, exc: BaseException) -> tuple[str | None, str]:
+    """(qualified name, description) of the innermost submodule of `root` in the traceback."""
+    names = {id(m): q for q, m in root.named_modules()}
+    found: tuple[str, Any, Any] | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in names:
+            found = (names[id(owner)], owner, tb)
+        tb = tb.tb_next
+    if found is None or not found[0]:
+        return None, "the backbone"
+    qualified, module, tb = found
+    code = tb.tb_frame.f_code
+    where = ""
+    if "/torch/" not in code.co_filename:  # the person's code: say where
+        where = f", {Path(code.co_filename).name}:{tb.tb_lineno} in {code.co_name}"
+    return qualified, f"`{qualified}` ({type(module).__name__}{where})"
+
+
+def _size_parameter(timm: Any, name: str) -> str | None:
+    """The model constructor's parameter for the input size, if it has one."""
+    import importlib
+
+    from scaffold.analysis.inputs import SIZE_PARAMS
+
+    try:
+        backbone = importlib.import_module(f"{name}.backbone")
+        params = inspect.signature(backbone.load_model_class()).parameters
+    except Exception:
+        return None
+    return next((p for p in SIZE_PARAMS if p in params), None)
+
+
+def _hw(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"

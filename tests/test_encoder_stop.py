@@ -1,0 +1,158 @@
+"""The backbone is the encoder: its forward stops after the last feature, so a head that fits one
+input size, or a decoder, is never called; the sizes check runs it at a second size."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+from scaffold.analysis import analyse
+from scaffold.generate import Options, generate
+from scaffold.verify import verify_dir
+
+from .conftest import MODELS, run_cli
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory):
+    """Generated (not verified) and imported: model file -> (GenerateResult, timm name)."""
+    import timm  # noqa: F401  (the registrations need it)
+
+    root = tmp_path_factory.mktemp("encoder_stop")
+    made = {}
+    for model in ("vgg_fixed_head", "unet", "shared_act_head", "fixed_pos"):
+        result = generate(Options(str(MODELS / f"{model}.py"), {}, out=root / model))
+        sys.path.insert(0, str(result.out))
+        importlib.import_module(result.backbone)
+        made[model] = result
+    return made
+
+
+def create(result, **kwargs):
+    import timm
+
+    return timm.create_model(result.backbone, **kwargs).eval()
+
+
+def count_calls(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+
+    def hook(*_):
+        calls[0] += 1
+
+    module.register_forward_hook(hook)
+    return calls
+
+
+def grids(features) -> list[tuple[int, ...]]:
+    return [tuple(f.shape[1:]) for f in features]
+
+
+def test_fixed_head_classifier_runs_at_two_sizes_without_its_head(backbones):
+    result = backbones["vgg_fixed_head"]
+    backbone = create(result)
+    features_only = create(result, features_only=True)
+    features_only.model.load_state_dict(backbone.state_dict())
+    head_calls = count_calls(backbone.model.classifier)
+    getter_head_calls = count_calls(features_only.model.model.classifier)
+    chans = [32, 64, 128, 128]
+    for size in (64, 128):
+        x = torch.rand(2, 3, size, size)
+        with torch.no_grad():
+            own = backbone(x)
+            timm_features = features_only(x)
+        expected = [(c, size // r, size // r) for c, r in zip(chans, (2, 4, 8, 16), strict=True)]
+        assert grids(own) == expected and grids(timm_features) == expected
+        for a, b in zip(own, timm_features, strict=True):
+            assert torch.equal(a, b)
+        # Stopping changes nothing in what was computed: the last feature is the whole trunk.
+        with torch.no_grad():
+            assert torch.equal(own[-1], backbone.model.features(x))
+    assert head_calls == [0] and getter_head_calls == [0]
+    # The whole model, head included, still fails at 128x128: the head is what was skipped.
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        backbone.model(torch.rand(2, 3, 128, 128))
+
+
+def test_the_head_is_in_the_spec_and_the_reports():
+    assert analyse(str(MODELS / "vgg_fixed_head.py")).head_modules == ("classifier",)
+    assert analyse(str(MODELS / "cnn.py")).head_modules == ("pool", "head")
+    assert analyse(str(MODELS / "vit.py")).head_modules == ("norm", "head")
+    # Features the model returns itself: the whole forward runs, nothing is skipped.
+    assert analyse(str(MODELS / "list_out.py")).head_modules == ()
+    done = run_cli("inspect", str(MODELS / "unet.py"))
+    assert done.returncode == 0, done.stderr
+    assert "never run: decoder" in " ".join(done.stdout.split())
+
+
+def test_encoder_decoder_target_never_calls_the_decoder(backbones):
+    result = backbones["unet"]
+    backbone = create(result)
+    decoder_calls = count_calls(backbone.model.decoder)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        features = backbone(x)
+        encoder = backbone.model.encoder(x)
+    assert decoder_calls == [0]
+    assert grids(features) == [(8, 64, 64), (16, 32, 32), (32, 16, 16), (64, 8, 8)]
+    assert all(torch.equal(a, b) for a, b in zip(features, encoder, strict=True))
+    with torch.no_grad():
+        backbone.model(x)  # the model itself still runs whole
+    assert decoder_calls == [1]
+
+
+def test_a_module_called_in_the_encoder_and_in_the_head(backbones):
+    """The taps are calls 0, 1 and 2 of one ReLU; its call 3 (in the head) is not run."""
+    result = backbones["shared_act_head"]
+    backbone = create(result)
+    act_calls = count_calls(backbone.model.act)
+    fc_calls = count_calls(backbone.model.fc1)
+    with torch.no_grad():
+        features = backbone(torch.rand(2, 3, 128, 128))
+    assert grids(features) == [(8, 64, 64), (16, 32, 32), (32, 16, 16)]
+    assert act_calls == [3] and fc_calls == [0]
+
+
+def test_forward_intermediates_honours_stop_early(backbones):
+    backbone = create(backbones["vgg_fixed_head"])
+    head_calls = count_calls(backbone.model.classifier)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        last, features = backbone.forward_intermediates(x, stop_early=True)
+        assert head_calls == [0]
+        assert torch.equal(last, features[-1])  # the trunk up to the last feature
+        logits, again = backbone.forward_intermediates(x, stop_early=False)
+        assert head_calls == [1] and tuple(logits.shape) == (2, 10)
+        assert all(torch.equal(a, b) for a, b in zip(features, again, strict=True))
+        only = backbone.forward_intermediates(x, intermediates_only=True)
+        assert head_calls == [1]  # nothing after the last feature is needed
+        assert grids(only) == grids(features)
+        with pytest.raises(RuntimeError, match="mat1 and mat2"):
+            backbone.forward_intermediates(torch.rand(2, 3, 128, 128), stop_early=False)
+
+
+def test_sizes_check_passes_at_twice_the_size(backbones):
+    report = verify_dir(backbones["vgg_fixed_head"].out, quick=True)
+    found = {c.name: (c.ok, c.detail) for c in report.checks}
+    assert report.ok, found
+    assert found["sizes"] == (True, "4 features on their grids at 64x64 and 128x128")
+
+
+def test_sizes_check_names_the_module_that_needs_one_size(backbones):
+    report = verify_dir(backbones["fixed_pos"].out, quick=True)
+    found = {c.name: (c.ok, c.detail) for c in report.checks}
+    assert found["features"][0] and found["factory"][0]  # fine at the analysed size
+    ok, detail = found["sizes"]
+    assert not ok
+    assert detail.startswith(
+        "at 128x128 (twice the analysed 64x64) `model.embed` (PatchEmbed, fixed_pos.py:15 in "
+        "forward) raised RuntimeError: The size of tensor a (256) must match the size of "
+        "tensor b (64)"
+    )
+    assert detail.endswith(
+        "`model.embed` needs the analysed size 64x64; "
+        "analyse at the size of your data with --input-shape 3,H,W"
+    )
