@@ -70,6 +70,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
         "import",
         "features",
         "factory",
+        "sizes",
         "benchmark",
     ]
 

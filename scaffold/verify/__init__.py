@@ -2,8 +2,8 @@
 
 1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
-   ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
+   ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
    metric. All in one process, so TerraTorch is imported once.
