@@ -23,7 +23,7 @@ def backbones(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("encoder_stop")
     made = {}
-    for model in ("vgg_fixed_head", "unet", "shared_act_head", "fixed_pos"):
+    for model in ("vgg_fixed_head", "unet", "shared_act_head", "fixed_pos", "fixed_grid"):
         result = generate(Options(str(MODELS / f"{model}.py"), {}, out=root / model))
         sys.path.insert(0, str(result.out))
         importlib.import_module(result.backbone)
@@ -155,4 +155,26 @@ def test_sizes_check_names_the_module_that_needs_one_size(backbones):
     assert detail.endswith(
         "`model.embed` needs the analysed size 64x64; "
         "analyse at the size of your data with --input-shape 3,H,W"
+    )
+
+
+def test_sizes_check_fails_a_feature_off_its_grid(backbones):
+    """Pooled to a fixed 8x8: reduction 8 at 64x64, and still 8x8 (not 16x16) at 128x128."""
+    report = verify_dir(backbones["fixed_grid"].out, quick=True)
+    found = {c.name: (c.ok, c.detail) for c in report.checks}
+    assert found["features"][0]
+    assert found["sizes"] == (
+        False,
+        "at 128x128 feature 2 (`model.conv3`) of timm's features_only model has shape "
+        "(2, 32, 8, 8), expected (B, 32, 16, 16) for reduction 8",
+    )
+
+
+def test_sizes_check_builds_a_model_that_takes_its_size_for_the_second_size(generated):
+    """The ViT's fixed positional embedding follows its `img_size` constructor parameter."""
+    report = verify_dir(generated["vit"].out, quick=True)
+    found = {c.name: (c.ok, c.detail) for c in report.checks}
+    assert found["sizes"] == (
+        True,
+        "4 features on their grids at 32x48 and 64x96 (built with img_size=[64, 96])",
     )

@@ -45,20 +45,23 @@ def check_sizes(context: Any) -> str:
     name = context.name
     height, width = spec.img_size
     sizes = [(height, width), (SCALE * height, SCALE * width)]
-    size_arg = _size_parameter(timm, name)
     built_for: str | None = None
+    try:
+        models = _build(timm, name, {})
+    except _Located as exc:
+        raise CheckFailed(str(exc)) from exc.cause
     for size in sizes:
-        kwargs: dict[str, Any] = {}
         try:
-            _check_at(timm, name, spec, size, kwargs)
+            _check_at(models, spec, size)
         except _Located as exc:
             if size == sizes[0]:
                 raise CheckFailed(f"at the analysed {_hw(size)} {exc}") from exc.cause
             retry = ""
+            size_arg = _size_parameter(name)
             if size_arg is not None:
                 kwargs = {size_arg: size[0] if size[0] == size[1] else list(size)}
                 try:
-                    _check_at(timm, name, spec, size, kwargs)
+                    _check_at(_build(timm, name, kwargs), spec, size)
                     built_for = f"{size_arg}={kwargs[size_arg]}"
                     continue
                 except _Located as again:
@@ -78,34 +81,41 @@ def check_sizes(context: Any) -> str:
     )
 
 
-def _check_at(timm: Any, name: str, spec: Any, size: tuple[int, int], kwargs: dict) -> None:
-    """Both feature paths at one input size; _Located when the model raises, CheckFailed when
-    a feature is off its grid."""
-    import torch
-
-    torch.manual_seed(0)
-    x = torch.rand(BATCH, *spec.input_shape[1:-2], *size)
+def _build(timm: Any, name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """timm's features_only model and the backbone itself, in eval mode."""
     try:
         features_only = timm.create_model(name, features_only=True, **kwargs).eval()
         backbone = timm.create_model(name, **kwargs).eval()
     except Exception as exc:
         raise _Located(None, f"timm.create_model({name!r})", exc) from exc
-    info = features_only.feature_info
+    return features_only, backbone
+
+
+def _check_at(models: tuple[Any, Any], spec: Any, size: tuple[int, int]) -> None:
+    """Both feature paths at one input size; _Located when the model raises, CheckFailed when
+    a feature is off its grid."""
+    import torch
+
+    features_only, backbone = models
+    torch.manual_seed(0)
+    x = torch.rand(BATCH, *spec.input_shape[1:-2], *size)
     with torch.no_grad():
         outs = _located(features_only.model, lambda: features_only(x))
-        _on_grids(outs, info.channels(), info.reduction(), info.module_name(), size, "timm's")
         images = _located(
             backbone, lambda: backbone.prepare_features_for_image_model(list(backbone(x)))
         )
-    info = backbone.feature_info
-    _on_grids(images, backbone.out_channels, info.reduction(), info.module_name(), size, "its")
+    for what, features, info in (
+        ("timm's features_only model", outs, features_only.feature_info),
+        ("the backbone's forward", images, backbone.feature_info),
+    ):
+        _on_grids(features, info.channels(), info.reduction(), info.module_name(), size, what)
 
 
-def _on_grids(outs, channels, reductions, names, size: tuple[int, int], whose: str) -> None:
+def _on_grids(outs, channels, reductions, names, size: tuple[int, int], what: str) -> None:
     height, width = size
     if len(outs) != len(channels):
         raise CheckFailed(
-            f"at {_hw(size)} {whose} features_only model returns {len(outs)} features, "
+            f"at {_hw(size)} {what} returns {len(outs)} features, "
             f"feature_info lists {len(channels)}"
         )
     for i, (o, c, r, n) in enumerate(zip(outs, channels, reductions, names, strict=True)):
@@ -113,7 +123,7 @@ def _on_grids(outs, channels, reductions, names, size: tuple[int, int], whose: s
         if o.ndim != 4 or o.shape[1] != c or o.shape[-2] not in hs or o.shape[-1] not in ws:
             expected = f"(B, {c}, {'|'.join(map(str, hs))}, {'|'.join(map(str, ws))})"
             raise CheckFailed(
-                f"at {_hw(size)} feature {i} (`{n}`) has shape {tuple(o.shape)}, expected "
+                f"at {_hw(size)} feature {i} (`{n}`) of {what} has shape {tuple(o.shape)}, expected "
                 f"{expected} for reduction {r}"
             )
 
@@ -155,7 +165,7 @@ def _where(root: Any, exc: BaseException) -> tuple[str | None, str]:
     return qualified, f"`{qualified}` ({type(module).__name__}{where})"
 
 
-def _size_parameter(timm: Any, name: str) -> str | None:
+def _size_parameter(name: str) -> str | None:
     """The model constructor's parameter for the input size, if it has one."""
     import importlib
 
