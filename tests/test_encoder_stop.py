@@ -178,3 +178,15 @@ def test_sizes_check_builds_a_model_that_takes_its_size_for_the_second_size(gene
         True,
         "4 features on their grids at 32x48 and 64x96 (built with img_size=[64, 96])",
     )
+
+
+def test_head_modules_round_trip_and_old_specs_read():
+    from scaffold.spec import BackboneSpec
+
+    spec = analyse(str(MODELS / "shared_act_head.py"))
+    # The shared ReLU's fourth call is in the head, after its third (the last tap).
+    assert spec.head_modules == ("fc1", "act", "fc2")
+    data = spec.to_dict()
+    assert BackboneSpec.from_dict(data) == spec
+    del data["head_modules"]  # a state file written before the field existed
+    assert BackboneSpec.from_dict(data).head_modules == ()
