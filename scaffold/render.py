@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -66,6 +67,14 @@ def default_name(qualname: str) -> str:
 def check_name_syntax(name: str) -> None:
     if not name.isidentifier() or keyword.iskeyword(name):
         raise ScaffoldError(f"--name {name!r}: must be a Python identifier (letters, digits, _)")
+    normal = unicodedata.normalize("NFKC", name)
+    if normal != name:  # Python reads identifiers NFKC-normalised: `import ﬁnet` imports finet
+        raise ScaffoldError(f"--name {name!r}: Python reads this name as {normal!r}; use that")
+    if not names_for(name).backbone_class.removesuffix("Backbone")[:1].isalpha():
+        raise ScaffoldError(
+            f"--name {name!r}: needs a letter after its underscores, to name the classes "
+            "(--name my_net gives MyNetBackbone and MyNetFactory)"
+        )
     if name.startswith(("timm_", "terratorch_")):
         raise ScaffoldError(
             f"--name {name!r}: TerraTorch reads a leading 'timm_' or 'terratorch_' as a registry "
