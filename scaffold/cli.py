@@ -165,8 +165,7 @@ def new_backbone(
 
     \b
     Example: scaffold new-backbone model.py:Net --arg in_chans=6 --out my_net
-    Exit codes: 0 verified (or generated, with --no-verify), 1 verification failed,
-    2 bad input.
+    Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
     """
     from scaffold.generate import Options, generate
     from scaffold.target import parse_args, parse_input_shape
