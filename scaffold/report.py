@@ -78,18 +78,19 @@ def show_result(out: Console, err: Console, result, report) -> None:
     """What new-backbone and update did, the ladder's table, and how to run the benchmark."""
     changes = getattr(result, "changes", None)
     if changes is None:  # new-backbone
-        err.print(Text.assemble(("generated ", "green"), str(result.out)), soft_wrap=True)
+        err.print(Text.assemble(("generated ", "green"), _quote(result.out)), soft_wrap=True)
         for f in result.files:
-            plain(err, f"  {f}")
+            plain(err, f"  {_quote(f)}")
     else:
         for path, what in changes:
-            plain(err, f"  {what:12} {path}")
+            plain(err, f"  {what:12} {_quote(path)}")
         if not changes:
             err.print("nothing changed")
         for path in result.conflicts:
             err.print(
                 Text.assemble(
-                    ("conflict", "red"), f" in {path}: resolve the <<<<<<< ======= >>>>>>> markers"
+                    ("conflict", "red"),
+                    f" in {_quote(path)}: resolve the <<<<<<< ======= >>>>>>> markers",
                 ),
                 soft_wrap=True,
             )
@@ -98,6 +99,10 @@ def show_result(out: Console, err: Console, result, report) -> None:
     if not getattr(result, "conflicts", None):
         plain(err, f"backbone {result.backbone}; run the benchmark with:")
         plain(err, "  " + shlex.join(run_command(result.benchmark_config)))
+
+
+def _quote(path) -> str:
+    return shlex.quote(str(path))
 
 
 def run_command(config) -> list[str]:

@@ -304,9 +304,15 @@ def test_temporal_input_size_has_frames_and_num_frames_is_used(generated):
     registration = (result.package / "registration.py").read_text()
     assert "NUM_FRAMES" in registration
     assert "the project pins" not in (result.package / "backbone.py").read_text()
+    # The package's __init__ would import TerraTorch (seconds): load it without running it.
     code = (
-        f"import sys; sys.path.insert(0, {str(result.out)!r}); import {result.backbone}, timm; "
-        f"print(list(timm.models.get_pretrained_cfg({result.backbone!r}).input_size))"
+        "import importlib, importlib.util, sys, timm\n"
+        f"pkg = {str(result.package)!r}\n"
+        f"spec = importlib.util.spec_from_file_location({result.backbone!r}, pkg + "
+        "'/__init__.py', submodule_search_locations=[pkg])\n"
+        "sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
+        "importlib.import_module(spec.name + '.registration')\n"
+        "print(list(timm.models.get_pretrained_cfg(spec.name).input_size))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True
