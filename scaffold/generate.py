@@ -162,7 +162,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         render_to_temp,
     )
     from scaffold.smoke import write_smoke_dataset
-    from scaffold.target import split_target
+    from scaffold.target import check_target_exists, split_target
 
     if options.task not in TASKS:
         raise ScaffoldError(f"--task {options.task!r}: choose one of {', '.join(TASKS)}")
@@ -176,6 +176,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
 
     target = absolute_target(options.target)
     if options.name is not None:  # a taken name is refused before the analysis, not after it
+        check_target_exists(target)  # a missing file first: that needs no TerraTorch import
         with status(progress, "checking the name against timm and TerraTorch"):
             choose_name(options.name, module=model_module(target))
         if options.out is None:

@@ -138,9 +138,14 @@ def resolve_target(target: str) -> ResolvedTarget:
     return _resolve_module(target, where, name)
 
 
-def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
-    from scaffold.analysis.static import analyse_file
+def check_target_exists(target: str) -> None:
+    """The cheap part of resolving: a file target names an existing file (not a directory)."""
+    where, _ = split_target(target)
+    if is_file_target(where):
+        check_file(Path(where))
 
+
+def check_file(path: Path) -> None:
     if path.is_dir():
         raise ScaffoldError(
             f"{path}: is a directory; name the model's file (path/to/model.py[:Name]) "
@@ -148,6 +153,12 @@ def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
         )
     if not path.is_file():
         raise ScaffoldError(f"{path}: no such file")
+
+
+def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
+    from scaffold.analysis.static import analyse_file
+
+    check_file(path)
     path = path.resolve()
     analysis = analyse_file(path)  # syntax errors surface here, with file and line
     if name is None and analysis.classes:
