@@ -167,6 +167,9 @@ def test_a_forward_that_calls_cuda_is_said_to_need_a_gpu(tmp_path: Path):
 def test_a_directory_as_target_is_named_a_directory(tmp_path: Path):
     with pytest.raises(ScaffoldError, match=r": is a directory; name the model's file"):
         resolve_target(str(tmp_path))
+    # With --name too, the target is looked at before the name (whose check imports TerraTorch).
+    with pytest.raises(ScaffoldError, match=r"missing\.py: no such file"):
+        generate(Options(target=str(tmp_path / "missing.py"), args={}, name="resnet18"))
     done = run_cli("inspect", str(MODELS))
     assert done.returncode == 2
     assert done.stderr.strip() == (
