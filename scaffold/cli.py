@@ -10,12 +10,14 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
+from typer.core import TyperCommand
 
 from scaffold.errors import ScaffoldError
 
@@ -49,22 +51,49 @@ def out():
 
 _state = {"debug": False}
 
+
+class _Command(TyperCommand):
+    """Usage lines in the usual convention: a required argument bare (``TARGET``), an optional
+    one in brackets (``[DIR]``); Typer's own marks a required one with braces."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [re.sub(r"^\{(.+)\}", r"\1", piece) for piece in pieces]
+
+
 TargetArg = Annotated[
     str,
-    typer.Argument(help="path/to/model.py, path/to/model.py:Name or package.module:Name."),
+    typer.Argument(
+        metavar="TARGET",
+        help="path/to/model.py, path/to/model.py:Name or package.module:Name.",
+    ),
 ]
 ArgOpt = Annotated[
     list[str] | None,
-    typer.Option("--arg", help="Constructor argument NAME=VALUE (VALUE is YAML). Repeatable."),
+    typer.Option(
+        "--arg",
+        metavar="NAME=VALUE",
+        help="Constructor argument (VALUE is YAML; 1e-3 is a number). Repeatable.",
+    ),
 ]
 ShapeOpt = Annotated[
     str | None,
-    typer.Option("--input-shape", help="Input without batch: C,H,W or C,T,H,W (e.g. 6,4,64,64)."),
+    typer.Option(
+        "--input-shape",
+        metavar="C,H,W",
+        help="Input without batch: C,H,W or C,T,H,W (e.g. 6,4,64,64).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DirArg = Annotated[
-    Path, typer.Argument(help="A directory made by `scaffold new-backbone`.", show_default=True)
+    Path,
+    typer.Argument(
+        metavar="DIR", help="A directory made by `scaffold new-backbone`.", show_default=True
+    ),
 ]
+# The task types of the benchmark YAML (scaffold.render.TASKS, spelled out here so that the
+# help does not import the renderer).
+Task = Literal["segmentation", "classification", "regression"]
 
 
 @app.callback()
@@ -81,14 +110,19 @@ def _print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(
     target: TargetArg,
     arg: ArgOpt = None,
     input_shape: ShapeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Analyse a model and show its feature maps. Writes nothing."""
+    """Analyse a model and show its feature maps. Writes nothing.
+
+    \b
+    Example: scaffold inspect model.py:Net --arg in_chans=6
+    Exit codes: 0 analysed, 2 bad input.
+    """
     from scaffold.analysis import analyse
     from scaffold.target import parse_args, parse_input_shape
 
@@ -104,27 +138,35 @@ def inspect(
     out().print(spec_table(spec))
 
 
-@app.command("new-backbone")
+@app.command("new-backbone", cls=_Command)
 def new_backbone(
     target: TargetArg,
     name: Annotated[
-        str | None, typer.Option(help="Registered backbone name (default: from the class name).")
+        str | None,
+        typer.Option(
+            metavar="NAME", help="Registered backbone name (default: from the class name)."
+        ),
     ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output directory (default: ./<name>).")
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="Output directory (default: ./NAME)."),
     ] = None,
     arg: ArgOpt = None,
     input_shape: ShapeOpt = None,
     weights: Annotated[
-        Path | None, typer.Option(help="A checkpoint to load as the pretrained weights.")
+        Path | None,
+        typer.Option(metavar="FILE", help="A checkpoint to load as the pretrained weights."),
     ] = None,
-    task: Annotated[
-        str, typer.Option(help="segmentation, classification or regression.")
-    ] = "segmentation",
+    task: Annotated[Task, typer.Option(help="The benchmark's task type.")] = "segmentation",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify."""
+    """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
+
+    \b
+    Example: scaffold new-backbone model.py:Net --arg in_chans=6 --out my_net
+    Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
+    """
     from scaffold.generate import Options, generate
     from scaffold.target import parse_args, parse_input_shape
 
@@ -142,13 +184,18 @@ def new_backbone(
     _verify_and_emit(result, run=not no_verify, as_json=as_json, failed=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(
     directory: DirArg = Path("."),
     quick: Annotated[bool, typer.Option("--quick", help="Skip the benchmark run.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a generated backbone, fast to slow, ending with a run of its benchmark YAML."""
+    """Check a generated backbone, fast to slow, ending with a run of its benchmark YAML.
+
+    \b
+    Example: scaffold verify my_net --quick
+    Exit codes: 0 all checks passed, 1 a check failed, 2 bad input.
+    """
     from scaffold.verify import verify_dir
 
     with _stdout_kept_for_json(as_json):
@@ -156,14 +203,14 @@ def verify(
     if as_json:
         _print_json({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]})
     else:
-        from scaffold.report import checks_table
+        from scaffold.report import print_checks
 
-        out().print(checks_table(report))
+        print_checks(out(), report)
     if not report.ok:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def update(
     directory: DirArg = Path("."),
     dry_run: Annotated[
@@ -174,7 +221,12 @@ def update(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
+    """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
+
+    \b
+    Example: scaffold update my_net --dry-run
+    Exit codes: 0 updated, 1 verification failed or a merge conflict, 2 bad input.
+    """
     from scaffold.update import update_dir
 
     with _stdout_kept_for_json(as_json):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,12 +46,18 @@ class GenerateResult:
 
 
 @contextlib.contextmanager
-def _os_errors_name(out: Path) -> Iterator[None]:
+def _os_errors_name(out: Path, label: str | None = None) -> Iterator[None]:
     """A folder that cannot be written is bad input (exit 2), not an internal error."""
     try:
         yield
     except OSError as exc:
-        raise ScaffoldError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
+        where = label or f"--out {out}"
+        raise ScaffoldError(f"{where}: cannot write there ({exc.strerror or exc})") from exc
+
+
+def out_label(out: Path, given: bool) -> str:
+    """How messages name the output folder: as the person's --out, or as the default it is."""
+    return f"--out {out}" if given else f"{out} (the default output folder; --out chooses another)"
 
 
 def absolute_target(target: str) -> str:
@@ -63,24 +70,27 @@ def absolute_target(target: str) -> str:
     return f"{where}:{name}" if name else where
 
 
-def check_output_dir(out: Path) -> None:
-    with _os_errors_name(out):
-        _check_output_dir(out)
+def check_output_dir(out: Path, label: str | None = None) -> None:
+    """`label` names the folder in messages (default: ``--out OUT``)."""
+    label = label or f"--out {out}"
+    with _os_errors_name(out, label):
+        _check_output_dir(out, label)
 
 
-def _check_output_dir(out: Path) -> None:
+def _check_output_dir(out: Path, label: str) -> None:
     if out.exists() and not out.is_dir():
-        raise ScaffoldError(f"--out {out}: exists and is not a directory")
+        raise ScaffoldError(f"{label}: exists and is not a directory")
     ancestor = next(p for p in out.parents if p.exists())
     if not ancestor.is_dir():
-        raise ScaffoldError(f"--out {out}: cannot write there ({ancestor} is a file)")
+        raise ScaffoldError(f"{label}: cannot write there ({ancestor} is a file)")
     if out.is_dir() and any(out.iterdir()):
         if is_generated(out):
             raise ScaffoldError(
-                f"--out {out}: already holds a generated backbone; run `scaffold update {out}`"
+                f"{label}: already holds a generated backbone; "
+                f"run `scaffold update {shlex.quote(str(out))}`"
             )
         raise ScaffoldError(
-            f"--out {out}: not empty and not made by scaffold; choose an empty or new directory"
+            f"{label}: not empty and not made by scaffold; choose an empty or new directory"
         )
 
 
@@ -96,11 +106,22 @@ def taken_names() -> tuple[set[str], set[str], set[str]]:
     )
 
 
-def choose_name(requested: str | None, spec) -> str:
+def model_module(target: str) -> str:
+    """The dotted module TARGET names, without importing it."""
+    from scaffold.target import is_file_target, package_root, split_target
+
+    where, _ = split_target(target)
+    return package_root(Path(where).resolve())[1] if is_file_target(where) else where
+
+
+def choose_name(requested: str | None, spec=None, module: str | None = None) -> str:
+    """The requested name, checked, or a free default from the spec's class name. `module`
+    (the model's module) stands in for the spec when only a requested name is checked."""
     from scaffold.render import default_name, names_for
 
     timm_names, terratorch_names, factory_names = taken_names()
-    model_top = spec.module.split(".")[0]
+    module = module or spec.module
+    model_top = module.split(".")[0]
 
     def problem(name: str) -> str | None:
         if name in timm_names:
@@ -110,7 +131,7 @@ def choose_name(requested: str | None, spec) -> str:
         if names_for(name).factory_class in factory_names:
             return f"would register {names_for(name).factory_class}, which TerraTorch already has"
         if name == model_top:
-            return f"is the name of the model's own module ({spec.module})"
+            return f"is the name of the model's own module ({module})"
         if importlib.util.find_spec(name) is not None:
             return "is the name of an installed Python module"
         return None
@@ -141,7 +162,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         render_to_temp,
     )
     from scaffold.smoke import write_smoke_dataset
-    from scaffold.target import split_target
+    from scaffold.target import check_target_exists, split_target
 
     if options.task not in TASKS:
         raise ScaffoldError(f"--task {options.task!r}: choose one of {', '.join(TASKS)}")
@@ -154,6 +175,13 @@ def generate(options: Options, progress=None) -> GenerateResult:
         check_output_dir(options.out.resolve())
 
     target = absolute_target(options.target)
+    if options.name is not None:  # a taken name is refused before the analysis, not after it
+        check_target_exists(target)  # a missing file first: that needs no TerraTorch import
+        with status(progress, "checking the name against timm and TerraTorch"):
+            choose_name(options.name, module=model_module(target))
+        if options.out is None:
+            default_out = Path.cwd() / options.name
+            check_output_dir(default_out, out_label(default_out, given=False))
     with status(progress, f"analysing {options.target}"):
         spec = analyse(target, options.args, options.input_shape)
     if progress is not None and spec.head_modules:
@@ -161,10 +189,14 @@ def generate(options: Options, progress=None) -> GenerateResult:
 
         progress.print(skipped_line(spec), markup=False, highlight=False)
     check_task(spec, options.task)
-    with status(progress, "checking the name against timm and TerraTorch"):
-        name = choose_name(options.name, spec)
+    if options.name is None:
+        with status(progress, "checking the name against timm and TerraTorch"):
+            name = choose_name(None, spec)
+    else:
+        name = options.name
     out = (options.out or Path.cwd() / name).resolve()
-    check_output_dir(out)
+    label = out_label(out, given=options.out is not None)
+    check_output_dir(out, label)
 
     # The class by name from now on: `update` must not silently pick another one.
     if split_target(target)[1] is None:
@@ -175,7 +207,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
     )
     tmp: Path | None = None
     try:
-        with status(progress, f"writing {out}"), _os_errors_name(out):
+        with status(progress, f"writing {out}"), _os_errors_name(out, label):
             tmp, files = render_to_temp(spec, render_options)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             write_smoke_dataset(

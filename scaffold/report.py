@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -46,7 +49,13 @@ def skipped_line(spec: BackboneSpec) -> str:
     )
 
 
+# A path at the end of a check's detail: "... (log: /path/to/iterate.log)".
+_LOG = re.compile(r"\s*\(log: (?P<path>.+)\)$")
+
+
 def checks_table(report) -> Table:
+    """The ladder as a table; log paths are left out of it (a narrow column would cut them),
+    `print_checks` prints them whole below."""
     table = Table(title="verification", title_justify="left")
     table.add_column("check")
     table.add_column("result")
@@ -54,34 +63,57 @@ def checks_table(report) -> Table:
     table.add_column("detail")
     for c in report.checks:
         mark = Text("ok", "green") if c.ok else Text("FAILED", "red")
-        table.add_row(c.name, mark, f"{c.seconds:.1f}", Text(c.detail))  # details: plain text
+        detail = _LOG.sub(" (log below)", c.detail)
+        table.add_row(c.name, mark, f"{c.seconds:.1f}", Text(detail))  # details: plain text
     return table
+
+
+def print_checks(console: Console, report) -> None:
+    """The ladder's table, then each log path a check names, whole and shell-quoted."""
+    console.print(checks_table(report))
+    for c in report.checks:
+        found = _LOG.search(c.detail)
+        if found:
+            plain(console, f"log of {c.name}: {shlex.quote(found['path'])}")
+
+
+def plain(console: Console, line: str) -> None:
+    """A line a person may copy (a command, a path): never wrapped, whatever the width, and
+    without markup or highlighting."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def show_result(out: Console, err: Console, result, report) -> None:
     """What new-backbone and update did, the ladder's table, and how to run the benchmark."""
     changes = getattr(result, "changes", None)
     if changes is None:  # new-backbone
-        err.print(Text.assemble(("generated ", "green"), str(result.out)))
+        err.print(Text.assemble(("generated ", "green"), _quote(result.out)), soft_wrap=True)
         for f in result.files:
-            err.print(f"  {f}", markup=False, highlight=False)
+            plain(err, f"  {_quote(f)}")
     else:
         for path, what in changes:
-            err.print(f"  {what:12} {path}", markup=False, highlight=False)
+            plain(err, f"  {what:12} {_quote(path)}")
         if not changes:
             err.print("nothing changed")
         for path in result.conflicts:
             err.print(
                 Text.assemble(
-                    ("conflict", "red"), f" in {path}: resolve the <<<<<<< ======= >>>>>>> markers"
-                )
+                    ("conflict", "red"),
+                    f" in {_quote(path)}: resolve the <<<<<<< ======= >>>>>>> markers",
+                ),
+                soft_wrap=True,
             )
     if report is not None:
-        out.print(checks_table(report))
+        print_checks(out, report)
     if not getattr(result, "conflicts", None):
-        err.print(
-            f"backbone {result.backbone}; run the benchmark with:\n"
-            f"  terratorch iterate --hpo --config {result.benchmark_config}",
-            markup=False,
-            highlight=False,
-        )
+        plain(err, f"backbone {result.backbone}; run the benchmark with:")
+        plain(err, "  " + shlex.join(run_command(result.benchmark_config)))
+
+
+def _quote(path) -> str:
+    return shlex.quote(str(path))
+
+
+def run_command(config) -> list[str]:
+    """The command that runs a benchmark YAML, as argv."""
+    return ["terratorch", "iterate", "--hpo", "--config", str(config)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,27 @@ class ResolvedTarget:
     static: FileAnalysis | None = None  # libcst's view of the file, for file targets
 
 
+class _ValueLoader(yaml.SafeLoader):
+    """YAML, except that numbers written the way Python writes them are numbers: YAML 1.1 reads
+    ``1e-3`` (no dot) as a string, Python as a float."""
+
+
+_ValueLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_value(raw: str) -> Any:
+    """A command-line VALUE as YAML, with Python's float syntax (``1e-3``) read as a number."""
+    return yaml.load(raw, Loader=_ValueLoader)  # noqa: S506 (a SafeLoader)
+
+
 def parse_args(pairs: list[str] | None) -> dict[str, Any]:
-    """``["depths=[2,2,6,2]", "in_chans=6"]`` -> ``{"depths": [2, 2, 6, 2], "in_chans": 6}`` (YAML values)."""
+    """``["depths=[2,2,6,2]", "in_chans=6"]`` -> ``{"depths": [2, 2, 6, 2], "in_chans": 6}``.
+
+    Values are YAML, and ``1e-3`` is a float as in Python."""
     args: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
@@ -45,7 +65,7 @@ def parse_args(pairs: list[str] | None) -> dict[str, Any]:
         if not sep or not key.isidentifier():
             raise ScaffoldError(f"--arg {pair!r}: expected NAME=VALUE, e.g. --arg in_chans=6")
         try:
-            args[key] = yaml.safe_load(raw) if raw.strip() else None
+            args[key] = load_value(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
             raise ScaffoldError(f"--arg {pair!r}: the value is not valid YAML ({first})") from exc
@@ -80,7 +100,17 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
         raise ScaffoldError(
             f"--input-shape {text!r}: expected C,H,W or C,T,H,W with positive integers, e.g. 6,64,64"
         )
+    if min(dims[-2:]) < MIN_SIDE:
+        raise ScaffoldError(
+            f"--input-shape {text!r}: H and W must be at least {MIN_SIDE}; reductions are "
+            f"measured from how much smaller each feature map is than the input, e.g. 6,64,64"
+        )
     return dims
+
+
+# The smallest height and width an --input-shape may have: a few stride-2 stages must still
+# leave maps larger than 1x1, or every reduction reads as 1 and pooling cannot be told apart.
+MIN_SIDE = 16
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -108,11 +138,27 @@ def resolve_target(target: str) -> ResolvedTarget:
     return _resolve_module(target, where, name)
 
 
+def check_target_exists(target: str) -> None:
+    """The cheap part of resolving: a file target names an existing file (not a directory)."""
+    where, _ = split_target(target)
+    if is_file_target(where):
+        check_file(Path(where))
+
+
+def check_file(path: Path) -> None:
+    if path.is_dir():
+        raise ScaffoldError(
+            f"{path}: is a directory; name the model's file (path/to/model.py[:Name]) "
+            "or its module (package.module:Name)"
+        )
+    if not path.is_file():
+        raise ScaffoldError(f"{path}: no such file")
+
+
 def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
     from scaffold.analysis.static import analyse_file
 
-    if not path.is_file():
-        raise ScaffoldError(f"{path}: no such file")
+    check_file(path)
     path = path.resolve()
     analysis = analyse_file(path)  # syntax errors surface here, with file and line
     if name is None and analysis.classes:

@@ -150,7 +150,7 @@ def test_template_changes_flow_through_the_same_merge(project):
     model, result = project
     rel = f"{result.backbone}/registration.py"
     old_comment = (
-        "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning, ...)."
+        "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning)."
     )
     for path in (result.out / rel, result.out / ".scaffold" / "pristine" / rel):
         path.write_text(path.read_text().replace(old_comment, "# Prefixes (old wording)."))

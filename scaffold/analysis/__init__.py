@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from scaffold.spec import BackboneSpec
@@ -51,6 +52,13 @@ def analyse(
         hint = (
             "" if input_shape else "; pass --input-shape C,H,W (or C,T,H,W) if it expects another"
         )
+        gpu = next((f for _, f in failures if _needs_gpu(f.cause)), None)
+        if gpu is not None:
+            raise ScaffoldError(
+                f"{name}: forward needs a GPU ({gpu}), but scaffold traces the model on the CPU "
+                "or the meta device: put tensors on the input's device (x.device) rather than "
+                "calling .cuda()"
+            ) from gpu.cause
         raise ScaffoldError(
             f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{hint}"
         ) from exc.cause
@@ -105,6 +113,18 @@ def analyse(
         notes=(*notes, *selection.notes),
         head_modules=head_modules(trace, selection.features, selection.out_indices),
     )
+
+
+def _needs_gpu(exc: BaseException) -> bool:
+    """The forward asked for CUDA (`.cuda()`, `device="cuda"`) where there is none, or mixed a
+    CUDA tensor with the traced input."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if re.search(r"\bCUDA\b|NVIDIA driver|\bcuda(:\d+)?\b", str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _follow_input_shape(args: dict[str, Any], guess, input_shape: tuple[int, ...]) -> list[str]:

@@ -9,6 +9,7 @@ written (defaults and annotations), which the spec reports.
 from __future__ import annotations
 
 import ast
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,12 +57,21 @@ class FileAnalysis:
         return [c for c in self.classes if c.name not in used and c.name not in bases]
 
 
-def analyse_file(path: Path) -> FileAnalysis:
-    """Parse `path` and describe every nn.Module subclass it defines (directly or through a base here)."""
+def read_source(path: Path) -> str:
+    """The text of a Python file decoded as Python decodes it: a PEP 263 coding cookie
+    (``# -*- coding: latin-1 -*-``) or a UTF-8 BOM, else UTF-8."""
     try:
-        source = path.read_text(encoding="utf-8")
+        with tokenize.open(path) as f:
+            return f.read()
+    except SyntaxError as exc:  # an unknown encoding in the cookie, or a BOM that contradicts it
+        raise ScaffoldError(f"{path}: cannot read it ({exc.msg})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ScaffoldError(f"{path}: cannot read it ({exc})") from exc
+
+
+def analyse_file(path: Path) -> FileAnalysis:
+    """Parse `path` and describe every nn.Module subclass it defines (directly or through a base here)."""
+    source = read_source(path)
     try:  # Python's own parser names the line and the reason best
         module = ast.parse(source, filename=str(path))
     except SyntaxError as exc:

@@ -88,18 +88,30 @@ SMALL_MODEL_PARAMS = 30_000_000
 
 
 def construct(obj: Any, args: dict[str, Any]) -> tuple[nn.Module, str]:
-    """Build on the meta device (shapes only); small models, and models whose constructor cannot
-    run on meta, are built again on the CPU."""
+    """Build a small model on the CPU, once: the build stops as soon as its parameters pass
+    SMALL_MODEL_PARAMS, and a larger model is built on the meta device (shapes only) instead.
+    A model whose constructor cannot run on meta is built on the CPU whatever its size."""
     check_arguments(obj, args)
+    cpu_error: Exception | None = None
+    try:
+        return _build_small(obj, args), "cpu"
+    except _TooLarge:
+        pass
+    except ScaffoldError:
+        raise
+    except Exception as exc:
+        cpu_error = exc  # a large model may still build on meta
     try:
         model = build_model(obj, args, "meta")
-        if sum(p.numel() for p in model.parameters()) > SMALL_MODEL_PARAMS:
+        if cpu_error is None or _num_params(model) > SMALL_MODEL_PARAMS:
             return model, "meta"
     except ScaffoldError:
         raise
     except Exception:
         pass
     try:
+        if cpu_error is not None:
+            raise cpu_error
         return build_model(obj, args, "cpu"), "cpu"
     except ScaffoldError:
         raise
@@ -108,6 +120,45 @@ def construct(obj: Any, args: dict[str, Any]) -> tuple[nn.Module, str]:
         raise ScaffoldError(
             f"{name}(...) raised while building the model: {one_line(exc)}"
         ) from exc
+
+
+class _TooLarge(BaseException):
+    """Stops a CPU build past SMALL_MODEL_PARAMS. A BaseException, so that a constructor's own
+    ``except Exception`` does not swallow it."""
+
+
+def _build_small(obj: Any, args: dict[str, Any]) -> nn.Module:
+    """Build on the CPU, counting parameters as the constructor registers them; raise _TooLarge
+    as soon as they pass SMALL_MODEL_PARAMS (before most of a large model is allocated)."""
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    seen: set[int] = set()
+    total = 0
+
+    def count(module: nn.Module, name: str, param: Any) -> None:
+        nonlocal total
+        if isinstance(param, torch.Tensor) and id(param) not in seen:
+            seen.add(id(param))
+            total += _numel(param)
+            if total > SMALL_MODEL_PARAMS:
+                raise _TooLarge
+
+    handle = register_module_parameter_registration_hook(count)
+    try:
+        return build_model(obj, args, "cpu")
+    finally:
+        handle.remove()
+
+
+def _numel(tensor: torch.Tensor) -> int:
+    try:
+        return tensor.numel()
+    except Exception:  # an uninitialised (lazy) parameter has no size yet
+        return 0
+
+
+def _num_params(model: nn.Module) -> int:
+    return sum(_numel(p) for p in model.parameters())
 
 
 def trace_forward(model: nn.Module, input_shape: tuple[int, ...], device: str) -> Trace:

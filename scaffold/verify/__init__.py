@@ -98,7 +98,9 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
         log_dir = directory / STATE_DIR / "runs" / time.strftime("%Y%m%d-%H%M%S")
         report.log_dir = log_dir
         if progress is not None:
-            progress.print(f"running the benchmark YAML (log in {log_dir})", highlight=False)
+            progress.print(
+                f"running the benchmark YAML (log in {log_dir})", highlight=False, soft_wrap=True
+            )
         run("benchmark", lambda: run_benchmark(context.config_path, log_dir))
     else:
         report.checks.append(Check("benchmark", False, "skipped: an earlier check failed"))
