@@ -62,6 +62,10 @@ ShapeOpt = Annotated[
     typer.Option("--input-shape", help="Input without batch: C,H,W or C,T,H,W (e.g. 6,4,64,64)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DataOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--data", help="A dataset folder: one benchmark task each. Repeatable."),
+]
 DirArg = Annotated[
     Path, typer.Argument(help="A directory made by `scaffold new-backbone`.", show_default=True)
 ]
@@ -123,6 +127,7 @@ def new_backbone(
     ] = "segmentation",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
     as_json: JsonOpt = False,
+    data: DataOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify."""
     from scaffold.generate import Options, generate
@@ -136,6 +141,7 @@ def new_backbone(
         out=out_dir,
         weights=weights,
         task=task,
+        data=tuple(str(d) for d in data or ()),
     )
     with _stdout_kept_for_json(as_json):
         result = generate(options, progress=err())
@@ -173,12 +179,15 @@ def update(
         bool, typer.Option("--no-verify", help="Do not verify afterwards.")
     ] = False,
     as_json: JsonOpt = False,
+    data: DataOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
     from scaffold.update import update_dir
 
     with _stdout_kept_for_json(as_json):
-        result = update_dir(directory, dry_run=dry_run, progress=err())
+        result = update_dir(
+            directory, dry_run=dry_run, progress=err(), data=tuple(str(d) for d in data or ())
+        )
     if dry_run:
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})

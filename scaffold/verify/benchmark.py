@@ -22,6 +22,7 @@ import yaml
 
 from scaffold.errors import one_line
 from scaffold.verify import CheckFailed
+from scaffold.verify.shorten import shortened_copy
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
 
@@ -30,6 +31,7 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "iterate.log"
     shutil.copyfile(config, log_dir / config.name)
+    config = shortened_copy(config, log_dir)
     started_ms = int(time.time() * 1000)
     argv = ["terratorch", "--hpo", "--config", str(config)]
     try:
