@@ -111,8 +111,8 @@ def _rel(root: Path, path: Path) -> str:
 
 def _all_pairs(layout: Layout) -> list[Pair]:
     seen: dict[Path, Pair] = {}
-    for samples in layout.splits.values():
-        for p in samples.pairs:
+    for split in SPLITS:  # training files first: they are the reference
+        for p in layout.splits[split].pairs:
             seen.setdefault(p.image, p)
     return list(seen.values())
 
