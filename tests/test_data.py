@@ -91,9 +91,7 @@ def test_pool_with_csv_split_lists_and_suffixed_sibling_folders(tmp_path):
     assert ds.split("train").label_root == str(root / "Label")
     assert [s.source for s in ds.splits] == ["list"] * 3
     assert ds.split("val").images == ("S2/Region_8_S2Hand.tif", "S2/Region_9_S2Hand.tif")
-    assert ds.split("train").images == tuple(
-        sorted(f"S2/{n}_S2Hand.tif" for n in names[:8])
-    )
+    assert ds.split("train").images == tuple(sorted(f"S2/{n}_S2Hand.tif" for n in names[:8]))
     assert (ds.img_grep, ds.label_grep) == ("*_S2Hand.tif", "*_LabelHand.tif")
     # Split files with exact file names, read without substring matching.
     files = split_files((ds,), "# header")
@@ -233,8 +231,9 @@ def test_band_counts_that_differ_name_two_files(tmp_path):
     rng = np.random.default_rng(0)
     write_tif(tmp_path / "ds" / "val" / "images" / "tile1_img.tif", image(rng, bands=4))
     with pytest.raises(
-        ScaffoldError, match=r"band counts differ: train/images/tile0_img\.tif has 3, "
-        r"val/images/tile1_img\.tif has 4"
+        ScaffoldError,
+        match=r"band counts differ: train/images/tile0_img\.tif has 3, "
+        r"val/images/tile1_img\.tif has 4",
     ):
         survey(tmp_path / "ds")
 
@@ -243,7 +242,9 @@ def test_sizes_that_differ_name_two_files(tmp_path):
     split_folders(tmp_path / "ds")
     rng = np.random.default_rng(0)
     write_tif(tmp_path / "ds" / "test" / "images" / "tile0_img.tif", image(rng, size=40))
-    with pytest.raises(ScaffoldError, match=r"image sizes differ: .* is 32x32, .*tile0_img\.tif is 40x40"):
+    with pytest.raises(
+        ScaffoldError, match=r"image sizes differ: .* is 32x32, .*tile0_img\.tif is 40x40"
+    ):
         survey(tmp_path / "ds")
 
 
@@ -254,8 +255,9 @@ def test_label_values_outside_the_classes(tmp_path):
     lbl[0, 0] = 7
     write_tif(path, lbl)
     with pytest.raises(
-        ScaffoldError, match=r"val/labels/tile1_mask\.tif: label value\(s\) \[7\] outside the "
-        r"classes 0\.\.2"
+        ScaffoldError,
+        match=r"val/labels/tile1_mask\.tif: label value\(s\) \[7\] outside the "
+        r"classes 0\.\.2",
     ):
         survey(tmp_path / "ds")
 

@@ -15,7 +15,7 @@ from scaffold.generate import Options, generate
 from scaffold.verify.benchmark import read_metrics
 
 from .conftest import BIN, MODELS, run_cli, run_fresh, run_json
-from .datasets import image, mask, write_tif
+from .datasets import image, write_tif
 from .test_data import split_folders
 
 
@@ -50,7 +50,11 @@ def test_new_backbone_with_two_datasets_verifies_each_task(tmp_path):
     assert list(tasks) == ["parcels", "scenes"]
     seg, cls = tasks["parcels"], tasks["scenes"]
     assert (seg["type"], seg["metric"], seg["direction"]) == ("segmentation", "val/mIoU", "max")
-    assert (cls["type"], cls["metric"], cls["direction"]) == ("classification", "val/Accuracy", "max")
+    assert (cls["type"], cls["metric"], cls["direction"]) == (
+        "classification",
+        "val/Accuracy",
+        "max",
+    )
     assert seg["terratorch_task"]["model_args"]["backbone_in_chans"] == 3
     assert cls["terratorch_task"]["model_args"]["backbone_in_chans"] == 5
     assert cls["datamodule"]["init_args"]["num_classes"] == 2
@@ -79,9 +83,12 @@ def test_a_multitemporal_stack_verifies_and_the_yaml_runs_standalone(tmp_path):
     # No split in the folder: split files beside the YAML, listing exact file names.
     train_list = Path(args["train_split"])
     assert train_list.parent == out / "splits" / "fields" and train_list.is_file()
-    assert "field0.tif" in train_list.read_text().splitlines() or "field0.tif" in Path(
-        args["val_split"]
-    ).read_text().splitlines() + Path(args["test_split"]).read_text().splitlines()
+    assert (
+        "field0.tif" in train_list.read_text().splitlines()
+        or "field0.tif"
+        in Path(args["val_split"]).read_text().splitlines()
+        + Path(args["test_split"]).read_text().splitlines()
+    )
 
     # The shortened copy the check ran, run again as a person would: plain command, elsewhere.
     short = next((out / ".scaffold" / "runs").glob("*/benchmark.short.yaml"))
@@ -130,8 +137,9 @@ def test_a_model_whose_channels_cannot_follow_the_data_names_the_mismatch(tmp_pa
     model.write_text(FIXED)
     class_folders(tmp_path / "scenes", bands=5)
     with pytest.raises(
-        ScaffoldError, match=r"the data has 5 band\(s\), Fixed takes 3 input channels and has "
-        r"no in_chans-like parameter"
+        ScaffoldError,
+        match=r"the data has 5 band\(s\), Fixed takes 3 input channels and has "
+        r"no in_chans-like parameter",
     ):
         generate(Options(str(model), {}, out=tmp_path / "out", data=(str(tmp_path / "scenes"),)))
     assert not (tmp_path / "out").exists()

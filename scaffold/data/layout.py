@@ -198,9 +198,7 @@ def find_samples(folder: Path, root: Path, bands: Callable[[Path], int]) -> Samp
             pairs, isuf, lsuf = _pair(a, b, root, where)
             return Samples("sibling-folders", pairs, fa, fb, isuf, lsuf)
     if len(subs) >= 2:
-        pairs = tuple(
-            Pair(_stem(p), p, None, klass=s.name) for s, files in subs for p in files
-        )
+        pairs = tuple(Pair(_stem(p), p, None, klass=s.name) for s, files in subs for p in files)
         return Samples("class-folders", pairs, folder, None)
     if len(subs) == 1:
         raise ScaffoldError(
@@ -271,8 +269,7 @@ def _match_list(names: list[str], samples: Samples, path: Path, root: Path) -> t
             missing.append(name)
     if missing:
         raise ScaffoldError(
-            f"{path.relative_to(root)}: {len(missing)} name(s) match no sample: "
-            + _names(missing)
+            f"{path.relative_to(root)}: {len(missing)} name(s) match no sample: " + _names(missing)
         )
     return tuple(chosen[k] for k in sorted(chosen))
 

@@ -92,9 +92,7 @@ class DatasetSpec:
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["splits"] = tuple(
-            SplitSpec(
-                **{**s, "images": tuple(s["images"]), "labels": tuple(s.get("labels") or ())}
-            )
+            SplitSpec(**{**s, "images": tuple(s["images"]), "labels": tuple(s.get("labels") or ())})
             for s in data["splits"]
         )
         for key in ("size", "classes", "means", "stds", "notes"):

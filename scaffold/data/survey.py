@@ -179,7 +179,9 @@ def _check_classes(root: Path, layout: Layout) -> None:
     classes = sorted({p.klass for p in train.pairs if p.klass})
     for split, samples in layout.splits.items():
         folders = sorted(
-            p.name for p in samples.image_root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            p.name
+            for p in samples.image_root.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
         )
         if folders != classes:
             extra = sorted(set(folders) - set(classes))

@@ -134,7 +134,9 @@ def datamodule(ds: DatasetSpec, channels: int, frames: int | None, out_dir: str)
     if ds.nodata is not None or ds.has_nan:
         args["no_data_replace"] = NO_DATA_REPLACE
     if ds.task == "segmentation":
-        args["no_label_replace"] = ds.ignore_index if ds.ignore_index is not None else DEFAULT_IGNORE
+        args["no_label_replace"] = (
+            ds.ignore_index if ds.ignore_index is not None else DEFAULT_IGNORE
+        )
     elif ds.task == "regression" and ds.ignore_index is not None:
         args["no_label_replace"] = ds.ignore_index
     if frames:
@@ -179,11 +181,7 @@ def task_entry(ds: DatasetSpec, spec: BackboneSpec, out_dir: str) -> dict[str, A
 def task_comment(ds: DatasetSpec) -> str:
     """One comment line per task: where it came from and what the survey found."""
     split_sizes = ", ".join(f"{s.name} {len(s.images)}" for s in ds.splits)
-    what = (
-        f"{ds.num_classes} classes"
-        if ds.num_classes is not None
-        else "pixel-wise regression"
-    )
+    what = f"{ds.num_classes} classes" if ds.num_classes is not None else "pixel-wise regression"
     ignore = f", ignore value {ds.ignore_index}" if ds.ignore_index is not None else ""
     stats = (
         f"statistics from {ds.pixels_used} of {ds.pixels_total} training pixels"
@@ -215,7 +213,9 @@ def data_sections(
         **terratorch_task,
         "model_args": {k: v for k, v in terratorch_task["model_args"].items() if k in shared},
     }
-    tasks = [task_comment(ds) + "\n" + _item(dump(task_entry(ds, spec, out_dir))) for ds in datasets]
+    tasks = [
+        task_comment(ds) + "\n" + _item(dump(task_entry(ds, spec, out_dir))) for ds in datasets
+    ]
     return {
         "terratorch_task": dump(defaults),
         "tasks": "\n".join(tasks),
