@@ -295,3 +295,25 @@ def test_a_folder_beside_the_class_folders_is_refused(tmp_path):
     (tmp_path / "ds" / "splits" / "val.txt").write_text("a2\nb2\n")
     with pytest.raises(ScaffoldError, match=r"numbers every folder there as a class.*\['splits'\]"):
         survey(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_statistics_of_large_windows_with_nodata_and_nan(tmp_path, dtype):
+    """Windows wider than one summing chunk; nodata, and NaN for floats, left out."""
+    from scaffold.data.read import band_statistics
+
+    rng = np.random.default_rng(8)
+    arrays, paths = [], []
+    for i in range(3):
+        a = (rng.normal(0, 1, (3, 150, 130)) * [[[5]], [[50]], [[500]]] - 200).astype(dtype)
+        a[:, :10, :7] = -9999
+        if dtype == np.float32:
+            a[1, 20:30, 5] = np.nan
+        arrays.append(a)
+        paths.append(write_tif(tmp_path / f"x{i}.tif", a, nodata=-9999))
+    means, stds, used, total = band_statistics(paths, 3, max_pixels=None)
+    stacked = np.concatenate([a.reshape(3, -1) for a in arrays], axis=1).astype(float)
+    masked = np.ma.masked_invalid(np.ma.masked_equal(stacked, -9999))
+    np.testing.assert_allclose(means, masked.mean(axis=1), rtol=1e-10)
+    np.testing.assert_allclose(stds, masked.std(axis=1), rtol=1e-10)
+    assert used == total == 3 * 150 * 130
