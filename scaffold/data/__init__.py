@@ -41,6 +41,8 @@ def survey_all(dirs: tuple[str, ...] | list[str], progress: Any = None) -> tuple
 def _say(progress: Any, spec: DatasetSpec) -> None:
     sizes = ", ".join(f"{s.name} {len(s.images)}" for s in spec.splits)
     what = f"{spec.num_classes} classes" if spec.num_classes else "regression"
+    if spec.ignore_index is not None:
+        what += f", ignore value {spec.ignore_index}"
     progress.print(
         f"  {spec.name}: {spec.task} ({what}), {spec.bands} bands {spec.dtype} "
         f"{spec.size[0]}x{spec.size[1]}, {spec.layout}/{spec.pairing}: {sizes}",

@@ -271,6 +271,8 @@ def _bar(progress: Any, what: str, total: int) -> Iterator[Any]:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
     columns = ("{task.description}", BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=progress, transient=True) as bar:
+    with Progress(
+        *columns, console=progress, transient=True, disable=not progress.is_terminal
+    ) as bar:
         task = bar.add_task(what, total=total)
         yield lambda n: bar.advance(task, n)

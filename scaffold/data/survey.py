@@ -43,7 +43,9 @@ def survey(
     layout = find_layout(root, band_count)
     notes: list[str] = []
     if layout.layout == "no-split":
-        notes.append("no split found: scaffold wrote deterministic 70/15/15 split files")
+        notes.append(
+            "no split found: scaffold writes deterministic 70/15/15 split files beside the YAML"
+        )
     val, test = layout.splits["val"].pairs, layout.splits["test"].pairs
     if [p.image for p in val] == [p.image for p in test]:
         notes.append("no test split: the validation split is used as the test split")
