@@ -87,7 +87,7 @@ def update_dir(
 ) -> UpdateResult:
     """`data`: dataset folders to add to the benchmark (each becomes one more task)."""
     from scaffold.analysis import analyse
-    from scaffold.data import survey_all, write_datasets
+    from scaffold.data import read_datasets, survey_all, write_datasets
     from scaffold.data.tasks import input_layout
     from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render_to_temp
 
@@ -97,7 +97,8 @@ def update_dir(
     added = tuple(str(Path(d).resolve()) for d in data)
     options = dataclasses.replace(options, data=tuple(dict.fromkeys((*options.data, *added))))
     with locked(out):
-        datasets = survey_all(options.data, progress) if options.data else ()
+        previous = read_datasets(out / STATE_DIR)
+        datasets = survey_all(options.data, progress, previous) if options.data else ()
         with status(progress, f"analysing {options.target}"):
             spec = analyse(options.target, options.args, options.input_shape)
         check_task(spec, options.task)

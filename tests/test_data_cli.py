@@ -3,6 +3,7 @@ bad data is one line and exit 2 with nothing written, update adds a task and kee
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -166,7 +167,8 @@ def test_update_with_data_adds_a_task_and_keeps_hand_edits(tmp_path):
     state = (out / ".scaffold" / "state.json").read_text()
     assert str(tmp_path / "scenes") in state
 
-    # Again without --data: the recorded folders are surveyed again; nothing changes.
+    # Again without --data: the recorded folders, unchanged, are not read again; nothing changes.
     before = config.read_bytes()
-    code, data = run_json("update", str(out), "--no-verify")
-    assert code == 0 and data["changes"] == [] and config.read_bytes() == before
+    done = run_cli("update", str(out), "--no-verify", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["changes"] == []
+    assert config.read_bytes() == before and "surveying" not in done.stderr

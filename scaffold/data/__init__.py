@@ -19,18 +19,30 @@ __all__ = ["DATA_FILE", "DatasetSpec", "SplitSpec", "read_datasets", "survey_all
 DATA_FILE = "data.json"  # in DIR/.scaffold: the surveys of the last generation
 
 
-def survey_all(dirs: tuple[str, ...] | list[str], progress: Any = None) -> tuple[DatasetSpec, ...]:
-    """Survey each folder in turn; task names follow the folder names (made unique)."""
-    from scaffold.data.survey import survey, task_name
+def survey_all(
+    dirs: tuple[str, ...] | list[str],
+    progress: Any = None,
+    previous: tuple[DatasetSpec, ...] = (),
+) -> tuple[DatasetSpec, ...]:
+    """Survey each folder in turn; task names follow the folder names (made unique). A folder
+    whose files are as they were at a `previous` survey keeps that survey."""
+    import dataclasses
 
+    from scaffold.data.survey import fingerprint, survey, task_name
+
+    known = {(p.root, p.fingerprint): p for p in previous}
     taken: set[str] = set()
     found = []
     for d in dirs:
         root = Path(d).resolve()
-        if progress is not None:
-            progress.print(f"surveying {root}", highlight=False)
         name = task_name(root, taken)
         taken.add(name)
+        same = known.get((str(root), fingerprint(root))) if root.is_dir() else None
+        if same is not None:
+            found.append(dataclasses.replace(same, name=name))
+            continue
+        if progress is not None:
+            progress.print(f"surveying {root}", highlight=False)
         spec = survey(root, name=name, progress=progress)
         if progress is not None:
             _say(progress, spec)

@@ -76,6 +76,9 @@ class DatasetSpec:
     pixels_used: int
     pixels_total: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Names, sizes and times of the folder's files when surveyed: an unchanged folder is not
+    # read again.
+    fingerprint: str = ""
 
     def split(self, name: str) -> SplitSpec:
         return next(s for s in self.splits if s.name == name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,20 @@ def task_name(root: Path, taken: set[str]) -> str:
     return name
 
 
+def fingerprint(root: Path) -> str:
+    """A hash of the relative path, size and modification time of every file under `root`."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            stat = path.stat()
+            digest.update(
+                f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            )
+    return digest.hexdigest()
+
+
 def survey(
     root: Path,
     name: str | None = None,
@@ -40,6 +56,7 @@ def survey(
     root = Path(root).resolve()
     if not root.is_dir():
         raise ScaffoldError(f"--data {root}: no such directory")
+    print_ = fingerprint(root)
     layout = find_layout(root, band_count)
     notes: list[str] = []
     if layout.layout == "no-split":
@@ -104,6 +121,7 @@ def survey(
         pixels_used=used,
         pixels_total=total,
         notes=tuple(notes),
+        fingerprint=print_,
     )
 
 
