@@ -2,8 +2,9 @@
 
 terratorch's ``iterate`` subcommand hands ``--hpo --config FILE`` to terratorch-iterate's
 ``main``; this calls that same function in this process (TerraTorch is imported already), with
-stdout and stderr going to a log under ``DIR/.scaffold/runs/<timestamp>/``. The metric each task
-reached is read back from MLflow under the config's ``storage_uri``.
+stdout and stderr going to a log under ``DIR/.scaffold/runs/<timestamp>/``, on a shortened copy of
+the YAML written there (`scaffold.verify.shorten`). The metric each task reached is read back from
+MLflow under the copy's ``storage_uri``.
 """
 
 from __future__ import annotations
