@@ -317,3 +317,15 @@ def test_statistics_of_large_windows_with_nodata_and_nan(tmp_path, dtype):
     np.testing.assert_allclose(means, masked.mean(axis=1), rtol=1e-10)
     np.testing.assert_allclose(stds, masked.std(axis=1), rtol=1e-10)
     assert used == total == 3 * 150 * 130
+
+
+def test_folders_are_surveyed_once_and_named_apart(tmp_path):
+    from scaffold.data import survey_all
+
+    split_folders(tmp_path / "a" / "ds")
+    split_folders(tmp_path / "b" / "ds")
+    found = survey_all(
+        [str(tmp_path / "a" / "ds"), str(tmp_path / "a/ds/"), str(tmp_path / "b/ds")]
+    )
+    assert [d.name for d in found] == ["ds", "ds_2"]
+    assert [d.root for d in found] == [str(tmp_path / "a" / "ds"), str(tmp_path / "b" / "ds")]

@@ -33,8 +33,7 @@ def survey_all(
     known = {(p.root, p.fingerprint): p for p in previous}
     taken: set[str] = set()
     found = []
-    for d in dirs:
-        root = Path(d).resolve()
+    for root in dict.fromkeys(Path(d).resolve() for d in dirs):  # a folder given twice: once
         name = task_name(root, taken)
         taken.add(name)
         same = known.get((str(root), fingerprint(root))) if root.is_dir() else None
