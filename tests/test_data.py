@@ -329,3 +329,22 @@ def test_folders_are_surveyed_once_and_named_apart(tmp_path):
     )
     assert [d.name for d in found] == ["ds", "ds_2"]
     assert [d.root for d in found] == [str(tmp_path / "a" / "ds"), str(tmp_path / "b" / "ds")]
+
+
+def test_class_folders_with_txt_split_lists(tmp_path):
+    rng = np.random.default_rng(9)
+    root = tmp_path / "ds"
+    for klass in ("a", "b"):
+        for i in range(4):
+            write_tif(root / klass / f"{klass}{i}.tif", image(rng))
+    (root / "train.txt").write_text("a/a0.tif\nb0\na1\nb1\na2\n")
+    (root / "val.txt").write_text("a3\nb3\n")
+    ds = survey(root)
+    assert (ds.task, ds.layout, ds.pairing) == ("classification", "split-lists", "class-folders")
+    assert ds.split("train").images == ("a/a0.tif", "a/a1.tif", "a/a2.tif", "b/b0.tif", "b/b1.tif")
+    files = split_files((ds,), "# header")
+    assert files[f"splits/{ds.name}/val.txt"].splitlines()[1:] == ["a3.tif", "b3.tif"]
+    entry = task_entry(ds, _spec(3), "/out")
+    args = entry["datamodule"]["init_args"]
+    assert args["train_data_root"] == str(root) and args["allow_substring_split_file"] is False
+    assert args["train_split"] == f"/out/splits/{ds.name}/train.txt"
