@@ -85,6 +85,10 @@ ShapeOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DataOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--data", help="A dataset folder: one benchmark task each. Repeatable."),
+]
 DirArg = Annotated[
     Path,
     typer.Argument(
@@ -160,6 +164,7 @@ def new_backbone(
     task: Annotated[Task, typer.Option(help="The benchmark's task type.")] = "segmentation",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
     as_json: JsonOpt = False,
+    data: DataOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -178,6 +183,7 @@ def new_backbone(
         out=out_dir,
         weights=weights,
         task=task,
+        data=tuple(str(d) for d in data or ()),
     )
     with _stdout_kept_for_json(as_json):
         result = generate(options, progress=err())
@@ -220,6 +226,7 @@ def update(
         bool, typer.Option("--no-verify", help="Do not verify afterwards.")
     ] = False,
     as_json: JsonOpt = False,
+    data: DataOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -230,7 +237,9 @@ def update(
     from scaffold.update import update_dir
 
     with _stdout_kept_for_json(as_json):
-        result = update_dir(directory, dry_run=dry_run, progress=err())
+        result = update_dir(
+            directory, dry_run=dry_run, progress=err(), data=tuple(str(d) for d in data or ())
+        )
     if dry_run:
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})

@@ -174,6 +174,11 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if options.out is not None:
         check_output_dir(options.out.resolve())
 
+    datasets = ()
+    if options.data:  # bad data is refused before anything else runs
+        from scaffold.data import survey_all
+
+        datasets = survey_all(options.data, progress)
     target = absolute_target(options.target)
     if options.name is not None:  # a taken name is refused before the analysis, not after it
         check_target_exists(target)  # a missing file first: that needs no TerraTorch import
@@ -189,6 +194,11 @@ def generate(options: Options, progress=None) -> GenerateResult:
 
         progress.print(skipped_line(spec), markup=False, highlight=False)
     check_task(spec, options.task)
+    if datasets:
+        from scaffold.data.tasks import input_layout
+
+        for ds in datasets:
+            input_layout(ds, spec)
     if options.name is None:
         with status(progress, "checking the name against timm and TerraTorch"):
             name = choose_name(None, spec)
@@ -203,21 +213,22 @@ def generate(options: Options, progress=None) -> GenerateResult:
         target = f"{target}:{spec.qualname}"
         spec = dataclasses.replace(spec, target=target)
     render_options = RenderOptions(
-        name=name, out=out, task=options.task, target=target, weights=weights
+        name=name, out=out, task=options.task, target=target, weights=weights, datasets=datasets
     )
     tmp: Path | None = None
     try:
         with status(progress, f"writing {out}"), _os_errors_name(out, label):
             tmp, files = render_to_temp(spec, render_options)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
-            write_smoke_dataset(
-                tmp / DATA_DIR,
-                bands=spec.in_chans,
-                frames=spec.num_frames,
-                size=spec.img_size,
-                task=options.task,
-                num_classes=NUM_CLASSES,
-            )
+            if not datasets:  # the smoke task's data
+                write_smoke_dataset(
+                    tmp / DATA_DIR,
+                    bands=spec.in_chans,
+                    frames=spec.num_frames,
+                    size=spec.img_size,
+                    task=options.task,
+                    num_classes=NUM_CLASSES,
+                )
             recorded = Options(
                 target=target,
                 args=dict(spec.args),
@@ -226,8 +237,13 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 out=out,
                 weights=weights,
                 task=options.task,
+                data=tuple(ds.root for ds in datasets),
             )
             write_state(tmp, State(__version__, recorded, spec, tuple(files)), pristine)
+            if datasets:
+                from scaffold.data import write_datasets
+
+                write_datasets(tmp / STATE_DIR, datasets)
             if out.is_dir():
                 out.rmdir()  # empty (checked above); rename needs it gone
             tmp.rename(out)
@@ -242,5 +258,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         package=out / name,
         benchmark_config=out / CONFIG_FILE,
         input_shape=tuple(spec.input_shape),
-        files=tuple(out / f for f in files) + (out / DATA_DIR, out / STATE_DIR),
+        files=tuple(out / f for f in files)
+        + ((out / DATA_DIR,) if not datasets else ())
+        + (out / STATE_DIR,),
     )

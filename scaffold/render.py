@@ -41,6 +41,7 @@ class RenderOptions:
     task: str
     target: str
     weights: Path | None = None
+    datasets: tuple[Any, ...] = ()  # scaffold.data DatasetSpecs: real tasks instead of smoke
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,14 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         if p.is_file() and "__pycache__" not in p.parts
     )
     format_python(dest, [f for f in files if f.endswith(".py")])
+    if options.datasets:
+        from scaffold.data.tasks import split_files
+
+        lists = split_files(options.datasets, template_data(spec, options)["header"])
+        for rel, text in lists.items():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_text(text, encoding="utf-8")
+        files = sorted({*files, *lists})
     return files
 
 
@@ -141,6 +150,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             # A command a person may paste: quoted for the shell.
             "config_path_comment": shlex.quote(str(config_path)),
             "data_dir_comment": json.dumps(str(options.out / DATA_DIR)),
+            "real_data": bool(options.datasets),
         },
     }
 
@@ -274,7 +284,7 @@ def yaml_sections(
     else:
         task_entry["terratorch_task"] = {"loss": "rmse"}
     task_entry["terratorch_task"]["model_args"] = task_model_args
-    return {
+    sections = {
         "top": dump({"experiment_name": options.name, "run_name": f"{options.name}_benchmark"}),
         "custom_modules_path": dump({"custom_modules_path": str(package_dir)}),
         "trainer_args": dump({"accelerator": "auto", "devices": 1, "log_every_n_steps": 1}),
@@ -298,6 +308,11 @@ def yaml_sections(
             }
         ),
     }
+    if options.datasets:  # real tasks from the survey of each --data folder
+        from scaffold.data.tasks import data_sections
+
+        sections |= data_sections(options.datasets, spec, terratorch_task, str(out), dump)
+    return sections
 
 
 def datamodule(spec: BackboneSpec, task: str, data: Path) -> dict[str, Any]:

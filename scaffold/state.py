@@ -36,12 +36,14 @@ class Options:
     out: Path | None = None
     weights: Path | None = None
     task: str = "segmentation"
+    data: tuple[str, ...] = ()  # dataset folders (--data), absolute: one real task each
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out) if self.out else None
         data["weights"] = str(self.weights) if self.weights else None
         data["input_shape"] = list(self.input_shape) if self.input_shape else None
+        data["data"] = list(self.data)
         return data
 
     @classmethod
@@ -54,6 +56,7 @@ class Options:
             out=Path(data["out"]) if data.get("out") else None,
             weights=Path(data["weights"]) if data.get("weights") else None,
             task=data.get("task", "segmentation"),
+            data=tuple(data.get("data") or ()),
         )
 
 

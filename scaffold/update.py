@@ -13,6 +13,7 @@ the state is written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import os
 import shutil
@@ -81,23 +82,35 @@ class UpdateResult:
         }
 
 
-def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateResult:
+def update_dir(
+    directory: Path, dry_run: bool = False, progress=None, data: tuple[str, ...] = ()
+) -> UpdateResult:
+    """`data`: dataset folders to add to the benchmark (each becomes one more task)."""
     from scaffold.analysis import analyse
+    from scaffold.data import read_datasets, survey_all, write_datasets
+    from scaffold.data.tasks import input_layout
     from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render_to_temp
 
     out = Path(directory).resolve()
     state = read_state(out)
     options = state.options
+    added = tuple(str(Path(d).resolve()) for d in data)
+    options = dataclasses.replace(options, data=tuple(dict.fromkeys((*options.data, *added))))
     with locked(out):
+        previous = read_datasets(out / STATE_DIR)
+        datasets = survey_all(options.data, progress, previous) if options.data else ()
         with status(progress, f"analysing {options.target}"):
             spec = analyse(options.target, options.args, options.input_shape)
         check_task(spec, options.task)
+        for ds in datasets:
+            input_layout(ds, spec)
         render_options = RenderOptions(
             name=options.name or "",
             out=out,
             task=options.task,
             target=options.target,
             weights=options.weights,
+            datasets=datasets,
         )
         tmp, files = render_to_temp(spec, render_options)
         try:
@@ -127,7 +140,7 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
         if not state_changed and all(p.action in UNTOUCHED for p in plans):
             return result  # nothing to do: not a single file is touched
         with status(progress, "writing"), _interrupts_deferred():
-            if data_changed:
+            if data_changed and not datasets:
                 _rewrite_data(out, spec, options.task)
                 result.data_rewritten = True
             for plan in plans:
@@ -141,6 +154,7 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
                     write_atomic(out / STATE_DIR / PRISTINE_DIR / rel, content)
             for rel in set(state.files) - set(theirs):
                 (out / STATE_DIR / PRISTINE_DIR / rel).unlink(missing_ok=True)
+            write_datasets(out / STATE_DIR, datasets)
             if state_changed:
                 write_atomic(out / STATE_DIR / STATE_FILE, new_state.to_json().encode())
     return result

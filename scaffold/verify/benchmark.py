@@ -2,8 +2,9 @@
 
 terratorch's ``iterate`` subcommand hands ``--hpo --config FILE`` to terratorch-iterate's
 ``main``; this calls that same function in this process (TerraTorch is imported already), with
-stdout and stderr going to a log under ``DIR/.scaffold/runs/<timestamp>/``. The metric each task
-reached is read back from MLflow under the config's ``storage_uri``.
+stdout and stderr going to a log under ``DIR/.scaffold/runs/<timestamp>/``, on a shortened copy of
+the YAML written there (`scaffold.verify.shorten`). The metric each task reached is read back from
+MLflow under the copy's ``storage_uri``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 
 from scaffold.errors import one_line
 from scaffold.verify import CheckFailed
+from scaffold.verify.shorten import shortened_copy
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
 
@@ -30,6 +32,7 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "iterate.log"
     shutil.copyfile(config, log_dir / config.name)
+    config = shortened_copy(config, log_dir)
     started_ms = int(time.time() * 1000)
     argv = ["terratorch", "--hpo", "--config", str(config)]
     try:

@@ -45,11 +45,14 @@ class Context:
     def name(self) -> str:
         return self.state.options.name or ""
 
-    def example_input(self):
+    def example_input(self, channels: int | None = None):
+        """A random batch of the traced input's shape (with `channels` when given)."""
         import torch
 
         torch.manual_seed(0)
-        return torch.rand(BATCH, *self.state.spec.input_shape[1:])
+        shape = list(self.state.spec.input_shape[1:])
+        shape[0] = channels or shape[0]
+        return torch.rand(BATCH, *shape)
 
     # -- 1. import ------------------------------------------------------------------------------
     def check_import(self) -> str:
@@ -146,7 +149,7 @@ class Context:
             raise CheckFailed(
                 f"{factory_name}.build_model({task!r}) raised {one_line(exc)}"
             ) from exc
-        x = self.example_input()
+        x = self.example_input(model_args.get("backbone_in_chans"))
         model.train()
         try:
             output = model(x).output
