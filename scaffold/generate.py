@@ -135,11 +135,11 @@ def check_weights_file(weights: Path, given: Path) -> None:
         return
     if isinstance(checkpoint, dict) and any(is_state_dict(v) for v in checkpoint.values()):
         return
-    what = (
-        f"a dict without tensors ({len(checkpoint)} keys)"
-        if isinstance(checkpoint, dict)
-        else (f"a {type(checkpoint).__name__}")
-    )
+    if isinstance(checkpoint, dict):
+        keys = ", ".join(map(str, list(checkpoint)[:5])) + (", ..." if len(checkpoint) > 5 else "")
+        what = f"a dict ({len(checkpoint)} keys: {keys})"
+    else:
+        what = f"a {type(checkpoint).__name__}"
     raise ScaffoldError(
         f"--weights {given}: holds {what}, not a state dict (parameter name -> tensor) or a "
         "dict holding one (e.g. under 'state_dict' or 'model')"

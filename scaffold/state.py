@@ -137,6 +137,8 @@ def read_state(directory: Path) -> State:
             bases=dict(data["bases"]) if data.get("bases") is not None else None,
             data_files=tuple(data["data_files"]) if "data_files" in data else None,
         )
+    except OSError as exc:
+        raise ScaffoldError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise ScaffoldError(f"{path}: unreadable scaffold state ({exc})") from exc
 

@@ -349,7 +349,7 @@ def test_bad_weights_are_refused_before_anything_is_written(tmp_path):
     history = tmp_path / "history.pt"
     torch.save({"epoch": 3, "losses": [0.9, 0.5]}, history)
     with pytest.raises(
-        ScaffoldError, match=r"holds a dict without tensors \(2 keys\), not a state dict"
+        ScaffoldError, match=r"holds a dict \(2 keys: epoch, losses\), not a state dict"
     ):
         generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "b", weights=history))
     pickled = tmp_path / "plain.pkl"
