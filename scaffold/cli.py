@@ -185,7 +185,7 @@ def new_backbone(
         task=task,
         data=tuple(str(d) for d in data or ()),
     )
-    with _stdout_kept_for_json(as_json):
+    with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
     _verify_and_emit(result, run=not no_verify, as_json=as_json, failed=False)
 
@@ -204,7 +204,7 @@ def verify(
     """
     from scaffold.verify import verify_dir
 
-    with _stdout_kept_for_json(as_json):
+    with _stdout_kept_for_json(as_json), _on_interrupt("verification stopped; run it again"):
         report = verify_dir(directory, quick=quick, progress=err())
     if as_json:
         _print_json({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]})
@@ -227,6 +227,10 @@ def update(
     ] = False,
     as_json: JsonOpt = False,
     data: DataOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Where the model lives now, when it moved: path/to/model.py[:Name]."),
+    ] = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -236,15 +240,24 @@ def update(
     """
     from scaffold.update import update_dir
 
-    with _stdout_kept_for_json(as_json):
+    with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = update_dir(
-            directory, dry_run=dry_run, progress=err(), data=tuple(str(d) for d in data or ())
+            directory,
+            dry_run=dry_run,
+            progress=err(),
+            data=tuple(str(d) for d in data or ()),
+            model=model,
         )
     if dry_run:
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})
         else:
+            from scaffold.report import show_dry_run
+
             sys.stdout.write(result.diff or "")
+            show_dry_run(err(), result)
+        if result.conflicts:  # the real run would leave (or meets) conflict markers
+            raise typer.Exit(1)
         return
     # A merge conflict leaves markers in the code: verifying it would only fail.
     _verify_and_emit(
@@ -262,7 +275,8 @@ def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:
     if run:
         from scaffold.verify import verify_dir
 
-        with _stdout_kept_for_json(as_json):
+        said = f"{result.out} is written; verification stopped: run `scaffold verify {result.out}`"
+        with _stdout_kept_for_json(as_json), _on_interrupt(said):
             report = verify_dir(result.out, quick=False, progress=err())
     if as_json:
         checks = {"checks": [c.to_dict() for c in report.checks]} if report else {}
@@ -292,6 +306,16 @@ def _stdout_kept_for_json(as_json: bool) -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def _on_interrupt(said: str) -> Iterator[None]:
+    """Ctrl-C: one line saying what was completed (`said`, or the exception's own), exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        err().print(f"interrupted: {exc or said}", markup=False, highlight=False)
+        raise typer.Exit(130) from None
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
 """`scaffold new-backbone`: analyse, render and put the result in place atomically.
 
-Everything is written into a temporary folder beside DIR and renamed into place at the end, so an
-error or Ctrl-C leaves nothing half-written. A non-empty DIR that scaffold did not make is
-refused; one that scaffold made is left to `scaffold update`.
+Everything is written into a temporary folder and moved into place at the end, so an error or
+Ctrl-C leaves nothing half-written. A new DIR is the temporary folder (made beside it) renamed; an
+existing empty DIR is never replaced (its mode, owner, or a mount on it stay): the temporary
+folder is made inside it and its entries are moved up. A non-empty DIR that scaffold did not make
+is refused; one that scaffold made is left to `scaffold update`. ``--weights`` is loaded and
+checked before anything is written.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def check_output_dir(out: Path, label: str | None = None) -> None:
 def _check_output_dir(out: Path, label: str) -> None:
     if out.exists() and not out.is_dir():
         raise ScaffoldError(f"{label}: exists and is not a directory")
-    ancestor = next(p for p in out.parents if p.exists())
+    ancestor = next(p for p in (out, *out.parents) if p.exists())  # "/" at the latest
     if not ancestor.is_dir():
         raise ScaffoldError(f"{label}: cannot write there ({ancestor} is a file)")
     if out.is_dir() and any(out.iterdir()):
@@ -92,6 +95,65 @@ def _check_output_dir(out: Path, label: str) -> None:
         raise ScaffoldError(
             f"{label}: not empty and not made by scaffold; choose an empty or new directory"
         )
+
+
+def _move_entries_up(tmp: Path) -> None:
+    """Move what `tmp` holds into its parent (the empty output folder), the state last, so that
+    the folder counts as generated only once it is complete; on an error, take it all back."""
+    out = tmp.parent
+    entries = sorted(tmp.iterdir(), key=lambda p: p.name == STATE_DIR)
+    moved: list[Path] = []
+    try:
+        for entry in entries:
+            entry.rename(out / entry.name)
+            moved.append(out / entry.name)
+        tmp.rmdir()
+    except BaseException:
+        for path in moved:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def check_weights_file(weights: Path, given: Path) -> None:
+    """Load the checkpoint as verify and timm will (``weights_only=True``) and make sure it holds
+    a state dict (name -> tensor), itself or under one key: before anything is written."""
+    import torch
+
+    from scaffold.errors import one_line
+
+    if not weights.is_file():
+        raise ScaffoldError(f"--weights {given}: no such file")
+    try:
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ScaffoldError(
+            f"--weights {given}: not a checkpoint torch.load(weights_only=True) can read "
+            f"({one_line(exc)})"
+        ) from exc
+
+    def is_state_dict(value: Any) -> bool:
+        return (
+            isinstance(value, dict)
+            and bool(value)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+        )
+
+    if is_state_dict(checkpoint):
+        return
+    if isinstance(checkpoint, dict) and any(is_state_dict(v) for v in checkpoint.values()):
+        return
+    if isinstance(checkpoint, dict):
+        keys = ", ".join(map(str, list(checkpoint)[:5])) + (", ..." if len(checkpoint) > 5 else "")
+        what = f"a dict ({len(checkpoint)} keys: {keys})"
+    else:
+        what = f"a {type(checkpoint).__name__}"
+    raise ScaffoldError(
+        f"--weights {given}: holds {what}, not a state dict (parameter name -> tensor) or a "
+        "dict holding one (e.g. under 'state_dict' or 'model')"
+    )
 
 
 def taken_names() -> tuple[set[str], set[str], set[str]]:
@@ -169,8 +231,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if options.name is not None:
         check_name_syntax(options.name)
     weights = options.weights.resolve() if options.weights else None
-    if weights is not None and not weights.is_file():
-        raise ScaffoldError(f"--weights {options.weights}: no such file")
+    if weights is not None:
+        check_weights_file(weights, options.weights)
     if options.out is not None:
         check_output_dir(options.out.resolve())
 
@@ -218,10 +280,12 @@ def generate(options: Options, progress=None) -> GenerateResult:
     tmp: Path | None = None
     try:
         with status(progress, f"writing {out}"), _os_errors_name(out, label):
-            tmp, files = render_to_temp(spec, render_options)
+            # An existing (empty) DIR is filled in place: the temp folder goes inside it.
+            tmp, files = render_to_temp(spec, render_options, inside=out.is_dir())
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
+            data_files = []
             if not datasets:  # the smoke task's data
-                write_smoke_dataset(
+                data_files = write_smoke_dataset(
                     tmp / DATA_DIR,
                     bands=spec.in_chans,
                     frames=spec.num_frames,
@@ -239,14 +303,17 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 task=options.task,
                 data=tuple(ds.root for ds in datasets),
             )
-            write_state(tmp, State(__version__, recorded, spec, tuple(files)), pristine)
+            data = tuple(sorted(str(p.relative_to(tmp)) for p in data_files))
+            state = State(__version__, recorded, spec, tuple(files), data_files=data)
+            write_state(tmp, state, pristine)
             if datasets:
                 from scaffold.data import write_datasets
 
                 write_datasets(tmp / STATE_DIR, datasets)
-            if out.is_dir():
-                out.rmdir()  # empty (checked above); rename needs it gone
-            tmp.rename(out)
+            if tmp.parent == out:
+                _move_entries_up(tmp)
+            else:
+                tmp.rename(out)
             tmp = None
     finally:
         if tmp is not None:

@@ -352,9 +352,14 @@ def check_task(spec: BackboneSpec, task: str) -> None:
         )
 
 
-def render_to_temp(spec: BackboneSpec, options: RenderOptions) -> tuple[Path, list[str]]:
-    """Render into a new temporary folder beside the output (same filesystem: atomic rename)."""
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
+def render_to_temp(
+    spec: BackboneSpec, options: RenderOptions, inside: bool = False
+) -> tuple[Path, list[str]]:
+    """Render into a new temporary folder beside the output, or `inside` it (an existing empty
+    output: the same filesystem either way, so the result moves in by renames)."""
+    parent = options.out if inside else options.out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    # The name stays short of the 255-character limit whatever the output's name.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{options.out.name[:64]}.", dir=parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
     return tmp, render(spec, options, tmp)

@@ -91,23 +91,24 @@ def show_result(out: Console, err: Console, result, report) -> None:
         for f in result.files:
             plain(err, f"  {_quote(f)}")
     else:
-        for path, what in changes:
-            plain(err, f"  {what:12} {_quote(path)}")
-        if not changes:
-            err.print("nothing changed")
-        for path in result.conflicts:
-            err.print(
-                Text.assemble(
-                    ("conflict", "red"),
-                    f" in {_quote(path)}: resolve the <<<<<<< ======= >>>>>>> markers",
-                ),
-                soft_wrap=True,
-            )
+        show_changes(err, result)
     if report is not None:
         print_checks(out, report)
-    if not getattr(result, "conflicts", None):
-        plain(err, f"backbone {result.backbone}; run the benchmark with:")
-        plain(err, "  " + shlex.join(run_command(result.benchmark_config)))
+    if getattr(result, "conflicts", None):
+        return  # show_changes said what to resolve
+    if report is not None and not report.ok:
+        failed = ", ".join(c.name for c in report.checks if not c.ok)
+        err.print(
+            Text.assemble(
+                ("verification failed", "red"),
+                f" ({failed}): fix what the table says, then run "
+                f"`{shlex.join(['scaffold', 'verify', str(result.out)])}`",
+            ),
+            soft_wrap=True,
+        )
+        return
+    plain(err, f"backbone {result.backbone}; run the benchmark with:")
+    plain(err, "  " + shlex.join(run_command(result.benchmark_config)))
 
 
 def _quote(path) -> str:
@@ -117,3 +118,53 @@ def _quote(path) -> str:
 def run_command(config) -> list[str]:
     """The command that runs a benchmark YAML, as argv."""
     return ["terratorch", "iterate", "--hpo", "--config", str(config)]
+
+
+def show_changes(err: Console, result) -> None:
+    """An update's changes, the files of the person's kept in data/, and the conflicts."""
+    if result.unresolved:
+        for path in result.unresolved:
+            err.print(
+                Text.assemble(
+                    ("unresolved conflict", "red"),
+                    f" in {_quote(path)}: resolve its <<<<<<< ======= >>>>>>> markers first",
+                ),
+                soft_wrap=True,
+            )
+        err.print("update stopped: nothing was changed")
+        return
+    for path, what in result.changes:
+        plain(err, f"  {what:12} {_quote(path)}")
+    if not result.changes:
+        err.print("nothing changed")
+    if result.data_kept:
+        kept = ", ".join(result.data_kept[:5]) + (" ..." if len(result.data_kept) > 5 else "")
+        plain(err, f"  kept         your files in data/: {kept}")
+    for path in result.conflicts:
+        err.print(
+            Text.assemble(
+                ("conflict", "red"),
+                f" in {_quote(path)}: resolve the <<<<<<< ======= >>>>>>> markers",
+            ),
+            soft_wrap=True,
+        )
+
+
+def show_dry_run(err: Console, result) -> None:
+    """The end of `update --dry-run`: what the real run would do, in a few lines."""
+    if result.unresolved:
+        show_changes(err, result)
+        return
+    counts: dict[str, int] = {}
+    for plan in result.plans:
+        if plan.action != "unchanged":
+            counts[plan.action] = counts.get(plan.action, 0) + 1
+    files = ", ".join(f"{n} {what}" for what, n in counts.items()) or "no file would change"
+    data = "the smoke files would be rewritten" if result.data_rewritten else "unchanged"
+    if result.data_kept:
+        data += f" ({len(result.data_kept)} other files there kept)"
+    conflicts = ", ".join(result.conflicts) or "none"
+    summary = (
+        f"dry run, nothing written:\n  files: {files}\n  data/: {data}\n  conflicts: {conflicts}"
+    )
+    err.print(summary, markup=False, highlight=False, soft_wrap=True)

@@ -1,18 +1,27 @@
-"""What `scaffold` keeps in ``DIR/.scaffold/``: the spec, the options, the pristine files, a lock.
+"""What `scaffold` keeps in ``DIR/.scaffold/``: the spec, the options, the merge bases, a lock.
 
 ``state.json`` holds scaffold's version, the options the person gave (so `update` can re-run the
-analysis the same way) and the spec; ``pristine/`` holds each generated file exactly as rendered,
-the base of `update`'s three-way merge.
+analysis the same way), the spec, the smoke files written under ``data/``, and ``bases``: each
+generated file exactly as rendered, the base of `update`'s three-way merge. A base is stored
+zlib-compressed and base64-encoded beside the sha256 of its content, so that the tools people run
+over a whole folder (replace-in-files, ``sed`` over ``**/*.py``, ``ruff format .``, pre-commit
+hooks) cannot edit it; a base that changed all the same is detected and refused, never trusted.
+States written before that kept the bases as plain files under ``pristine/``: they are read, and
+the next update moves them into ``state.json``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import os
+import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +30,7 @@ from scaffold.spec import BackboneSpec
 
 STATE_DIR = ".scaffold"
 STATE_FILE = "state.json"
-PRISTINE_DIR = "pristine"
+PRISTINE_DIR = "pristine"  # the bases as plain files: states of earlier scaffold versions
 LOCK_FILE = "lock"
 
 
@@ -66,26 +75,47 @@ class State:
     options: Options
     spec: BackboneSpec
     files: tuple[str, ...]  # generated files, relative to DIR
+    # The merge bases: rel -> {"sha256", "zlib_base64"} (see encode_base). None: an older state
+    # whose bases are plain files under pristine/.
+    bases: dict[str, dict[str, str]] | None = field(default=None, compare=False)
+    # The smoke files scaffold wrote under data/, relative to DIR. None: not recorded (older state).
+    data_files: tuple[str, ...] | None = None
 
     def to_json(self) -> str:
-        data = {
+        data: dict[str, Any] = {
             "scaffold_version": self.version,
             "options": self.options.to_dict(),
             "files": list(self.files),
             "spec": self.spec.to_dict(),
         }
+        if self.data_files is not None:
+            data["data_files"] = list(self.data_files)
+        if self.bases is not None:
+            data["bases"] = {rel: self.bases[rel] for rel in sorted(self.bases)}
         return json.dumps(data, indent=2) + "\n"
 
 
+def encode_base(content: bytes) -> dict[str, str]:
+    """A merge base as state.json stores it: compressed (no text tool matches inside it), hashed."""
+    return {
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "zlib_base64": base64.b64encode(zlib.compress(content, 9)).decode("ascii"),
+    }
+
+
+def with_bases(state: State, bases: dict[str, bytes]) -> State:
+    """`state` holding `bases` (rel -> content as rendered)."""
+    from dataclasses import replace
+
+    return replace(state, bases={rel: encode_base(content) for rel, content in bases.items()})
+
+
 def write_state(root: Path, state: State, pristine: dict[str, bytes]) -> None:
-    """Write state.json and the pristine copies under `root`/.scaffold (root may be a temp dir)."""
+    """Write state.json, the merge bases inside it, under `root`/.scaffold (root may be a temp
+    dir)."""
     base = root / STATE_DIR
-    (base / PRISTINE_DIR).mkdir(parents=True, exist_ok=True)
-    for rel, content in pristine.items():
-        path = base / PRISTINE_DIR / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    (base / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+    base.mkdir(parents=True, exist_ok=True)
+    (base / STATE_FILE).write_text(with_bases(state, pristine).to_json(), encoding="utf-8")
 
 
 def is_generated(directory: Path) -> bool:
@@ -107,22 +137,53 @@ def read_state(directory: Path) -> State:
             options=Options.from_dict(data["options"]),
             spec=BackboneSpec.from_dict(data["spec"]),
             files=tuple(data["files"]),
+            bases=dict(data["bases"]) if data.get("bases") is not None else None,
+            data_files=tuple(data["data_files"]) if "data_files" in data else None,
         )
+    except OSError as exc:
+        raise ScaffoldError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise ScaffoldError(f"{path}: unreadable scaffold state ({exc})") from exc
 
 
-def read_pristine(directory: Path, rel: str) -> bytes | None:
-    path = directory / STATE_DIR / PRISTINE_DIR / rel
-    return path.read_bytes() if path.is_file() else None
+def read_pristine(directory: Path, state: State, rel: str) -> bytes | None:
+    """The base of `rel` for the merge (None: scaffold never generated it), checked against its
+    hash: a base that changed since scaffold wrote it is refused, never trusted."""
+    if state.bases is None:  # an older state: plain files under pristine/
+        path = directory / STATE_DIR / PRISTINE_DIR / rel
+        return path.read_bytes() if path.is_file() else None
+    entry = state.bases.get(rel)
+    if entry is None:
+        return None
+    where = directory / STATE_DIR / STATE_FILE
+    try:
+        content = zlib.decompress(base64.b64decode(entry["zlib_base64"], validate=True))
+        intact = hashlib.sha256(content).hexdigest() == entry["sha256"]
+    except (KeyError, TypeError, ValueError, zlib.error):
+        intact = False
+    if not intact:
+        raise ScaffoldError(
+            f"{where}: the stored base of {rel} was changed after scaffold wrote it (its sha256 "
+            "does not match), so it cannot be trusted for the merge; restore state.json (from a "
+            f'backup or version control), or delete "{rel}" from its "bases" so that update '
+            "shows the whole file as a conflict to resolve"
+        )
+    return content
 
 
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
     """Hold DIR's lock: a second scaffold process writing the same DIR is refused, not queued."""
     path = directory / STATE_DIR / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ScaffoldError(f"{directory}: cannot lock it ({exc.strerror or exc})") from exc
+        try:  # a folder that cannot be written: a lock file already there still locks
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            raise ScaffoldError(f"{directory}: cannot write there ({exc.strerror or exc})") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

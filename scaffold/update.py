@@ -1,9 +1,15 @@
 """`scaffold update`: re-analyse the model, re-render, and merge three ways with the hand edits.
 
-For each generated file: base is the pristine copy of the last generation (``.scaffold/pristine``),
-ours the file on disk, theirs the new render. ``git merge-file`` does the merge; a conflict leaves
-the standard markers in the file and is reported. A file the person deleted stays deleted. When
-nothing changed, nothing is written at all.
+For each generated file: base is the copy of the last generation kept in ``.scaffold/state.json``
+(compressed and hashed: a base that changed is refused), ours the file on disk, theirs the new
+render. ``git merge-file`` does the merge; a conflict leaves the standard markers in the file and
+is reported, and while a generated file still holds markers a further update refuses to run. A
+file the person deleted stays deleted. When nothing changed, nothing is written at all.
+
+The smoke dataset under ``data/`` follows the model's bands: when they change, exactly the files
+scaffold wrote there are replaced, and every other file in ``data/`` is left alone and reported.
+A folder that was moved or copied is re-pointed at its new place; ``model`` re-points a model
+file that moved.
 
 The new contents are computed in full before anything is written; the writes then replace each
 file atomically (write beside it, ``os.replace``), with Ctrl-C held back until they are done, and
@@ -16,6 +22,8 @@ import contextlib
 import dataclasses
 import difflib
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,6 +44,7 @@ from scaffold.state import (
     locked,
     read_pristine,
     read_state,
+    with_bases,
 )
 
 WRITTEN = ("updated", "merged", "conflict", "added")  # plan actions that write the new content
@@ -50,6 +59,10 @@ class FilePlan:
     old: bytes | None  # what is on disk now
 
 
+class UpdateInterrupted(KeyboardInterrupt):
+    """Ctrl-C arrived while the writes ran: they were finished first; the message says so."""
+
+
 @dataclass
 class UpdateResult:
     out: Path
@@ -58,15 +71,21 @@ class UpdateResult:
     input_shape: tuple[int, ...]
     plans: list[FilePlan] = field(default_factory=list)
     diff: str = ""
-    data_rewritten: bool = False
+    data_rewritten: bool = False  # (dry run: would be) the smoke files under data/ written anew
+    data_kept: list[str] = field(default_factory=list)  # other files in data/, left as they are
+    # Generated files that still hold conflict markers from an earlier update: nothing was done.
+    unresolved: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> list[tuple[str, str]]:
-        return [(p.rel, p.action) for p in self.plans if p.action != "unchanged"]
+        changes = [(p.rel, p.action) for p in self.plans if p.action != "unchanged"]
+        if self.data_rewritten:
+            changes.append((f"{DATA_DIR}/", "rewritten"))
+        return changes
 
     @property
     def conflicts(self) -> list[str]:
-        return [p.rel for p in self.plans if p.action == "conflict"]
+        return [p.rel for p in self.plans if p.action == "conflict"] + self.unresolved
 
     def to_dict(self) -> dict[str, Any]:
         written = [p.rel for p in self.plans if p.action in WRITTEN]
@@ -78,86 +97,155 @@ class UpdateResult:
             "files": [str(self.out / rel) for rel in written],
             "changes": [{"file": rel, "action": action} for rel, action in self.changes],
             "conflicts": [str(self.out / rel) for rel in self.conflicts],
+            "unresolved": [str(self.out / rel) for rel in self.unresolved],
             "data_rewritten": self.data_rewritten,
+            "data_kept": [str(self.out / rel) for rel in self.data_kept],
         }
 
 
+DATA_DIR = "data"  # as scaffold.render.DATA_DIR (not imported: render imports yaml and copier)
+
+
 def update_dir(
-    directory: Path, dry_run: bool = False, progress=None, data: tuple[str, ...] = ()
+    directory: Path,
+    dry_run: bool = False,
+    progress=None,
+    data: tuple[str, ...] = (),
+    model: str | None = None,
 ) -> UpdateResult:
-    """`data`: dataset folders to add to the benchmark (each becomes one more task)."""
-    from scaffold.analysis import analyse
-    from scaffold.data import read_datasets, survey_all, write_datasets
-    from scaffold.data.tasks import input_layout
-    from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render_to_temp
+    """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
+    task); `model` (path/to/file.py[:Name] or package.module:Name) says where the model lives
+    now when it moved."""
+    from scaffold.verify.folder import files_with_markers
 
     out = Path(directory).resolve()
     state = read_state(out)
-    options = state.options
-    added = tuple(str(Path(d).resolve()) for d in data)
-    options = dataclasses.replace(options, data=tuple(dict.fromkeys((*options.data, *added))))
     with locked(out):
-        previous = read_datasets(out / STATE_DIR)
-        datasets = survey_all(options.data, progress, previous) if options.data else ()
-        with status(progress, f"analysing {options.target}"):
-            spec = analyse(options.target, options.args, options.input_shape)
-        check_task(spec, options.task)
-        for ds in datasets:
-            input_layout(ds, spec)
-        render_options = RenderOptions(
-            name=options.name or "",
-            out=out,
-            task=options.task,
-            target=options.target,
-            weights=options.weights,
-            datasets=datasets,
-        )
-        tmp, files = render_to_temp(spec, render_options)
-        try:
-            theirs = {rel: (tmp / rel).read_bytes() for rel in files}
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-        plans = [
-            plan_file(out, rel, read_pristine(out, rel), theirs.get(rel))
-            for rel in sorted(set(state.files) | set(theirs))
-        ]
-        new_state = State(__version__, options, spec, tuple(sorted(theirs)))
         result = UpdateResult(
             out=out,
-            backbone=options.name or "",
-            benchmark_config=out / CONFIG_FILE,
-            input_shape=tuple(spec.input_shape),
-            plans=plans,
+            backbone=state.options.name or "",
+            benchmark_config=out / "benchmark.yaml",
+            input_shape=tuple(state.spec.input_shape),
         )
-        data_changed = _data_key(state) != _data_key(new_state)
-        if dry_run:
-            result.diff = unified_diff(plans)
+        result.unresolved = files_with_markers(out, state.files)
+        if result.unresolved:  # merging over markers would bury them: resolve first
             return result
-        state_changed = (out / STATE_DIR / STATE_FILE).read_text(encoding="utf-8") != (
-            new_state.to_json()
-        )
-        if not state_changed and all(p.action in UNTOUCHED for p in plans):
-            return result  # nothing to do: not a single file is touched
-        with status(progress, "writing"), _interrupts_deferred():
-            if data_changed and not datasets:
-                _rewrite_data(out, spec, options.task)
-                result.data_rewritten = True
+        return _update_locked(out, state, result, dry_run, progress, data, model)
+
+
+def _update_locked(
+    out: Path,
+    state: State,
+    result: UpdateResult,
+    dry_run: bool,
+    progress,
+    data: tuple[str, ...],
+    model: str | None,
+) -> UpdateResult:
+    from scaffold.analysis import analyse
+    from scaffold.data import read_datasets, survey_all, write_datasets
+    from scaffold.data.tasks import input_layout
+    from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render
+
+    # The folder may have moved (paths in the files follow DIR) and so may the model.
+    options = dataclasses.replace(state.options, out=out, target=_where_model_is(out, state, model))
+    added = tuple(str(Path(d).resolve()) for d in data)
+    options = dataclasses.replace(options, data=tuple(dict.fromkeys((*options.data, *added))))
+    previous = read_datasets(out / STATE_DIR)
+    datasets = survey_all(options.data, progress, previous) if options.data else ()
+    with status(progress, f"analysing {options.target}"):
+        spec = analyse(options.target, options.args, options.input_shape)
+    check_task(spec, options.task)
+    for ds in datasets:
+        input_layout(ds, spec)
+    render_options = RenderOptions(
+        name=options.name or "",
+        out=out,
+        task=options.task,
+        target=options.target,
+        weights=options.weights,
+        datasets=datasets,
+    )
+    # Rendered in the system's temp folder: only the bytes are needed, and DIR's parent (or DIR)
+    # may not be writable.
+    tmp = Path(tempfile.mkdtemp(prefix="scaffold-update-"))
+    try:
+        files = render(spec, render_options, tmp)
+        theirs = {rel: (tmp / rel).read_bytes() for rel in files}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    plans = [
+        plan_file(out, rel, read_pristine(out, state, rel), theirs.get(rel))
+        for rel in sorted(set(state.files) | set(theirs))
+    ]
+    result.benchmark_config = out / CONFIG_FILE
+    result.input_shape = tuple(spec.input_shape)
+    result.plans = plans
+    old_data = _smoke_files(out, state)
+    # The smoke data follows the model's bands; with real data (--data) there is none to follow.
+    data_changed = not datasets and (
+        _data_key(state.spec, state.options.task) != _data_key(spec, options.task)
+    )
+    result.data_rewritten = data_changed
+    result.data_kept = _other_data_files(out, old_data) if data_changed else []
+    new_state = with_bases(
+        State(__version__, options, spec, tuple(sorted(theirs)), data_files=tuple(old_data)),
+        theirs,
+    )
+    if dry_run:
+        result.diff = unified_diff(plans)
+        return result
+    state_path = out / STATE_DIR / STATE_FILE
+    state_changed = state_path.read_text(encoding="utf-8") != new_state.to_json()
+    if not state_changed and all(p.action in UNTOUCHED for p in plans) and not data_changed:
+        return result  # nothing to do: not a single file is touched
+    _check_writable(out, plans, data_changed)
+    done: list[str] = []
+    try:
+        with status(progress, "writing"), _interrupts_deferred(done):
+            if data_changed:
+                written = _rewrite_data(out, spec, options.task, old_data)
+                new_state = dataclasses.replace(new_state, data_files=tuple(written))
+                done.append(f"{DATA_DIR}/")
             for plan in plans:
                 if plan.action in WRITTEN:
                     assert plan.new is not None
                     write_atomic(out / plan.rel, plan.new)
+                    done.append(plan.rel)
                 elif plan.action == "removed":
                     (out / plan.rel).unlink(missing_ok=True)
-            for rel, content in theirs.items():
-                if read_pristine(out, rel) != content:
-                    write_atomic(out / STATE_DIR / PRISTINE_DIR / rel, content)
-            for rel in set(state.files) - set(theirs):
-                (out / STATE_DIR / PRISTINE_DIR / rel).unlink(missing_ok=True)
+                    done.append(plan.rel)
             write_datasets(out / STATE_DIR, datasets)
-            if state_changed:
-                write_atomic(out / STATE_DIR / STATE_FILE, new_state.to_json().encode())
+            write_atomic(state_path, new_state.to_json().encode())
+            done.append(f"{STATE_DIR}/{STATE_FILE}")
+            # The bases now live in state.json: the plain copies of an older state go.
+            shutil.rmtree(out / STATE_DIR / PRISTINE_DIR, ignore_errors=True)
+    except OSError as exc:
+        what = f"wrote {', '.join(done)} before it" if done else "nothing was written"
+        raise ScaffoldError(f"{out}: cannot write there ({exc.strerror or exc}); {what}") from exc
     return result
+
+
+def _where_model_is(out: Path, state: State, model: str | None) -> str:
+    """The target to analyse: `model` (keeping the recorded class name when it names none), or
+    the recorded one, with a hint when its file is gone."""
+    from scaffold.generate import absolute_target
+    from scaffold.target import is_file_target, split_target
+
+    recorded_where, recorded_name = split_target(state.options.target)
+    if model is None:
+        if is_file_target(recorded_where) and not Path(recorded_where).exists():
+            raise ScaffoldError(
+                f"the model file {recorded_where} is gone; if it moved, run "
+                f"`scaffold update {shlex.quote(str(out))} --model NEW_PATH`"
+            )
+        return state.options.target
+    where, name = split_target(model)
+    if is_file_target(where) and not Path(where).is_file():
+        raise ScaffoldError(f"--model {model}: no such file")
+    name = name or recorded_name
+    return absolute_target(f"{where}:{name}" if name else where)
 
 
 def plan_file(out: Path, rel: str, base: bytes | None, theirs: bytes | None) -> FilePlan:
@@ -241,31 +329,83 @@ def write_atomic(path: Path, content: bytes) -> None:
         raise
 
 
-def _data_key(state: State) -> tuple[Any, ...]:
-    spec = state.spec
-    return (spec.in_chans, spec.num_frames, tuple(spec.img_size), state.options.task)
+def _data_key(spec, task: str) -> tuple[Any, ...]:
+    return (spec.in_chans, spec.num_frames, tuple(spec.img_size), task)
 
 
-def _rewrite_data(out: Path, spec, task: str) -> None:
-    """The smoke dataset follows the model's bands, frames and size: write it anew, then swap."""
-    from scaffold.render import DATA_DIR, NUM_CLASSES
+# The smoke files' names (scaffold.smoke), for states that did not record them.
+_SMOKE_NAME = re.compile(
+    rf"{DATA_DIR}/(train|val|test)/(img/s\d+_img\.tif|lbl/s\d+_mask\.tif|class\d+/s\d+\.tif)"
+)
+
+
+def _smoke_files(out: Path, state: State) -> list[str]:
+    """The files scaffold wrote under data/, relative to DIR."""
+    if state.data_files is not None:
+        return list(state.data_files)
+    found = (str(p.relative_to(out)) for p in (out / DATA_DIR).rglob("*") if p.is_file())
+    return sorted(rel for rel in found if _SMOKE_NAME.fullmatch(rel))
+
+
+def _other_data_files(out: Path, ours: list[str]) -> list[str]:
+    """Files under data/ that scaffold did not write: never touched, reported as kept."""
+    mine = set(ours)
+    found = (str(p.relative_to(out)) for p in (out / DATA_DIR).rglob("*") if p.is_file())
+    return sorted(rel for rel in found if rel not in mine)
+
+
+def _rewrite_data(out: Path, spec, task: str, old: list[str]) -> list[str]:
+    """The smoke dataset follows the model's bands, frames and size: write it anew beside, then
+    move each file into place and delete the old smoke files that are no longer made. Nothing
+    else in data/ is touched. Returns the files now there (relative to DIR)."""
+    from scaffold.render import NUM_CLASSES
     from scaffold.smoke import write_smoke_dataset
 
-    fresh = Path(tempfile.mkdtemp(prefix=f".{DATA_DIR}.", dir=out))
-    write_smoke_dataset(fresh, spec.in_chans, spec.num_frames, spec.img_size, task, NUM_CLASSES)
-    old = out / DATA_DIR
-    if old.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{DATA_DIR}-old.", dir=out))
-        old.rename(trash / DATA_DIR)
-        fresh.rename(old)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        fresh.rename(old)
+    fresh = Path(tempfile.mkdtemp(prefix=".data-new.", dir=out))  # same filesystem: renames
+    try:
+        paths = write_smoke_dataset(
+            fresh, spec.in_chans, spec.num_frames, spec.img_size, task, NUM_CLASSES
+        )
+        new = sorted(f"{DATA_DIR}/{p.relative_to(fresh)}" for p in paths)
+        for rel in sorted(set(old) - set(new)):
+            (out / rel).unlink(missing_ok=True)
+            _remove_empty_parents(out / rel, out / DATA_DIR)
+        for rel in new:
+            target = out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)  # ordinary folders (umask)
+            os.replace(fresh / Path(rel).relative_to(DATA_DIR), target)
+        return new
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _remove_empty_parents(path: Path, stop: Path) -> None:
+    """Remove the folders above `path` up to `stop` (excluded) while they are empty."""
+    for parent in path.parents:
+        if parent == stop or not parent.is_relative_to(stop):
+            return
+        try:
+            parent.rmdir()
+        except OSError:  # not empty (a file of the person's, or another split): stays
+            return
+
+
+def _check_writable(out: Path, plans: list[FilePlan], data_changed: bool) -> None:
+    """Refuse before writing anything when a folder to write in is not writable."""
+    folders = {out, out / STATE_DIR}
+    folders |= {(out / p.rel).parent for p in plans if p.action not in UNTOUCHED}
+    if data_changed:
+        folders.add(out / DATA_DIR)
+    for folder in sorted(folders):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not os.access(existing, os.W_OK):
+            raise ScaffoldError(f"{existing}: cannot write there (read-only); nothing was changed")
 
 
 @contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT until the block ends, so Ctrl-C cannot stop the writes half way."""
+def _interrupts_deferred(done: list[str]) -> Iterator[None]:
+    """Hold SIGINT until the block ends, so Ctrl-C cannot stop the writes half way; then say
+    what was written."""
     received: list[int] = []
     try:
         previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
@@ -276,5 +416,7 @@ def _interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
+    if received:
+        raise UpdateInterrupted(
+            f"the update's writes were finished first ({', '.join(done)}); not verified"
+        )

@@ -9,6 +9,7 @@ import pytest
 
 from scaffold.errors import ScaffoldError
 from scaffold.generate import Options, generate
+from scaffold.state import encode_base
 
 from .conftest import copy_model, run_cli, run_json
 
@@ -67,6 +68,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
     assert "OUT_INDICES: tuple[int, ...] = (0, 1, 2, 3)" in backbone
     assert [c["action"] for c in data["changes"]] == ["merged"]  # only backbone.py changed
     assert [c["name"] for c in data["checks"] if c["ok"]] == [
+        "folder",
         "import",
         "features",
         "factory",
@@ -152,9 +154,12 @@ def test_template_changes_flow_through_the_same_merge(project):
     old_comment = (
         "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning)."
     )
-    for path in (result.out / rel, result.out / ".scaffold" / "pristine" / rel):
-        path.write_text(path.read_text().replace(old_comment, "# Prefixes (old wording)."))
     disk = result.out / rel
+    disk.write_text(disk.read_text().replace(old_comment, "# Prefixes (old wording)."))
+    state_path = result.out / ".scaffold" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["bases"][rel] = encode_base(disk.read_bytes())  # what the older scaffold rendered
+    state_path.write_text(json.dumps(state, indent=2) + "\n")
     disk.write_text(disk.read_text() + "# mine\n")
     code, data = run_json("update", str(result.out), "--no-verify")
     assert code == 0
@@ -185,7 +190,7 @@ def test_interrupted_update_leaves_each_file_old_or_new(project, monkeypatch):
     real_write = update.write_atomic
 
     def interrupted_write(path, content):
-        if len(writes) == 2:
+        if len(writes) == 1:  # the file is written, the state not yet
             raise KeyboardInterrupt
         writes.append(path)
         real_write(path, content)
@@ -193,7 +198,7 @@ def test_interrupted_update_leaves_each_file_old_or_new(project, monkeypatch):
     monkeypatch.setattr(update, "write_atomic", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
         update.update_dir(result.out)
-    assert len(writes) == 2
+    assert len(writes) == 1
     middle = {p: p.read_bytes() for p in result.out.rglob("*") if p.is_file()}
     monkeypatch.setattr(update, "write_atomic", real_write)
     update.update_dir(result.out)  # a second run completes the job

@@ -1,5 +1,7 @@
 """The verify stage: prove a generated backbone works, fast checks first, the benchmark run last.
 
+0. ``folder``: the YAML runs this folder (not the one it was copied or moved from), and no
+   generated file holds conflict markers;
 1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
@@ -19,7 +21,7 @@ from typing import Any
 
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
-from scaffold.state import STATE_DIR
+from scaffold.state import STATE_DIR, locked
 
 
 class CheckFailed(Exception):
@@ -52,10 +54,17 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
     """Run the ladder on a directory made by `scaffold new-backbone` (stops before the
     benchmark run when `quick`)."""
     from scaffold.state import read_state
-    from scaffold.verify import checks
 
     directory = Path(directory).resolve()
     state = read_state(directory)  # ScaffoldError when DIR is not a generated backbone
+    with locked(directory):  # not while an update rewrites it
+        return _verify_locked(directory, state, quick, progress)
+
+
+def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyReport:
+    from scaffold.verify import checks
+    from scaffold.verify.folder import check_folder
+
     context = checks.Context.load(directory, state)
     report = VerifyReport(directory)
 
@@ -79,6 +88,8 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
             progress.print(f"{mark} {name} ({seconds:.1f}s)", highlight=False)
         return ok
 
+    if not run("folder", lambda: check_folder(directory, state, context.config_path)):
+        return report
     if not run("import", context.check_import):
         return report
     passed = [

@@ -16,6 +16,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,9 +36,11 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     config = shortened_copy(config, log_dir)
     started_ms = int(time.time() * 1000)
     argv = ["terratorch", "--hpo", "--config", str(config)]
+    package = _forget_package(config)
     try:
         # iterate writes experiment_logs/ into the working directory: keep it with the log.
-        with _output_to(log), _argv(argv), contextlib.chdir(log_dir):
+        with _output_to(log), _argv(argv), contextlib.chdir(log_dir), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Overwriting")
             from terratorch_iterate.main import main
 
             main()
@@ -47,6 +50,8 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
             raise CheckFailed(f"{cause} (log: {log})") from None
     except Exception as exc:
         raise CheckFailed(f"the run raised {one_line(exc)} (log: {log})") from exc
+    if package is not None:
+        _check_imported_from(package)
     metrics = read_metrics(config, started_ms)
     if not metrics:
         cause = _root_cause(log)
@@ -55,6 +60,29 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     if bad:
         raise CheckFailed(f"metric not finite: {bad} (log: {log})")
     return ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items())
+
+
+def _forget_package(config: Path) -> Path | None:
+    """The config's ``custom_modules_path``, after dropping any import of a package by that name,
+    so that the run imports the package the config names and never one imported earlier."""
+    try:
+        modules = yaml.safe_load(config.read_text(encoding="utf-8")).get("custom_modules_path")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None  # the run itself reports the unreadable config
+    if not modules:
+        return None
+    package = Path(str(modules))
+    for name in [m for m in sys.modules if m == package.name or m.startswith(package.name + ".")]:
+        del sys.modules[name]
+    return package
+
+
+def _check_imported_from(package: Path) -> None:
+    module = sys.modules.get(package.name)
+    where = Path(getattr(module, "__file__", None) or "").resolve().parent
+    if module is None or where != package.resolve():
+        found = f"from {where}" if module is not None else "not at all"
+        raise CheckFailed(f"the run imported '{package.name}' {found}, not from {package}")
 
 
 def read_metrics(config: Path, started_ms: int) -> dict[str, float]:

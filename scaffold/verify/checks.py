@@ -65,14 +65,18 @@ class Context:
         # A fresh import, so that edits made since an earlier import in this process count.
         for mod in [m for m in sys.modules if m == self.name or m.startswith(self.name + ".")]:
             del sys.modules[mod]
-        if str(self.directory) not in sys.path:
-            sys.path.insert(0, str(self.directory))
+        if str(self.directory) in sys.path:  # first, so that no other copy shadows it
+            sys.path.remove(str(self.directory))
+        sys.path.insert(0, str(self.directory))
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Overwriting")
-                importlib.import_module(self.name)
+                module = importlib.import_module(self.name)
         except Exception as exc:
             raise CheckFailed(f"importing {package} failed: {one_line(exc)}") from exc
+        where = Path(module.__file__ or "").resolve().parent
+        if where != package.resolve():
+            raise CheckFailed(f"'{self.name}' was imported from {where}, not from {package}")
         if self.name not in timm.list_models():
             raise CheckFailed(f"after the import timm does not know '{self.name}'")
         if self.name not in BACKBONE_REGISTRY:

@@ -1,0 +1,111 @@
+"""Rung 0 of the ladder: the folder is what its benchmark YAML runs.
+
+A copied or moved output still names its old place in the YAML (the package, the smoke data, the
+results): running it would run, and write into, another folder. A merge that left conflict
+markers cannot import. Both are said here, with what to do, before anything is imported.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaffold.state import State
+from scaffold.verify import CheckFailed
+
+OPENER = b"<<<<<<<"
+CLOSER = b">>>>>>>"
+
+
+def marker_lines(content: bytes) -> list[int]:
+    """The (1-based) lines that open a conflict block, in a file that also closes one."""
+    lines = content.splitlines()
+    if not any(line.startswith(CLOSER) for line in lines):
+        return []
+    return [i for i, line in enumerate(lines, 1) if line.startswith(OPENER)]
+
+
+def files_with_markers(directory: Path, files: Iterable[str]) -> list[str]:
+    """Those of `files` (relative to `directory`) that hold conflict markers."""
+    found = []
+    for rel in files:
+        path = directory / rel
+        if path.is_file() and marker_lines(path.read_bytes()):
+            found.append(rel)
+    return found
+
+
+def check_folder(directory: Path, state: State, config_path: Path) -> str:
+    """Conflict markers, then the YAML's paths: the package and everything that was generated
+    inside the folder must be inside it now."""
+    name = state.options.name or ""
+    candidates = sorted(
+        {*state.files, *(str(p.relative_to(directory)) for p in _sources(directory, name))}
+    )
+    marked = []
+    for rel in files_with_markers(directory, candidates):
+        lines = marker_lines((directory / rel).read_bytes())
+        marked.append(f"{rel} (line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))})")
+    if marked:
+        raise CheckFailed(
+            f"unresolved conflict markers in {'; '.join(marked)}: keep what you want between "
+            "<<<<<<< ======= >>>>>>> and delete the marker lines"
+        )
+
+    config = _load(config_path)
+    again = f"this folder was moved or copied: run `scaffold update {shlex.quote(str(directory))}`"
+    package = directory / name
+    modules = config.get("custom_modules_path")
+    if not modules:
+        raise CheckFailed(f"{config_path.name} has no custom_modules_path (the package {package})")
+    modules_path = Path(str(modules)).resolve()
+    if not modules_path.is_relative_to(directory):
+        raise CheckFailed(f"custom_modules_path {modules} is outside {directory}: {again}")
+    if modules_path != package.resolve():
+        raise CheckFailed(f"custom_modules_path {modules} is not the package {package}")
+    recorded = state.options.out.resolve() if state.options.out else None
+    if recorded is not None and recorded != directory:
+        elsewhere = [
+            (key, value)
+            for key, value in _paths(config)
+            if Path(value).resolve().is_relative_to(recorded)
+        ]
+        if elsewhere:
+            key, value = elsewhere[0]
+            raise CheckFailed(f"{key} {value} is in {recorded}, not in {directory}: {again}")
+    return f"{config_path.name} runs {package}; no conflict markers"
+
+
+def _sources(directory: Path, name: str) -> Iterator[Path]:
+    """The package's Python files (a person may have added some)."""
+    package = directory / name
+    if name and package.is_dir():
+        yield from (p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _load(config_path: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        from scaffold.errors import one_line
+
+        raise CheckFailed(f"{config_path}: {one_line(exc)}") from exc
+    if not isinstance(config, dict):
+        raise CheckFailed(f"{config_path}: not a YAML mapping")
+    return config
+
+
+def _paths(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, value) of every absolute path in the config."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, f"{key}[{i}]")
+    elif isinstance(value, str) and value.startswith("/"):
+        yield key, value
