@@ -65,7 +65,7 @@ def test_sed_and_ruff_format_over_the_folder_lose_no_edit(project):
     # A replace-in-files over every Python and YAML file, hidden folders included, ...
     for path in [*out.rglob("*.py"), *out.rglob("*.yaml")]:
         text = path.read_text()
-        path.write_text(text.replace("Edit freely", "Edit with care"))
+        path.write_text(text.replace("edit freely", "edit with care"))
     sedded = (result.package / "backbone.py").read_text()
     # ... then a formatter with the project's own line length.
     done = subprocess.run(
@@ -75,7 +75,7 @@ def test_sed_and_ruff_format_over_the_folder_lose_no_edit(project):
     )
     assert done.returncode == 0, done.stderr
     edited = {p: p.read_text() for p in [*result.package.glob("*.py"), result.benchmark_config]}
-    assert all("Edit with care" in text for text in edited.values())
+    assert all("edit with care" in text for text in edited.values())
     assert edited[result.package / "backbone.py"] != sedded  # reformatted
 
     update = update_dir(out)  # the model did not change: every file is the person's now
@@ -92,7 +92,7 @@ def test_a_changed_base_is_refused_not_trusted(project):
     entry = state["bases"][rel]
     content = zlib.decompress(base64.b64decode(entry["zlib_base64"]))
     assert content == (result.package / "factory.py").read_bytes()  # the base is the render
-    forged = content.replace(b"Edit freely", b"Edit with care")
+    forged = content.replace(b"edit freely", b"edit with care")
     entry["zlib_base64"] = base64.b64encode(zlib.compress(forged)).decode()  # hash not updated
     state_path.write_text(json.dumps(state, indent=2) + "\n")
     (result.package / "factory.py").write_bytes(forged)
@@ -180,7 +180,10 @@ def test_verify_of_a_copied_folder_runs_the_copy_never_the_original(project, tmp
     assert list(checks(report))[0] == "folder" and "benchmark" in checks(report)
     package = sys.modules[result.backbone]
     assert Path(package.__file__).parent == copy / result.backbone
-    assert (copy / "runs" / "hpo").is_dir() and not (out / "runs").exists()
+    # The run's results went into the copy, none into the original.
+    assert report.log_dir is not None and report.log_dir.is_relative_to(copy)
+    assert (report.log_dir / "hpo").is_dir()
+    assert not (out / "runs").exists() and not (out / ".scaffold" / "runs").exists()
 
 
 def test_a_moved_folder_and_a_moved_model(project, tmp_path):
