@@ -123,6 +123,9 @@ def new_backbone(
     ] = "segmentation",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
     as_json: JsonOpt = False,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Also write benchmark_ray.yaml, for iterate's Ray route.")
+    ] = False,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify."""
     from scaffold.generate import Options, generate
@@ -136,6 +139,7 @@ def new_backbone(
         out=out_dir,
         weights=weights,
         task=task,
+        ray=ray,
     )
     with _stdout_kept_for_json(as_json):
         result = generate(options, progress=err())
@@ -173,12 +177,21 @@ def update(
         bool, typer.Option("--no-verify", help="Do not verify afterwards.")
     ] = False,
     as_json: JsonOpt = False,
+    ray: Annotated[
+        bool | None,
+        typer.Option(
+            "--ray/--no-ray",
+            help="Start (or stop) writing benchmark_ray.yaml, for iterate's Ray route "
+            "(default: as recorded).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
     from scaffold.update import update_dir
 
     with _stdout_kept_for_json(as_json):
-        result = update_dir(directory, dry_run=dry_run, progress=err())
+        result = update_dir(directory, dry_run=dry_run, progress=err(), ray=ray)
     if dry_run:
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})

@@ -167,7 +167,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         target = f"{target}:{spec.qualname}"
         spec = dataclasses.replace(spec, target=target)
     render_options = RenderOptions(
-        name=name, out=out, task=options.task, target=target, weights=weights
+        name=name, out=out, task=options.task, target=target, weights=weights, ray=options.ray
     )
     tmp: Path | None = None
     try:
@@ -190,6 +190,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 out=out,
                 weights=weights,
                 task=options.task,
+                ray=options.ray,
             )
             write_state(tmp, State(__version__, recorded, spec, tuple(files)), pristine)
             if out.is_dir():

@@ -36,6 +36,7 @@ class Options:
     out: Path | None = None
     weights: Path | None = None
     task: str = "segmentation"
+    ray: bool = False  # also the Ray route's config, benchmark_ray.yaml
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +55,7 @@ class Options:
             out=Path(data["out"]) if data.get("out") else None,
             weights=Path(data["weights"]) if data.get("weights") else None,
             task=data.get("task", "segmentation"),
+            ray=bool(data.get("ray", False)),
         )
 
 

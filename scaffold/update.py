@@ -13,6 +13,7 @@ the state is written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import os
 import shutil
@@ -81,13 +82,18 @@ class UpdateResult:
         }
 
 
-def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateResult:
+def update_dir(
+    directory: Path, dry_run: bool = False, progress=None, ray: bool | None = None
+) -> UpdateResult:
+    """`ray`: write (True) or stop writing (False) the Ray route's config; None: as recorded."""
     from scaffold.analysis import analyse
     from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render_to_temp
 
     out = Path(directory).resolve()
     state = read_state(out)
     options = state.options
+    if ray is not None:
+        options = dataclasses.replace(options, ray=ray)
     with locked(out):
         with status(progress, f"analysing {options.target}"):
             spec = analyse(options.target, options.args, options.input_shape)
@@ -98,6 +104,7 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
             task=options.task,
             target=options.target,
             weights=options.weights,
+            ray=options.ray,
         )
         tmp, files = render_to_temp(spec, render_options)
         try:
