@@ -4,6 +4,8 @@
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
+   ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
+   imports the package by name and builds the backbone (scaffold/verify/ray_check.py);
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
    metric. All in one process, so TerraTorch is imported once.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
+from scaffold.ray_route import RAY_CONFIG_FILE
 from scaffold.state import STATE_DIR
 
 
@@ -86,6 +89,10 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
     ]
     if state.options.weights is not None:
         passed.append(run("weights", context.check_weights))
+    if (directory / RAY_CONFIG_FILE).is_file():  # the Ray route: its config, a worker's import
+        from scaffold.verify.ray_check import check_ray
+
+        run("ray", lambda: check_ray(context))
     if quick:
         return report
     if all(passed):
