@@ -10,7 +10,9 @@ included, and only the route keys change. Whatever produces the tasks, the two s
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,40 @@ RAY_KEYS = ("backbone_import", "tmp_dir", "ray_storage_path")
 # and model_fitting.py).
 TRIAL_RESOURCES = {"CPU": 8, "GPU": 1}
 
+# Unix socket paths are at most 107 bytes on Linux (103 on macOS), and a Ray instance that the
+# driver starts puts its sockets at <tmp_dir>/session_<date>_<time>_<microseconds>_<pid>/sockets/:
+# a longer tmp_dir fails in ray.init ("AF_UNIX path length cannot exceed 107 bytes").
+SOCKET_PATH_MAX = 107
+RAY_SOCKET_SUFFIX = os.path.join(
+    "session_2026-01-01_00-00-00_000000_4194304", "sockets", "plasma_store"
+)
+
 _TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*):")
 
 
 def route_values(out: Path, package: str) -> dict[str, str]:
-    """The Ray route's keys for the output folder `out` whose package is `package`."""
+    """The Ray route's keys for the output folder `out` whose package is `package`.
+
+    ``tmp_dir`` is ``out/runs/ray_tmp`` where Ray's socket paths under it fit; under a deeper
+    `out` it is ``ray_<package>`` in the system's temporary folder, which Ray can use.
+    """
+    tmp_dir = out / "runs" / "ray_tmp"
+    if not ray_sockets_fit(str(tmp_dir)):
+        tmp_dir = Path(tempfile.gettempdir()) / f"ray_{package}"
     return {
         "backbone_import": package,
-        "tmp_dir": str(out / "runs" / "ray_tmp"),
+        "tmp_dir": str(tmp_dir),
         "ray_storage_path": str(out / "runs" / "ray"),
     }
+
+
+def ray_socket_example(tmp_dir: str) -> str:
+    """The longest socket path a Ray instance started with `tmp_dir` makes (about)."""
+    return os.path.join(tmp_dir, RAY_SOCKET_SUFFIX)
+
+
+def ray_sockets_fit(tmp_dir: str) -> bool:
+    return len(ray_socket_example(tmp_dir).encode()) <= SOCKET_PATH_MAX
 
 
 def ray_config_text(classic: str, values: dict[str, str], header: str) -> str:
@@ -54,7 +80,8 @@ def ray_config_text(classic: str, values: dict[str, str], header: str) -> str:
                 "# The package that registers the backbone and its factory, imported by name on\n"
                 "# the driver and in every Ray worker (pip install the folder on every node).\n"
                 + _dump({"backbone_import": values["backbone_import"]})
-                + "# Ray's temporary folder (RAY_TMPDIR): sockets, logs, spilled objects.\n"
+                + "# Ray's temporary folder (RAY_TMPDIR): sockets, logs, spilled objects. Keep it\n"
+                + "# short: Ray's Unix sockets under it must stay within 107 bytes.\n"
                 + _dump({"tmp_dir": values["tmp_dir"]})
             )
         elif key == "ray_storage_path":

@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.ray_route import RAY_CONFIG_FILE, TRIAL_RESOURCES
+from scaffold.ray_route import (
+    RAY_CONFIG_FILE,
+    SOCKET_PATH_MAX,
+    TRIAL_RESOURCES,
+    ray_socket_example,
+    ray_sockets_fit,
+)
 from scaffold.verify import CheckFailed
 
-# Unix socket paths are at most 107 bytes on Linux (103 on macOS); Ray puts its sockets at
-# <tmp_dir>/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store.
-SOCKET_PATH_MAX = 107
-RAY_SOCKET_SUFFIX = os.path.join(
-    "session_2026-01-01_00-00-00_000000_4194304", "sockets", "plasma_store"
-)
 WORKER_TIMEOUT_S = 300
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MiB; the task returns a few ints
 
@@ -51,8 +51,8 @@ def check_ray(context) -> str:
     tmp_dir = parsed.get("tmp_dir")
     if not tmp_dir:
         raise CheckFailed(f"{config_path.name}: tmp_dir is not set (the Ray route requires it)")
-    socket = os.path.join(str(tmp_dir), RAY_SOCKET_SUFFIX)
-    if len(socket.encode()) > SOCKET_PATH_MAX:
+    if not ray_sockets_fit(str(tmp_dir)):
+        socket = ray_socket_example(str(tmp_dir))
         raise CheckFailed(
             f"{config_path.name}: tmp_dir {tmp_dir} is too long for Ray: its sockets "
             f"({len(socket.encode())} bytes, e.g. {socket}) would pass the {SOCKET_PATH_MAX}-byte "
