@@ -76,3 +76,11 @@ def show_result(out: Console, err: Console, result, report) -> None:
             markup=False,
             highlight=False,
         )
+        ray_config = result.out / "benchmark_ray.yaml"
+        if ray_config.is_file():
+            err.print(
+                f"on a Ray cluster (pip install {result.out} on every node; 8 CPUs + 1 GPU per trial):\n"
+                f"  python -m terratorch_iterate.benchmark_ray --config {ray_config}",
+                markup=False,
+                highlight=False,
+            )
