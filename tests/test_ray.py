@@ -236,3 +236,17 @@ def test_the_ray_route_runs_the_smoke_task(ray_out, tmp_path):
     metrics = read_metrics(config, started_ms)
     assert metrics, done.stdout[-3000:]
     assert all(v == v and abs(v) < float("inf") for v in metrics.values()), metrics
+
+
+def test_ray_config_and_pyproject_with_a_path_that_needs_quoting(tmp_path):
+    import tomllib
+
+    weird = tmp_path / 'it\'s "q": #1'
+    model = copy_model("cnn", weird, new_name="quoted_ray_model")
+    result = generate(Options(str(model), {}, name="quoted_ray_bb", out=weird / "o d", ray=True))
+    classic, ray = load(result.benchmark_config), load(result.out / RAY_CONFIG_FILE)
+    assert route_difference(classic, ray) == ROUTE_KEYS
+    assert ray["ray_storage_path"] == str(result.out / "runs" / "ray")
+    project = tomllib.loads((result.out / "pyproject.toml").read_text())
+    assert project["project"]["name"] == "quoted_ray_bb"
+    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["quoted_ray_bb"]
