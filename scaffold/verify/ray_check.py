@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,11 @@ def check_ray(context) -> str:
     """The ``ray`` check for the Context of a generated folder (see scaffold.verify.checks)."""
     directory: Path = context.directory
     config_path = directory / RAY_CONFIG_FILE
-    parsed, resources = parse_ray_config(config_path)
-    package = parsed.get("backbone_import")
-    if not package:
-        raise CheckFailed(f"{config_path.name}: backbone_import is not set")
-    tmp_dir = parsed.get("tmp_dir")
+    raw = _read_config(config_path)
+    package = raw.get("backbone_import")
+    if not package or not isinstance(package, str):
+        raise CheckFailed(f"{config_path.name}: backbone_import is not set to a module name")
+    tmp_dir = raw.get("tmp_dir")
     if not tmp_dir:
         raise CheckFailed(f"{config_path.name}: tmp_dir is not set (the Ray route requires it)")
     if not ray_sockets_fit(str(tmp_dir)):
@@ -58,10 +59,9 @@ def check_ray(context) -> str:
             f"({len(socket.encode())} bytes, e.g. {socket}) would pass the {SOCKET_PATH_MAX}-byte "
             "limit of Unix socket paths; set a shorter tmp_dir"
         )
-    if parsed.get("optimization_space") and not parsed.get("ray_storage_path"):
+    if raw.get("optimization_space") and not raw.get("ray_storage_path"):
         raise CheckFailed(f"{config_path.name}: optimization_space needs ray_storage_path")
-
-    model_args = _model_args(parsed)
+    model_args = _model_args(raw)
     backbone = model_args.get("backbone")
     if not isinstance(backbone, str):
         raise CheckFailed(
@@ -74,7 +74,10 @@ def check_ray(context) -> str:
         kwargs["out_indices"] = model_args["backbone_out_indices"]
     expected = _expected_channels(context.state.spec, kwargs.get("out_indices"))
 
-    found = run_in_ray_worker(str(package), backbone, kwargs, directory)
+    # The worker imports TerraTorch (seconds): iterate's parser is built and run meanwhile.
+    with ray_task(package, backbone, kwargs, directory) as result:
+        _, resources = parse_ray_config(config_path)
+        found = result()
     if "error" in found:
         what = (
             f"import '{package}'"
@@ -83,7 +86,7 @@ def check_ray(context) -> str:
         )
         raise CheckFailed(f"a Ray worker could not {what}: {found['error']}")
     imported = Path(found["file"]).resolve()
-    if not imported.is_relative_to(directory / str(package)):
+    if not imported.is_relative_to(directory / package):
         raise CheckFailed(
             f"a Ray worker imported '{package}' from {imported}, not from {directory}: "
             "another copy is installed; reinstall this folder (pip install -e)"
@@ -101,14 +104,26 @@ def check_ray(context) -> str:
     )
 
 
+def _read_config(config_path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not config_path.is_file():
+        raise CheckFailed(f"{config_path} is missing")
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckFailed(f"{config_path.name}: {one_line(exc)}") from exc
+    if not isinstance(data, dict):
+        raise CheckFailed(f"{config_path.name}: not a YAML mapping")
+    return data
+
+
 def parse_ray_config(config_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse with the parser ``python -m terratorch_iterate.benchmark_ray`` builds (jsonargparse's
     CLI over ``benchmark_backbone``), captured instead of run. Returns the parsed values and the
     resources iterate asks per trial."""
     from jsonargparse import capture_parser
 
-    if not config_path.is_file():
-        raise CheckFailed(f"{config_path} is missing")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation notes from optuna, mlflow, ray
         module = importlib.import_module("terratorch_iterate.benchmark_ray")
@@ -133,10 +148,12 @@ def parse_ray_config(config_path: Path) -> tuple[dict[str, Any], dict[str, Any]]
     return parsed, resources
 
 
-def run_in_ray_worker(
+@contextlib.contextmanager
+def ray_task(
     package: str, backbone: str, kwargs: dict[str, Any], directory: Path
-) -> dict[str, Any]:
-    """Start a one-CPU local Ray instance, run `_probe` in a worker, shut Ray down."""
+) -> Iterator[Callable[[], dict[str, Any]]]:
+    """Start a one-CPU local Ray instance and submit `_probe`; yield a function that waits for
+    its answer. Ray is shut down, and its temporary folder removed, when the block ends."""
     import ray
 
     scratch = Path(tempfile.mkdtemp(prefix="scaffold-ray-"))
@@ -160,12 +177,18 @@ def run_in_ray_worker(
         try:
             probe = ray.remote(num_cpus=1, max_retries=0)(_probe)
             ref = probe.remote(package, backbone, kwargs, str(workdir))
-            try:
-                return ray.get(ref, timeout=WORKER_TIMEOUT_S)
-            except ray.exceptions.GetTimeoutError as exc:
-                raise CheckFailed(f"the Ray worker did not answer in {WORKER_TIMEOUT_S} s") from exc
-            except ray.exceptions.RayError as exc:
-                raise CheckFailed(f"the Ray worker failed: {one_line(exc)}") from exc
+
+            def result() -> dict[str, Any]:
+                try:
+                    return ray.get(ref, timeout=WORKER_TIMEOUT_S)
+                except ray.exceptions.GetTimeoutError as exc:
+                    raise CheckFailed(
+                        f"the Ray worker did not answer in {WORKER_TIMEOUT_S} s"
+                    ) from exc
+                except ray.exceptions.RayError as exc:
+                    raise CheckFailed(f"the Ray worker failed: {one_line(exc)}") from exc
+
+            yield result
         finally:
             ray.shutdown()
     finally:
