@@ -165,6 +165,9 @@ def new_backbone(
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
     as_json: JsonOpt = False,
     data: DataOpt = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Also write benchmark_ray.yaml, for iterate's Ray route.")
+    ] = False,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -184,6 +187,7 @@ def new_backbone(
         weights=weights,
         task=task,
         data=tuple(str(d) for d in data or ()),
+        ray=ray,
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -231,6 +235,15 @@ def update(
         str | None,
         typer.Option(help="Where the model lives now, when it moved: path/to/model.py[:Name]."),
     ] = None,
+    ray: Annotated[
+        bool | None,
+        typer.Option(
+            "--ray/--no-ray",
+            help="Start (or stop) writing benchmark_ray.yaml, for iterate's Ray route "
+            "(default: as recorded).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -247,6 +260,7 @@ def update(
             progress=err(),
             data=tuple(str(d) for d in data or ()),
             model=model,
+            ray=ray,
         )
     if dry_run:
         if as_json:

@@ -275,7 +275,13 @@ def generate(options: Options, progress=None) -> GenerateResult:
         target = f"{target}:{spec.qualname}"
         spec = dataclasses.replace(spec, target=target)
     render_options = RenderOptions(
-        name=name, out=out, task=options.task, target=target, weights=weights, datasets=datasets
+        name=name,
+        out=out,
+        task=options.task,
+        target=target,
+        weights=weights,
+        datasets=datasets,
+        ray=options.ray,
     )
     tmp: Path | None = None
     try:
@@ -302,6 +308,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 weights=weights,
                 task=options.task,
                 data=tuple(ds.root for ds in datasets),
+                ray=options.ray,
             )
             data = tuple(sorted(str(p.relative_to(tmp)) for p in data_files))
             state = State(__version__, recorded, spec, tuple(files), data_files=data)

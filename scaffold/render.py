@@ -42,6 +42,7 @@ class RenderOptions:
     target: str
     weights: Path | None = None
     datasets: tuple[Any, ...] = ()  # scaffold.data DatasetSpecs: real tasks instead of smoke
+    ray: bool = False  # also write the Ray route's config
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,21 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
     from copier import run_copy
 
     template = resources.files("scaffold.templates").joinpath("backbone")
+    data = template_data(spec, options)
     with resources.as_file(template) as template_dir:
         run_copy(
             str(template_dir),
             str(dest),
-            data=template_data(spec, options),
+            data=data,
             defaults=True,
             overwrite=True,
             quiet=True,
             unsafe=False,
         )
+    if options.ray:  # made from the rendered benchmark.yaml, so the two cannot drift apart
+        from scaffold.ray_route import write_ray_config
+
+        write_ray_config(dest, options.out, names_for(options.name).package, data["header"])
     files = sorted(
         str(p.relative_to(dest))
         for p in dest.rglob("*")

@@ -109,6 +109,19 @@ def show_result(out: Console, err: Console, result, report) -> None:
         return
     plain(err, f"backbone {result.backbone}; run the benchmark with:")
     plain(err, "  " + shlex.join(run_command(result.benchmark_config)))
+    ray_config = result.out / "benchmark_ray.yaml"
+    if ray_config.is_file():
+        plain(
+            err,
+            f"on a Ray cluster (pip install {_quote(result.out)} on every node; 8 CPUs + 1 GPU per trial):",
+        )
+        plain(
+            err,
+            "  "
+            + shlex.join(
+                ["python", "-m", "terratorch_iterate.benchmark_ray", "--config", str(ray_config)]
+            ),
+        )
 
 
 def _quote(path) -> str:

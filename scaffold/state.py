@@ -46,6 +46,7 @@ class Options:
     weights: Path | None = None
     task: str = "segmentation"
     data: tuple[str, ...] = ()  # dataset folders (--data), absolute: one real task each
+    ray: bool = False  # also the Ray route's config, benchmark_ray.yaml
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,6 +67,7 @@ class Options:
             weights=Path(data["weights"]) if data.get("weights") else None,
             task=data.get("task", "segmentation"),
             data=tuple(data.get("data") or ()),
+            ray=bool(data.get("ray", False)),
         )
 
 

@@ -112,10 +112,12 @@ def update_dir(
     progress=None,
     data: tuple[str, ...] = (),
     model: str | None = None,
+    ray: bool | None = None,
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `model` (path/to/file.py[:Name] or package.module:Name) says where the model lives
-    now when it moved."""
+    now when it moved; `ray`: write (True) or stop writing (False) the Ray route's config,
+    None: as recorded."""
     from scaffold.verify.folder import files_with_markers
 
     out = Path(directory).resolve()
@@ -130,7 +132,7 @@ def update_dir(
         result.unresolved = files_with_markers(out, state.files)
         if result.unresolved:  # merging over markers would bury them: resolve first
             return result
-        return _update_locked(out, state, result, dry_run, progress, data, model)
+        return _update_locked(out, state, result, dry_run, progress, data, model, ray)
 
 
 def _update_locked(
@@ -141,6 +143,7 @@ def _update_locked(
     progress,
     data: tuple[str, ...],
     model: str | None,
+    ray: bool | None,
 ) -> UpdateResult:
     from scaffold.analysis import analyse
     from scaffold.data import read_datasets, survey_all, write_datasets
@@ -151,6 +154,8 @@ def _update_locked(
     options = dataclasses.replace(state.options, out=out, target=_where_model_is(out, state, model))
     added = tuple(str(Path(d).resolve()) for d in data)
     options = dataclasses.replace(options, data=tuple(dict.fromkeys((*options.data, *added))))
+    if ray is not None:
+        options = dataclasses.replace(options, ray=ray)
     previous = read_datasets(out / STATE_DIR)
     datasets = survey_all(options.data, progress, previous) if options.data else ()
     with status(progress, f"analysing {options.target}"):
@@ -165,6 +170,7 @@ def _update_locked(
         target=options.target,
         weights=options.weights,
         datasets=datasets,
+        ray=options.ray,
     )
     # Rendered in the system's temp folder: only the bytes are needed, and DIR's parent (or DIR)
     # may not be writable.

@@ -7,6 +7,8 @@
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
+   ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
+   imports the package by name and builds the backbone (scaffold/verify/ray_check.py);
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
    metric. All in one process, so TerraTorch is imported once.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
+from scaffold.ray_route import RAY_CONFIG_FILE
 from scaffold.state import STATE_DIR, locked
 
 
@@ -101,6 +104,10 @@ def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyRepor
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
     if state.options.weights is not None:
         passed.append(run("weights", context.check_weights))
+    if (directory / RAY_CONFIG_FILE).is_file():  # the Ray route: its config, a worker's import
+        from scaffold.verify.ray_check import check_ray
+
+        run("ray", lambda: check_ray(context))
     if quick:
         return report
     if all(passed):
