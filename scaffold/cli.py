@@ -62,6 +62,14 @@ ShapeOpt = Annotated[
     typer.Option("--input-shape", help="Input without batch: C,H,W or C,T,H,W (e.g. 6,4,64,64)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+BaselineOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--baseline",
+        help="A reference backbone TerraTorch builds by name (resnet18, "
+        "terratorch_prithvi_eo_v2_300): the same benchmark, its own config. Repeatable.",
+    ),
+]
 DirArg = Annotated[
     Path, typer.Argument(help="A directory made by `scaffold new-backbone`.", show_default=True)
 ]
@@ -123,6 +131,7 @@ def new_backbone(
     ] = "segmentation",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
     as_json: JsonOpt = False,
+    baseline: BaselineOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify."""
     from scaffold.generate import Options, generate
@@ -136,6 +145,7 @@ def new_backbone(
         out=out_dir,
         weights=weights,
         task=task,
+        baselines=tuple(dict.fromkeys(baseline or ())),
     )
     with _stdout_kept_for_json(as_json):
         result = generate(options, progress=err())
@@ -173,12 +183,15 @@ def update(
         bool, typer.Option("--no-verify", help="Do not verify afterwards.")
     ] = False,
     as_json: JsonOpt = False,
+    baseline: BaselineOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
     from scaffold.update import update_dir
 
     with _stdout_kept_for_json(as_json):
-        result = update_dir(directory, dry_run=dry_run, progress=err())
+        result = update_dir(
+            directory, dry_run=dry_run, progress=err(), baselines=tuple(baseline or ())
+        )
     if dry_run:
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})
@@ -192,6 +205,33 @@ def update(
         as_json=as_json,
         failed=bool(result.conflicts),
     )
+
+
+@app.command()
+def report(
+    directory: DirArg = Path("."),
+    as_json: JsonOpt = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the comparison into this PNG.")
+    ] = None,
+) -> None:
+    """Compare the backbone with its baselines: one table from the finished benchmark runs."""
+    from scaffold.results import collect, plot_results
+
+    with _stdout_kept_for_json(as_json), err().status("reading the runs"):
+        results = collect(directory)
+        if plot is not None:
+            plot_results(results, plot)
+    if as_json:
+        _print_json(results.to_dict() | ({"plot": str(plot.resolve())} if plot else {}))
+        return
+    from scaffold.report import results_table
+
+    out().print(results_table(results))
+    for line in results.notes:
+        err().print(line, markup=False, highlight=False)
+    if plot is not None:
+        err().print(f"plot: {plot.resolve()}", markup=False, highlight=False)
 
 
 def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:

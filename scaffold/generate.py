@@ -32,8 +32,11 @@ class GenerateResult:
     benchmark_config: Path
     input_shape: tuple[int, ...]
     files: tuple[Path, ...]
+    baselines: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        from scaffold.baselines import summary
+
         return {
             "backbone": self.backbone,
             "package": str(self.package),
@@ -41,6 +44,7 @@ class GenerateResult:
             "out": str(self.out),
             "input_shape": list(self.input_shape),
             "files": [str(f) for f in self.files],
+            "baselines": summary(self.out, self.baselines),
         }
 
 
@@ -152,6 +156,11 @@ def generate(options: Options, progress=None) -> GenerateResult:
         raise ScaffoldError(f"--weights {options.weights}: no such file")
     if options.out is not None:
         check_output_dir(options.out.resolve())
+    if options.baselines:
+        from scaffold.baselines import check_names
+
+        with status(progress, "checking the baselines against TerraTorch"):
+            check_names(options.baselines)
 
     target = absolute_target(options.target)
     with status(progress, f"analysing {options.target}"):
@@ -159,6 +168,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
     check_task(spec, options.task)
     with status(progress, "checking the name against timm and TerraTorch"):
         name = choose_name(options.name, spec)
+    if name in options.baselines:
+        raise ScaffoldError(f"--baseline {name!r} is the backbone being benchmarked")
     out = (options.out or Path.cwd() / name).resolve()
     check_output_dir(out)
 
@@ -167,7 +178,12 @@ def generate(options: Options, progress=None) -> GenerateResult:
         target = f"{target}:{spec.qualname}"
         spec = dataclasses.replace(spec, target=target)
     render_options = RenderOptions(
-        name=name, out=out, task=options.task, target=target, weights=weights
+        name=name,
+        out=out,
+        task=options.task,
+        target=target,
+        weights=weights,
+        baselines=options.baselines,
     )
     tmp: Path | None = None
     try:
@@ -190,6 +206,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 out=out,
                 weights=weights,
                 task=options.task,
+                baselines=options.baselines,
             )
             write_state(tmp, State(__version__, recorded, spec, tuple(files)), pristine)
             if out.is_dir():
@@ -207,4 +224,5 @@ def generate(options: Options, progress=None) -> GenerateResult:
         benchmark_config=out / CONFIG_FILE,
         input_shape=tuple(spec.input_shape),
         files=tuple(out / f for f in files) + (out / DATA_DIR, out / STATE_DIR),
+        baselines=options.baselines,
     )

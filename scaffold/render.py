@@ -39,6 +39,7 @@ class RenderOptions:
     task: str
     target: str
     weights: Path | None = None
+    baselines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
             quiet=True,
             unsafe=False,
         )
+    if options.baselines:  # derived from the rendered benchmark.yaml
+        from scaffold.baselines import write_baselines
+
+        write_baselines(dest, options.baselines, tuple(spec.input_shape))
     files = sorted(
         str(p.relative_to(dest))
         for p in dest.rglob("*")

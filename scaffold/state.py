@@ -36,12 +36,14 @@ class Options:
     out: Path | None = None
     weights: Path | None = None
     task: str = "segmentation"
+    baselines: tuple[str, ...] = ()  # reference backbones, one config each under baselines/
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out) if self.out else None
         data["weights"] = str(self.weights) if self.weights else None
         data["input_shape"] = list(self.input_shape) if self.input_shape else None
+        data["baselines"] = list(self.baselines)
         return data
 
     @classmethod
@@ -54,6 +56,7 @@ class Options:
             out=Path(data["out"]) if data.get("out") else None,
             weights=Path(data["weights"]) if data.get("weights") else None,
             task=data.get("task", "segmentation"),
+            baselines=tuple(data.get("baselines") or ()),
         )
 
 

@@ -13,6 +13,7 @@ the state is written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import os
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
+from scaffold.baselines import summary
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
 from scaffold.state import (
@@ -58,6 +60,7 @@ class UpdateResult:
     plans: list[FilePlan] = field(default_factory=list)
     diff: str = ""
     data_rewritten: bool = False
+    baselines: tuple[str, ...] = ()
 
     @property
     def changes(self) -> list[tuple[str, str]]:
@@ -78,16 +81,25 @@ class UpdateResult:
             "changes": [{"file": rel, "action": action} for rel, action in self.changes],
             "conflicts": [str(self.out / rel) for rel in self.conflicts],
             "data_rewritten": self.data_rewritten,
+            "baselines": summary(self.out, self.baselines),
         }
 
 
-def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateResult:
+def update_dir(
+    directory: Path, dry_run: bool = False, progress=None, baselines: tuple[str, ...] = ()
+) -> UpdateResult:
+    """`baselines`: reference backbones to add to those recorded (a config each)."""
     from scaffold.analysis import analyse
+    from scaffold.baselines import check_names
     from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render_to_temp
 
     out = Path(directory).resolve()
     state = read_state(out)
     options = state.options
+    added = tuple(b for b in dict.fromkeys(baselines) if b not in options.baselines)
+    if added:
+        check_names(added, own=options.name)
+        options = dataclasses.replace(options, baselines=options.baselines + added)
     with locked(out):
         with status(progress, f"analysing {options.target}"):
             spec = analyse(options.target, options.args, options.input_shape)
@@ -98,6 +110,7 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
             task=options.task,
             target=options.target,
             weights=options.weights,
+            baselines=options.baselines,
         )
         tmp, files = render_to_temp(spec, render_options)
         try:
@@ -116,6 +129,7 @@ def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateR
             benchmark_config=out / CONFIG_FILE,
             input_shape=tuple(spec.input_shape),
             plans=plans,
+            baselines=options.baselines,
         )
         data_changed = _data_key(state) != _data_key(new_state)
         if dry_run:

@@ -50,6 +50,7 @@ class VerifyReport:
 def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyReport:
     """Run the ladder on a directory made by `scaffold new-backbone` (stops before the
     benchmark run when `quick`)."""
+    from scaffold.baselines import configs_of
     from scaffold.state import read_state
     from scaffold.verify import checks
 
@@ -96,6 +97,15 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
         if progress is not None:
             progress.print(f"running the benchmark YAML (log in {log_dir})", highlight=False)
         run("benchmark", lambda: run_benchmark(context.config_path, log_dir))
+        for name, path in configs_of(directory, state.options.baselines):
+            check = f"baseline {name}"
+            if not path.is_file():
+                report.checks.append(Check(check, False, f"{path} is missing"))
+                continue
+            run(
+                check,
+                lambda path=path, name=name: run_benchmark(path, log_dir / "baselines" / name),
+            )
     else:
         report.checks.append(Check("benchmark", False, "skipped: an earlier check failed"))
     return report
