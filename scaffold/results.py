@@ -20,6 +20,7 @@ import math
 import os
 import re
 import statistics
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,8 +297,10 @@ def _repeated_cells(
 
 # -- plotting ------------------------------------------------------------------------------------
 def plot_size(results: Results) -> tuple[float, float]:
-    """The figure's size in inches (the PNG is this times PLOT_DPI pixels)."""
-    return (PLOT_MARGIN + PLOT_WIDTH_PER_TASK * max(1, len(results.tasks)), PLOT_HEIGHT)
+    """The figure's size in inches (the PNG is this times PLOT_DPI pixels): a panel per task,
+    and one for the aggregate in the IQM plot."""
+    panels = max(1, len(results.tasks)) + (1 if iqm_ready(results) else 0)
+    return (PLOT_MARGIN + PLOT_WIDTH_PER_TASK * panels, PLOT_HEIGHT)
 
 
 def iqm_ready(results: Results) -> bool:
@@ -328,8 +331,12 @@ def plot_results(results: Results, path: Path) -> Path:
         raise ScaffoldError(f"--plot {path}: no such directory {path.parent}")
     if not results.tasks:
         raise ScaffoldError(f"{results.directory}: the configs have no tasks to plot")
-    fig = _iqm_figure(results) if iqm_ready(results) else _bars_figure(results)
+    iqm = iqm_ready(results)
+    with warnings.catch_warnings():  # seaborn's deprecations, from terratorch-iterate's calls
+        warnings.simplefilter("ignore", FutureWarning)
+        fig = _iqm_figure(results) if iqm else _bars_figure(results)
     fig.set_size_inches(*plot_size(results))
+    fig.tight_layout(rect=(0, 0, 1, 0.88 if iqm else 0.95))  # room for the legend or title
     try:
         fig.savefig(path, dpi=PLOT_DPI)  # no bbox cropping: the size is what plot_size says
     except OSError as exc:
@@ -367,8 +374,9 @@ def _bars_figure(results: Results):
         arrow = "lower is better" if row.direction == "min" else "higher is better"
         ax.set_title(f"{row.name}\n{row.metric}, {arrow}", fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
-    fig.suptitle("mean ± std over seeds; hatched: best", fontsize=9)
-    fig.tight_layout()
+    seeds = any(row.source == REPEATED for row in results.tasks)
+    what = "mean ± std over seeds" if seeds else "best HPO trial"
+    fig.suptitle(f"{what}; hatched: best", fontsize=9)
     return fig
 
 
@@ -401,5 +409,5 @@ def _iqm_figure(results: Results):
     order = [b.name for b in results.backbones]
     plot_tools.plot_per_dataset(iqms, order, metric=metric, fig_size=plot_size(results))
     fig = plt.gcf()
-    fig.suptitle("normalised IQM over seeds (higher is better)", fontsize=9, y=0.02)
+    fig.axes[0].set_ylabel("normalised IQM (higher is better)", fontsize=8)
     return fig

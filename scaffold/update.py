@@ -117,6 +117,8 @@ def update_dir(
             theirs = {rel: (tmp / rel).read_bytes() for rel in files}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        if options.baselines:  # derived from benchmark.yaml as merged: hand edits flow too
+            theirs |= _baselines_of_merged_main(out, theirs, options.baselines, spec)
 
         plans = [
             plan_file(out, rel, read_pristine(out, rel), theirs.get(rel))
@@ -158,6 +160,24 @@ def update_dir(
             if state_changed:
                 write_atomic(out / STATE_DIR / STATE_FILE, new_state.to_json().encode())
     return result
+
+
+def _baselines_of_merged_main(
+    out: Path, theirs: dict[str, bytes], names: tuple[str, ...], spec
+) -> dict[str, bytes]:
+    """The baseline configs derived from benchmark.yaml as this update leaves it (the render
+    when that has a conflict or is not YAML), so that a task added to it by hand flows too."""
+    from scaffold.baselines import baseline_texts
+    from scaffold.render import CONFIG_FILE
+
+    rendered = theirs[CONFIG_FILE]
+    plan = plan_file(out, CONFIG_FILE, read_pristine(out, CONFIG_FILE), rendered)
+    merged = plan.new if plan.action in ("updated", "merged", "added") else plan.old
+    shape = tuple(spec.input_shape)
+    if merged is not None and merged != rendered:
+        with contextlib.suppress(ScaffoldError):  # broken by hand: the render's then
+            return baseline_texts(merged.decode(errors="replace"), names, shape)
+    return baseline_texts(rendered.decode(), names, shape)
 
 
 def plan_file(out: Path, rel: str, base: bytes | None, theirs: bytes | None) -> FilePlan:
