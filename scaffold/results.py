@@ -331,12 +331,7 @@ def plot_results(results: Results, path: Path) -> Path:
         raise ScaffoldError(f"--plot {path}: no such directory {path.parent}")
     if not results.tasks:
         raise ScaffoldError(f"{results.directory}: the configs have no tasks to plot")
-    iqm = iqm_ready(results)
-    with warnings.catch_warnings():  # seaborn's deprecations, from terratorch-iterate's calls
-        warnings.simplefilter("ignore", FutureWarning)
-        fig = _iqm_figure(results) if iqm else _bars_figure(results)
-    fig.set_size_inches(*plot_size(results))
-    fig.tight_layout(rect=(0, 0, 1, 0.88 if iqm else 0.95))  # room for the legend or title
+    fig = figure(results)
     try:
         fig.savefig(path, dpi=PLOT_DPI)  # no bbox cropping: the size is what plot_size says
     except OSError as exc:
@@ -344,6 +339,20 @@ def plot_results(results: Results, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def figure(results: Results):
+    """The matplotlib Figure `plot_results` saves (the caller closes it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    iqm = iqm_ready(results)
+    with warnings.catch_warnings():  # seaborn's deprecations, from terratorch-iterate's calls
+        warnings.simplefilter("ignore", FutureWarning)
+        fig = _iqm_figure(results) if iqm else _bars_figure(results)
+    fig.set_size_inches(*plot_size(results))
+    fig.tight_layout(rect=(0, 0, 1, 0.88 if iqm else 0.95))  # room for the legend or title
+    return fig
 
 
 def _bars_figure(results: Results):

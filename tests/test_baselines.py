@@ -314,6 +314,11 @@ def test_a_backbone_whose_runs_are_missing_shows_as_missing(verified, tmp_path):
     """A baseline added after the runs: its experiment never ran, its cells are missing."""
     import shutil
 
+    from matplotlib import image
+    from rich.console import Console
+
+    from scaffold.report import results_table
+    from scaffold.results import collect, figure, plot_results
     from scaffold.update import update_dir
 
     out, _, _ = verified
@@ -321,15 +326,26 @@ def test_a_backbone_whose_runs_are_missing_shows_as_missing(verified, tmp_path):
     shutil.copytree(out, copy, symlinks=True)
     update_dir(copy, baselines=("terratorch_prithvi_eo_tiny",))
     # update re-rendered the copy's paths: its configs name its own copy of the store
-    code, report = run_json("report", str(copy), "--plot", str(tmp_path / "m.png"))
-    assert code == 0
+    results = collect(copy)
+    report = results.to_dict()
     (row,) = report["tasks"]
     assert row["values"]["terratorch_prithvi_eo_tiny"] is None
     assert row["values"]["resnet18"]["n"] == 1
+    assert row["best"] in (["small_cnn"], ["resnet18"])
     assert report["not_run"] == ["terratorch_prithvi_eo_tiny.yaml"]
     assert report["notes"][0].startswith(
         "terratorch_prithvi_eo_tiny: experiment 'small_cnn-vs-terratorch_prithvi_eo_tiny' never ran"
     )
-    table = run_cli("report", str(copy)).stdout
-    line = next(line for line in table.splitlines() if "smoke" in line)
+    console = Console(width=200, record=True)
+    console.print(results_table(results))
+    line = next(line for line in console.export_text().splitlines() if "smoke" in line)
     assert line.rstrip(" │┃").endswith("missing")
+    # the plot draws no bar for it (a zero-height bar would read as a value), but says so
+    fig = figure(results)
+    (ax,) = fig.axes
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == pytest.approx([row["values"][n]["mean"] for n in ("small_cnn", "resnet18")])
+    assert "missing" in [t.get_text() for t in ax.texts]
+    fig.clf()
+    png = plot_results(results, tmp_path / "m.png")
+    assert image.imread(png).shape[:2] == (400, 400)
