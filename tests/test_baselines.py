@@ -349,3 +349,45 @@ def test_a_backbone_whose_runs_are_missing_shows_as_missing(verified, tmp_path):
     fig.clf()
     png = plot_results(results, tmp_path / "m.png")
     assert image.imread(png).shape[:2] == (400, 400)
+
+
+def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path, monkeypatch):
+    """`terratorch iterate --hpo --repeat` of the main config (two seeds); baselines not run."""
+    import contextlib
+    import statistics
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+    from terratorch_iterate.main import main as iterate
+
+    from scaffold.results import collect
+
+    out = two_baselines.out
+    # the config with run_repetitions, as README says; a copy, so DIR's files stay as generated
+    config = tmp_path / "benchmark.yaml"
+    config.write_text((out / "benchmark.yaml").read_text() + "run_repetitions: 2\n")
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # iterate waits 60 s per seed
+    monkeypatch.setattr(sys, "argv", ["terratorch", "--hpo", "--repeat", "--config", str(config)])
+    with contextlib.chdir(tmp_path):
+        iterate()
+
+    report = collect(out).to_dict()
+    (row,) = report["tasks"]
+    assert (row["source"], row["metric"]) == ("repeated", "test/loss")
+    mine = row["values"]["small_cnn"]
+    assert row["values"]["resnet18"] is None
+    assert row["values"]["terratorch_prithvi_eo_tiny"] is None
+    assert row["best"] == ["small_cnn"]
+    # the seeds' values as terratorch-iterate logged them in its repeated-runs store
+    store = MlflowClient(tracking_uri=str(out / "runs" / "hpo_repeated_exp"))
+    experiment = store.get_experiment_by_name("small_cnn_repeated_exp")
+    logged = sorted(
+        r.data.metrics["test_test/loss"]
+        for r in store.search_runs([experiment.experiment_id])
+        if r.info.run_name.startswith("smoke_")
+    )
+    assert mine["n"] == 2 and sorted(mine["values"]) == pytest.approx(logged)
+    assert mine["mean"] == pytest.approx(statistics.fmean(logged))
+    assert mine["std"] == pytest.approx(statistics.stdev(logged))
+    assert report["not_run"] == ["resnet18.yaml", "terratorch_prithvi_eo_tiny.yaml"]
