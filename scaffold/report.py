@@ -76,6 +76,16 @@ def show_result(out: Console, err: Console, result, report) -> None:
             markup=False,
             highlight=False,
         )
+        for b in result.to_dict().get("baselines", []):
+            weights = (
+                "" if b.get("backbone_pretrained", True) else " (not pretrained: see its file)"
+            )
+            err.print(
+                f"  terratorch iterate --hpo --config {b['config']}{weights}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def results_table(results) -> Table:
