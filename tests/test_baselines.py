@@ -391,3 +391,18 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path, mon
     assert mine["mean"] == pytest.approx(statistics.fmean(logged))
     assert mine["std"] == pytest.approx(statistics.stdev(logged))
     assert report["not_run"] == ["resnet18.yaml", "terratorch_prithvi_eo_tiny.yaml"]
+
+
+def test_best_follows_the_direction_and_skips_missing():
+    from scaffold.results import Cell, TaskRow
+
+    row = TaskRow(
+        "t", "val/mIoU", "max", "hpo", {"a": Cell([0.5]), "b": None, "c": Cell([0.7, 0.9])}
+    )
+    assert row.best == ["c"]
+    assert row.cells["c"].std == pytest.approx(0.1414213)
+    row.direction = "min"
+    assert row.best == ["a"]
+    row.cells["d"] = Cell([0.5])
+    assert row.best == ["a", "d"]  # a tie marks both
+    assert TaskRow("t", "val/loss", "min", "hpo", {"a": None}).best == []
