@@ -173,6 +173,8 @@ def _baselines_of_merged_main(
     rendered = theirs[CONFIG_FILE]
     plan = plan_file(out, CONFIG_FILE, read_pristine(out, CONFIG_FILE), rendered)
     merged = plan.new if plan.action in ("updated", "merged", "added") else plan.old
+    if plan.action == "conflict":
+        merged = None  # markers: not YAML until the person resolves them
     shape = tuple(spec.input_shape)
     if merged is not None and merged != rendered:
         with contextlib.suppress(ScaffoldError):  # broken by hand: the render's then

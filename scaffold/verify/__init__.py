@@ -100,7 +100,7 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
         for name, path in configs_of(directory, state.options.baselines):
             check = f"baseline {name}"
             if not path.is_file():
-                report.checks.append(Check(check, False, f"{path} is missing"))
+                report.checks.append(Check(check, False, f"{path} is missing (deleted?)"))
                 continue
             run(
                 check,
