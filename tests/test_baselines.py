@@ -20,7 +20,7 @@ from scaffold.baselines import (
 )
 from scaffold.generate import Options, generate
 
-from .conftest import MODELS, run_cli, run_json
+from .conftest import MODELS, run_cli, run_fresh, run_json
 
 BACKBONE_KEYS = {"model_factory", "backbone", "necks"}
 
@@ -351,15 +351,12 @@ def test_a_backbone_whose_runs_are_missing_shows_as_missing(verified, tmp_path):
     assert image.imread(png).shape[:2] == (400, 400)
 
 
-def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path, monkeypatch):
+def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
     """`terratorch iterate --hpo --repeat` of the main config (two seeds); baselines not run."""
-    import contextlib
     import statistics
     import sys
-    import time
 
     from mlflow.tracking import MlflowClient
-    from terratorch_iterate.main import main as iterate
 
     from scaffold.results import collect
 
@@ -367,10 +364,15 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path, mon
     # the config with run_repetitions, as README says; a copy, so DIR's files stay as generated
     config = tmp_path / "benchmark.yaml"
     config.write_text((out / "benchmark.yaml").read_text() + "run_repetitions: 2\n")
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # iterate waits 60 s per seed
-    monkeypatch.setattr(sys, "argv", ["terratorch", "--hpo", "--repeat", "--config", str(config)])
-    with contextlib.chdir(tmp_path):
-        iterate()
+    # iterate itself, in a fresh process (it registers the backbone wherever it runs), without
+    # the 60 s it waits after each seed
+    script = (
+        "import sys, time; time.sleep = lambda s: None; "
+        "from terratorch_iterate.main import main; "
+        f"sys.argv = ['terratorch', '--hpo', '--repeat', '--config', {str(config)!r}]; main()"
+    )
+    done = run_fresh([sys.executable, "-c", script], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
 
     report = collect(out).to_dict()
     (row,) = report["tasks"]
