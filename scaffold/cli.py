@@ -89,6 +89,15 @@ DataOpt = Annotated[
     list[Path] | None,
     typer.Option("--data", help="A dataset folder: one benchmark task each. Repeatable."),
 ]
+BaselineOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--baseline",
+        metavar="NAME",
+        help="A reference backbone TerraTorch builds by name (resnet18, "
+        "terratorch_prithvi_eo_v2_300): the same benchmark, its own config. Repeatable.",
+    ),
+]
 DirArg = Annotated[
     Path,
     typer.Argument(
@@ -168,6 +177,7 @@ def new_backbone(
     ray: Annotated[
         bool, typer.Option("--ray", help="Also write benchmark_ray.yaml, for iterate's Ray route.")
     ] = False,
+    baseline: BaselineOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -188,6 +198,7 @@ def new_backbone(
         task=task,
         data=tuple(str(d) for d in data or ()),
         ray=ray,
+        baselines=tuple(dict.fromkeys(baseline or ())),
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -244,6 +255,7 @@ def update(
             show_default=False,
         ),
     ] = None,
+    baseline: BaselineOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -261,6 +273,7 @@ def update(
             data=tuple(str(d) for d in data or ()),
             model=model,
             ray=ray,
+            baselines=tuple(baseline or ()),
         )
     if dry_run:
         if as_json:
@@ -280,6 +293,33 @@ def update(
         as_json=as_json,
         failed=bool(result.conflicts),
     )
+
+
+@app.command()
+def report(
+    directory: DirArg = Path("."),
+    as_json: JsonOpt = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the comparison into this PNG.")
+    ] = None,
+) -> None:
+    """Compare the backbone with its baselines: one table from the finished benchmark runs."""
+    from scaffold.results import collect, plot_results
+
+    with _stdout_kept_for_json(as_json), err().status("reading the runs"):
+        results = collect(directory)
+        if plot is not None:
+            plot_results(results, plot)
+    if as_json:
+        _print_json(results.to_dict() | ({"plot": str(plot.resolve())} if plot else {}))
+        return
+    from scaffold.report import results_table
+
+    out().print(results_table(results))
+    for line in results.notes:
+        err().print(line, markup=False, highlight=False)
+    if plot is not None:
+        err().print(f"plot: {plot.resolve()}", markup=False, highlight=False)
 
 
 def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:

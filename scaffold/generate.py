@@ -36,8 +36,11 @@ class GenerateResult:
     benchmark_config: Path
     input_shape: tuple[int, ...]
     files: tuple[Path, ...]
+    baselines: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        from scaffold.baselines import summary
+
         return {
             "backbone": self.backbone,
             "package": str(self.package),
@@ -45,6 +48,7 @@ class GenerateResult:
             "out": str(self.out),
             "input_shape": list(self.input_shape),
             "files": [str(f) for f in self.files],
+            "baselines": summary(self.out, self.baselines),
         }
 
 
@@ -235,6 +239,11 @@ def generate(options: Options, progress=None) -> GenerateResult:
         check_weights_file(weights, options.weights)
     if options.out is not None:
         check_output_dir(options.out.resolve())
+    if options.baselines:
+        from scaffold.baselines import check_names
+
+        with status(progress, "checking the baselines against TerraTorch"):
+            check_names(options.baselines)
 
     datasets = ()
     if options.data:  # bad data is refused before anything else runs
@@ -266,6 +275,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
             name = choose_name(None, spec)
     else:
         name = options.name
+    if name in options.baselines:
+        raise ScaffoldError(f"--baseline {name!r} is the backbone being benchmarked")
     out = (options.out or Path.cwd() / name).resolve()
     label = out_label(out, given=options.out is not None)
     check_output_dir(out, label)
@@ -282,6 +293,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         weights=weights,
         datasets=datasets,
         ray=options.ray,
+        baselines=options.baselines,
     )
     tmp: Path | None = None
     try:
@@ -309,6 +321,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 task=options.task,
                 data=tuple(ds.root for ds in datasets),
                 ray=options.ray,
+                baselines=options.baselines,
             )
             data = tuple(sorted(str(p.relative_to(tmp)) for p in data_files))
             state = State(__version__, recorded, spec, tuple(files), data_files=data)
@@ -335,4 +348,5 @@ def generate(options: Options, progress=None) -> GenerateResult:
         files=tuple(out / f for f in files)
         + ((out / DATA_DIR,) if not datasets else ())
         + (out / STATE_DIR,),
+        baselines=options.baselines,
     )

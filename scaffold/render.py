@@ -43,6 +43,7 @@ class RenderOptions:
     weights: Path | None = None
     datasets: tuple[Any, ...] = ()  # scaffold.data DatasetSpecs: real tasks instead of smoke
     ray: bool = False  # also write the Ray route's config
+    baselines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         from scaffold.ray_route import write_ray_config
 
         write_ray_config(dest, options.out, names_for(options.name).package, data["header"])
+    if options.baselines:  # derived from the rendered benchmark.yaml
+        from scaffold.baselines import write_baselines
+
+        write_baselines(dest, options.baselines, tuple(spec.input_shape))
     files = sorted(
         str(p.relative_to(dest))
         for p in dest.rglob("*")

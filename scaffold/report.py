@@ -109,6 +109,9 @@ def show_result(out: Console, err: Console, result, report) -> None:
         return
     plain(err, f"backbone {result.backbone}; run the benchmark with:")
     plain(err, "  " + shlex.join(run_command(result.benchmark_config)))
+    for b in result.to_dict().get("baselines", []):
+        weights = "" if b.get("backbone_pretrained", True) else " (not pretrained: see its file)"
+        plain(err, "  " + shlex.join(run_command(b["config"])) + weights)
     ray_config = result.out / "benchmark_ray.yaml"
     if ray_config.is_file():
         plain(
@@ -181,3 +184,32 @@ def show_dry_run(err: Console, result) -> None:
         f"dry run, nothing written:\n  files: {files}\n  data/: {data}\n  conflicts: {conflicts}"
     )
     err.print(summary, markup=False, highlight=False, soft_wrap=True)
+
+
+def results_table(results) -> Table:
+    """`scaffold report`: tasks as rows, backbones as columns, the best per row marked with *."""
+    table = Table(title=f"benchmark results in {results.directory}", title_justify="left")
+    table.add_column("task")
+    table.add_column("metric")
+    for b in results.backbones:
+        table.add_column(Text(b.name + ("" if b.baseline else " (yours)")), justify="right")
+    for row in results.tasks:
+        best = set(row.best)
+        cells = []
+        for b in results.backbones:
+            cell = row.cells.get(b.name)
+            if cell is None:
+                cells.append(Text("missing", "dim"))
+                continue
+            text = f"{cell.mean:.4g}"
+            if cell.std is not None:
+                text += f" ± {cell.std:.2g} (n={len(cell.values)})"
+            if b.name in best:
+                cells.append(Text(f"* {text}", "bold green"))
+            else:
+                cells.append(Text(text))
+        arrow = "↓" if row.direction == "min" else "↑"
+        table.add_row(Text(row.name), Text(f"{row.metric} {arrow}"), *cells)
+    table.caption = Text("* best per task; ± std over seeds (repeated runs)")
+    table.caption_justify = "left"
+    return table

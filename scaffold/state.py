@@ -47,6 +47,7 @@ class Options:
     task: str = "segmentation"
     data: tuple[str, ...] = ()  # dataset folders (--data), absolute: one real task each
     ray: bool = False  # also the Ray route's config, benchmark_ray.yaml
+    baselines: tuple[str, ...] = ()  # reference backbones, one config each under baselines/
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +55,7 @@ class Options:
         data["weights"] = str(self.weights) if self.weights else None
         data["input_shape"] = list(self.input_shape) if self.input_shape else None
         data["data"] = list(self.data)
+        data["baselines"] = list(self.baselines)
         return data
 
     @classmethod
@@ -68,6 +70,7 @@ class Options:
             task=data.get("task", "segmentation"),
             data=tuple(data.get("data") or ()),
             ray=bool(data.get("ray", False)),
+            baselines=tuple(data.get("baselines") or ()),
         )
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
+from scaffold.baselines import summary
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
 from scaffold.state import (
@@ -75,6 +76,7 @@ class UpdateResult:
     data_kept: list[str] = field(default_factory=list)  # other files in data/, left as they are
     # Generated files that still hold conflict markers from an earlier update: nothing was done.
     unresolved: list[str] = field(default_factory=list)
+    baselines: tuple[str, ...] = ()
 
     @property
     def changes(self) -> list[tuple[str, str]]:
@@ -100,6 +102,7 @@ class UpdateResult:
             "unresolved": [str(self.out / rel) for rel in self.unresolved],
             "data_rewritten": self.data_rewritten,
             "data_kept": [str(self.out / rel) for rel in self.data_kept],
+            "baselines": summary(self.out, self.baselines),
         }
 
 
@@ -113,15 +116,24 @@ def update_dir(
     data: tuple[str, ...] = (),
     model: str | None = None,
     ray: bool | None = None,
+    baselines: tuple[str, ...] = (),
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `model` (path/to/file.py[:Name] or package.module:Name) says where the model lives
     now when it moved; `ray`: write (True) or stop writing (False) the Ray route's config,
-    None: as recorded."""
+    None: as recorded; `baselines`: reference backbones to add to those recorded (a config
+    each)."""
     from scaffold.verify.folder import files_with_markers
 
     out = Path(directory).resolve()
     state = read_state(out)
+    added = tuple(b for b in dict.fromkeys(baselines) if b not in state.options.baselines)
+    if added:
+        from scaffold.baselines import check_names
+
+        check_names(added, own=state.options.name)
+        options = dataclasses.replace(state.options, baselines=state.options.baselines + added)
+        state = dataclasses.replace(state, options=options)
     with locked(out):
         result = UpdateResult(
             out=out,
@@ -171,6 +183,7 @@ def _update_locked(
         weights=options.weights,
         datasets=datasets,
         ray=options.ray,
+        baselines=options.baselines,
     )
     # Rendered in the system's temp folder: only the bytes are needed, and DIR's parent (or DIR)
     # may not be writable.
@@ -180,6 +193,8 @@ def _update_locked(
         theirs = {rel: (tmp / rel).read_bytes() for rel in files}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if options.baselines:  # derived from benchmark.yaml as merged: hand edits flow too
+        theirs |= _baselines_of_merged_main(out, state, theirs, options.baselines, spec)
 
     plans = [
         plan_file(out, rel, read_pristine(out, state, rel), theirs.get(rel))
@@ -188,6 +203,7 @@ def _update_locked(
     result.benchmark_config = out / CONFIG_FILE
     result.input_shape = tuple(spec.input_shape)
     result.plans = plans
+    result.baselines = options.baselines
     old_data = _smoke_files(out, state)
     # The smoke data follows the model's bands; with real data (--data) there is none to follow.
     data_changed = not datasets and (
@@ -252,6 +268,26 @@ def _where_model_is(out: Path, state: State, model: str | None) -> str:
         raise ScaffoldError(f"--model {model}: no such file")
     name = name or recorded_name
     return absolute_target(f"{where}:{name}" if name else where)
+
+
+def _baselines_of_merged_main(
+    out: Path, state: State, theirs: dict[str, bytes], names: tuple[str, ...], spec
+) -> dict[str, bytes]:
+    """The baseline configs derived from benchmark.yaml as this update leaves it (the render
+    when that has a conflict or is not YAML), so that a task added to it by hand flows too."""
+    from scaffold.baselines import baseline_texts
+    from scaffold.render import CONFIG_FILE
+
+    rendered = theirs[CONFIG_FILE]
+    plan = plan_file(out, CONFIG_FILE, read_pristine(out, state, CONFIG_FILE), rendered)
+    merged = plan.new if plan.action in ("updated", "merged", "added") else plan.old
+    if plan.action == "conflict":
+        merged = None  # markers: not YAML until the person resolves them
+    shape = tuple(spec.input_shape)
+    if merged is not None and merged != rendered:
+        with contextlib.suppress(ScaffoldError):  # broken by hand: the render's then
+            return baseline_texts(merged.decode(errors="replace"), names, shape)
+    return baseline_texts(rendered.decode(), names, shape)
 
 
 def plan_file(out: Path, rel: str, base: bytes | None, theirs: bytes | None) -> FilePlan:

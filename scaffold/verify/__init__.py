@@ -120,6 +120,17 @@ def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyRepor
                 f"running the benchmark YAML (log in {log_dir})", highlight=False, soft_wrap=True
             )
         run("benchmark", lambda: run_benchmark(context.config_path, log_dir))
+        from scaffold.baselines import configs_of
+
+        for name, path in configs_of(directory, state.options.baselines):
+            check = f"baseline {name}"
+            if not path.is_file():
+                report.checks.append(Check(check, False, f"{path} is missing (deleted?)"))
+                continue
+            run(
+                check,
+                lambda path=path, name=name: run_benchmark(path, log_dir / "baselines" / name),
+            )
     else:
         report.checks.append(Check("benchmark", False, "skipped: an earlier check failed"))
     return report

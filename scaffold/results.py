@@ -1,0 +1,422 @@
+"""`scaffold report`: the benchmark's results, backbone against baselines, from MLflow.
+
+Each config (``benchmark.yaml`` and ``baselines/*.yaml``) names its MLflow store (``storage_uri``)
+and experiment. Two kinds of finished runs are read there, as terratorch-iterate writes them:
+
+- repeated runs (``terratorch iterate --repeat``): the store ``<storage_uri>_repeated_exp``,
+  experiment ``<experiment>_repeated_exp``, one run per task and seed named ``<task>_<seed>``
+  with the test metric ``test_test/<metric>``: mean and standard deviation over the seeds;
+- otherwise the HPO result (``--hpo``): the task's run under a top-level run, with
+  ``best_<metric>``, the best trial's validation metric: one value.
+
+A task's row uses repeated runs when any backbone has them for that task (a validation and a
+test number are never compared), else HPO results. A value that is not there is missing
+(None), never zero; a config whose experiment never ran is named in the notes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaffold.errors import ScaffoldError
+
+REPEATED = "repeated"
+HPO = "hpo"
+IQM_MIN_SEEDS = 5  # fewer seeds than this make an interquartile mean meaningless
+PLOT_DPI = 100
+PLOT_HEIGHT = 4.0  # inches
+PLOT_WIDTH_PER_TASK = 3.0
+PLOT_MARGIN = 1.0
+
+
+@dataclass
+class Cell:
+    """One backbone on one task: the values found (one per seed, or the HPO best)."""
+
+    values: list[float]
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "n": len(self.values),
+            "values": self.values,
+            "run_ids": self.run_ids,
+        }
+
+
+@dataclass
+class Backbone:
+    name: str
+    experiment: str | None
+    config: Path
+    baseline: bool
+    ran: bool = False  # the experiment exists in the store with a finished run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "experiment": self.experiment,
+            "config": str(self.config),
+            "baseline": self.baseline,
+            "ran": self.ran,
+        }
+
+
+@dataclass
+class TaskRow:
+    name: str
+    metric: str  # as shown: "val/loss (best HPO trial)" or "test/loss"
+    direction: str  # "min" or "max"
+    source: str  # REPEATED or HPO
+    cells: dict[str, Cell | None] = field(default_factory=dict)
+
+    @property
+    def best(self) -> list[str]:
+        """The backbones with the best mean (several on a tie); none when no value."""
+        found = {name: cell.mean for name, cell in self.cells.items() if cell is not None}
+        if not found:
+            return []
+        pick = min if self.direction == "min" else max
+        target = pick(found.values())
+        return [name for name, value in found.items() if value == target]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "direction": self.direction,
+            "source": self.source,
+            "best": self.best,
+            "values": {k: (c.to_dict() if c else None) for k, c in self.cells.items()},
+        }
+
+
+@dataclass
+class Results:
+    directory: Path
+    backbones: list[Backbone]
+    tasks: list[TaskRow]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "backbones": [b.to_dict() for b in self.backbones],
+            "tasks": [t.to_dict() for t in self.tasks],
+            "not_run": [b.config.name for b in self.backbones if not b.ran],
+            "notes": self.notes,
+        }
+
+
+# -- reading -------------------------------------------------------------------------------------
+def collect(directory: Path) -> Results:
+    """The table's content for DIR: its backbone and baselines, one row per task."""
+    from scaffold.baselines import configs_of
+    from scaffold.render import CONFIG_FILE
+    from scaffold.state import read_state
+
+    directory = Path(directory).resolve()
+    state = read_state(directory)
+    own = state.options.name or state.spec.qualname
+    entries = [(own, directory / CONFIG_FILE, False)]
+    entries += [(name, path, True) for name, path in configs_of(directory, state.options.baselines)]
+
+    # MLflow 3 refuses its file store (the one terratorch-iterate writes) unless this is set.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    backbones: list[Backbone] = []
+    notes: list[str] = []
+    hpo: dict[str, dict[str, Cell]] = {}
+    repeated: dict[str, dict[str, Cell]] = {}
+    tasks: dict[str, tuple[str, str]] = {}  # name -> (metric, direction), the main config's first
+    task_names: dict[str, set[str]] = {}
+    for name, path, is_baseline in entries:
+        config = _read_config(path, notes)
+        backbone = Backbone(name, None, path, is_baseline)
+        backbones.append(backbone)
+        if config is None:
+            continue
+        backbone.experiment = str(config.get("experiment_name"))
+        config_tasks = _tasks_of(config)
+        task_names[name] = set(config_tasks)
+        for task, spec in config_tasks.items():
+            tasks.setdefault(task, spec)
+        storage = str(config.get("storage_uri") or "")
+        hpo[name], backbone.ran = _hpo_cells(storage, backbone.experiment, config_tasks)
+        repeated[name] = _repeated_cells(storage, backbone.experiment, config_tasks)
+        if not backbone.ran:
+            rel = path.relative_to(directory)
+            notes.append(
+                f"{name}: experiment {backbone.experiment!r} never ran; run "
+                f"`terratorch iterate --hpo --config {rel}` in {directory}"
+            )
+
+    rows: list[TaskRow] = []
+    for task, (metric, direction) in tasks.items():
+        use_repeated = any(task in cells for cells in repeated.values())
+        source = repeated if use_repeated else hpo
+        shown = _test_metric(metric) if use_repeated else f"{metric} (best HPO trial)"
+        row = TaskRow(task, shown, direction, REPEATED if use_repeated else HPO)
+        for backbone in backbones:
+            row.cells[backbone.name] = source.get(backbone.name, {}).get(task)
+            if backbone.ran and task not in task_names.get(backbone.name, set()):
+                notes.append(f"{backbone.name}: task {task!r} is not in {backbone.config.name}")
+            elif use_repeated and backbone.ran and row.cells[backbone.name] is None:
+                notes.append(
+                    f"{backbone.name}: no repeated runs of {task!r}; run `terratorch iterate "
+                    f"--hpo --repeat --config {backbone.config}` (with run_repetitions set)"
+                )
+        rows.append(row)
+    return Results(directory, backbones, rows, notes)
+
+
+def _read_config(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError:
+        notes.append(f"{path}: missing")
+        return None
+    except yaml.YAMLError as exc:
+        notes.append(f"{path}: not valid YAML ({str(exc).splitlines()[0]})")
+        return None
+    if not isinstance(config, dict) or "experiment_name" not in config:
+        notes.append(f"{path}: not a terratorch-iterate config")
+        return None
+    return config
+
+
+def _tasks_of(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    found: dict[str, tuple[str, str]] = {}
+    for task in config.get("tasks") or []:
+        if isinstance(task, dict) and task.get("name"):
+            found[str(task["name"])] = (
+                str(task.get("metric") or "val/loss"),
+                str(task.get("direction") or "min"),
+            )
+    return found
+
+
+def _client(storage: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=storage)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _hpo_cells(
+    storage: str, experiment: str, tasks: dict[str, tuple[str, str]]
+) -> tuple[dict[str, Cell], bool]:
+    """Each task's newest finished HPO run under a top-level run: ``best_<metric>``."""
+    if not storage or (not storage.startswith(("http", "sqlite")) and not Path(storage).is_dir()):
+        return {}, False
+    client = _client(storage)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}, False
+    runs = client.search_runs(
+        [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=5000
+    )
+    tops = {r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    cells: dict[str, Cell] = {}
+    ran = False
+    for run in runs:  # newest first
+        if run.data.tags.get("mlflow.parentRunId") not in tops:
+            continue
+        if run.info.status != "FINISHED":
+            continue
+        ran = True
+        task = run.info.run_name
+        if task not in tasks or task in cells:
+            continue
+        value = run.data.metrics.get(f"best_{tasks[task][0]}")
+        if _finite(value):
+            cells[task] = Cell([float(value)], [run.info.run_id])
+    return cells, ran
+
+
+def _test_metric(metric: str) -> str:
+    """terratorch-iterate's repeated runs test the model: ``val/loss`` -> ``test/loss``."""
+    return "test/" + metric.split("/")[-1]
+
+
+def _repeated_cells(
+    storage: str, experiment: str, tasks: dict[str, tuple[str, str]]
+) -> dict[str, Cell]:
+    """Each task's finished seeds in the repeated-runs store: ``test_test/<metric>``."""
+    if not storage or storage.startswith(("http", "sqlite")):
+        return {}
+    store = f"{storage}_repeated_exp"
+    if not Path(store).is_dir():
+        return {}
+    client = _client(store)
+    found = client.get_experiment_by_name(f"{experiment}_repeated_exp")
+    if found is None:
+        return {}
+    runs = client.search_runs(
+        [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=5000
+    )
+    cells: dict[str, Cell] = {}
+    seen: set[str] = set()
+    for run in runs:  # newest first: a seed run again replaces the older one
+        name = run.info.run_name or ""
+        match = re.fullmatch(r"(.+)_(\d+)", name)
+        if not match or match.group(1) not in tasks or name in seen:
+            continue
+        if run.info.status != "FINISHED":
+            continue
+        seen.add(name)
+        task = match.group(1)
+        value = run.data.metrics.get("test_" + _test_metric(tasks[task][0]))
+        if _finite(value):
+            cell = cells.setdefault(task, Cell([]))
+            cell.values.append(float(value))
+            cell.run_ids.append(run.info.run_id)
+    return cells
+
+
+# -- plotting ------------------------------------------------------------------------------------
+def plot_size(results: Results) -> tuple[float, float]:
+    """The figure's size in inches (the PNG is this times PLOT_DPI pixels): a panel per task,
+    and one for the aggregate in the IQM plot."""
+    panels = max(1, len(results.tasks)) + (1 if iqm_ready(results) else 0)
+    return (PLOT_MARGIN + PLOT_WIDTH_PER_TASK * panels, PLOT_HEIGHT)
+
+
+def iqm_ready(results: Results) -> bool:
+    """Enough seeds everywhere for terratorch-iterate's normalised IQM plot."""
+    return (
+        len(results.backbones) >= 2
+        and bool(results.tasks)
+        and all(
+            row.source == REPEATED
+            and all(c is not None and len(c.values) >= IQM_MIN_SEEDS for c in row.cells.values())
+            for row in results.tasks
+        )
+    )
+
+
+def plot_results(results: Results, path: Path) -> Path:
+    """A PNG for a paper draft: terratorch-iterate's normalised IQM plot when every backbone has
+    enough seeds on every task, else one panel per task with mean +- std bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ScaffoldError(f"--plot {path}: give a .png file")
+    if not path.parent.is_dir():
+        raise ScaffoldError(f"--plot {path}: no such directory {path.parent}")
+    if not results.tasks:
+        raise ScaffoldError(f"{results.directory}: the configs have no tasks to plot")
+    fig = figure(results)
+    try:
+        fig.savefig(path, dpi=PLOT_DPI)  # no bbox cropping: the size is what plot_size says
+    except OSError as exc:
+        raise ScaffoldError(f"--plot {path}: cannot write it ({exc.strerror or exc})") from exc
+    finally:
+        plt.close(fig)
+    return path
+
+
+def figure(results: Results):
+    """The matplotlib Figure `plot_results` saves (the caller closes it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    iqm = iqm_ready(results)
+    with warnings.catch_warnings():  # seaborn's deprecations, from terratorch-iterate's calls
+        warnings.simplefilter("ignore", FutureWarning)
+        fig = _iqm_figure(results) if iqm else _bars_figure(results)
+    fig.set_size_inches(*plot_size(results))
+    fig.tight_layout(rect=(0, 0, 1, 0.88 if iqm else 0.95))  # room for the legend or title
+    return fig
+
+
+def _bars_figure(results: Results):
+    from matplotlib import pyplot as plt
+
+    names = [b.name for b in results.backbones]
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(1, len(results.tasks), squeeze=False)
+    for ax, row in zip(axes[0], results.tasks, strict=True):
+        best = set(row.best)
+        for i, name in enumerate(names):
+            cell = row.cells.get(name)
+            if cell is None:  # missing: a label where the bar would be, never a zero bar
+                ax.text(i, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=8)
+                continue
+            ax.bar(
+                i,
+                cell.mean,
+                yerr=cell.std,
+                capsize=4,
+                color=colors[i % len(colors)],
+                edgecolor="black" if name in best else "none",
+                linewidth=2 if name in best else 0,
+                hatch="//" if name in best else None,
+            )
+            ax.text(i, cell.mean, f"{cell.mean:.3g}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        arrow = "lower is better" if row.direction == "min" else "higher is better"
+        ax.set_title(f"{row.name}\n{row.metric}, {arrow}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+    seeds = any(row.source == REPEATED for row in results.tasks)
+    what = "mean ± std over seeds" if seeds else "best HPO trial"
+    fig.suptitle(f"{what}; hatched: best", fontsize=9)
+    return fig
+
+
+def _iqm_figure(results: Results):
+    """terratorch-iterate's (geobench's) plot: per-task scores normalised to [0, 1] over the
+    backbones, bootstrapped interquartile means per task and aggregated over tasks."""
+    import pandas as pd
+    from matplotlib import pyplot as plt
+    from terratorch_iterate import plot_tools
+
+    records = [
+        {"model": name, "dataset": row.name, "partition_name": "default", "test metric": value}
+        for row in results.tasks
+        for name, cell in row.cells.items()
+        if cell is not None
+        for value in cell.values
+    ]
+    df = pd.DataFrame.from_records(records)
+    normalizer = plot_tools.make_normalizer(df, metrics=("test metric",))
+    metric = normalizer.normalize_data_frame(df, "test metric")
+    # Higher is better on every panel: a metric to minimise is flipped after normalising.
+    flip = {row.name for row in results.tasks if row.direction == "min"}
+    df[metric] = [1 - v if d in flip else v for v, d in zip(df[metric], df["dataset"], strict=True)]
+    iqms = pd.concat(
+        (
+            plot_tools.bootstrap_iqm_aggregate(df, metric=metric),
+            plot_tools.bootstrap_iqm(df, metric=metric),
+        )
+    )
+    order = [b.name for b in results.backbones]
+    plot_tools.plot_per_dataset(iqms, order, metric=metric, fig_size=plot_size(results))
+    fig = plt.gcf()
+    fig.axes[0].set_ylabel("normalised IQM (higher is better)", fontsize=8)
+    return fig
