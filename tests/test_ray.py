@@ -17,7 +17,7 @@ import yaml
 from scaffold.generate import Options, generate
 from scaffold.ray_route import RAY_CONFIG_FILE, route_difference, route_values
 from scaffold.state import Options as StateOptions
-from scaffold.state import read_state
+from scaffold.state import encode_base, read_state
 from scaffold.update import update_dir
 
 from .conftest import MODELS, clean_env, copy_model, run_fresh, run_json
@@ -175,11 +175,14 @@ def test_update_ray_adds_the_config_and_keeps_it_in_step(tmp_path):
 
     # As if an older scaffold had written other smoke limits into both files; a hand edit of
     # the Ray config's trials stays, the regenerated limits reach both.
+    state_path = out / ".scaffold" / "state.json"
+    state = json.loads(state_path.read_text())
     for rel in ("benchmark.yaml", RAY_CONFIG_FILE):
-        for path in (out / rel, out / ".scaffold" / "pristine" / rel):
-            path.write_text(
-                path.read_text().replace("limit_train_batches: 2", "limit_train_batches: 7")
-            )
+        path = out / rel
+        older = path.read_text().replace("limit_train_batches: 2", "limit_train_batches: 7")
+        path.write_text(older)
+        state["bases"][rel] = encode_base(older.encode())  # what the older scaffold rendered
+    state_path.write_text(json.dumps(state, indent=2) + "\n")
     ray_path = out / RAY_CONFIG_FILE
     ray_path.write_text(ray_path.read_text().replace("n_trials: 1", "n_trials: 6"))
     merged = update_dir(out)
