@@ -61,6 +61,21 @@ ShapeOpt = Annotated[
     str | None,
     typer.Option("--input-shape", help="Input without batch: C,H,W or C,T,H,W (e.g. 6,4,64,64)."),
 ]
+ForwardArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--forward-arg",
+        help="Forward argument NAME=VALUE, or PARAM.KEY=VALUE for an item of a dict parameter "
+        "(VALUE is YAML), e.g. wavelengths=[0.49,0.56,0.665]. Repeatable.",
+    ),
+]
+ImageArgOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--image-arg",
+        help="The forward parameter (or PARAM.KEY) that receives the image (default: the first).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DirArg = Annotated[
     Path, typer.Argument(help="A directory made by `scaffold new-backbone`.", show_default=True)
@@ -86,16 +101,21 @@ def inspect(
     target: TargetArg,
     arg: ArgOpt = None,
     input_shape: ShapeOpt = None,
+    forward_arg: ForwardArgOpt = None,
+    image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Analyse a model and show its feature maps. Writes nothing."""
     from scaffold.analysis import analyse
+    from scaffold.analysis.call import check_image_arg, parse_forward_args
     from scaffold.target import parse_args, parse_input_shape
 
     args = parse_args(arg)
     shape = parse_input_shape(input_shape)
+    forward_args = parse_forward_args(forward_arg)
+    check_image_arg(image_arg)
     with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"):
-        spec = analyse(target, args, shape)
+        spec = analyse(target, args, shape, forward_args, image_arg)
     if as_json:
         _print_json(spec.to_dict())
         return
@@ -122,9 +142,12 @@ def new_backbone(
         str, typer.Option(help="segmentation, classification or regression.")
     ] = "segmentation",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
+    forward_arg: ForwardArgOpt = None,
+    image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify."""
+    from scaffold.analysis.call import check_image_arg, parse_forward_args
     from scaffold.generate import Options, generate
     from scaffold.target import parse_args, parse_input_shape
 
@@ -136,6 +159,8 @@ def new_backbone(
         out=out_dir,
         weights=weights,
         task=task,
+        forward_args=parse_forward_args(forward_arg),
+        image_arg=check_image_arg(image_arg),
     )
     with _stdout_kept_for_json(as_json):
         result = generate(options, progress=err())
@@ -172,13 +197,26 @@ def update(
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Do not verify afterwards.")
     ] = False,
+    forward_arg: ForwardArgOpt = None,
+    image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY."""
+    """Re-analyse the model, regenerate, and merge with the hand edits in DIRECTORY.
+
+    --forward-arg and --image-arg change the recorded ones (the others are kept)."""
+    from scaffold.analysis.call import check_image_arg, parse_forward_args
     from scaffold.update import update_dir
 
+    forward_args = parse_forward_args(forward_arg)
+    check_image_arg(image_arg)
     with _stdout_kept_for_json(as_json):
-        result = update_dir(directory, dry_run=dry_run, progress=err())
+        result = update_dir(
+            directory,
+            dry_run=dry_run,
+            progress=err(),
+            forward_args=forward_args,
+            image_arg=image_arg,
+        )
     if dry_run:
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})

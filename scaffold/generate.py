@@ -155,7 +155,9 @@ def generate(options: Options, progress=None) -> GenerateResult:
 
     target = absolute_target(options.target)
     with status(progress, f"analysing {options.target}"):
-        spec = analyse(target, options.args, options.input_shape)
+        spec = analyse(
+            target, options.args, options.input_shape, options.forward_args, options.image_arg
+        )
     check_task(spec, options.task)
     with status(progress, "checking the name against timm and TerraTorch"):
         name = choose_name(options.name, spec)
@@ -190,6 +192,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 out=out,
                 weights=weights,
                 task=options.task,
+                forward_args=dict(options.forward_args),
+                image_arg=options.image_arg,
             )
             write_state(tmp, State(__version__, recorded, spec, tuple(files)), pristine)
             if out.is_dir():

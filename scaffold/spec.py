@@ -51,6 +51,7 @@ class BackboneSpec:
     - `input_shape`: the traced input, batch dimension included: (B, C, H, W) or (B, C, T, H, W).
     - `in_chans_arg`: the constructor parameter that sets the input channels, if there is one.
     - `features`: the candidate feature maps in forward order; `out_indices` selects the default ones.
+    - `forward_call`: how the forward is called, when not as ``model(x)``.
     """
 
     target: str
@@ -76,6 +77,9 @@ class BackboneSpec:
     has_forward_intermediates: bool = False
     spec_version: int = SPEC_VERSION
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # How the forward is called when not as ``model(x)`` (see scaffold.analysis.call): the image's
+    # parameter, the other arguments, their forms, the per-band ones, fixed noise. Empty: model(x).
+    forward_call: dict[str, Any] = field(default_factory=dict)
 
     # -- derived views ------------------------------------------------------------------------
     @property

@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ class Options:
     out: Path | None = None
     weights: Path | None = None
     task: str = "segmentation"
+    # How the forward is called: --forward-arg NAME=VALUE (or PARAM.KEY=VALUE) and --image-arg.
+    forward_args: dict[str, Any] = field(default_factory=dict)
+    image_arg: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +57,8 @@ class Options:
             out=Path(data["out"]) if data.get("out") else None,
             weights=Path(data["weights"]) if data.get("weights") else None,
             task=data.get("task", "segmentation"),
+            forward_args=data.get("forward_args") or {},
+            image_arg=data.get("image_arg"),
         )
 
 

@@ -13,6 +13,7 @@ the state is written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import os
 import shutil
@@ -81,16 +82,35 @@ class UpdateResult:
         }
 
 
-def update_dir(directory: Path, dry_run: bool = False, progress=None) -> UpdateResult:
+def update_dir(
+    directory: Path,
+    dry_run: bool = False,
+    progress=None,
+    forward_args: dict[str, Any] | None = None,
+    image_arg: str | None = None,
+) -> UpdateResult:
+    """Re-analyse, re-render and merge; `forward_args` and `image_arg` change the recorded ones."""
     from scaffold.analysis import analyse
     from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render_to_temp
 
     out = Path(directory).resolve()
     state = read_state(out)
     options = state.options
+    if forward_args or image_arg:
+        options = dataclasses.replace(
+            options,
+            forward_args={**options.forward_args, **(forward_args or {})},
+            image_arg=image_arg or options.image_arg,
+        )
     with locked(out):
         with status(progress, f"analysing {options.target}"):
-            spec = analyse(options.target, options.args, options.input_shape)
+            spec = analyse(
+                options.target,
+                options.args,
+                options.input_shape,
+                options.forward_args,
+                options.image_arg,
+            )
         check_task(spec, options.task)
         render_options = RenderOptions(
             name=options.name or "",
