@@ -2,6 +2,8 @@
 
 1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
+   ``determinism``: the same input twice gives the same features, every token there;
+   ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
@@ -80,10 +82,15 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
 
     if not run("import", context.check_import):
         return report
+    from scaffold.verify.determinism import check_determinism, check_forward_args
+
     passed = [
         run("features", context.check_features),
-        run("factory", context.check_factory),
+        run("determinism", lambda: check_determinism(context)),
     ]
+    if state.spec.forward_call.get("per_band"):
+        passed.append(run("forward args", lambda: check_forward_args(context)))
+    passed.append(run("factory", context.check_factory))
     if state.options.weights is not None:
         passed.append(run("weights", context.check_weights))
     if quick:
