@@ -69,6 +69,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
     assert [c["name"] for c in data["checks"] if c["ok"]] == [
         "import",
         "features",
+        "determinism",
         "factory",
         "benchmark",
     ]

@@ -154,7 +154,7 @@ def test_weights_that_fit_and_weights_that_do_not(tmp_path):
 def test_verify_cli_exit_codes_and_json(generated, tmp_path):
     code, data = run_json("verify", str(generated["channels_last"].out), "--quick")
     assert code == 0 and data["ok"] is True
-    assert [c["name"] for c in data["checks"]] == ["import", "features", "factory"]
+    assert [c["name"] for c in data["checks"]] == ["import", "features", "determinism", "factory"]
     not_generated = tmp_path / "plain"
     not_generated.mkdir()
     done = run_cli("verify", str(not_generated))

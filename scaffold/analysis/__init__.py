@@ -21,7 +21,7 @@ def analyse(
     """
     from torch import nn
 
-    from scaffold.analysis.call import trace_called
+    from scaffold.analysis.call import per_band_shapes, trace_called
     from scaffold.analysis.features import select_features
     from scaffold.analysis.inputs import first_conv, guess_input
     from scaffold.analysis.static import analyse_file
@@ -43,6 +43,8 @@ def analyse(
         shapes: tuple[tuple[int, ...], ...] = (input_shape,)
     else:
         shapes = guess.shapes
+        if guess.in_chans_arg is None:
+            shapes = per_band_shapes(shapes, forward_args or {})
 
     failures: list[tuple[tuple[int, ...], ForwardFailed]] = []
     for shape in shapes:

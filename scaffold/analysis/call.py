@@ -206,6 +206,22 @@ def plan_call(
     return CallPlan(image_arg, positional, args, per_band, notes)
 
 
+def per_band_shapes(
+    shapes: tuple[tuple[int, ...], ...], forward_args: dict[str, Any]
+) -> tuple[tuple[int, ...], ...]:
+    """For a model without a channel parameter: a forward argument that lists numbers (one per
+    band, as DOFA's wavelengths) gives the channel count, tried before the guessed one."""
+    counts = [
+        len(v)
+        for v in forward_args.values()
+        if isinstance(v, list) and len(v) > 1 and all(isinstance(i, (int, float)) for i in v)
+    ]
+    if not counts:
+        return shapes
+    widened = tuple((counts[0], *shape[1:]) for shape in shapes if shape[0] != counts[0])
+    return widened + shapes
+
+
 def _per_band(value: Any, in_chans: int) -> bool:
     return (
         isinstance(value, (list, tuple))

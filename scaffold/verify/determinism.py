@@ -36,19 +36,31 @@ def configured_model_args(context) -> list[tuple[str, dict[str, Any]]]:
 
 
 def check_determinism(context) -> str:
+    """The backbone as timm builds it by default (FORWARD_ARGS) and, when the YAML gives other
+    forward arguments, as the benchmark builds it."""
+    builds: list[tuple[str, dict[str, Any]]] = [("", {})]
+    tasks = configured_model_args(context)
+    if tasks and tasks[0][1].get(FORWARD_ARGS_KEY):
+        given = {"forward_args": tasks[0][1][FORWARD_ARGS_KEY]}
+        builds.append((f" (with the YAML's {FORWARD_ARGS_KEY})", given))
+    count = 0
+    for where, kwargs in builds:
+        count = _same_twice(context, kwargs, where)
+    return f"{count} features, the same on two eval-mode calls with every token of the grid"
+
+
+def _same_twice(context, kwargs: dict[str, Any], where: str) -> int:
     import timm
     import torch
 
     x = context.example_input()
     height, width = x.shape[-2:]
-    kwargs: dict[str, Any] = {}
-    tasks = configured_model_args(context)
-    if tasks and tasks[0][1].get(FORWARD_ARGS_KEY):
-        kwargs["forward_args"] = tasks[0][1][FORWARD_ARGS_KEY]  # as the benchmark builds it
     try:
         backbone = timm.create_model(context.name, **kwargs).eval()
     except Exception as exc:
-        raise CheckFailed(f"timm.create_model({context.name!r}) failed: {one_line(exc)}") from exc
+        raise CheckFailed(
+            f"timm.create_model({context.name!r}){where} failed: {one_line(exc)}"
+        ) from exc
     runs = []
     for seed in SEEDS:
         torch.manual_seed(seed)
@@ -56,31 +68,33 @@ def check_determinism(context) -> str:
             with torch.no_grad():
                 runs.append([f.detach().clone() for f in backbone(x)])
         except Exception as exc:
-            raise CheckFailed(f"the backbone's forward raised {one_line(exc)}") from exc
+            raise CheckFailed(f"the backbone's forward{where} raised {one_line(exc)}") from exc
     names = backbone.feature_info.module_name()
     for i, (a, b) in enumerate(zip(*runs, strict=True)):
         if a.shape != b.shape:
             raise CheckFailed(
-                f"in eval mode the same input twice gave features of different shapes: feature "
-                f"{i} (`{names[i]}`) was {tuple(a.shape)}, then {tuple(b.shape)}: the forward "
-                "drops tokens at random (masking is on)"
+                f"not deterministic{where}: in eval mode the same input twice gave features of "
+                f"different shapes: feature {i} (`{names[i]}`) was {tuple(a.shape)}, then "
+                f"{tuple(b.shape)}: the forward drops tokens at random (masking is on)"
             )
         if not torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
             worst = (a - b).abs().nan_to_num(nan=math.inf).max().item()
             raise CheckFailed(
-                f"not deterministic: in eval mode the same input twice gave different features "
-                f"(feature {i}, `{names[i]}`, differs by up to {worst:.3g}): the forward masks, "
-                "shuffles or samples at random; switch masking off (a mask ratio of 0 in "
+                f"not deterministic{where}: in eval mode the same input twice gave different "
+                f"features (feature {i}, `{names[i]}`, differs by up to {worst:.3g}): the forward "
+                "masks, shuffles or samples at random; switch masking off (a mask ratio of 0 in "
                 f"FORWARD_ARGS / {FORWARD_ARGS_KEY}) and keep FIXED_NOISE for a token shuffle"
             )
     features = getattr(sys.modules.get(type(backbone).__module__), "FEATURES", None)
     if features is not None:
         for i, (feature, index) in enumerate(zip(runs[0], backbone.out_indices, strict=True)):
-            _all_tokens(feature, features[index], i, names[i], height, width)
-    return f"{len(runs[0])} features, the same on two eval-mode calls with every token of the grid"
+            _all_tokens(feature, features[index], i, names[i], height, width, where)
+    return len(runs[0])
 
 
-def _all_tokens(feature, spec: dict[str, Any], i: int, name: str, height: int, width: int) -> None:
+def _all_tokens(
+    feature, spec: dict[str, Any], i: int, name: str, height: int, width: int, where: str
+) -> None:
     """A token feature holds its class/register tokens and one token per grid cell."""
     if spec.get("layout") != "NLC" or feature.ndim != 3:
         return
@@ -90,7 +104,7 @@ def _all_tokens(feature, spec: dict[str, Any], i: int, name: str, height: int, w
         return
     h, w = grids[0]
     raise CheckFailed(
-        f"not deterministic features of the whole image: feature {i} (`{name}`) has "
+        f"not deterministic features of the whole image{where}: feature {i} (`{name}`) has "
         f"{feature.shape[1]} tokens where the {h}x{w} grid of the {height}x{width} input at "
         f"reduction {r} and {prefix} prefix token(s) make {prefix + h * w}: the forward drops "
         f"tokens (masking is on: set the mask ratio to 0 in FORWARD_ARGS / {FORWARD_ARGS_KEY})"
