@@ -222,8 +222,9 @@ def test_dict_input_model_end_to_end_and_update_repeats_the_options(tmp_path):
     code, data = run_json("update", str(out), "--no-verify")
     assert code == 0 and data["changes"] == [], data  # the same options: nothing changes
 
-    code, data = run_json("inspect", str(MODELS / "dict_in.py"), "--image-arg", "x_dict.imgs")
-    assert code == 2  # chn_ids is needed: KeyError from the model, reported as bad input
+    done = run_cli("inspect", str(MODELS / "dict_in.py"), "--image-arg", "x_dict.imgs")
+    assert done.returncode == 2  # chn_ids is missing: the model's KeyError, as bad input
+    assert "forward raised on an input of shape (2, 1, 64, 64): KeyError: 'chn_ids'" in done.stderr
 
 
 def test_torchgeo_dofa_end_to_end(tmp_path):
