@@ -114,7 +114,10 @@ def inspect(
     shape = parse_input_shape(input_shape)
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
-    with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"):
+    from scaffold.lightimport import parents_deferred
+
+    # Nothing else is imported in this process: the model's module is imported alone.
+    with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"), parents_deferred():
         spec = analyse(target, args, shape, forward_args, image_arg)
     if as_json:
         _print_json(spec.to_dict())

@@ -273,3 +273,47 @@ def test_cli_forward_arg_syntax_is_checked():
     assert done.returncode == 2
     assert "--forward-arg 'wavelengths': expected NAME=VALUE or PARAM.KEY=VALUE" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- inspect imports the model's module alone -----------------------------------------------------
+NET = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, 2, 1){extra}
+
+    def forward(self, x):
+        return self.conv(x)
+"""
+
+
+def test_inspect_defers_the_parent_packages_init(tmp_path, monkeypatch):
+    import sys
+
+    from scaffold.lightimport import parents_deferred
+
+    marker = tmp_path / "init_ran"
+    for pkg, extra in (("heavy_pkg", ""), ("needy_pkg", "\n        assert SETUP_BY_INIT")):
+        (tmp_path / pkg / "sub").mkdir(parents=True)
+        init = f"open({str(marker)!r}, 'a').write('{pkg} ')\nSETUP_BY_INIT = True\n"
+        (tmp_path / pkg / "__init__.py").write_text(init)
+        (tmp_path / pkg / "sub" / "__init__.py").write_text("")
+        source = NET.format(extra=extra)
+        if pkg == "needy_pkg":
+            source = "from needy_pkg import SETUP_BY_INIT\n" + source
+        (tmp_path / pkg / "sub" / "net.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    with parents_deferred():
+        spec = analyse("heavy_pkg.sub.net:Net")
+        # A module that needs its package's __init__ is imported the usual way.
+        needy = analyse("needy_pkg.sub.net:Net")
+    assert [f.module for f in spec.features] == [f.module for f in needy.features] == ["conv"]
+    assert marker.read_text() == "needy_pkg "  # heavy_pkg's __init__ never ran
+    assert "heavy_pkg" not in sys.modules and "heavy_pkg.sub.net" not in sys.modules
+    # Outside the context, a plain import runs the __init__ as usual.
+    __import__("heavy_pkg.sub.net")
+    assert marker.read_text() == "needy_pkg heavy_pkg "

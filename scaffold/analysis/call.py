@@ -392,6 +392,8 @@ def trace_called(
         except Exception as cpu_exc:
             raise ForwardFailed(cpu_exc) from cpu_exc
     notes = list(plan.notes)
+    if not plan.trivial:
+        notes.append(f"the forward is called as {describe_call(plan, invoker.forms)}")
     if invoker.draws:
         notes.append(
             f"the forward draws random numbers in eval mode ({describe_draws(invoker.draws)}); "
@@ -439,6 +441,31 @@ def forward_call_spec(plan: CallPlan, invoker: Invoker) -> dict[str, Any]:
         "per_band": list(plan.per_band),
         "fixed_noise": invoker.fixed_noise,
     }
+
+
+def describe_call(plan: CallPlan, forms: dict[str, str]) -> str:
+    """``forward(x, wavelengths=tensor([...]))``-like text for a person."""
+    shown = {"value": "{}", "tensor": "tensor({})", "batched": "tensor({}) repeated over the batch"}
+    items: dict[str, list[str]] = {}
+    image_param, _, image_key = plan.image.partition(".")
+    for key, value in plan.args.items():
+        param, _, item = key.partition(".")
+        text = shown[forms.get(key, "value")].format(value)
+        items.setdefault(param, []).append(f"{item!r}: {text}" if item else text)
+    image = f"{image_key!r}: image" if image_key else "image"
+    items.setdefault(image_param, []).insert(0, image)
+    parts = []
+    for param, texts in items.items():
+        value = (
+            "{" + ", ".join(texts) + "}" if "." in plan.image and param == image_param else texts[0]
+        )
+        if any(k.startswith(param + ".") for k in plan.args) and param != image_param:
+            value = "{" + ", ".join(texts) + "}"
+        if param == image_param and plan.image_positional:
+            parts.insert(0, value)
+        else:
+            parts.append(f"{param}={value}")
+    return f"forward({', '.join(parts)})"
 
 
 def describe_draws(draws: dict[str, int]) -> str:
