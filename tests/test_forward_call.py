@@ -317,3 +317,23 @@ def test_inspect_defers_the_parent_packages_init(tmp_path, monkeypatch):
     # Outside the context, a plain import runs the __init__ as usual.
     __import__("heavy_pkg.sub.net")
     assert marker.read_text() == "needy_pkg heavy_pkg "
+
+
+def test_randomness_torch_does_not_see_is_noted(tmp_path):
+    path = tmp_path / "noisy.py"
+    path.write_text(
+        "import numpy as np\nimport torch\nfrom torch import nn\n\n\n"
+        "class Noisy(nn.Module):\n"
+        "    def __init__(self) -> None:\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 8, 3, 2, 1)\n\n"
+        "    def forward(self, x):\n"
+        "        noise = torch.from_numpy(np.random.rand(*x.shape[1:])).float()\n"
+        "        return self.conv(x + noise)\n"
+    )
+    spec = analyse(str(path))
+    assert spec.forward_call == {}  # no torch draw to fix
+    assert any(
+        n.startswith("the forward gives different outputs for the same input in eval mode")
+        for n in spec.notes
+    ), spec.notes

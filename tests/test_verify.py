@@ -28,7 +28,7 @@ def test_verify_passes_for_every_layout(generated, layout):
     report = verify_dir(generated[layout].out)
     found = checks(report)
     assert report.ok, found
-    assert list(found) == ["import", "features", "factory", "benchmark"]
+    assert list(found) == ["import", "features", "determinism", "factory", "benchmark"]
     value = float(found["benchmark"][1].split("= ")[-1])
     assert math.isfinite(value) and value > 0  # a cross-entropy loss on random data
 

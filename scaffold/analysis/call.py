@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 from scaffold.errors import ScaffoldError
 
 FORMS = ("value", "tensor", "batched")
+SEEDS = (1, 2)  # random states of the two calls compared for determinism
 MAX_COMBINATIONS = 27  # forms tried per call (3 arguments that may each take 3 forms)
 # A forward parameter that switches masking: "mask" in its name, a ratio above 0 as default.
 MASK_NAME = re.compile(r"mask", re.IGNORECASE)
@@ -335,20 +336,25 @@ class Invoker:
         return output
 
 
-def resolve_invoker(model: nn.Module, plan: CallPlan, x: torch.Tensor) -> Invoker:
-    """The first combination of forms the forward accepts (eval mode, no grad); raises the
-    exception of the first combination when none does."""
+def resolve_invoker(
+    model: nn.Module, plan: CallPlan, x: torch.Tensor
+) -> tuple[Invoker, torch.Tensor | None]:
+    """The first combination of forms the forward accepts (eval mode, no grad), and the first
+    tensor of that call's output; raises the exception of the first combination when none does."""
+    from scaffold.analysis.trace import first_tensor
+
     first: Exception | None = None
     model.eval()
     for forms in form_choices(plan):
         invoker = Invoker(plan, forms)
         try:
+            torch.manual_seed(SEEDS[0])
             with torch.no_grad():
-                invoker(model, x)
+                output = first_tensor(invoker(model, x))
         except Exception as exc:
             first = first or exc
             continue
-        return invoker
+        return invoker, output
     assert first is not None
     raise first
 
@@ -372,12 +378,14 @@ def trace_called(
         SMALL_MODEL_PARAMS,
         ForwardFailed,
         build_model,
+        first_tensor,
         run_trace,
     )
 
     plan = plan_call(model, forward_args, image_arg, shape[0])
+    x = torch.randn(BATCH, *shape, device=device)
     try:
-        invoker = resolve_invoker(model, plan, torch.randn(BATCH, *shape, device=device))
+        invoker, output = resolve_invoker(model, plan, x)
     except Exception as exc:
         if device != "meta":
             raise ForwardFailed(exc) from exc
@@ -387,8 +395,9 @@ def trace_called(
             raise
         except Exception as build_exc:
             raise ForwardFailed(exc) from build_exc
+        x = torch.randn(BATCH, *shape)
         try:
-            invoker = resolve_invoker(model, plan, torch.randn(BATCH, *shape))
+            invoker, output = resolve_invoker(model, plan, x)
         except Exception as cpu_exc:
             raise ForwardFailed(cpu_exc) from cpu_exc
     notes = list(plan.notes)
@@ -402,11 +411,15 @@ def trace_called(
             "every call"
         )
         invoker = Invoker(plan, invoker.forms, fixed_noise=True)
+        output = None
     trace = run_trace(obj, args, model, device, shape, call=invoker)
     small = sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMS
     if trace.device == "cpu" and device == "cpu" and small:
-        x = torch.randn(BATCH, *shape)
-        if outputs_differ(model, invoker, x):
+        if output is None:  # the call with fixed noise, under the first seed
+            torch.manual_seed(SEEDS[0])
+            with torch.no_grad():
+                output = first_tensor(invoker(model, x))
+        if outputs_differ(model, invoker, x, output):
             notes.append(
                 "the forward gives different outputs for the same input in eval mode, with "
                 "masking and random draws off: its features are not deterministic"
@@ -414,19 +427,21 @@ def trace_called(
     return trace, forward_call_spec(plan, invoker), notes
 
 
-def outputs_differ(model: nn.Module, invoker: Invoker, x: torch.Tensor) -> bool:
-    """Two eval-mode calls on the same input, with different random states: do they differ?"""
+def outputs_differ(
+    model: nn.Module, invoker: Invoker, x: torch.Tensor, first: torch.Tensor | None
+) -> bool:
+    """Does a call with another random state differ from `first`, the output of a call on the
+    same input `x` under the seed SEEDS[0]?"""
     from scaffold.analysis.trace import first_tensor
 
-    results = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            results.append(first_tensor(invoker(model, x)))
-    a, b = results
-    if a is None or b is None:
+    torch.manual_seed(SEEDS[1])
+    with torch.no_grad():
+        second = first_tensor(invoker(model, x))
+    if first is None or second is None:
         return False
-    return a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)
+    return first.shape != second.shape or not torch.allclose(
+        first, second, rtol=1e-4, atol=1e-5, equal_nan=True
+    )
 
 
 def forward_call_spec(plan: CallPlan, invoker: Invoker) -> dict[str, Any]:
