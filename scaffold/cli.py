@@ -84,6 +84,21 @@ ShapeOpt = Annotated[
         help="Input without batch: C,H,W or C,T,H,W (e.g. 6,4,64,64).",
     ),
 ]
+ForwardArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--forward-arg",
+        help="Forward argument NAME=VALUE, or PARAM.KEY=VALUE for an item of a dict parameter "
+        "(VALUE is YAML), e.g. wavelengths=[0.49,0.56,0.665]. Repeatable.",
+    ),
+]
+ImageArgOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--image-arg",
+        help="The forward parameter (or PARAM.KEY) that receives the image (default: the first).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DataOpt = Annotated[
     list[Path] | None,
@@ -128,6 +143,8 @@ def inspect(
     target: TargetArg,
     arg: ArgOpt = None,
     input_shape: ShapeOpt = None,
+    forward_arg: ForwardArgOpt = None,
+    image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Analyse a model and show its feature maps. Writes nothing.
@@ -137,12 +154,18 @@ def inspect(
     Exit codes: 0 analysed, 2 bad input.
     """
     from scaffold.analysis import analyse
+    from scaffold.analysis.call import check_image_arg, parse_forward_args
     from scaffold.target import parse_args, parse_input_shape
 
     args = parse_args(arg)
     shape = parse_input_shape(input_shape)
-    with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"):
-        spec = analyse(target, args, shape)
+    forward_args = parse_forward_args(forward_arg)
+    check_image_arg(image_arg)
+    from scaffold.lightimport import parents_deferred
+
+    # Nothing else is imported in this process: the model's module is imported alone.
+    with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"), parents_deferred():
+        spec = analyse(target, args, shape, forward_args, image_arg)
     if as_json:
         _print_json(spec.to_dict())
         return
@@ -172,6 +195,8 @@ def new_backbone(
     ] = None,
     task: Annotated[Task, typer.Option(help="The benchmark's task type.")] = "segmentation",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Generate only.")] = False,
+    forward_arg: ForwardArgOpt = None,
+    image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
     data: DataOpt = None,
     ray: Annotated[
@@ -185,6 +210,7 @@ def new_backbone(
     Example: scaffold new-backbone model.py:Net --arg in_chans=6 --out my_net
     Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
     """
+    from scaffold.analysis.call import check_image_arg, parse_forward_args
     from scaffold.generate import Options, generate
     from scaffold.target import parse_args, parse_input_shape
 
@@ -199,6 +225,8 @@ def new_backbone(
         data=tuple(str(d) for d in data or ()),
         ray=ray,
         baselines=tuple(dict.fromkeys(baseline or ())),
+        forward_args=parse_forward_args(forward_arg),
+        image_arg=check_image_arg(image_arg),
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -240,6 +268,8 @@ def update(
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Do not verify afterwards.")
     ] = False,
+    forward_arg: ForwardArgOpt = None,
+    image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
     data: DataOpt = None,
     model: Annotated[
@@ -259,12 +289,17 @@ def update(
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
+    --forward-arg and --image-arg change the recorded ones (the others are kept).
+
     \b
     Example: scaffold update my_net --dry-run
     Exit codes: 0 updated, 1 verification failed or a merge conflict, 2 bad input.
     """
+    from scaffold.analysis.call import check_image_arg, parse_forward_args
     from scaffold.update import update_dir
 
+    forward_args = parse_forward_args(forward_arg)
+    check_image_arg(image_arg)
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = update_dir(
             directory,
@@ -274,6 +309,8 @@ def update(
             model=model,
             ray=ray,
             baselines=tuple(baseline or ()),
+            forward_args=forward_args,
+            image_arg=image_arg,
         )
     if dry_run:
         if as_json:

@@ -259,7 +259,9 @@ def generate(options: Options, progress=None) -> GenerateResult:
             default_out = Path.cwd() / options.name
             check_output_dir(default_out, out_label(default_out, given=False))
     with status(progress, f"analysing {options.target}"):
-        spec = analyse(target, options.args, options.input_shape)
+        spec = analyse(
+            target, options.args, options.input_shape, options.forward_args, options.image_arg
+        )
     if progress is not None and spec.head_modules:
         from scaffold.report import skipped_line
 
@@ -322,6 +324,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
                 data=tuple(ds.root for ds in datasets),
                 ray=options.ray,
                 baselines=options.baselines,
+                forward_args=dict(options.forward_args),
+                image_arg=options.image_arg,
             )
             data = tuple(sorted(str(p.relative_to(tmp)) for p in data_files))
             state = State(__version__, recorded, spec, tuple(files), data_files=data)

@@ -162,6 +162,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             "config_path_comment": shlex.quote(str(config_path)),
             "data_dir_comment": json.dumps(str(options.out / DATA_DIR)),
             "real_data": bool(options.datasets),
+            "forward_call": bool(spec.forward_call),
         },
     }
 
@@ -226,6 +227,22 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "first_conv_3d": repr(conv3d),
         "default_cfgs": default_cfgs,
         "necks": repr(default_necks(spec)),
+        **forward_call_literals(spec),
+    }
+
+
+def forward_call_literals(spec: BackboneSpec) -> dict[str, str]:
+    """How the forward is called (``spec.forward_call``), for the wrapper's literals."""
+    call = spec.forward_call
+    if not call:
+        return {}
+    return {
+        "image_arg": repr(call["image"]),
+        "image_positional": repr(call["image_positional"]),
+        "forward_args": repr(call["args"]),
+        "forward_forms": repr(call["forms"]),
+        "per_band_args": repr(tuple(call["per_band"])),
+        "fixed_noise": repr(call["fixed_noise"]),
     }
 
 
@@ -275,6 +292,9 @@ def yaml_sections(
         "backbone_pretrained": options.weights is not None,
         "backbone_in_chans": spec.in_chans,
     }
+    if spec.forward_call.get("args"):
+        # The forward's other arguments (wavelengths, ...): change them with the bands.
+        model_args["backbone_forward_args"] = dict(spec.forward_call["args"])
     task_model_args: dict[str, Any]
     if task == "classification":
         task_model_args = {"decoder": "IdentityDecoder"}

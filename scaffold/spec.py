@@ -53,6 +53,7 @@ class BackboneSpec:
     - `features`: the candidate feature maps in forward order; `out_indices` selects the default ones.
     - `head_modules`: the top-most modules that run after the last selected feature in forward order
       (a classifier, a decoder): the backbone's forward stops before them.
+    - `forward_call`: how the forward is called, when not as ``model(x)``.
     """
 
     target: str
@@ -79,6 +80,9 @@ class BackboneSpec:
     spec_version: int = SPEC_VERSION
     notes: tuple[str, ...] = field(default_factory=tuple)
     head_modules: tuple[str, ...] = ()
+    # How the forward is called when not as ``model(x)`` (see scaffold.analysis.call): the image's
+    # parameter, the other arguments, their forms, the per-band ones, fixed noise. Empty: model(x).
+    forward_call: dict[str, Any] = field(default_factory=dict)
 
     # -- derived views ------------------------------------------------------------------------
     @property

@@ -48,6 +48,9 @@ class Options:
     data: tuple[str, ...] = ()  # dataset folders (--data), absolute: one real task each
     ray: bool = False  # also the Ray route's config, benchmark_ray.yaml
     baselines: tuple[str, ...] = ()  # reference backbones, one config each under baselines/
+    # How the forward is called: --forward-arg NAME=VALUE (or PARAM.KEY=VALUE) and --image-arg.
+    forward_args: dict[str, Any] = field(default_factory=dict)
+    image_arg: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,6 +74,8 @@ class Options:
             data=tuple(data.get("data") or ()),
             ray=bool(data.get("ray", False)),
             baselines=tuple(data.get("baselines") or ()),
+            forward_args=data.get("forward_args") or {},
+            image_arg=data.get("image_arg"),
         )
 
 

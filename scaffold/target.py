@@ -192,7 +192,9 @@ def _file_of(module) -> Path | None:
 
 
 def _resolve_module(target: str, dotted: str, name: str) -> ResolvedTarget:
-    module = _import(dotted, None, where=dotted)
+    from scaffold.lightimport import import_lightly
+
+    module = import_lightly(dotted) or _import(dotted, None, where=dotted)
     file = getattr(module, "__file__", None)
     return _finish(target, module, dotted, None, Path(file) if file else None, name, ())
 

@@ -117,16 +117,25 @@ def update_dir(
     model: str | None = None,
     ray: bool | None = None,
     baselines: tuple[str, ...] = (),
+    forward_args: dict[str, Any] | None = None,
+    image_arg: str | None = None,
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `model` (path/to/file.py[:Name] or package.module:Name) says where the model lives
     now when it moved; `ray`: write (True) or stop writing (False) the Ray route's config,
     None: as recorded; `baselines`: reference backbones to add to those recorded (a config
-    each)."""
+    each); `forward_args` and `image_arg` change the recorded ones."""
     from scaffold.verify.folder import files_with_markers
 
     out = Path(directory).resolve()
     state = read_state(out)
+    if forward_args or image_arg:
+        options = dataclasses.replace(
+            state.options,
+            forward_args={**state.options.forward_args, **(forward_args or {})},
+            image_arg=image_arg or state.options.image_arg,
+        )
+        state = dataclasses.replace(state, options=options)
     added = tuple(b for b in dict.fromkeys(baselines) if b not in state.options.baselines)
     if added:
         from scaffold.baselines import check_names
@@ -171,7 +180,13 @@ def _update_locked(
     previous = read_datasets(out / STATE_DIR)
     datasets = survey_all(options.data, progress, previous) if options.data else ()
     with status(progress, f"analysing {options.target}"):
-        spec = analyse(options.target, options.args, options.input_shape)
+        spec = analyse(
+            options.target,
+            options.args,
+            options.input_shape,
+            options.forward_args,
+            options.image_arg,
+        )
     check_task(spec, options.task)
     for ds in datasets:
         input_layout(ds, spec)

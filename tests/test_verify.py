@@ -28,7 +28,15 @@ def test_verify_passes_for_every_layout(generated, layout):
     report = verify_dir(generated[layout].out)
     found = checks(report)
     assert report.ok, found
-    assert list(found) == ["folder", "import", "features", "factory", "sizes", "benchmark"]
+    assert list(found) == [
+        "folder",
+        "import",
+        "features",
+        "determinism",
+        "factory",
+        "sizes",
+        "benchmark",
+    ]
     value = float(found["benchmark"][1].split("= ")[-1])
     assert math.isfinite(value) and value > 0  # a cross-entropy loss on random data
 
@@ -155,7 +163,7 @@ def test_verify_cli_exit_codes_and_json(generated, tmp_path):
     code, data = run_json("verify", str(generated["channels_last"].out), "--quick")
     assert code == 0 and data["ok"] is True
     names = [c["name"] for c in data["checks"]]
-    assert names == ["folder", "import", "features", "factory", "sizes"]
+    assert names == ["folder", "import", "features", "determinism", "factory", "sizes"]
     not_generated = tmp_path / "plain"
     not_generated.mkdir()
     done = run_cli("verify", str(not_generated))

@@ -9,19 +9,25 @@ from scaffold.spec import BackboneSpec
 
 
 def analyse(
-    target: str, args: dict[str, Any] | None = None, input_shape: tuple[int, ...] | None = None
+    target: str,
+    args: dict[str, Any] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    forward_args: dict[str, Any] | None = None,
+    image_arg: str | None = None,
 ) -> BackboneSpec:
     """Resolve TARGET, build the model with `args`, trace it and describe its features.
 
     `input_shape` is (C, H, W) or (C, T, H, W) without batch; when None it is inferred.
+    `forward_args` and `image_arg`: how the forward is called (see scaffold.analysis.call).
     """
     from torch import nn
 
+    from scaffold.analysis.call import per_band_shapes, trace_called
     from scaffold.analysis.features import select_features
     from scaffold.analysis.head import head_modules
     from scaffold.analysis.inputs import first_conv, guess_input
     from scaffold.analysis.static import analyse_file
-    from scaffold.analysis.trace import BATCH, ForwardFailed, construct, run_trace
+    from scaffold.analysis.trace import BATCH, ForwardFailed, construct
     from scaffold.errors import ScaffoldError
     from scaffold.target import resolve_target
 
@@ -39,11 +45,15 @@ def analyse(
         shapes: tuple[tuple[int, ...], ...] = (input_shape,)
     else:
         shapes = guess.shapes
+        if guess.in_chans_arg is None:
+            shapes = per_band_shapes(shapes, forward_args or {})
 
     failures: list[tuple[tuple[int, ...], ForwardFailed]] = []
     for shape in shapes:
         try:
-            trace = run_trace(obj, args, model, device, shape)
+            trace, forward_call, call_notes = trace_called(
+                obj, args, model, device, shape, dict(forward_args or {}), image_arg
+            )
             break
         except ForwardFailed as exc:
             failures.append((shape, exc))
@@ -110,8 +120,9 @@ def analyse(
         has_feature_info="feature_info" in has,
         has_prepare_features="prepare_features_for_image_model" in has,
         has_forward_intermediates="forward_intermediates" in has,
-        notes=(*notes, *selection.notes),
+        notes=(*notes, *call_notes, *selection.notes),
         head_modules=head_modules(trace, selection.features, selection.out_indices),
+        forward_call=forward_call,
     )
 
 

@@ -18,6 +18,7 @@ its word: the taps are the items it returns.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from scaffold.analysis.trace import BATCH, Call, Trace
@@ -212,10 +213,13 @@ def _repeated_blocks(root: Call, full_shape: tuple[int, ...], reduction: int) ->
     def visit(call: Call) -> None:
         nonlocal best
         placed = [(c, classify(c.shape, full_shape)) for c in call.children if not c.is_leaf]
-        run = [(c, p) for c, p in placed if p is not None and p.reduction == reduction]
-        kinds = {c.type_name for c, _ in run}
-        if len(run) > len(best) and len(kinds) == 1 and len({c.name for c, _ in run}) == len(run):
-            best = run
+        at_level = [(c, p) for c, p in placed if p is not None and p.reduction == reduction]
+        # Consecutive calls of one kind: a patch embedding called beside the blocks (blocks in a
+        # ModuleList run as the model's own children) is not one of them.
+        for _, group in itertools.groupby(at_level, key=lambda cp: cp[0].type_name):
+            run = list(group)
+            if len(run) > len(best) and len({c.name for c, _ in run}) == len(run):
+                best = run
         for child in call.children:
             visit(child)
 

@@ -116,4 +116,6 @@ def guess_input(obj: Any, model: nn.Module, args: dict[str, Any]) -> InputGuess:
         (chans, frames, h, w) if temporal else (chans, h, w)  # type: ignore[misc]
         for h, w in sizes
     )
+    if temporal and frames == 1:  # one frame: a single image first, as such models take it
+        shapes = tuple((chans, h, w) for h, w in sizes) + shapes
     return InputGuess(shapes, chans_arg, size_arg, frames_arg)

@@ -9,6 +9,7 @@ which of its calls, the enclosing call, and the shape of the tensor it produced.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ from torch import nn
 
 from scaffold.errors import ScaffoldError, one_line
 
+# How the traced forward is called: (model, image) -> output.
+ModelCall = Callable[[nn.Module, torch.Tensor], Any]
 BATCH = 2  # > 1, so that a batch folded with time (B*T, ...) is not taken for a feature map
 
 
@@ -161,8 +164,13 @@ def _num_params(model: nn.Module) -> int:
     return sum(_numel(p) for p in model.parameters())
 
 
-def trace_forward(model: nn.Module, input_shape: tuple[int, ...], device: str) -> Trace:
-    """Run one forward pass on a random (B, *input_shape) input and record the call tree."""
+def trace_forward(
+    model: nn.Module, input_shape: tuple[int, ...], device: str, call: ModelCall | None = None
+) -> Trace:
+    """Run one forward pass on a random (B, *input_shape) input and record the call tree.
+
+    `call(model, x)` calls the model (the other forward arguments: scaffold.analysis.call);
+    None: ``model(x)``."""
     root = Call(name="", type_name=type(model).__name__, call=0, parent=None, is_leaf=False)
     stack: list[Call] = [root]
     counts: dict[str, int] = {}
@@ -196,7 +204,7 @@ def trace_forward(model: nn.Module, input_shape: tuple[int, ...], device: str) -
         x = torch.randn(BATCH, *input_shape, device=device)
         model.eval()
         with torch.no_grad():
-            output = model(x)
+            output = call(model, x) if call is not None else model(x)
     finally:
         for h in handles:
             h.remove()
@@ -210,11 +218,16 @@ def trace_forward(model: nn.Module, input_shape: tuple[int, ...], device: str) -
 
 
 def run_trace(
-    obj: Any, args: dict[str, Any], model: nn.Module, device: str, input_shape: tuple[int, ...]
+    obj: Any,
+    args: dict[str, Any],
+    model: nn.Module,
+    device: str,
+    input_shape: tuple[int, ...],
+    call: ModelCall | None = None,
 ) -> Trace:
     """Trace on `device`; when that is meta and an op cannot run there, rebuild on the CPU."""
     try:
-        return trace_forward(model, input_shape, device)
+        return trace_forward(model, input_shape, device, call)
     except Exception as exc:
         if device != "meta":
             raise ForwardFailed(exc) from exc
@@ -228,7 +241,7 @@ def run_trace(
             f"{name}(...) raised while building the model: {one_line(exc)}"
         ) from exc
     try:
-        return trace_forward(cpu_model, input_shape, "cpu")
+        return trace_forward(cpu_model, input_shape, "cpu", call)
     except Exception as exc:
         raise ForwardFailed(exc) from exc
 

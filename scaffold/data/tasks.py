@@ -208,7 +208,7 @@ def data_sections(
     The defaults keep only what every task shares (factory, optimizer, the backbone); each task
     brings its decoder, classes and the data's channels.
     """
-    shared = {"backbone", "backbone_pretrained"}
+    shared = {"backbone", "backbone_pretrained", "backbone_forward_args"}
     defaults = {
         **terratorch_task,
         "model_args": {k: v for k, v in terratorch_task["model_args"].items() if k in shared},

@@ -4,6 +4,8 @@
    generated file holds conflict markers;
 1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
+   ``determinism``: the same input twice gives the same features, every token there;
+   ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
@@ -95,10 +97,15 @@ def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyRepor
         return report
     if not run("import", context.check_import):
         return report
+    from scaffold.verify.determinism import check_determinism, check_forward_args
+
     passed = [
         run("features", context.check_features),
-        run("factory", context.check_factory),
+        run("determinism", lambda: check_determinism(context)),
     ]
+    if state.spec.forward_call.get("per_band"):
+        passed.append(run("forward args", lambda: check_forward_args(context)))
+    passed.append(run("factory", context.check_factory))
     from scaffold.verify.sizes import check_sizes
 
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway

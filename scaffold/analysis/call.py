@@ -1,0 +1,487 @@
+"""How the model's forward is called: where the image goes, the other arguments, and their forms.
+
+Foundation models rarely have ``forward(x)``: DOFA wants the wavelengths of the bands, Panopticon a
+dict with the image and per-band ids, CROMA a named modality, an MAE a mask ratio. The person names
+the arguments (``--forward-arg NAME=VALUE``, ``PARAM.KEY=VALUE`` for an item of a dict parameter)
+and where the image goes (``--image-arg NAME`` or ``PARAM.KEY``; default the first parameter).
+
+The form each argument takes is found by trying, in order: the value as given, as a tensor, as a
+tensor repeated over the batch. The first combination the forward accepts is recorded.
+
+Masking and randomness: a forward parameter whose name says mask and whose default is a ratio
+above 0 (``mask_ratio=0.75``) is set to 0 unless the person gave it. A forward that still draws
+random numbers in eval mode (an MAE shuffles its tokens even when it keeps them all) is called
+with *fixed noise*: every continuous random draw returns an increasing ramp, so a shuffle by
+``argsort(noise)`` keeps the grid order and the features are the same on every call.
+
+The spec records all this in ``BackboneSpec.forward_call``, a plain dict (empty: ``model(x)``):
+
+- ``image``: the parameter (or ``param.key``) that receives the image;
+- ``image_positional``: the image is passed as the first positional argument;
+- ``args``: ``{name or param.key: value}``, the other arguments, YAML values;
+- ``forms``: ``{name or param.key: "value" | "tensor" | "batched"}``;
+- ``per_band``: the arguments that hold one value per input band;
+- ``fixed_noise``: random draws return a fixed ramp during the forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from scaffold.errors import ScaffoldError
+
+FORMS = ("value", "tensor", "batched")
+SEEDS = (1, 2)  # random states of the two calls compared for determinism
+MAX_COMBINATIONS = 27  # forms tried per call (3 arguments that may each take 3 forms)
+# A forward parameter that switches masking: "mask" in its name, a ratio above 0 as default.
+MASK_NAME = re.compile(r"mask", re.IGNORECASE)
+
+# Functions that draw random numbers, by their torch name.
+RANDOM_FUNCTIONS = frozenset(
+    {
+        "rand",
+        "rand_like",
+        "randn",
+        "randn_like",
+        "randint",
+        "randint_like",
+        "randperm",
+        "bernoulli",
+        "bernoulli_",
+        "multinomial",
+        "normal",
+        "normal_",
+        "uniform_",
+        "random_",
+        "exponential_",
+        "geometric_",
+        "cauchy_",
+        "log_normal_",
+        "poisson",
+    }
+)
+# The draws fixed noise replaces (continuous noise and permutations: what token shuffles use).
+FIXED_FUNCTIONS = frozenset({"rand", "rand_like", "randn", "randn_like", "randperm"})
+FIXED_INPLACE = frozenset({"uniform_", "normal_"})
+
+
+# -- the person's options ---------------------------------------------------------------------
+def parse_forward_args(pairs: list[str] | None) -> dict[str, Any]:
+    """``["wavelengths=[0.49, 0.56]", "x_dict.chn_ids=[1, 2]"]`` -> a dict of YAML values."""
+    args: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not _dotted(key):
+            raise ScaffoldError(
+                f"--forward-arg {pair!r}: expected NAME=VALUE or PARAM.KEY=VALUE, "
+                "e.g. --forward-arg wavelengths=[0.49,0.56,0.665]"
+            )
+        try:
+            args[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ScaffoldError(
+                f"--forward-arg {pair!r}: the value is not valid YAML ({first})"
+            ) from exc
+    return args
+
+
+def check_image_arg(image_arg: str | None) -> str | None:
+    if image_arg is not None and not _dotted(image_arg):
+        raise ScaffoldError(f"--image-arg {image_arg!r}: expected NAME or PARAM.KEY, e.g. x")
+    return image_arg
+
+
+def _dotted(key: str) -> bool:
+    parts = key.split(".")
+    return 1 <= len(parts) <= 2 and all(p.isidentifier() for p in parts)
+
+
+# -- the plan: which argument gets what -------------------------------------------------------
+@dataclass
+class CallPlan:
+    image: str  # parameter, or "param.key"
+    image_positional: bool
+    args: dict[str, Any]  # name or "param.key" -> value
+    per_band: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trivial(self) -> bool:
+        return self.image_positional and "." not in self.image and not self.args
+
+
+def plan_call(
+    model: nn.Module,
+    forward_args: dict[str, Any],
+    image_arg: str | None,
+    in_chans: int,
+) -> CallPlan:
+    """Check the options against the forward's signature; switch masking off."""
+    owner = f"{type(model).__name__}.forward"
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
+    by_name = {p.name: p for p in named}
+    takes = ", ".join(p.name for p in named) or "nothing"
+
+    def known(key: str, what: str) -> None:
+        param = key.split(".")[0]
+        if param not in by_name and not takes_kwargs:
+            raise ScaffoldError(
+                f"{what} {key}: {owner} has no parameter {param} (it takes: {takes})"
+            )
+
+    if image_arg is None:
+        if not named:
+            if forward_args:
+                raise ScaffoldError(f"{owner} takes no named parameters; pass --image-arg NAME")
+            return CallPlan(image="x", image_positional=True, args={})
+        image_arg = named[0].name
+    known(image_arg, "--image-arg")
+    image_param = image_arg.split(".")[0]
+
+    args: dict[str, Any] = {}
+    for key, value in forward_args.items():
+        known(key, "--forward-arg")
+        if key == image_arg:
+            raise ScaffoldError(f"--forward-arg {key}: that parameter receives the image")
+        if key == image_param:
+            if "." not in image_arg or not isinstance(value, dict):
+                raise ScaffoldError(
+                    f"--forward-arg {key}: that parameter receives the image (as {image_arg}); "
+                    f"give its other items as {key}.KEY=VALUE"
+                )
+            args.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            args[key] = value
+    for key in args:
+        param = key.split(".")[0]
+        if "." in key and param in args:
+            raise ScaffoldError(f"--forward-arg {key}: {param} is given whole too")
+
+    notes: list[str] = []
+    for p in named:
+        if p.name == image_param or p.name in args or any(k.startswith(p.name + ".") for k in args):
+            continue
+        if p.default is p.empty:
+            if p.kind is p.POSITIONAL_ONLY:
+                raise ScaffoldError(f"{owner} needs the positional parameter {p.name}")
+            raise ScaffoldError(
+                f"{owner} needs {p.name}, which has no default: "
+                f"pass --forward-arg {p.name}=VALUE (VALUE is YAML)"
+            )
+        default = p.default
+        if (
+            MASK_NAME.search(p.name)
+            and isinstance(default, (int, float))
+            and not isinstance(default, bool)
+            and 0 < default <= 1
+        ):
+            args[p.name] = 0.0
+            notes.append(
+                f"masking off: forward argument {p.name}=0.0 (its default {default} drops "
+                "tokens at random); the generated backbone passes it on every call"
+            )
+    first = named[0] if named else None
+    positional = (
+        first is not None
+        and first.name == image_param
+        and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
+    )
+    per_band = tuple(k for k, v in args.items() if _per_band(v, in_chans))
+    return CallPlan(image_arg, positional, args, per_band, notes)
+
+
+def per_band_shapes(
+    shapes: tuple[tuple[int, ...], ...], forward_args: dict[str, Any]
+) -> tuple[tuple[int, ...], ...]:
+    """For a model without a channel parameter: a forward argument that lists numbers (one per
+    band, as DOFA's wavelengths) gives the channel count, tried before the guessed one."""
+    counts = [
+        len(v)
+        for v in forward_args.values()
+        if isinstance(v, list) and len(v) > 1 and all(isinstance(i, (int, float)) for i in v)
+    ]
+    if not counts:
+        return shapes
+    widened = tuple((counts[0], *shape[1:]) for shape in shapes if shape[0] != counts[0])
+    return widened + shapes
+
+
+def _per_band(value: Any, in_chans: int) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == in_chans
+        and in_chans > 1
+        and all(isinstance(v, (int, float, list, tuple)) for v in value)
+    )
+
+
+def form_choices(plan: CallPlan) -> Iterator[dict[str, str]]:
+    """Combinations of forms to try, "as given" first. None, strings and booleans stay as given."""
+    keys = list(plan.args)
+    options = [("value",) if _only_as_given(plan.args[k]) else FORMS for k in keys]
+    for combo in itertools.islice(itertools.product(*options), MAX_COMBINATIONS):
+        yield dict(zip(keys, combo, strict=True))
+
+
+def _only_as_given(value: Any) -> bool:
+    if value is None or isinstance(value, (str, bool, dict)):
+        return True
+    try:
+        torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        return True
+    return False
+
+
+# -- calling ------------------------------------------------------------------------------------
+def as_form(value: Any, form: str, x: torch.Tensor) -> Any:
+    """`value` as given, as a tensor on the image's device, or that tensor repeated over the batch."""
+    if form == "value":
+        return value
+    tensor = torch.as_tensor(value, device=x.device)
+    if form == "batched":
+        tensor = tensor.unsqueeze(0).repeat(x.shape[0], *([1] * tensor.ndim))
+    return tensor
+
+
+def forward_inputs(
+    plan: CallPlan, forms: dict[str, str], x: torch.Tensor
+) -> tuple[list[Any], dict[str, Any]]:
+    """The positional and keyword arguments of one forward call on the image `x`."""
+    kwargs: dict[str, Any] = {}
+    for key, value in plan.args.items():
+        value = as_form(value, forms.get(key, "value"), x)
+        param, _, item = key.partition(".")
+        if item:
+            kwargs.setdefault(param, {})[item] = value
+        else:
+            kwargs[param] = value
+    param, _, item = plan.image.partition(".")
+    if item:
+        kwargs.setdefault(param, {})[item] = x
+    else:
+        kwargs[param] = x
+    if plan.image_positional:
+        return [kwargs.pop(param)], kwargs
+    return [], kwargs
+
+
+class RandomDraws(TorchFunctionMode):
+    """Count the random draws made while active; with `fixed`, continuous draws and permutations
+    return an increasing ramp along their last dimension (``argsort`` of it is the identity)."""
+
+    def __init__(self, fixed: bool = False) -> None:
+        super().__init__()
+        self.fixed = fixed
+        self.draws: dict[str, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        out = func(*args, **kwargs)
+        if name in RANDOM_FUNCTIONS:
+            self.draws[name] = self.draws.get(name, 0) + 1
+            if self.fixed and isinstance(out, torch.Tensor):
+                if name in FIXED_FUNCTIONS:
+                    return ramp_like(out)
+                if name in FIXED_INPLACE:
+                    with torch.no_grad():
+                        out.copy_(ramp_like(out))
+        return out
+
+
+def ramp_like(t: torch.Tensor) -> torch.Tensor:
+    """Values increasing along the last dimension, in (0, 1) for floats, 0..n-1 for integers."""
+    n = t.shape[-1] if t.ndim else 1
+    if t.is_floating_point():
+        ramp = torch.arange(1, n + 1, device=t.device, dtype=t.dtype) / (n + 1)
+    else:
+        ramp = torch.arange(n, device=t.device, dtype=t.dtype)
+    return ramp.expand(t.shape).clone()
+
+
+@dataclass
+class Invoker:
+    """Calls a model on an image as the plan and `forms` say; counts the random draws."""
+
+    plan: CallPlan
+    forms: dict[str, str]
+    fixed_noise: bool = False
+    draws: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> Any:
+        args, kwargs = forward_inputs(self.plan, self.forms, x)
+        mode = RandomDraws(self.fixed_noise)
+        with mode:
+            output = model(*args, **kwargs)
+        for name, count in mode.draws.items():
+            self.draws[name] = self.draws.get(name, 0) + count
+        return output
+
+
+def resolve_invoker(
+    model: nn.Module, plan: CallPlan, x: torch.Tensor
+) -> tuple[Invoker, torch.Tensor | None]:
+    """The first combination of forms the forward accepts (eval mode, no grad), and the first
+    tensor of that call's output; raises the exception of the first combination when none does."""
+    from scaffold.analysis.trace import first_tensor
+
+    first: Exception | None = None
+    model.eval()
+    for forms in form_choices(plan):
+        invoker = Invoker(plan, forms)
+        try:
+            torch.manual_seed(SEEDS[0])
+            with torch.no_grad():
+                output = first_tensor(invoker(model, x))
+        except Exception as exc:
+            first = first or exc
+            continue
+        return invoker, output
+    assert first is not None
+    raise first
+
+
+def trace_called(
+    obj: Any,
+    args: dict[str, Any],
+    model: nn.Module,
+    device: str,
+    shape: tuple[int, ...],
+    forward_args: dict[str, Any],
+    image_arg: str | None,
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """Find how the forward is called on a (B, *shape) image, switch masking and random draws
+    off, and trace it: (the Trace, the spec's forward_call, notes for the person).
+
+    Raises ForwardFailed when the forward rejects every form (on the meta device, the model is
+    built on the CPU and tried again first), ScaffoldError when the options do not fit it."""
+    from scaffold.analysis.trace import (
+        BATCH,
+        SMALL_MODEL_PARAMS,
+        ForwardFailed,
+        build_model,
+        first_tensor,
+        run_trace,
+    )
+
+    plan = plan_call(model, forward_args, image_arg, shape[0])
+    x = torch.randn(BATCH, *shape, device=device)
+    try:
+        invoker, output = resolve_invoker(model, plan, x)
+    except Exception as exc:
+        if device != "meta":
+            raise ForwardFailed(exc) from exc
+        try:
+            model, device = build_model(obj, args, "cpu"), "cpu"
+        except ScaffoldError:
+            raise
+        except Exception as build_exc:
+            raise ForwardFailed(exc) from build_exc
+        x = torch.randn(BATCH, *shape)
+        try:
+            invoker, output = resolve_invoker(model, plan, x)
+        except Exception as cpu_exc:
+            raise ForwardFailed(cpu_exc) from cpu_exc
+    notes = list(plan.notes)
+    if not plan.trivial:
+        notes.append(f"the forward is called as {describe_call(plan, invoker.forms)}")
+    if invoker.draws:
+        notes.append(
+            f"the forward draws random numbers in eval mode ({describe_draws(invoker.draws)}); "
+            "traced, and generated, with fixed noise (FIXED_NOISE): those draws return an "
+            "increasing ramp, so tokens keep their grid order and the features are the same on "
+            "every call"
+        )
+        invoker = Invoker(plan, invoker.forms, fixed_noise=True)
+        output = None
+    trace = run_trace(obj, args, model, device, shape, call=invoker)
+    small = sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMS
+    if trace.device == "cpu" and device == "cpu" and small:
+        if output is None:  # the call with fixed noise, under the first seed
+            torch.manual_seed(SEEDS[0])
+            with torch.no_grad():
+                output = first_tensor(invoker(model, x))
+        if outputs_differ(model, invoker, x, output):
+            notes.append(
+                "the forward gives different outputs for the same input in eval mode, with "
+                "masking and random draws off: its features are not deterministic"
+            )
+    return trace, forward_call_spec(plan, invoker), notes
+
+
+def outputs_differ(
+    model: nn.Module, invoker: Invoker, x: torch.Tensor, first: torch.Tensor | None
+) -> bool:
+    """Does a call with another random state differ from `first`, the output of a call on the
+    same input `x` under the seed SEEDS[0]?"""
+    from scaffold.analysis.trace import first_tensor
+
+    torch.manual_seed(SEEDS[1])
+    with torch.no_grad():
+        second = first_tensor(invoker(model, x))
+    if first is None or second is None:
+        return False
+    return first.shape != second.shape or not torch.allclose(
+        first, second, rtol=1e-4, atol=1e-5, equal_nan=True
+    )
+
+
+def forward_call_spec(plan: CallPlan, invoker: Invoker) -> dict[str, Any]:
+    """The spec's ``forward_call`` (empty: the model is called as ``model(x)``)."""
+    if plan.trivial and not invoker.fixed_noise:
+        return {}
+    return {
+        "image": plan.image,
+        "image_positional": plan.image_positional,
+        "args": dict(plan.args),
+        "forms": dict(invoker.forms),
+        "per_band": list(plan.per_band),
+        "fixed_noise": invoker.fixed_noise,
+    }
+
+
+def describe_call(plan: CallPlan, forms: dict[str, str]) -> str:
+    """``forward(x, wavelengths=tensor([...]))``-like text for a person."""
+    shown = {"value": "{}", "tensor": "tensor({})", "batched": "tensor({}) repeated over the batch"}
+    items: dict[str, list[str]] = {}
+    image_param, _, image_key = plan.image.partition(".")
+    for key, value in plan.args.items():
+        param, _, item = key.partition(".")
+        text = shown[forms.get(key, "value")].format(value)
+        items.setdefault(param, []).append(f"{item!r}: {text}" if item else text)
+    image = f"{image_key!r}: image" if image_key else "image"
+    items.setdefault(image_param, []).insert(0, image)
+    parts = []
+    for param, texts in items.items():
+        value = (
+            "{" + ", ".join(texts) + "}" if "." in plan.image and param == image_param else texts[0]
+        )
+        if any(k.startswith(param + ".") for k in plan.args) and param != image_param:
+            value = "{" + ", ".join(texts) + "}"
+        if param == image_param and plan.image_positional:
+            parts.insert(0, value)
+        else:
+            parts.append(f"{param}={value}")
+    return f"forward({', '.join(parts)})"
+
+
+def describe_draws(draws: dict[str, int]) -> str:
+    return ", ".join(f"{name} x{count}" for name, count in sorted(draws.items()))
