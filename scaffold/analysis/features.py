@@ -147,12 +147,18 @@ def select_features(trace: Trace, input_shape: tuple[int, ...]) -> Selection:
     walk = _stage_features(trace.root, full_shape)
     features = walk.taps
     notes: list[str] = []
-    if len({f.reduction for f in features}) == 1:
-        blocks = _repeated_blocks(trace.root, full_shape, features[0].reduction)
-        if len(blocks) > len(features):
-            features = blocks
+    levels = sorted({f.reduction for f in features})
+    if levels:
+        # One resolution only, or only the coarsest level holds repeated blocks (the finer levels
+        # are a stem: a hybrid ViT): that level's taps are its blocks, as timm does for ViTs.
+        blocks = _repeated_blocks(trace.root, full_shape, levels[-1])
+        stem_only = all(len(_repeated_blocks(trace.root, full_shape, r)) < 2 for r in levels[:-1])
+        last = [f for f in features if f.reduction == levels[-1]]
+        if stem_only and len(blocks) > len(last):
+            features = [f for f in features if f.reduction < levels[-1]] + blocks
+            where = "one resolution only" if len(levels) == 1 else "the finer levels are a stem"
             notes.append(
-                f"one resolution only: the taps are the {len(blocks)} blocks of "
+                f"{where}: the taps at reduction {levels[-1]} are the {len(blocks)} blocks of "
                 f"'{_parent_name(blocks[0].module)}', as timm does for ViTs"
             )
     if walk.head:
@@ -535,10 +541,14 @@ def _parent_name(name: str) -> str:
 
 
 def _default_out_indices(features: list[FeatureSpec] | tuple[FeatureSpec, ...]) -> tuple[int, ...]:
-    """Up to four: the last four levels of a pyramid, evenly spaced blocks of a one-level model."""
+    """Up to four: the last four levels of a pyramid, or evenly spaced blocks of the last level
+    when it is a run of blocks (a ViT's, a hybrid's)."""
     n = len(features)
     if n <= DEFAULT_NUM_OUT:
         return tuple(range(n))
-    if len({f.reduction for f in features}) == 1:
-        return tuple(round((i + 1) * n / DEFAULT_NUM_OUT) - 1 for i in range(DEFAULT_NUM_OUT))
+    blocks = sum(f.reduction == features[-1].reduction for f in features)
+    if blocks >= DEFAULT_NUM_OUT:  # the blocks of one level (a ViT's): evenly spaced
+        first = n - blocks
+        steps = range(DEFAULT_NUM_OUT)
+        return tuple(first + round((i + 1) * blocks / DEFAULT_NUM_OUT) - 1 for i in steps)
     return tuple(range(n - DEFAULT_NUM_OUT, n))
