@@ -11,9 +11,12 @@ function at the model's default input size (its ``pretrained_cfg["input_size"]``
 A family agrees when the lists are equal, or equal after extra finer levels at the start (a stem
 at a smaller reduction than timm's first feature). Prints the agreement and each miss with both
 lists. Target: at least 97% of families agree. It takes several minutes (one ``scaffold`` process
-per family); ``--only`` runs a subset, ``--selection FILE`` keeps the chosen models between runs.
+per family); ``--only`` runs a subset, ``--selection FILE`` keeps the chosen models between runs,
+``--in-process`` calls the analysis that ``scaffold inspect`` runs in this process (no start-up per
+family: faster on a busy machine, same taps).
 
-    python benchmarks/timm_zoo.py [--only efficientnet,densenet] [--selection zoo.json] [--json]
+    python benchmarks/timm_zoo.py [--only efficientnet,densenet] [--selection zoo.json]
+                                  [--in-process] [--json]
 """
 
 from __future__ import annotations
@@ -88,6 +91,19 @@ def inspect(entry: dict[str, Any], timeout: float) -> tuple[list[tuple[int, int]
     return feature_list(spec["features"]), ""
 
 
+def inspect_in_process(entry: dict[str, Any]) -> tuple[list[tuple[int, int]] | None, str]:
+    """The same analysis as `scaffold inspect`, called in this process."""
+    from scaffold.analysis import analyse
+    from scaffold.errors import ScaffoldError
+
+    target = f"timm.models.{entry['family']}:{entry['model']}"
+    try:
+        spec = analyse(target, {}, tuple(entry["input_size"]))
+    except ScaffoldError as exc:
+        return None, str(exc)
+    return [(f.num_chs, f.reduction) for f in spec.features], ""
+
+
 def agrees(ours: list[tuple[int, int]], theirs: list[tuple[int, int]]) -> bool:
     """Equal, or equal after extra levels at the start that are finer than timm's first."""
     if ours == theirs:
@@ -103,6 +119,7 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated timm.models modules to run")
     parser.add_argument("--selection", type=Path, help="JSON file to read/write the chosen models")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per model")
+    parser.add_argument("--in-process", action="store_true", help="no scaffold process per model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
@@ -118,8 +135,11 @@ def main() -> int:
 
     results = []
     for entry in chosen:
-        ours, error = inspect(entry, args.timeout)
-        theirs = [tuple(x) for x in entry["timm"]]
+        if args.in_process:
+            ours, error = inspect_in_process(entry)
+        else:
+            ours, error = inspect(entry, args.timeout)
+        theirs = [(c, r) for c, r in entry["timm"]]
         ok = ours is not None and agrees(ours, theirs)
         results.append({**entry, "scaffold": ours, "error": error, "agrees": ok})
         if not args.json:
