@@ -363,12 +363,17 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         producer = None
         if tid is not None and place is not None and place.reduction == current.reduction:
             before = reversed(seq[:upto])
-            producer = next((c for c in before if flow.out(c)[0] == tid), None)
+            # a forward hook sees a module's first output tensor: the tap must be that one
+            producer = next((c for c in before if c.output_id == tid), None)
             producer = producer or flow.producer.get(tid)
         if producer is None or producer.shape is None:
-            at_level = [c for c in seq[:upto] if flow.level(c) == current.reduction]
+            at_level = [
+                c
+                for c in seq[:upto]
+                if flow.level(c) == current.reduction and flow.out(c)[0] == c.output_id
+            ]
             producer = at_level[-1] if at_level else last[0]
-            place = flow.out(producer)[1]
+            place = flow.place(producer.shape) or current
             why = (
                 f"last module output at reduction {current.reduction}: {why} is made by a "
                 "function, not a module"
@@ -516,9 +521,11 @@ def _repeated_blocks(root: Call, full_shape: tuple[int, ...], reduction: int) ->
         nonlocal best
         runs: dict[str, list[tuple[Call, Placement]]] = {}
         for child in call.children:
-            _, place = flow.out(child)
+            tid, place = flow.out(child)
             if child.is_leaf or place is None or place.reduction != reduction:
                 continue
+            if tid != child.output_id:
+                continue  # the map that continues is not the first output a hook would see
             run = runs.setdefault(child.type_name, [])
             if all(c.name != child.name for c, _ in run):
                 run.append((child, place))
