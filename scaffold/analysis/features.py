@@ -356,6 +356,7 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
     last: tuple[Call, int, Placement] | None = None  # last output at the current level
     entered = 0  # index in seq of the call that entered the current level
     head_at = len(seq)
+    decoder = False
 
     def close(tid: int | None, place: Placement | None, why: str, upto: int) -> None:
         """Record the tap of the current level: tensor `tid` when a module produced it."""
@@ -374,10 +375,8 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
             ]
             producer = at_level[-1] if at_level else last[0]
             place = flow.place(producer.shape) or current
-            why = (
-                f"last module output at reduction {current.reduction}: {why} is made by a "
-                "function, not a module"
-            )
+            made = f"{why}; that tensor is made by a function, not a module"
+            why = f"last module output at reduction {current.reduction} ({why if tid is None else made})"
         taps.append(_hooked(producer, place, why))
 
     for i, call in enumerate(seq):
@@ -395,6 +394,7 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
             continue
         if pout.reduction < current.reduction:
             head_at = i  # the resolution goes back up: a decoder follows, the encoder ends here
+            decoder = True
             break
         if _side_branch(flow, seq, i, current):
             continue
@@ -404,8 +404,11 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         current, last, entered = pout, (call, tid, pout), i
     head = seq[head_at:]
     if current is not None and last is not None:
-        tid, place, why = _before_head(flow, seq, entered, head_at, current)
-        close(tid, place, why, head_at)
+        if decoder:  # what enters a decoder mixes levels: the level's last output is the tap
+            close(None, None, f"the resolution goes back up at {seq[head_at].name}", head_at)
+        else:
+            tid, place, why = _before_head(flow, seq, entered, head_at, current)
+            close(tid, place, why, head_at)
     # timm's FeatureInfo wants non-decreasing reductions: drop a level that goes back up.
     kept: list[FeatureSpec] = []
     for tap in taps:
@@ -428,13 +431,20 @@ def _starts_head(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
 
 def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
     """A call that reaches a coarser level while a later call still reads a map of the current
-    level (a global-context branch that pools the map for the attention's queries)."""
-    for later in seq[i + 1 :]:
-        pin = flow.inp(later)
-        reads_map = pin is not None and not flow.vector(later.in_shape)
-        if reads_map and pin.reduction == current.reduction:
-            return True
-    return False
+    level, and the encoder goes on to coarser levels after that: a branch (a global-context
+    block that pools the map for the attention's queries), not the next level. At the end of
+    the encoder the same return to a finer level is a neck (a multi-scale fusion): not a branch."""
+    readers = [
+        j
+        for j in range(i + 1, len(seq))
+        if (pin := flow.inp(seq[j])) is not None
+        and not flow.vector(seq[j].in_shape)
+        and pin.reduction == current.reduction
+    ]
+    if not readers:
+        return False
+    after = seq[readers[0] + 1 :]
+    return any((lv := flow.level(c)) is not None and lv > current.reduction for c in after)
 
 
 def _before_head(
