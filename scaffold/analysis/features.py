@@ -419,14 +419,10 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
 
 def _starts_head(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
     """The call pools the current map to a vector, or reads a vector of the batch (a class
-    token, a pooled feature), and no later call works on a map at this level or a coarser one:
-    the classifier's head begins here."""
+    token, a pooled feature): the classifier's head begins here. What runs after it (a second,
+    token-wise head) is head too."""
     call = seq[i]
-    if not (flow.pooled(call) or flow.vector(call.in_shape)):
-        return False
-    return all(
-        (lv := flow.level(later)) is None or lv < current.reduction for later in seq[i + 1 :]
-    )
+    return flow.pooled(call) or flow.vector(call.in_shape)
 
 
 def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
