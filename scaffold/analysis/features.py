@@ -407,8 +407,8 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         if decoder:  # what enters a decoder mixes levels: the level's last output is the tap
             close(None, None, f"the resolution goes back up at {seq[head_at].name}", head_at)
         else:
-            tid, place, why = _before_head(flow, seq, entered, head_at, current)
-            close(tid, place, why, head_at)
+            tid, place, why, upto = _before_head(flow, seq, entered, head_at, current)
+            close(tid, place, why, upto)
     # timm's FeatureInfo wants non-decreasing reductions: drop a level that goes back up.
     kept: list[FeatureSpec] = []
     for tap in taps:
@@ -445,10 +445,11 @@ def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
 
 def _before_head(
     flow: _Flow, seq: list[Call], entered: int, head_at: int, current: Placement
-) -> tuple[int | None, Placement | None, str]:
+) -> tuple[int | None, Placement | None, str, int]:
     """The last level's feature: what enters the head, or, when a single layer that widens the
     channels runs right before it in the same module (followed only by layers that keep its
-    shape: a norm, an activation), what enters that layer (timm's conv_head)."""
+    shape: a norm, an activation), what enters that layer (timm's conv_head). Also the index in
+    `seq` where the head (with that layer) begins."""
     if head_at < len(seq):
         head = seq[head_at]
         start = head_at
@@ -472,14 +473,15 @@ def _before_head(
                 widen.input_id,
                 flow.inp(widen),
                 f"what enters {widen.name}, a layer that widens the channels for the head only",
+                start,
             )
         if head.input_id is not None and flow.inp(head) is not None:
-            return head.input_id, flow.inp(head), f"what enters the head ({head.name})"
+            return head.input_id, flow.inp(head), f"what enters the head ({head.name})", head_at
     last = seq[head_at - 1] if head_at > 0 else None
     if last is not None:
         tid, place = flow.out(last)
-        return tid, place, "the last output of the encoder"
-    return None, None, "the last output of the encoder"
+        return tid, place, "the last output of the encoder", head_at
+    return None, None, "the last output of the encoder", head_at
 
 
 def _widening_tail(flow: _Flow, call: Call, current: Placement) -> bool:
