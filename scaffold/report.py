@@ -19,12 +19,15 @@ def spec_table(spec: BackboneSpec) -> Table:
         f"input {tuple(spec.input_shape)} traced on {spec.traced_on}"
     )
     table = Table(title=Text(title), title_justify="left")
-    for col in ("#", "module", "channels", "reduction", "layout", "shape", "selected"):
+    columns = ["#", "module", "channels", "reduction", "layout", "shape", "selected"]
+    if any(f.why for f in spec.features):
+        columns.append("why")
+    for col in columns:
         table.add_column(col, justify="right" if col in ("#", "channels", "reduction") else "left")
     for i, f in enumerate(spec.features):
         module = f.module if f.call == 0 else f"{f.module} (call {f.call})"
         extra = f" +{f.prefix_tokens} prefix" if f.prefix_tokens else ""
-        table.add_row(
+        cells = [
             str(i),
             Text(module),
             str(f.num_chs),
@@ -32,7 +35,10 @@ def spec_table(spec: BackboneSpec) -> Table:
             f.layout + extra,
             "x".join(map(str, f.shape[1:])) if f.shape else "",
             "yes" if i in selected else "",
-        )
+        ]
+        if len(columns) > len(cells):
+            cells.append(Text(f.why))  # plain text: module names may hold brackets
+        table.add_row(*cells)
     caption = [f"out_indices {list(spec.out_indices)}"]
     caption += list(spec.notes)
     if spec.head_modules:

@@ -37,6 +37,7 @@ class FeatureSpec:
     key: int | str | None = None
     num_frames: int | None = None
     prefix_tokens: int = 0
+    why: str = ""  # why the analysis chose this tensor (shown by `scaffold inspect`)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ its word: the taps are the items it returns.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 from scaffold.analysis.trace import BATCH, Call, Trace
@@ -68,32 +67,64 @@ def classify(shape: tuple[int, ...] | None, input_shape: tuple[int, ...]) -> Pla
     return None
 
 
+VALID_LOSS = 4  # grid cells that unpadded ("valid") convolutions and pools may lose
+
+
 def match_grid(h: int, w: int, height: int, width: int) -> int | None:
-    """The reduction r for which (h, w) is the (floor or ceil) grid of (height, width), if any."""
+    """The reduction r for which (h, w) is the grid of (height, width), if any.
+
+    Reductions are stride products: powers of two first, where the grid is the floor or ceil of
+    the input over r, or up to VALID_LOSS cells fewer (a 299-pixel input through unpadded layers
+    gives 73, 35, 17, 8 at 4, 8, 16, 32); then any other reduction with an exact floor or ceil grid
+    (a patch of 14 or 12 pixels)."""
     if h <= 0 or w <= 0 or h > height or w > width:
         return None
-    r = round(height / h)
-    if r < 1:
-        return None
-    if h in (height // r, -(-height // r)) and w in (width // r, -(-width // r)):
-        return r
+    powers = [1 << k for k in range(max(height, width).bit_length())]
+    for r in powers:
+        if _fits(h, height, r, 0) and _fits(w, width, r, 0):
+            return r
+    for r in powers:  # square kernels lose as many cells in both directions
+        lost = height // r - h
+        if (
+            lost == width // r - w
+            and _fits(h, height, r, VALID_LOSS)
+            and _fits(w, width, r, VALID_LOSS)
+        ):
+            return r
+    for r in range(3, max(height, width) + 1):
+        if _fits(h, height, r, 0) and _fits(w, width, r, 0):
+            return r
     return None
 
 
+def _fits(n: int, size: int, r: int, loss: int) -> bool:
+    """n is the floor or ceil of size / r, or (losing at most `loss` cells to valid padding, and
+    still covering three quarters of the input) a few cells fewer."""
+    if n in (size // r, -(-size // r)):
+        return True
+    return loss > 0 and size // r - loss <= n < size // r and 4 * n * r >= 3 * size
+
+
 def _classify_tokens(n: int, c: int, height: int, width: int) -> Placement | None:
-    """Tokens on a grid, after `prefix` class/register tokens. A reduction that divides the input
-    exactly wins; a floor or ceil grid is accepted only without prefix tokens (fewer false hits)."""
+    """Tokens on a grid, after `prefix` class/register tokens. Powers of two first, then any
+    reduction that divides the input exactly; a floor or ceil grid is accepted only without
+    prefix tokens (fewer false hits): 16 tokens of a 224-pixel input are 4x4 at 64, not 56."""
     for prefix in range(MAX_PREFIX_TOKENS + 1):  # no prefix first, then a class token, ...
-        exact = [
-            r
-            for r in range(1, min(height, width) + 1)
-            if height % r == 0 and width % r == 0 and (height // r) * (width // r) + prefix == n
-        ]
-        if exact:
-            r = exact[0]
-            return Placement("NLC", c, r, (height // r, width // r), prefix_tokens=prefix)
+        size = min(height, width)
+        powers = [1 << k for k in range(size.bit_length())]
+        others = [r for r in range(3, size + 1) if r & (r - 1)]
+        for r in powers + others:
+            if height % r == 0 and width % r == 0:
+                grids = [(height // r, width // r)]
+            elif prefix == 0 and r in powers:
+                grids = [(height // r, width // r), (-(-height // r), -(-width // r))]
+            else:
+                continue
+            for h, w in grids:
+                if h * w + prefix == n:
+                    return Placement("NLC", c, r, (h, w), prefix_tokens=prefix)
         if prefix == 0:
-            for r in range(1, min(height, width) + 1):
+            for r in others:
                 for h, w in ((height // r, width // r), (-(-height // r), -(-width // r))):
                     if h * w == n:
                         return Placement("NLC", c, r, (h, w))
@@ -113,17 +144,33 @@ def select_features(trace: Trace, input_shape: tuple[int, ...]) -> Selection:
     returned = _returned_features(trace, full_shape)
     if len(returned) >= 2:
         return Selection(tuple(returned), _default_out_indices(returned), ())
-    features = _stage_features(trace.root, full_shape)
-    notes: tuple[str, ...] = ()
-    if len({f.reduction for f in features}) == 1:
-        blocks = _repeated_blocks(trace.root, full_shape, features[0].reduction)
-        if len(blocks) > len(features):
-            features = blocks
-            notes = (
-                f"one resolution only: the taps are the {len(blocks)} blocks of "
-                f"'{_parent_name(blocks[0].module)}', as timm does for ViTs",
+    walk = _stage_features(trace.root, full_shape)
+    features = walk.taps
+    notes: list[str] = []
+    levels = sorted({f.reduction for f in features})
+    if levels:
+        # One resolution only, or only the coarsest level holds repeated blocks (the finer levels
+        # are a stem: a hybrid ViT): that level's taps are its blocks, as timm does for ViTs.
+        blocks = _repeated_blocks(trace.root, full_shape, levels[-1])
+        stem_only = all(len(_repeated_blocks(trace.root, full_shape, r)) < 2 for r in levels[:-1])
+        last = [f for f in features if f.reduction == levels[-1]]
+        if stem_only and len(blocks) > len(last):
+            features = [f for f in features if f.reduction < levels[-1]] + blocks
+            where = "one resolution only" if len(levels) == 1 else "the finer levels are a stem"
+            notes.append(
+                f"{where}: the taps at reduction {levels[-1]} are the {len(blocks)} blocks of "
+                f"'{_parent_name(blocks[0].module)}', as timm does for ViTs"
             )
-    return Selection(tuple(features), _default_out_indices(features), notes)
+    if walk.head:
+        notes.append("left out as the head: " + _listed(walk.head))
+    if walk.inner:
+        notes.append("left out as layers inside a level change: " + _listed(walk.inner))
+    return Selection(tuple(features), _default_out_indices(features), tuple(notes))
+
+
+def _listed(names: list[str], most: int = 6) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _feature(
@@ -133,6 +180,7 @@ def _feature(
     source: str = "hook",
     call: int = 0,
     key: int | str | None = None,
+    why: str = "",
 ) -> FeatureSpec:
     return FeatureSpec(
         module=module,
@@ -146,12 +194,13 @@ def _feature(
         key=key,
         num_frames=place.num_frames,
         prefix_tokens=place.prefix_tokens,
+        why=why,
     )
 
 
-def _hooked(call: Call, place: Placement) -> FeatureSpec:
+def _hooked(call: Call, place: Placement, why: str = "") -> FeatureSpec:
     assert call.shape is not None
-    return _feature(place, call.name, call.shape, call=call.call)
+    return _feature(place, call.name, call.shape, call=call.call, why=why)
 
 
 def _returned_features(trace: Trace, full_shape: tuple[int, ...]) -> list[FeatureSpec]:
@@ -161,70 +210,345 @@ def _returned_features(trace: Trace, full_shape: tuple[int, ...]) -> list[Featur
         if place is None or item.key is None:
             continue
         name = item.module.name if item.module is not None else f"output[{item.key!r}]"
-        found.append(_feature(place, name, item.shape, source="output", key=item.key))
+        why = f"item {item.key!r} of what forward returns"
+        found.append(_feature(place, name, item.shape, source="output", key=item.key, why=why))
     # timm's FeatureInfo wants non-decreasing reductions: fine to coarse, stable within a level.
     return sorted(found, key=lambda f: f.reduction)
 
 
-def _stage_features(root: Call, full_shape: tuple[int, ...]) -> list[FeatureSpec]:
-    def level(call: Call) -> int | None:
-        place = classify(call.shape, full_shape)
-        return place.reduction if place else None
+class _Flow:
+    """The data flow of a trace: where each call's input and continuing output sit on the grid."""
 
-    def should_open(call: Call) -> bool:
-        if not call.children:
-            return False
-        levels = {lv for lv in map(level, call.children) if lv is not None}
-        if len(levels) >= 3:
-            return True
-        own = level(call)
-        return len(levels) == 2 and any(
-            not c.is_leaf and level(c) is not None and level(c) != own for c in call.children
+    def __init__(self, root: Call, full_shape: tuple[int, ...]) -> None:
+        self.full_shape = full_shape
+        self.consumers: dict[int, list[Call]] = {}
+        self.producer: dict[int, Call] = {}  # outermost call whose (first) output is the tensor
+        self.order: dict[int, int] = {}  # id(call) -> position in forward order
+        self._index(root)
+
+    def _index(self, call: Call) -> None:
+        self.order[id(call)] = len(self.order)
+        if call.input_id is not None:
+            self.consumers.setdefault(call.input_id, []).append(call)
+        for child in call.children:
+            self._index(child)
+            if child.output_id is not None:
+                self.producer[child.output_id] = child  # the parent, indexed later, wins
+
+    def place(self, shape: tuple[int, ...] | None) -> Placement | None:
+        return classify(shape, self.full_shape)
+
+    def out(self, call: Call) -> tuple[int | None, Placement | None]:
+        """The tensor that continues from `call` and its placement: of a tuple-returning block,
+        the first map on the grid that a later call consumes (else the first map, else the
+        first item)."""
+        if len(call.outputs) > 1:
+            maps = [(tid, self.place(s)) for tid, s in call.outputs if not self.vector(s)]
+            maps = [(tid, p) for tid, p in maps if p is not None]
+            for tid, place in maps:
+                if any(self._after(c, call) for c in self.consumers.get(tid, ())):
+                    return tid, place
+            if maps:
+                return maps[0]
+        return call.output_id, self.place(call.shape)
+
+    def vector(self, shape: tuple[int, ...] | None) -> bool:
+        """A per-sample vector: (B, C), (B, C, 1, 1), (B, 1, C)... at most one dimension > 1."""
+        return (
+            shape is not None
+            and shape[0] == self.full_shape[0]
+            and sum(d > 1 for d in shape[1:]) <= 1
         )
 
-    def opened(call: Call) -> list[Call]:
-        seq: list[Call] = []
-        for child in call.children:
-            seq.extend(opened(child) if should_open(child) else [child])
-        return seq
+    def _after(self, consumer: Call, call: Call) -> bool:
+        node: Call | None = consumer
+        while node is not None:  # a consumer inside the call itself does not count
+            if node is call:
+                return False
+            node = node.parent
+        return self.order[id(consumer)] > self.order[id(call)]
 
-    spatial = [(c, classify(c.shape, full_shape)) for c in opened(root)]
-    spatial = [(c, p) for c, p in spatial if p is not None and not _global_pool(c, p)]
+    def inp(self, call: Call) -> Placement | None:
+        return self.place(call.in_shape)
+
+    def pooled(self, call: Call) -> bool:
+        """The call turns a map into a vector (or a 1x1 grid): the classifier's global pool."""
+        pin = self.inp(call)
+        if pin is None or self.vector(call.in_shape):
+            return False
+        return self.vector(call.shape)
+
+    def level(self, call: Call) -> int | None:
+        tid, place = self.out(call)
+        shape = next((s for t, s in call.outputs if t == tid), call.shape)
+        return None if place is None or self.vector(shape) else place.reduction
+
+
+def _should_open(flow: _Flow, call: Call) -> bool:
+    """Open a call up when the boundary between two levels lies inside it.
+
+    Its children span three levels or more (a container of stages), or it goes from one level to
+    the next and, before the child that changes the level, children that are blocks (not single
+    layers) did work at the first level and kept its shape (a stage ending in a patch merging).
+    A block that downsamples after an expansion or a transition whose conv halves the channels
+    before pooling stays closed: the tap is what enters it."""
+    if not call.children:
+        return False
+    lv_in = flow.inp(call)
+    levels = {lv for lv in map(flow.level, call.children) if lv is not None}
+    if lv_in is not None:
+        levels.add(lv_in.reduction)
+    if len(levels) >= 3:
+        return True
+    own = flow.level(call)
+    if len(levels) != 2 or lv_in is None or own is None or own == lv_in.reduction:
+        return False
+    boundary = next(
+        (c for c in call.children if flow.level(c) not in (None, lv_in.reduction)), None
+    )
+    if boundary is None or boundary.input_id in (None, call.input_id):
+        return False
+    made_by = next(
+        (c for c in call.children if flow.out(c)[0] == boundary.input_id and not c.is_leaf), None
+    )
+    return made_by is not None and boundary.in_shape == call.in_shape
+
+
+def _opened(flow: _Flow, call: Call) -> list[Call]:
+    seq: list[Call] = []
+    for child in call.children:
+        seq.extend(_opened(flow, child) if _should_open(flow, child) else [child])
+    return seq
+
+
+@dataclass
+class _Walk:
+    taps: list[FeatureSpec]
+    head: list[str]  # modules left out as the classifier head
+    inner: list[str]  # modules left out as layers inside a level boundary
+
+
+def _single_layer(call: Call, flow: _Flow) -> bool:
+    """Every convolution or linear inside the call that works on the grid reads the call's own
+    input (a conv with its norm and activation, parallel branches), rather than another's output."""
+    if call.is_leaf:
+        return True
+    stack = list(call.children)
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        on_grid = flow.place(node.shape) is not None and not flow.vector(node.shape)
+        if node.weighted and on_grid and node.input_id != call.input_id:
+            return False
+    return True
+
+
+def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
+    """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
+    input of the first call that leaves the level (or, when a function changed it in between, the
+    last output at the level). The walk ends at the head: the first call that pools the current
+    map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up."""
+    flow = _Flow(root, full_shape)
+    seq = _opened(flow, root)
     taps: list[FeatureSpec] = []
-    for i, (call, place) in enumerate(spatial):
-        last_of_level = i + 1 == len(spatial) or spatial[i + 1][1].reduction != place.reduction
-        if not last_of_level:
+    inner: list[str] = []
+    current: Placement | None = None
+    last: tuple[Call, int, Placement] | None = None  # last output at the current level
+    entered = 0  # index in seq of the call that entered the current level
+    head_at = len(seq)
+    decoder = False
+
+    def close(tid: int | None, place: Placement | None, why: str, upto: int) -> None:
+        """Record the tap of the current level: tensor `tid` when a module produced it."""
+        assert current is not None and last is not None
+        producer = None
+        if tid is not None and place is not None and place.reduction == current.reduction:
+            before = reversed(seq[:upto])
+            # a forward hook sees a module's first output tensor: the tap must be that one
+            producer = next((c for c in before if c.output_id == tid), None)
+            producer = producer or flow.producer.get(tid)
+        if producer is None or producer.shape is None:
+            at_level = [
+                c
+                for c in seq[:upto]
+                if flow.level(c) == current.reduction and flow.out(c)[0] == c.output_id
+            ]
+            producer = at_level[-1] if at_level else last[0]
+            place = flow.place(producer.shape) or current
+            made = f"{why}; that tensor is made by a function, not a module"
+            why = f"last module output at reduction {current.reduction} ({why if tid is None else made})"
+        taps.append(_hooked(producer, place, why))
+
+    for i, call in enumerate(seq):
+        pin = flow.inp(call)
+        tid, pout = flow.out(call)
+        if current is not None and _starts_head(flow, seq, i, current):
+            head_at = i
+            break
+        if pout is None or flow.level(call) is None:
+            continue  # off the grid: position embeddings, attention biases, masks, pooled vectors
+        if current is None or pout.reduction == current.reduction:
+            if current is None:
+                entered = i
+            current, last = pout, (call, tid, pout)
             continue
-        if taps and place.reduction < taps[-1].reduction:
-            break  # the resolution goes back up: a decoder follows, the encoder ends here
-        taps.append(_hooked(call, place))
-    return taps
+        if pout.reduction < current.reduction:
+            head_at = i  # the resolution goes back up: a decoder follows, the encoder ends here
+            decoder = True
+            break
+        if _side_branch(flow, seq, i, current):
+            continue
+        reason = f"what enters {call.name}, the first module at reduction {pout.reduction}"
+        close(call.input_id, pin, reason, i)
+        inner += _inner_layers(call, flow, current.reduction)
+        current, last, entered = pout, (call, tid, pout), i
+    head = seq[head_at:]
+    if current is not None and last is not None:
+        if decoder:  # what enters a decoder mixes levels: the level's last output is the tap
+            close(None, None, f"the resolution goes back up at {seq[head_at].name}", head_at)
+        else:
+            tid, place, why, upto = _before_head(flow, seq, entered, head_at, current)
+            close(tid, place, why, upto)
+    # timm's FeatureInfo wants non-decreasing reductions: drop a level that goes back up.
+    kept: list[FeatureSpec] = []
+    for tap in taps:
+        if not kept or tap.reduction > kept[-1].reduction:
+            kept.append(tap)
+    return _Walk(kept, _names(head), inner)
 
 
-def _global_pool(call: Call, place: Placement) -> bool:
-    """A pooling layer that leaves one pixel is the classifier's global pool, not a stage."""
-    return place.grid == (1, 1) and "Pool" in call.type_name
+def _starts_head(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
+    """The call pools the current map to a vector, or reads a vector of the batch (a class
+    token, a pooled feature): the classifier's head begins here. What runs after it (a second,
+    token-wise head) is head too."""
+    call = seq[i]
+    return flow.pooled(call) or flow.vector(call.in_shape)
+
+
+def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
+    """A call that reaches a coarser level while a later call still reads a map of the current
+    level, and the encoder goes on to coarser levels after that: a branch (a global-context
+    block that pools the map for the attention's queries), not the next level. At the end of
+    the encoder the same return to a finer level is a neck (a multi-scale fusion): not a branch."""
+    readers = [
+        j
+        for j in range(i + 1, len(seq))
+        if (pin := flow.inp(seq[j])) is not None
+        and not flow.vector(seq[j].in_shape)
+        and pin.reduction == current.reduction
+    ]
+    if not readers:
+        return False
+    after = seq[readers[0] + 1 :]
+    return any((lv := flow.level(c)) is not None and lv > current.reduction for c in after)
+
+
+def _before_head(
+    flow: _Flow, seq: list[Call], entered: int, head_at: int, current: Placement
+) -> tuple[int | None, Placement | None, str, int]:
+    """The last level's feature: what enters the head, or, when a single layer that widens the
+    channels runs right before it in the same module (followed only by layers that keep its
+    shape: a norm, an activation), what enters that layer (timm's conv_head). Also the index in
+    `seq` where the head (with that layer) begins."""
+    if head_at < len(seq):
+        head = seq[head_at]
+        start = head_at
+        for j in range(head_at - 1, entered, -1):
+            call = seq[j]
+            pin, (_, pout) = flow.inp(call), flow.out(call)
+            if call.parent is not head.parent or pin is None or pout is None:
+                break
+            if pin.reduction != current.reduction or pout.reduction != current.reduction:
+                break
+            if pout.num_chs > pin.num_chs and _single_layer(call, flow):
+                start = j
+            elif pout.num_chs != pin.num_chs:
+                break
+        tail = seq[head_at - 1]
+        if start == head_at and head_at - 1 > entered and _widening_tail(flow, tail, current):
+            start = head_at - 1
+        if start < head_at:
+            widen = seq[start]
+            return (
+                widen.input_id,
+                flow.inp(widen),
+                f"what enters {widen.name}, a layer that widens the channels for the head only",
+                start,
+            )
+        if head.input_id is not None and flow.inp(head) is not None:
+            return head.input_id, flow.inp(head), f"what enters the head ({head.name})", head_at
+    last = seq[head_at - 1] if head_at > 0 else None
+    if last is not None:
+        tid, place = flow.out(last)
+        return tid, place, "the last output of the encoder", head_at
+    return None, None, "the last output of the encoder", head_at
+
+
+def _widening_tail(flow: _Flow, call: Call, current: Placement) -> bool:
+    """A single layer that widens the channels at the end of a container of blocks of another
+    kind (ReXNet's last ConvNormAct after its bottlenecks): it only feeds the head."""
+    pin, (_, pout) = flow.inp(call), flow.out(call)
+    if call.parent is None or pin is None or pout is None:
+        return False
+    if pin.reduction != current.reduction or pout.reduction != current.reduction:
+        return False
+    siblings = call.parent.children
+    k = next((n for n, c in enumerate(siblings) if c is call), 0)
+    return (
+        k > 0
+        and siblings[k - 1].type_name != call.type_name
+        and pout.num_chs > pin.num_chs
+        and _single_layer(call, flow)
+    )
+
+
+def _inner_layers(call: Call, flow: _Flow, reduction: int) -> list[str]:
+    """Layers inside a level-changing call that still work at the finer level: not taps."""
+    found: list[str] = []
+    stack = list(call.children)
+    while stack:
+        node = stack.pop(0)
+        if node.weighted and flow.level(node) == reduction:
+            found.append(node.name)
+        stack.extend(node.children)
+    return found
+
+
+def _names(calls: list[Call]) -> list[str]:
+    return list(dict.fromkeys(c.name for c in calls if c.name))
 
 
 def _repeated_blocks(root: Call, full_shape: tuple[int, ...], reduction: int) -> list[FeatureSpec]:
-    """The longest run of sibling calls with the same kind of module at `reduction` (ViT blocks)."""
+    """The longest run of sibling calls of the same kind of module (each a different module) at
+    `reduction`: a ViT's blocks, however the forward calls them (a loop over a ModuleList with
+    extra arguments such as rotary embeddings or a relative position bias, or a Sequential)."""
+    flow = _Flow(root, full_shape)
     best: list[tuple[Call, Placement]] = []
 
     def visit(call: Call) -> None:
         nonlocal best
-        placed = [(c, classify(c.shape, full_shape)) for c in call.children if not c.is_leaf]
-        at_level = [(c, p) for c, p in placed if p is not None and p.reduction == reduction]
-        # Consecutive calls of one kind: a patch embedding called beside the blocks (blocks in a
-        # ModuleList run as the model's own children) is not one of them.
-        for _, group in itertools.groupby(at_level, key=lambda cp: cp[0].type_name):
-            run = list(group)
-            if len(run) > len(best) and len({c.name for c, _ in run}) == len(run):
+        runs: dict[str, list[tuple[Call, Placement]]] = {}
+        for child in call.children:
+            tid, place = flow.out(child)
+            if child.is_leaf or place is None or place.reduction != reduction:
+                continue
+            if tid != child.output_id:
+                continue  # the map that continues is not the first output a hook would see
+            run = runs.setdefault(child.type_name, [])
+            if all(c.name != child.name for c, _ in run):
+                run.append((child, place))
+        for run in runs.values():
+            if len(run) > len(best):
                 best = run
         for child in call.children:
             visit(child)
 
     visit(root)
-    return [_hooked(c, p) for c, p in best] if len(best) >= 2 else []
+    if len(best) < 2:
+        return []
+    parent = _parent_name(best[0][0].name) or "the model"
+    why = f"one of {len(best)} repeated blocks of {parent} (one resolution only, as timm's ViTs)"
+    return [_hooked(c, p, why) for c, p in best]
 
 
 def _parent_name(name: str) -> str:
@@ -232,10 +556,14 @@ def _parent_name(name: str) -> str:
 
 
 def _default_out_indices(features: list[FeatureSpec] | tuple[FeatureSpec, ...]) -> tuple[int, ...]:
-    """Up to four: the last four levels of a pyramid, evenly spaced blocks of a one-level model."""
+    """Up to four: the last four levels of a pyramid, or evenly spaced blocks of the last level
+    when it is a run of blocks (a ViT's, a hybrid's)."""
     n = len(features)
     if n <= DEFAULT_NUM_OUT:
         return tuple(range(n))
-    if len({f.reduction for f in features}) == 1:
-        return tuple(round((i + 1) * n / DEFAULT_NUM_OUT) - 1 for i in range(DEFAULT_NUM_OUT))
+    blocks = sum(f.reduction == features[-1].reduction for f in features)
+    if blocks >= DEFAULT_NUM_OUT:  # the blocks of one level (a ViT's): evenly spaced
+        first = n - blocks
+        steps = range(DEFAULT_NUM_OUT)
+        return tuple(first + round((i + 1) * blocks / DEFAULT_NUM_OUT) - 1 for i in steps)
     return tuple(range(n - DEFAULT_NUM_OUT, n))

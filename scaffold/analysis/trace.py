@@ -35,6 +35,13 @@ class Call:
     children: list[Call] = field(default_factory=list)
     shape: tuple[int, ...] | None = None  # first tensor of the output
     output_id: int | None = None  # id() of that tensor, to match the model's return value
+    # The data flow: the first tensor argument (positional, else keyword) and every tensor of the
+    # output (a tuple's or list's items, a dict's values), as (id(), shape). Ids stay unique
+    # while the trace keeps the tensors alive; they show which module's output another consumes.
+    in_shape: tuple[int, ...] | None = None
+    input_id: int | None = None
+    outputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
+    weighted: bool = False  # a layer with a weight matrix or kernel (conv, linear) of its own
 
 
 @dataclass
@@ -178,10 +185,18 @@ def trace_forward(
     keep_alive: list[torch.Tensor] = []  # ids stay unique while the tensors live
 
     def pre_hook(name: str, is_leaf: bool):
-        def hook(module: nn.Module, args: Any) -> None:
+        def hook(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
             parent = stack[-1]
             node = Call(name, type(module).__name__, counts.get(name, 0), parent, is_leaf)
             counts[name] = node.call + 1
+            node.weighted = any(p.ndim >= 2 for p in module.parameters(recurse=False))
+            tensor = first_tensor(args)
+            if tensor is None:
+                tensor = first_tensor(kwargs)
+            if tensor is not None:
+                node.in_shape = tuple(tensor.shape)
+                node.input_id = id(tensor)
+                keep_alive.append(tensor)
             parent.children.append(node)
             stack.append(node)
 
@@ -194,14 +209,20 @@ def trace_forward(
             node.shape = tuple(tensor.shape)
             node.output_id = id(tensor)
             keep_alive.append(tensor)
+        for item in _tensors(output):
+            node.outputs.append((id(item), tuple(item.shape)))
+            keep_alive.append(item)
 
     for name, module in model.named_modules():
         if name:
             is_leaf = next(module.children(), None) is None
-            handles.append(module.register_forward_pre_hook(pre_hook(name, is_leaf)))
+            handles.append(
+                module.register_forward_pre_hook(pre_hook(name, is_leaf), with_kwargs=True)
+            )
             handles.append(module.register_forward_hook(post_hook))
     try:
         x = torch.randn(BATCH, *input_shape, device=device)
+        root.in_shape, root.input_id = tuple(x.shape), id(x)
         model.eval()
         with torch.no_grad():
             output = call(model, x) if call is not None else model(x)
@@ -265,6 +286,17 @@ def first_tensor(value: Any) -> torch.Tensor | None:
             if found is not None:
                 return found
     return None
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors of a module's output: itself, or the items of a tuple, list or dict."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, torch.Tensor)]
+    return []
 
 
 def _output_items(output: Any) -> tuple[str, list[tuple[int | str | None, torch.Tensor]]]:

@@ -1,0 +1,127 @@
+"""The taps on timm's own models agree with the feature_info timm's authors declared by hand.
+
+Each model is analysed from its timm builder function, as `scaffold inspect
+timm.models.<module>:<builder> --input-shape ...` does, and its measured (module, channels,
+reduction) list is held against the literal list and against timm's `feature_info`.
+"""
+
+import pytest
+import timm
+import torch
+
+from scaffold.analysis import analyse
+from scaffold.analysis.features import match_grid
+
+CASES = {
+    # the head's channel expansion (conv_head, 1280) is head, not the last level
+    "efficientnet:efficientnet_b0": (
+        (3, 224, 224),
+        [
+            ("blocks.0", 16, 2),
+            ("blocks.1", 24, 4),
+            ("blocks.2", 40, 8),
+            ("blocks.4", 112, 16),
+            ("blocks.6", 320, 32),
+        ],
+    ),
+    # the conv after the global pool (1024 on a 1x1 map) is head, not a level at 224
+    "mobilenetv3:mobilenetv3_small_100": (
+        (3, 224, 224),
+        [
+            ("bn1", 16, 2),
+            ("blocks.0", 16, 4),
+            ("blocks.1", 24, 8),
+            ("blocks.3", 48, 16),
+            ("blocks.5", 576, 32),
+        ],
+    ),
+    # what enters a transition (the dense block), not the transition's halving conv
+    "densenet:densenet121": (
+        (3, 224, 224),
+        [
+            ("features.norm0", 64, 2),
+            ("features.denseblock1", 256, 4),
+            ("features.denseblock2", 512, 8),
+            ("features.denseblock3", 1024, 16),
+            ("features.norm5", 1024, 32),
+        ],
+    ),
+    # what enters the next block, not its expansion conv; the last ConvNormAct is head
+    "rexnet:rexnet_100": (
+        (3, 224, 224),
+        [
+            ("features.0", 16, 2),
+            ("features.2", 38, 4),
+            ("features.4", 61, 8),
+            ("features.10", 128, 16),
+            ("features.15", 185, 32),
+        ],
+    ),
+    # 299 pixels through unpadded layers: 149, 73, 35, 17, 8 are reductions 2 to 32
+    "inception_v3:inception_v3": (
+        (3, 299, 299),
+        [
+            ("Conv2d_2b_3x3", 64, 2),
+            ("Conv2d_4a_3x3", 192, 4),
+            ("Mixed_5d", 288, 8),
+            ("Mixed_6e", 768, 16),
+            ("Mixed_7c", 2048, 32),
+        ],
+    ),
+    # the first block of a level projects inside; the tap is what enters it
+    "dpn:dpn68": (
+        (3, 224, 224),
+        [
+            ("features.conv1_1", 10, 2),
+            ("features.conv2_3", 144, 4),
+            ("features.conv3_4", 320, 8),
+            ("features.conv4_12", 704, 16),
+            ("features.conv5_bn_ac", 832, 32),  # timm: conv5_3, the same tensor's shape
+        ],
+    ),
+    # blocks called with rotary embeddings as a keyword argument: still every block
+    "eva:eva02_tiny_patch14_224": (
+        (3, 224, 224),
+        [(f"blocks.{i}", 192, 14) for i in range(12)],
+    ),
+}
+
+
+def _timm_features(builder: str) -> list[tuple[int, int]]:
+    with torch.device("meta"):
+        model = timm.create_model(builder)
+    return [(f["num_chs"], f["reduction"]) for f in model.feature_info]
+
+
+@pytest.mark.parametrize("target", list(CASES))
+def test_taps_agree_with_timm_feature_info(target: str):
+    shape, expected = CASES[target]
+    spec = analyse(f"timm.models.{target}", {}, shape)
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == expected
+    assert [(c, r) for _, c, r in expected] == _timm_features(target.split(":")[1])
+    assert all(f.why for f in spec.features)  # each tap says why it was chosen
+
+
+def test_inspect_explains_what_was_left_out():
+    spec = analyse("timm.models.efficientnet:efficientnet_b0", {}, (3, 224, 224))
+    assert spec.features[-1].why == (
+        "what enters conv_head, a layer that widens the channels for the head only"
+    )
+    assert spec.features[1].why == "what enters blocks.2, the first module at reduction 8"
+    assert "left out as the head: global_pool, classifier" in spec.notes
+    inner = next(n for n in spec.notes if n.startswith("left out as layers inside"))
+    assert "blocks.1.0.conv_pw" in inner  # the expansion conv before the stride
+
+
+@pytest.mark.parametrize(
+    ("size", "grids", "reductions"),
+    [
+        (299, [149, 73, 35, 17, 8], [2, 4, 8, 16, 32]),  # valid padding loses a few cells
+        (106, [53, 27, 14, 7, 4], [2, 4, 8, 16, 32]),  # ceil grids of padded strides
+        (224, [112, 56, 28, 14, 7, 4], [2, 4, 8, 16, 32, 64]),  # 4x4 from 7x7 is 64, not 56
+        (224, [16], [14]),  # a patch of 14 pixels
+        (240, [20], [12]),  # a patch of 12 pixels
+    ],
+)
+def test_reductions_are_stride_products(size, grids, reductions):
+    assert [match_grid(g, g, size, size) for g in grids] == reductions
