@@ -211,11 +211,13 @@ def test_dict_input_model_end_to_end_and_update_repeats_the_options(tmp_path):
     )
     assert code == 0 and data["verified"] is True, data
     assert [c["name"] for c in data["checks"]] == [
+        "folder",
         "import",
         "features",
         "determinism",
         "forward args",
         "factory",
+        "sizes",
         "benchmark",
     ]
     assert data["input_shape"] == [1, 4, 64, 64]
