@@ -88,6 +88,7 @@ ForwardArgOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--forward-arg",
+        metavar="NAME=VALUE",
         help="Forward argument NAME=VALUE, or PARAM.KEY=VALUE for an item of a dict parameter "
         "(VALUE is YAML), e.g. wavelengths=[0.49,0.56,0.665]. Repeatable.",
     ),
@@ -96,6 +97,7 @@ ImageArgOpt = Annotated[
     str | None,
     typer.Option(
         "--image-arg",
+        metavar="NAME",
         help="The forward parameter (or PARAM.KEY) that receives the image (default: the first).",
     ),
 ]

@@ -277,6 +277,7 @@ def test_an_existing_empty_out_is_filled_in_place(tmp_path):
         "benchmark.yaml",
         "data",
         "in_place_cnn",
+        "pyproject.toml",
     ]
     assert result.benchmark_config.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no temp folder left

@@ -10,7 +10,7 @@ import importlib
 import math
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ class Context:
     directory: Path
     state: State
     config_path: Path
+    # timm's models of the backbone, built once per ladder: each build pays the model's own
+    # constructor, which can be slow. Key: features_only.
+    _built: dict[bool, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, directory: Path, state: State) -> Context:
@@ -44,6 +47,16 @@ class Context:
     @property
     def name(self) -> str:
         return self.state.options.name or ""
+
+    def built(self, features_only: bool = False) -> Any:
+        """``timm.create_model(NAME[, features_only=True])`` in eval mode, built on first use
+        (the import check drops any earlier build)."""
+        import timm
+
+        if features_only not in self._built:
+            kwargs = {"features_only": True} if features_only else {}
+            self._built[features_only] = timm.create_model(self.name, **kwargs).eval()
+        return self._built[features_only]
 
     def example_input(self, channels: int | None = None):
         """A random batch of the traced input's shape (with `channels` when given)."""
@@ -65,6 +78,7 @@ class Context:
         # A fresh import, so that edits made since an earlier import in this process count.
         for mod in [m for m in sys.modules if m == self.name or m.startswith(self.name + ".")]:
             del sys.modules[mod]
+        self._built.clear()  # models of an earlier import are not this package's
         if str(self.directory) in sys.path:  # first, so that no other copy shadows it
             sys.path.remove(str(self.directory))
         sys.path.insert(0, str(self.directory))
@@ -88,13 +102,12 @@ class Context:
 
     # -- 2. timm's feature rules ----------------------------------------------------------------
     def check_features(self) -> str:
-        import timm
         import torch
 
         x = self.example_input()
         height, width = x.shape[-2:]
         try:
-            model = timm.create_model(self.name, features_only=True).eval()
+            model = self.built(features_only=True)
         except Exception as exc:
             raise CheckFailed(
                 f"timm.create_model(features_only=True) failed: {one_line(exc)}"
@@ -104,7 +117,10 @@ class Context:
             outs = _call(model, x, "the features_only model")
         _feature_rules(outs, info.channels(), info.reduction(), info.module_name(), height, width)
 
-        backbone = timm.create_model(self.name).eval()
+        try:
+            backbone = self.built()
+        except Exception as exc:
+            raise CheckFailed(f"timm.create_model() failed: {one_line(exc)}") from exc
         with torch.no_grad():
             raw = _call(backbone, x, "the backbone's forward")
             if not isinstance(raw, (list, tuple)):

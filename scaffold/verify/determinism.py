@@ -56,7 +56,7 @@ def _same_twice(context, kwargs: dict[str, Any], where: str) -> int:
     x = context.example_input()
     height, width = x.shape[-2:]
     try:
-        backbone = timm.create_model(context.name, **kwargs).eval()
+        backbone = timm.create_model(context.name, **kwargs).eval() if kwargs else context.built()
     except Exception as exc:
         raise CheckFailed(
             f"timm.create_model({context.name!r}){where} failed: {one_line(exc)}"

@@ -47,9 +47,9 @@ def check_sizes(context: Any) -> str:
     sizes = [(height, width), (SCALE * height, SCALE * width)]
     built_for: str | None = None
     try:
-        models = _build(timm, name, {})
-    except _Located as exc:
-        raise CheckFailed(str(exc)) from exc.cause
+        models = (context.built(features_only=True), context.built())
+    except Exception as exc:
+        raise CheckFailed(f"timm.create_model({name!r}) failed: {one_line(exc)}") from exc
     for size in sizes:
         try:
             _check_at(models, spec, size)
@@ -166,7 +166,8 @@ def _where(root: Any, exc: BaseException) -> tuple[str | None, str]:
 
 
 def _size_parameter(name: str) -> str | None:
-    """The model constructor's parameter for the input size, if it has one."""
+    """The model constructor's parameter for the input size, if it has one: in its signature,
+    or among the arguments it was given (a builder that passes ``**kwargs`` on)."""
     import importlib
 
     from scaffold.analysis.inputs import SIZE_PARAMS
@@ -174,9 +175,10 @@ def _size_parameter(name: str) -> str | None:
     try:
         backbone = importlib.import_module(f"{name}.backbone")
         params = inspect.signature(backbone.load_model_class()).parameters
+        given = getattr(backbone, "MODEL_ARGS", {})
     except Exception:
         return None
-    return next((p for p in SIZE_PARAMS if p in params), None)
+    return next((p for p in SIZE_PARAMS if p in params or p in given), None)
 
 
 def _hw(size: tuple[int, int]) -> str:
