@@ -104,7 +104,9 @@ ImageArgOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DataOpt = Annotated[
     list[Path] | None,
-    typer.Option("--data", help="A dataset folder: one benchmark task each. Repeatable."),
+    typer.Option(
+        "--data", metavar="DIR", help="A dataset folder: one benchmark task each. Repeatable."
+    ),
 ]
 BaselineOpt = Annotated[
     list[str] | None,
@@ -276,7 +278,10 @@ def update(
     data: DataOpt = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Where the model lives now, when it moved: path/to/model.py[:Name]."),
+        typer.Option(
+            metavar="PATH[:Name]",
+            help="Where the model lives now, when it moved: path/to/model.py[:Name].",
+        ),
     ] = None,
     ray: Annotated[
         bool | None,
@@ -339,10 +344,16 @@ def report(
     directory: DirArg = Path("."),
     as_json: JsonOpt = False,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Also draw the comparison into this PNG.")
+        Path | None,
+        typer.Option("--plot", metavar="FILE.png", help="Also draw the comparison into this PNG."),
     ] = None,
 ) -> None:
-    """Compare the backbone with its baselines: one table from the finished benchmark runs."""
+    """Compare the backbone with its baselines: one table from the finished benchmark runs.
+
+    \b
+    Example: scaffold report my_net --plot comparison.png
+    Exit codes: 0 shown (missing runs are shown as missing), 2 bad input.
+    """
     from scaffold.results import collect, plot_results
 
     with _stdout_kept_for_json(as_json), err().status("reading the runs"):
