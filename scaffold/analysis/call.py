@@ -1,7 +1,7 @@
 """How the model's forward is called: where the image goes, the other arguments, and their forms.
 
-Foundation models rarely have ``forward(x)``: DOFA wants the wavelengths of the bands, Panopticon a
-dict with the image and per-band ids, CROMA a named modality, an MAE a mask ratio. The person names
+Foundation models rarely have ``forward(x)``: one wants the wavelengths of the bands, another a
+dict with the image and per-band ids, another a named modality, an MAE a mask ratio. The person names
 the arguments (``--forward-arg NAME=VALUE``, ``PARAM.KEY=VALUE`` for an item of a dict parameter)
 and where the image goes (``--image-arg NAME`` or ``PARAM.KEY``; default the first parameter).
 
@@ -211,7 +211,7 @@ def per_band_shapes(
     shapes: tuple[tuple[int, ...], ...], forward_args: dict[str, Any]
 ) -> tuple[tuple[int, ...], ...]:
     """For a model without a channel parameter: a forward argument that lists numbers (one per
-    band, as DOFA's wavelengths) gives the channel count, tried before the guessed one."""
+    band, such as wavelengths) gives the channel count, tried before the guessed one."""
     counts = [
         len(v)
         for v in forward_args.values()

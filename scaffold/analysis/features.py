@@ -448,7 +448,7 @@ def _before_head(
 ) -> tuple[int | None, Placement | None, str, int]:
     """The last level's feature: what enters the head, or, when a single layer that widens the
     channels runs right before it in the same module (followed only by layers that keep its
-    shape: a norm, an activation), what enters that layer (timm's conv_head). Also the index in
+    shape: a norm, an activation), what enters that layer (a classifier's 1x1 channel expansion). Also the index in
     `seq` where the head (with that layer) begins."""
     if head_at < len(seq):
         head = seq[head_at]
@@ -486,7 +486,7 @@ def _before_head(
 
 def _widening_tail(flow: _Flow, call: Call, current: Placement) -> bool:
     """A single layer that widens the channels at the end of a container of blocks of another
-    kind (ReXNet's last ConvNormAct after its bottlenecks): it only feeds the head."""
+    kind (a conv-norm-act after a stack of bottlenecks): it only feeds the head."""
     pin, (_, pout) = flow.inp(call), flow.out(call)
     if call.parent is None or pin is None or pout is None:
         return False

@@ -4,7 +4,7 @@
   the same features, and token features hold every token of the grid. An encoder that masks or
   shuffles tokens at random (MAE pretraining) fails here, before a benchmark trains a decoder on
   random tokens.
-- ``forward args``: a forward argument that holds one value per band (DOFA's wavelengths) has as
+- ``forward args``: a forward argument that holds one value per band (wavelengths) has as
   many values as the benchmark's ``backbone_in_chans``.
 """
 
