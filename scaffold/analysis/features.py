@@ -448,8 +448,8 @@ def _before_head(
 ) -> tuple[int | None, Placement | None, str, int]:
     """The last level's feature: what enters the head, or, when a single layer that widens the
     channels runs right before it in the same module (followed only by layers that keep its
-    shape: a norm, an activation), what enters that layer (a classifier's 1x1 channel expansion). Also the index in
-    `seq` where the head (with that layer) begins."""
+    shape: a norm, an activation), what enters that layer (a classifier's 1x1 channel
+    expansion). Also the index in `seq` where the head (with that layer) begins."""
     if head_at < len(seq):
         head = seq[head_at]
         start = head_at
