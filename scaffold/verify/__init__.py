@@ -33,6 +33,23 @@ class CheckFailed(Exception):
     """A check's finding: what is wrong, said so that a person can act on it."""
 
 
+def read_config(config_path: Path) -> dict[str, Any]:
+    """A benchmark YAML as a mapping; a missing, unreadable or malformed file is a finding."""
+    import yaml
+
+    from scaffold.errors import one_line
+
+    if not config_path.is_file():
+        raise CheckFailed(f"{config_path} is missing")
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckFailed(f"{config_path}: {one_line(exc)}") from exc
+    if not isinstance(config, dict):
+        raise CheckFailed(f"{config_path}: not a YAML mapping")
+    return config
+
+
 @dataclass
 class Check:
     name: str

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaffold.errors import one_line
 from scaffold.render import CONFIG_FILE, names_for
 from scaffold.state import State
-from scaffold.verify import CheckFailed
+from scaffold.verify import CheckFailed, read_config
 
 BATCH = 2
 # terratorch-iterate task types -> the task names TerraTorch factories are called with.
@@ -141,10 +139,7 @@ class Context:
 
     # -- 3. the factory -------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        try:
-            return yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CheckFailed(f"{self.config_path}: {one_line(exc)}") from exc
+        return read_config(self.config_path)
 
     def config_factory(self) -> str:
         defaults = self.config().get("defaults", {}).get("terratorch_task", {})

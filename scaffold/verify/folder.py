@@ -12,10 +12,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaffold.state import State
-from scaffold.verify import CheckFailed
+from scaffold.verify import CheckFailed, read_config
 
 OPENER = b"<<<<<<<"
 CLOSER = b">>>>>>>"
@@ -56,7 +54,7 @@ def check_folder(directory: Path, state: State, config_path: Path) -> str:
             "<<<<<<< ======= >>>>>>> and delete the marker lines"
         )
 
-    config = _load(config_path)
+    config = read_config(config_path)
     again = f"this folder was moved or copied: run `scaffold update {shlex.quote(str(directory))}`"
     package = directory / name
     modules = config.get("custom_modules_path")
@@ -85,18 +83,6 @@ def _sources(directory: Path, name: str) -> Iterator[Path]:
     package = directory / name
     if name and package.is_dir():
         yield from (p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
-
-
-def _load(config_path: Path) -> dict[str, Any]:
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        from scaffold.errors import one_line
-
-        raise CheckFailed(f"{config_path}: {one_line(exc)}") from exc
-    if not isinstance(config, dict):
-        raise CheckFailed(f"{config_path}: not a YAML mapping")
-    return config
 
 
 def _paths(value: Any, key: str = "") -> Iterator[tuple[str, str]]:

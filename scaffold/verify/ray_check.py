@@ -35,7 +35,7 @@ from scaffold.ray_route import (
     ray_socket_example,
     ray_sockets_fit,
 )
-from scaffold.verify import CheckFailed
+from scaffold.verify import CheckFailed, read_config
 
 WORKER_TIMEOUT_S = 300
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MiB; the task returns a few ints
@@ -45,7 +45,7 @@ def check_ray(context) -> str:
     """The ``ray`` check for the Context of a generated folder (see scaffold.verify.checks)."""
     directory: Path = context.directory
     config_path = directory / RAY_CONFIG_FILE
-    raw = _read_config(config_path)
+    raw = read_config(config_path)
     package = raw.get("backbone_import")
     if not package or not isinstance(package, str):
         raise CheckFailed(f"{config_path.name}: backbone_import is not set to a module name")
@@ -102,20 +102,6 @@ def check_ray(context) -> str:
         f"directory imported '{package}' and built '{backbone}': out_channels "
         f"{found['out_channels']} as feature_info; each trial asks {cpus} CPUs and {gpus} GPU"
     )
-
-
-def _read_config(config_path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not config_path.is_file():
-        raise CheckFailed(f"{config_path} is missing")
-    try:
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckFailed(f"{config_path.name}: {one_line(exc)}") from exc
-    if not isinstance(data, dict):
-        raise CheckFailed(f"{config_path.name}: not a YAML mapping")
-    return data
 
 
 def parse_ray_config(config_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
