@@ -1,8 +1,8 @@
 """Speed of the generated backbone's forward on a whole UNet against a forward of its encoder alone.
 
-The target is a UNet-like segmentation network (``BenchUNet``: an encoder of four levels, r1 to r8,
-and a decoder back to r1 that takes the encoder's maps as skips, so the decoder costs about as much
-as the encoder). ``scaffold new-backbone --no-verify`` generates its backbone; the candidate is
+The target is the suite's UNet (``tests/models/unet.py`` at width 16: an encoder of four levels,
+r1 to r8, and a decoder back to r1 that takes the encoder's maps as skips, so the decoder costs
+about as much as the encoder). ``scaffold new-backbone --no-verify`` generates its backbone; the candidate is
 that backbone's ``forward`` (the four encoder levels as features), the baseline is
 ``model.encoder(x)`` on the same model instance, a forward of the encoder half and nothing else.
 The whole model's forward is timed with them, for reference: what the backbone cost before it
@@ -31,67 +31,9 @@ FORWARDS_PER_RUN = 10
 THREADS = 1  # one intra-op thread: steadier timings on a shared machine
 NAME = "bench_unet"
 
-UNET_SOURCE = '''"""A UNet for the benchmarks: the decoder costs about as much as the encoder."""
-
-import torch
-from torch import nn
-
-
-def double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(),
-        nn.Conv2d(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(),
-    )
-
-
-class Encoder(nn.Module):
-    def __init__(self, in_chans: int, width: int) -> None:
-        super().__init__()
-        self.stem = double_conv(in_chans, width)
-        self.down1 = nn.Sequential(nn.MaxPool2d(2), double_conv(width, 2 * width))
-        self.down2 = nn.Sequential(nn.MaxPool2d(2), double_conv(2 * width, 4 * width))
-        self.down3 = nn.Sequential(nn.MaxPool2d(2), double_conv(4 * width, 8 * width))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        skips = [self.stem(x)]
-        for down in (self.down1, self.down2, self.down3):
-            skips.append(down(skips[-1]))
-        return skips
-
-
-class Up(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.up = nn.ConvTranspose2d(cin, cout, 2, 2)
-        self.conv = double_conv(2 * cout, cout)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([self.up(x), skip], dim=1))
-
-
-class Decoder(nn.Module):
-    def __init__(self, width: int, num_classes: int) -> None:
-        super().__init__()
-        self.up3 = Up(8 * width, 4 * width)
-        self.up2 = Up(4 * width, 2 * width)
-        self.up1 = Up(2 * width, width)
-        self.head = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        x = self.up3(skips[3], skips[2])
-        x = self.up2(x, skips[1])
-        return self.head(self.up1(x, skips[0]))
-
-
-class BenchUNet(nn.Module):
-    def __init__(self, in_chans: int = 3, width: int = 16, num_classes: int = 2) -> None:
-        super().__init__()
-        self.encoder = Encoder(in_chans, width)
-        self.decoder = Decoder(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-'''
+# The suite's UNet (encoder r1..r8, a decoder back to r1 on the skips), wider than in the tests.
+MODEL = Path(__file__).resolve().parents[1] / "tests" / "models" / "unet.py"
+WIDTH = 16
 
 
 def timed(fn) -> float:
@@ -104,14 +46,14 @@ def timed(fn) -> float:
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0], default_runs=7)
     with tempfile.TemporaryDirectory(prefix="bench-encoder-stop-") as tmp:
-        folder = Path(tmp)
-        (folder / "bench_unet_model.py").write_text(UNET_SOURCE)
-        out = folder / "out"
+        out = Path(tmp) / "out"
         run_checked(
             [
                 SCAFFOLD,
                 "new-backbone",
-                f"{folder / 'bench_unet_model.py'}:BenchUNet",
+                f"{MODEL}:UNet",
+                "--arg",
+                f"width={WIDTH}",
                 "--name",
                 NAME,
                 "--out",
