@@ -10,7 +10,8 @@
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
    ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
-   imports the package by name and builds the backbone (scaffold/verify/ray_check.py);
+   imports the package by name and builds the backbone (scaffold/verify/ray_check.py; Ray is
+   started in a process of its own before the first check, so it starts alongside them);
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
    metric. All in one process, so TerraTorch is imported once.
 """
@@ -84,6 +85,19 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
 
 
 def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyReport:
+    probe = None
+    if (directory / RAY_CONFIG_FILE).is_file():  # Ray starts now, alongside the other checks
+        from scaffold.verify.ray_check import start_probe
+
+        probe = start_probe(directory)
+    try:
+        return _ladder(directory, state, quick, progress, probe)
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyReport:
     from scaffold.verify import checks
     from scaffold.verify.folder import check_folder
 
@@ -131,7 +145,7 @@ def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyRepor
     if (directory / RAY_CONFIG_FILE).is_file():  # the Ray route: its config, a worker's import
         from scaffold.verify.ray_check import check_ray
 
-        run("ray", lambda: check_ray(context))
+        run("ray", lambda: check_ray(context, probe))
     if quick:
         return report
     if all(passed):

@@ -10,20 +10,26 @@
    route does first, on every node.
 
 The worker finds the package as an installed one would be found: DIR is on its PYTHONPATH (what
-``pip install -e DIR`` does), and the driver starts Ray from the temporary directory, so that
-Ray's habit of adding the driver's working directory to the workers' path proves nothing.
-Ray is imported here only, and shut down before the check returns.
+``pip install -e DIR`` does), and Ray's driver is a process of its own
+(``scaffold.verify.ray_probe``) started in an empty directory, so that Ray's habit of adding the
+driver's working directory to the workers' path proves nothing. Most of the check's time is Ray's
+start-up and the worker's import of TerraTorch: verify starts the probe before its other checks
+(`start_probe`) and collects the answer at this rung, so that time passes alongside them. Ray is
+never imported into the verify process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +44,19 @@ from scaffold.ray_route import (
 from scaffold.verify import CheckFailed, read_config
 
 WORKER_TIMEOUT_S = 300
-OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MiB; the task returns a few ints
 
 
-def check_ray(context) -> str:
-    """The ``ray`` check for the Context of a generated folder (see scaffold.verify.checks)."""
-    directory: Path = context.directory
+@dataclass(frozen=True)
+class Route:
+    """What the check needs from ``benchmark_ray.yaml``."""
+
+    package: str
+    backbone: str
+    kwargs: dict[str, Any]
+
+
+def read_route(directory: Path) -> Route:
+    """The Ray config's package and backbone; a config the Ray route cannot run is a finding."""
     config_path = directory / RAY_CONFIG_FILE
     raw = read_config(config_path)
     package = raw.get("backbone_import")
@@ -72,18 +85,39 @@ def check_ray(context) -> str:
         kwargs["in_chans"] = model_args["backbone_in_chans"]
     if "backbone_out_indices" in model_args:
         kwargs["out_indices"] = model_args["backbone_out_indices"]
-    expected = _expected_channels(context.state.spec, kwargs.get("out_indices"))
+    return Route(package, backbone, kwargs)
 
-    # The worker imports TerraTorch (seconds): iterate's parser is built and run meanwhile.
-    with ray_task(package, backbone, kwargs, directory) as result:
+
+def start_probe(directory: Path) -> RayProbe | None:
+    """Start the Ray side of the check early, so that it runs alongside verify's other checks;
+    None when the config is not usable (the check itself then says why)."""
+    try:
+        route = read_route(directory)
+    except CheckFailed:
+        return None
+    return RayProbe(route, directory)
+
+
+def check_ray(context, probe: RayProbe | None = None) -> str:
+    """The ``ray`` check for the Context of a generated folder (see scaffold.verify.checks),
+    with the probe `start_probe` started (one is started here when not)."""
+    directory: Path = context.directory
+    config_path = directory / RAY_CONFIG_FILE
+    route = read_route(directory)
+    if probe is None or probe.route != route:  # not started, or the config changed meanwhile
+        if probe is not None:
+            probe.close()
+        probe = RayProbe(route, directory)
+    expected = _expected_channels(context.state.spec, route.kwargs.get("out_indices"))
+    with contextlib.closing(probe):
         _, resources = parse_ray_config(config_path)
-        found = result()
+        found = probe.result()
+    package, backbone = route.package, route.backbone
     if "error" in found:
-        what = (
-            f"import '{package}'"
-            if found["stage"] == "import"
-            else f"build '{backbone}' through BACKBONE_REGISTRY"
-        )
+        what = {
+            "import": f"import '{package}'",
+            "build": f"build '{backbone}' through BACKBONE_REGISTRY",
+        }.get(found["stage"], "run the task")
         raise CheckFailed(f"a Ray worker could not {what}: {found['error']}")
     imported = Path(found["file"]).resolve()
     if not imported.is_relative_to(directory / package):
@@ -134,70 +168,63 @@ def parse_ray_config(config_path: Path) -> tuple[dict[str, Any], dict[str, Any]]
     return parsed, resources
 
 
-@contextlib.contextmanager
-def ray_task(
-    package: str, backbone: str, kwargs: dict[str, Any], directory: Path
-) -> Iterator[Callable[[], dict[str, Any]]]:
-    """Start a one-CPU local Ray instance and submit `_probe`; yield a function that waits for
-    its answer. Ray is shut down, and its temporary folder removed, when the block ends."""
-    import ray
+class RayProbe:
+    """``python -m scaffold.verify.ray_probe`` running: a one-CPU local Ray instance whose worker
+    imports the package and builds the backbone. `result` waits for its answer; `close` ends
+    it (Ray shut down, its temporary folder removed) whether or not it answered."""
 
-    scratch = Path(tempfile.mkdtemp(prefix="scaffold-ray-"))
-    workdir = scratch / "work"
-    workdir.mkdir()
-    path = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH")) if p)
-    try:
-        # Ray adds the driver's working directory to every worker's sys.path: start it elsewhere.
-        with contextlib.chdir(workdir), _env(RAY_USAGE_STATS_ENABLED="0"):
-            ray.init(
-                address="local",
-                num_cpus=1,
-                num_gpus=0,
-                include_dashboard=False,
-                object_store_memory=OBJECT_STORE_BYTES,
-                _temp_dir=str(scratch / "ray"),
-                runtime_env={"env_vars": {"PYTHONPATH": path}},
-                logging_level="ERROR",
-                log_to_driver=False,
-            )
+    def __init__(self, route: Route, directory: Path) -> None:
+        self.route = route
+        self._scratch = Path(tempfile.mkdtemp(prefix="scaffold-ray-"))
+        workdir = self._scratch / "work"  # empty: the driver's directory proves nothing
+        workdir.mkdir()
+        path = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH")) if p)
+        request = {
+            "package": route.package,
+            "backbone": route.backbone,
+            "kwargs": route.kwargs,
+            "ray_dir": str(self._scratch / "ray"),
+        }
+        self._out = (self._scratch / "answer").open("w+", encoding="utf-8")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "scaffold.verify.ray_probe"],
+            cwd=workdir,
+            env=os.environ | {"PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"},
+            stdin=subprocess.PIPE,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(request))
+        self._process.stdin.close()
+
+    def result(self) -> dict[str, Any]:
         try:
-            probe = ray.remote(num_cpus=1, max_retries=0)(_probe)
-            ref = probe.remote(package, backbone, kwargs, str(workdir))
+            code = self._process.wait(timeout=WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise CheckFailed(f"the Ray worker did not answer in {WORKER_TIMEOUT_S} s") from exc
+        self._out.seek(0)
+        lines = self._out.read().strip().splitlines()
+        try:
+            answer = json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            answer = None
+        if code != 0 or not isinstance(answer, dict):
+            last = lines[-1] if lines else f"exit code {code}"
+            raise CheckFailed(f"the local Ray instance failed: {last}")
+        return answer
 
-            def result() -> dict[str, Any]:
-                try:
-                    return ray.get(ref, timeout=WORKER_TIMEOUT_S)
-                except ray.exceptions.GetTimeoutError as exc:
-                    raise CheckFailed(
-                        f"the Ray worker did not answer in {WORKER_TIMEOUT_S} s"
-                    ) from exc
-                except ray.exceptions.RayError as exc:
-                    raise CheckFailed(f"the Ray worker failed: {one_line(exc)}") from exc
-
-            yield result
-        finally:
-            ray.shutdown()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _probe(package: str, backbone: str, kwargs: dict[str, Any], workdir: str) -> dict[str, Any]:
-    """Runs in the Ray worker: what each trial of the Ray route does before it trains."""
-    os.chdir(workdir)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = importlib.import_module(package)
-    except Exception as exc:
-        return {"stage": "import", "error": one_line(exc)}
-    try:
-        from terratorch.registry import BACKBONE_REGISTRY
-
-        model = BACKBONE_REGISTRY.build(backbone, **kwargs)
-        channels = [int(c) for c in model.out_channels]
-    except Exception as exc:
-        return {"stage": "build", "error": one_line(exc)}
-    return {"file": str(module.__file__), "cwd": os.getcwd(), "out_channels": channels}
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()  # the probe shuts Ray down on SIGTERM
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._out.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def _model_args(parsed: dict[str, Any]) -> dict[str, Any]:
@@ -216,17 +243,3 @@ def _expected_channels(spec, out_indices: Any) -> list[int]:
     else:
         indices = [i % count for i in out_indices]
     return [spec.features[i].num_chs for i in indices]
-
-
-@contextlib.contextmanager
-def _env(**values: str):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
