@@ -65,6 +65,9 @@ def test_new_backbone_with_two_datasets_verifies_each_task(tmp_path):
     assert not (out / "data").exists()  # no smoke data
     benchmark = next(c for c in data["checks"] if c["name"] == "benchmark")["detail"]
     assert "parcels: best_val/mIoU" in benchmark and "scenes: best_val/Accuracy" in benchmark
+    # The fast checks ran the backbone the first task builds: 3 bands, not the model's 4.
+    features = next(c for c in data["checks"] if c["name"] == "features")["detail"]
+    assert "input: " in features and "(2, 3, " in features, features
 
 
 def test_a_multitemporal_stack_verifies_and_the_yaml_runs_standalone(tmp_path):

@@ -20,6 +20,7 @@ from scaffold.state import State
 from scaffold.verify import CheckFailed, read_config
 
 BATCH = 2
+FORWARD_ARGS_KEY = "backbone_forward_args"  # per-task forward arguments in the YAML
 # terratorch-iterate task types -> the task names TerraTorch factories are called with.
 FACTORY_TASKS = {
     "segmentation": "segmentation",
@@ -48,21 +49,55 @@ class Context:
 
     def built(self, features_only: bool = False) -> Any:
         """``timm.create_model(NAME[, features_only=True])`` in eval mode, built on first use
-        (the import check drops any earlier build)."""
+        (the import check drops any earlier build), for the YAML's input channels."""
         import timm
 
         if features_only not in self._built:
-            kwargs = {"features_only": True} if features_only else {}
+            kwargs = self.channel_kwargs() | ({"features_only": True} if features_only else {})
             self._built[features_only] = timm.create_model(self.name, **kwargs).eval()
         return self._built[features_only]
 
-    def example_input(self, channels: int | None = None):
-        """A random batch of the traced input's shape (with `channels` when given)."""
+    def task_model_args(self) -> list[tuple[str, dict[str, Any]]]:
+        """(task name, model_args) for each task of the YAML: the defaults, then the task's own
+        (their ``backbone_forward_args`` merged key by key)."""
+        config = self.config()
+        defaults = config.get("defaults", {}).get("terratorch_task", {}).get("model_args", {})
+        defaults = defaults or {}
+        found = []
+        for task in config.get("tasks") or [{}]:
+            own = (task.get("terratorch_task") or {}).get("model_args", {}) or {}
+            merged = {**defaults, **own}
+            if FORWARD_ARGS_KEY in defaults and FORWARD_ARGS_KEY in own:
+                merged[FORWARD_ARGS_KEY] = {**defaults[FORWARD_ARGS_KEY], **own[FORWARD_ARGS_KEY]}
+            found.append((str(task.get("name", "?")), merged))
+        return found
+
+    @property
+    def in_chans(self) -> int:
+        """The input channels the first task's benchmark runs with: its ``backbone_in_chans``
+        (the data's bands with ``--data``), else the analysed ones. The factory check and the
+        fast checks use it, so that they test the backbone the benchmark builds."""
+        try:
+            value = self.task_model_args()[0][1].get("backbone_in_chans")
+        except (CheckFailed, AttributeError, IndexError):
+            value = None
+        return value if isinstance(value, int) and value > 0 else self.state.spec.in_chans
+
+    def channel_kwargs(self) -> dict[str, Any]:
+        """``{"in_chans": N}`` when the benchmark's channels are not the analysed ones."""
+        chans = self.in_chans
+        return {} if chans == self.state.spec.in_chans else {"in_chans": chans}
+
+    def example_input(self, channels: int | None = None, size: tuple[int, int] | None = None):
+        """A random batch of the traced input's shape, with `channels` (default: the
+        benchmark's, `in_chans`) and the spatial `size` when given."""
         import torch
 
         torch.manual_seed(0)
         shape = list(self.state.spec.input_shape[1:])
-        shape[0] = channels or shape[0]
+        shape[0] = channels or self.in_chans
+        if size is not None:
+            shape[-2:] = size
         return torch.rand(BATCH, *shape)
 
     # -- 1. import ------------------------------------------------------------------------------

@@ -16,30 +16,16 @@ from typing import Any
 
 from scaffold.errors import one_line
 from scaffold.verify import CheckFailed
+from scaffold.verify.checks import FORWARD_ARGS_KEY
 
-FORWARD_ARGS_KEY = "backbone_forward_args"
 SEEDS = (1, 2)
-
-
-def configured_model_args(context) -> list[tuple[str, dict[str, Any]]]:
-    """(task name, model_args) for each task of the YAML: the defaults, then the task's own."""
-    config = context.config()
-    defaults = config.get("defaults", {}).get("terratorch_task", {}).get("model_args", {}) or {}
-    found = []
-    for task in config.get("tasks") or [{}]:
-        own = (task.get("terratorch_task") or {}).get("model_args", {}) or {}
-        merged = {**defaults, **own}
-        if FORWARD_ARGS_KEY in defaults and FORWARD_ARGS_KEY in own:
-            merged[FORWARD_ARGS_KEY] = {**defaults[FORWARD_ARGS_KEY], **own[FORWARD_ARGS_KEY]}
-        found.append((str(task.get("name", "?")), merged))
-    return found
 
 
 def check_determinism(context) -> str:
     """The backbone as timm builds it by default (FORWARD_ARGS) and, when the YAML gives other
     forward arguments, as the benchmark builds it."""
     builds: list[tuple[str, dict[str, Any]]] = [("", {})]
-    tasks = configured_model_args(context)
+    tasks = context.task_model_args()
     if tasks and tasks[0][1].get(FORWARD_ARGS_KEY):
         given = {"forward_args": tasks[0][1][FORWARD_ARGS_KEY]}
         builds.append((f" (with the YAML's {FORWARD_ARGS_KEY})", given))
@@ -56,7 +42,11 @@ def _same_twice(context, kwargs: dict[str, Any], where: str) -> int:
     x = context.example_input()
     height, width = x.shape[-2:]
     try:
-        backbone = timm.create_model(context.name, **kwargs).eval() if kwargs else context.built()
+        if kwargs:
+            kwargs = context.channel_kwargs() | kwargs
+            backbone = timm.create_model(context.name, **kwargs).eval()
+        else:
+            backbone = context.built()
     except Exception as exc:
         raise CheckFailed(
             f"timm.create_model({context.name!r}){where} failed: {one_line(exc)}"
@@ -117,7 +107,7 @@ def check_forward_args(context) -> str:
     per_band = list(spec.forward_call.get("per_band", []))
     defaults = spec.forward_call.get("args", {})
     checked = []
-    for task, model_args in configured_model_args(context):
+    for task, model_args in context.task_model_args():
         in_chans = model_args.get("backbone_in_chans", spec.in_chans)
         given = model_args.get(FORWARD_ARGS_KEY) or {}
         for name in per_band:

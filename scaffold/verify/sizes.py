@@ -24,7 +24,6 @@ from typing import Any
 from scaffold.errors import one_line
 from scaffold.verify import CheckFailed
 
-BATCH = 2
 SCALE = 2  # the second size: this many times the analysed height and width
 
 
@@ -52,7 +51,7 @@ def check_sizes(context: Any) -> str:
         raise CheckFailed(f"timm.create_model({name!r}) failed: {one_line(exc)}") from exc
     for size in sizes:
         try:
-            _check_at(models, spec, size)
+            _check_at(models, context, size)
         except _Located as exc:
             if size == sizes[0]:
                 raise CheckFailed(f"at the analysed {_hw(size)} {exc}") from exc.cause
@@ -61,12 +60,12 @@ def check_sizes(context: Any) -> str:
             if size_arg is not None:
                 kwargs = {size_arg: size[0] if size[0] == size[1] else list(size)}
                 try:
-                    _check_at(_build(timm, name, kwargs), spec, size)
+                    _check_at(_build(timm, name, context.channel_kwargs() | kwargs), context, size)
                     built_for = f"{size_arg}={kwargs[size_arg]}"
                     continue
                 except _Located as again:
                     retry = f" (built with {size_arg}={kwargs[size_arg]}: {again})"
-            chans = spec.input_shape[1]
+            chans = context.in_chans
             needs = f"`{exc.module}` needs" if exc.module else "it needs"
             frames = f"{spec.num_frames}," if spec.temporal else ""
             raise CheckFailed(
@@ -91,14 +90,13 @@ def _build(timm: Any, name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     return features_only, backbone
 
 
-def _check_at(models: tuple[Any, Any], spec: Any, size: tuple[int, int]) -> None:
+def _check_at(models: tuple[Any, Any], context: Any, size: tuple[int, int]) -> None:
     """Both feature paths at one input size; _Located when the model raises, CheckFailed when
     a feature is off its grid."""
     import torch
 
     features_only, backbone = models
-    torch.manual_seed(0)
-    x = torch.rand(BATCH, *spec.input_shape[1:-2], *size)
+    x = context.example_input(size=size)
     with torch.no_grad():
         outs = _located(features_only.model, lambda: features_only(x))
         images = _located(
