@@ -184,14 +184,15 @@ class RayProbe:
             "backbone": route.backbone,
             "kwargs": route.kwargs,
             "ray_dir": str(self._scratch / "ray"),
+            "answer": str(self._scratch / "answer.json"),
         }
-        self._out = (self._scratch / "answer").open("w+", encoding="utf-8")
+        self._log = (self._scratch / "probe.log").open("w+", encoding="utf-8")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "scaffold.verify.ray_probe"],
             cwd=workdir,
             env=os.environ | {"PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"},
             stdin=subprocess.PIPE,
-            stdout=self._out,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -204,13 +205,13 @@ class RayProbe:
             code = self._process.wait(timeout=WORKER_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise CheckFailed(f"the Ray worker did not answer in {WORKER_TIMEOUT_S} s") from exc
-        self._out.seek(0)
-        lines = self._out.read().strip().splitlines()
         try:
-            answer = json.loads(lines[-1])
-        except (IndexError, json.JSONDecodeError):
+            answer = json.loads((self._scratch / "answer.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
             answer = None
         if code != 0 or not isinstance(answer, dict):
+            self._log.seek(0)
+            lines = self._log.read().strip().splitlines()
             last = lines[-1] if lines else f"exit code {code}"
             raise CheckFailed(f"the local Ray instance failed: {last}")
         return answer
@@ -223,7 +224,7 @@ class RayProbe:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        self._out.close()
+        self._log.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
 
 

@@ -1,9 +1,9 @@
 """The Ray side of the ``ray`` check, run as ``python -m scaffold.verify.ray_probe`` (a process
 of its own, so that verify's other checks go on while Ray starts and its worker imports TerraTorch).
 
-The process reads one JSON object on stdin (``package``, ``backbone``, ``kwargs``, ``ray_dir``),
-starts a one-CPU local Ray instance, runs `probe` as a Ray task and prints the task's answer as one
-JSON line. Its working directory is an empty folder: Ray adds the driver's working directory to
+The process reads one JSON object on stdin (``package``, ``backbone``, ``kwargs``, ``ray_dir``,
+``answer``), starts a one-CPU local Ray instance, runs `probe` as a Ray task and writes the task's
+answer as JSON to the file ``answer`` (its output and Ray's go to a log). Its working directory is an empty folder: Ray adds the driver's working directory to
 every worker's ``sys.path``, and an empty one proves nothing. The folder of the generated package
 comes on ``PYTHONPATH``, as ``pip install -e DIR`` would put it, and the worker inherits it.
 SIGTERM shuts Ray down before the process ends, so no Ray process outlives it.
@@ -67,7 +67,8 @@ def main() -> int:
             answer = {"stage": "ray", "error": one_line(exc)}
     finally:
         ray.shutdown()
-    print(json.dumps(answer), flush=True)
+    with open(request["answer"], "w", encoding="utf-8") as file:
+        json.dump(answer, file)
     return 0
 
 
