@@ -121,6 +121,21 @@ def test_torchvision_resnet18_builder():
     assert spec.num_params == 11_689_512
 
 
+def test_a_head_conv_with_its_norm_and_activation_as_modules_of_their_own_is_head():
+    # MNASNet's `layers` ends in a 1x1 conv that widens 160 -> 1280, a BatchNorm and a ReLU (each
+    # a module of its own) after the last stack; a mean over H, W (a function) and the classifier
+    # follow. The last level is what enters that conv: the last stack's 160 channels.
+    spec = analyse(f"{TV / 'mnasnet.py'}:mnasnet0_5", input_shape=(3, 224, 224))
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == [
+        ("layers.7", 8, 2),
+        ("layers.8", 16, 4),
+        ("layers.9", 24, 8),
+        ("layers.11", 48, 16),
+        ("layers.13", 160, 32),
+    ]
+    assert "layers.14" in " ".join(spec.notes)  # said to be left out as the head
+
+
 def test_torchvision_swin_t_channels_last():
     spec = analyse(f"{TV / 'swin_transformer.py'}:swin_t")
     assert table(spec)[:3] == [

@@ -108,7 +108,7 @@ def test_inspect_explains_what_was_left_out():
         "what enters conv_head, a layer that widens the channels for the head only"
     )
     assert spec.features[1].why == "what enters blocks.2, the first module at reduction 8"
-    assert "left out as the head: global_pool, classifier" in spec.notes
+    assert "left out as the head: conv_head, bn2, global_pool, classifier" in spec.notes
     inner = next(n for n in spec.notes if n.startswith("left out as layers inside"))
     assert "blocks.1.0.conv_pw" in inner  # the expansion conv before the stride
 

@@ -409,6 +409,7 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         else:
             tid, place, why, upto = _before_head(flow, seq, entered, head_at, current)
             close(tid, place, why, upto)
+            head = seq[min(upto, head_at) :]  # with a layer that widens for the head only
     # timm's FeatureInfo wants non-decreasing reductions: drop a level that goes back up.
     kept: list[FeatureSpec] = []
     for tap in taps:
@@ -464,9 +465,8 @@ def _before_head(
                 start = j
             elif pout.num_chs != pin.num_chs:
                 break
-        tail = seq[head_at - 1]
-        if start == head_at and head_at - 1 > entered and _widening_tail(flow, tail, current):
-            start = head_at - 1
+        if start == head_at:
+            start = _widening_tail_start(flow, seq, entered, head_at, current)
         if start < head_at:
             widen = seq[start]
             return (
@@ -482,6 +482,33 @@ def _before_head(
         tid, place = flow.out(last)
         return tid, place, "the last output of the encoder", head_at
     return None, None, "the last output of the encoder", head_at
+
+
+def _widening_tail_start(
+    flow: _Flow, seq: list[Call], entered: int, head_at: int, current: Placement
+) -> int:
+    """Where a widening layer at the end of a container begins the head (`head_at` when none):
+    the last call before the head, or, behind the layers after it that keep its shape (its norm
+    and activation as modules of their own), a widening layer that follows a block."""
+    j = head_at - 1
+    if j <= entered:
+        return head_at
+    if _widening_tail(flow, seq[j], current):
+        return j
+    while j - 1 > entered and _keeps_shape(flow, seq[j]) and seq[j].parent is seq[j - 1].parent:
+        j -= 1
+    call = seq[j]
+    siblings = call.parent.children if call.parent is not None else []
+    k = next((n for n, c in enumerate(siblings) if c is call), 0)
+    after_block = k > 0 and not siblings[k - 1].is_leaf
+    if j < head_at - 1 and after_block and _widening_tail(flow, call, current):
+        return j
+    return head_at
+
+
+def _keeps_shape(flow: _Flow, call: Call) -> bool:
+    """A layer whose output has its input's shape (a norm, an activation, a dropout)."""
+    return call.is_leaf and call.in_shape is not None and call.in_shape == call.shape
 
 
 def _widening_tail(flow: _Flow, call: Call, current: Placement) -> bool:
