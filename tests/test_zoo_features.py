@@ -10,7 +10,7 @@ import timm
 import torch
 
 from scaffold.analysis import analyse
-from scaffold.analysis.features import match_grid
+from scaffold.analysis.features import classify, match_grid
 
 CASES = {
     # the head's channel expansion (conv_head, 1280) is head, not the last level
@@ -125,3 +125,16 @@ def test_inspect_explains_what_was_left_out():
 )
 def test_reductions_are_stride_products(size, grids, reductions):
     assert [match_grid(g, g, size, size) for g in grids] == reductions
+
+
+@pytest.mark.parametrize(
+    ("tokens", "size", "reduction", "prefix"),
+    [
+        (197, 224, 16, 1),  # 14x14 patches of 16 and a class token
+        (401, 240, 12, 1),  # 20x20 patches of 12
+        (197, 240, 17, 1),  # 240 pixels resized to 224 inside the model: 14x14 is the floor grid
+    ],
+)
+def test_token_grids_after_a_class_token(tokens, size, reduction, prefix):
+    place = classify((2, tokens, 8), (2, 3, size, size))
+    assert place is not None and (place.reduction, place.prefix_tokens) == (reduction, prefix)

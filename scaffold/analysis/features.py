@@ -107,8 +107,9 @@ def _fits(n: int, size: int, r: int, loss: int) -> bool:
 
 def _classify_tokens(n: int, c: int, height: int, width: int) -> Placement | None:
     """Tokens on a grid, after `prefix` class/register tokens. Powers of two first, then any
-    reduction that divides the input exactly; a floor or ceil grid is accepted only without
-    prefix tokens (fewer false hits): 16 tokens of a 224-pixel input are 4x4 at 64, not 56."""
+    reduction that divides the input exactly; a floor or ceil grid is accepted without prefix
+    tokens (16 tokens of a 224-pixel input are 4x4 at 64, not 56), and with them only when no
+    other grid fits (fewer false hits)."""
     for prefix in range(MAX_PREFIX_TOKENS + 1):  # no prefix first, then a class token, ...
         size = min(height, width)
         powers = [1 << k for k in range(size.bit_length())]
@@ -128,6 +129,15 @@ def _classify_tokens(n: int, c: int, height: int, width: int) -> Placement | Non
                 for h, w in ((height // r, width // r), (-(-height // r), -(-width // r))):
                     if h * w == n:
                         return Placement("NLC", c, r, (h, w))
+    # Last, a floor or ceil grid after prefix tokens, when no exact grid fits any count: an
+    # image resized inside the model (14x14 patches of 16 pixels and a class token: 197 tokens
+    # of a 240-pixel input scaled to 224, reduction 17).
+    for prefix in range(1, MAX_PREFIX_TOKENS + 1):
+        size = min(height, width)
+        for r in range(2, size + 1):
+            for h, w in ((height // r, width // r), (-(-height // r), -(-width // r))):
+                if h >= 2 and w >= 2 and h * w + prefix == n:
+                    return Placement("NLC", c, r, (h, w), prefix_tokens=prefix)
     return None
 
 
