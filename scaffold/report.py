@@ -26,6 +26,8 @@ def spec_table(spec: BackboneSpec) -> Table:
         table.add_column(col, justify="right" if col in ("#", "channels", "reduction") else "left")
     for i, f in enumerate(spec.features):
         module = f.module if f.call == 0 else f"{f.module} (call {f.call})"
+        if f.source == "hook" and f.key is not None:
+            module += f"[{f.key!r}]"  # an item of what the module returns
         extra = f" +{f.prefix_tokens} prefix" if f.prefix_tokens else ""
         cells = [
             str(i),

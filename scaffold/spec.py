@@ -22,8 +22,10 @@ class FeatureSpec:
     """One feature map the backbone can return, as measured on a forward pass.
 
     `source` says where the tensor comes from: ``"hook"`` is the output of the submodule `module`
-    (its `call`-th call when the module runs several times), ``"output"`` is the item `key` of what
-    the model's own forward returns.
+    (its `call`-th call when the module runs several times; item `key` of that output when the
+    module returns several tensors, its first tensor when `key` is None), ``"output"`` is the
+    item `key` of what the model's own forward returns. `key` is an index of a tuple or list, or
+    a dict's key.
     """
 
     module: str

@@ -174,6 +174,21 @@ def test_spec_round_trips_through_json():
     assert BackboneSpec.from_json(spec.to_json()) == spec
 
 
+def test_blocks_returning_aux_and_tokens_are_tapped_at_the_tokens():
+    """Each block returns (aux, tokens); the last block drops the aux map, the tokens go on to
+    the norm: the taps are item 1 of the four blocks, and the spec keeps that key."""
+    from scaffold.spec import BackboneSpec
+
+    spec = analyse(str(MODELS / "tuple_blocks.py"))
+    found = [(f.module, f.source, f.key, f.num_chs, f.reduction, f.layout) for f in spec.features]
+    assert found == [(f"blocks.{i}", "hook", 1, 32, 4, "NLC") for i in range(4)]
+    assert BackboneSpec.from_json(spec.to_json()) == spec
+    old = spec.to_dict()
+    for feature in old["features"]:
+        del feature["key"]  # a spec written before hooks had keys
+    assert all(f.key is None for f in BackboneSpec.from_dict(old).features)
+
+
 BAD = """
 import torch
 from torch import nn

@@ -265,3 +265,48 @@ def test_new_backbone_json_contract(tmp_path):
     assert str(tmp_path / "cl" / "cl_net" / "backbone.py") in data["files"]
     assert all(Path(f).exists() for f in data["files"])
     assert math.isfinite(len(data["files"]))
+
+
+# The features_only model of a generated backbone whose taps are item 1 of blocks that return
+# (aux, tokens): each feature must be the model's own token stream after that block.
+ITEM_CHECK = r"""
+import importlib, sys, torch, timm
+out, name = sys.argv[1], sys.argv[2]
+sys.path.insert(0, out)
+importlib.import_module(name)
+m = timm.create_model(name, features_only=True).eval()
+model = next(mod for mod in m.modules() if type(mod).__name__ == "TupleBlocks")
+x = torch.rand(2, 3, 64, 64)
+with torch.no_grad():
+    feats = m(x)
+    stream = model.token_stream(x)
+assert len(feats) == len(stream) == 4, (len(feats), len(stream))
+for f, t in zip(feats, stream):
+    grid = t.transpose(1, 2).reshape(2, t.shape[2], 16, 16)
+    assert f.shape == grid.shape and torch.equal(f, grid), (f.shape, grid.shape)
+print("same")
+"""
+
+
+def test_taps_on_an_item_of_a_blocks_output(tmp_path):
+    """Blocks that return (aux, tokens): the wrapper's hooks take item 1 of each block, the
+    features_only model returns the model's own token stream, and quick verify passes."""
+    out = tmp_path / "tb"
+    done = run_cli(
+        "new-backbone",
+        str(MODELS / "tuple_blocks.py"),
+        "--out",
+        str(out),
+        "--name",
+        "tuple_net",
+        "--no-verify",
+    )
+    assert done.returncode == 0, done.stderr
+    source = (out / "tuple_net" / "backbone.py").read_text()
+    for i in range(4):
+        assert f"'module': 'model.blocks.{i}'" in source.replace('"', "'")
+    assert source.replace('"', "'").count("'key': 1") == 4
+    done = run_fresh([sys.executable, "-c", ITEM_CHECK, str(out), "tuple_net"], cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-3000:]
+    done = run_cli("verify", str(out), "--quick")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -10,7 +10,7 @@ import timm
 import torch
 
 from scaffold.analysis import analyse
-from scaffold.analysis.features import match_grid
+from scaffold.analysis.features import classify, match_grid
 
 CASES = {
     # the head's channel expansion (conv_head, 1280) is head, not the last level
@@ -87,6 +87,48 @@ CASES = {
 }
 
 
+# Blocks that return several maps: the taps are the item that continues (key), as timm lists them.
+# Small configurations of timm's classes (timm's feature_info is written from the same arguments).
+ITEM_CASES = {
+    # each block returns (pixel_embed, patch_embed): the patch tokens (item 1) go on to the norm
+    "tnt:TNT": (
+        {"img_size": 64, "embed_dim": 48, "inner_dim": 12, "depth": 3},
+        (3, 64, 64),
+        [(f"blocks.{i}", 1, 48, 16) for i in range(3)],
+    ),
+    # two branches side by side, each block returns [branch 0, branch 1]: each branch's taps are
+    # its blocks, sorted by reduction (branch 1 is a 240-pixel input resized to 224 in patches
+    # of 16: 14x14 tokens and a class token, reduction 17)
+    "crossvit:CrossVit": (
+        {
+            "img_size": 240,
+            "img_scale": (1.0, 224 / 240),
+            "patch_size": [12, 16],
+            "embed_dim": [24, 48],
+            "depth": [[1, 2, 0], [1, 2, 0]],
+            "num_heads": [2, 2],
+            "mlp_ratio": [2, 2, 1],
+        },
+        (3, 240, 240),
+        [("blocks.0", None, 24, 12), ("blocks.1", None, 24, 12)]
+        + [("blocks.0", 1, 48, 17), ("blocks.1", 1, 48, 17)],
+    ),
+}
+
+
+@pytest.mark.parametrize("target", list(ITEM_CASES))
+def test_taps_on_the_item_that_continues(target: str):
+    args, shape, expected = ITEM_CASES[target]
+    spec = analyse(f"timm.models.{target}", dict(args), shape)
+    assert [(f.module, f.key, f.num_chs, f.reduction) for f in spec.features] == expected
+    module, name = target.split(":")
+    with torch.device("meta"):
+        model = getattr(getattr(timm.models, module), name)(**args)
+    assert [(m, c, r) for m, _, c, r in expected] == [
+        (f["module"], f["num_chs"], f["reduction"]) for f in model.feature_info
+    ]
+
+
 def _timm_features(builder: str) -> list[tuple[int, int]]:
     with torch.device("meta"):
         model = timm.create_model(builder)
@@ -125,3 +167,16 @@ def test_inspect_explains_what_was_left_out():
 )
 def test_reductions_are_stride_products(size, grids, reductions):
     assert [match_grid(g, g, size, size) for g in grids] == reductions
+
+
+@pytest.mark.parametrize(
+    ("tokens", "size", "reduction", "prefix"),
+    [
+        (197, 224, 16, 1),  # 14x14 patches of 16 and a class token
+        (401, 240, 12, 1),  # 20x20 patches of 12
+        (197, 240, 17, 1),  # 240 pixels resized to 224 inside the model: 14x14 is the floor grid
+    ],
+)
+def test_token_grids_after_a_class_token(tokens, size, reduction, prefix):
+    place = classify((2, tokens, 8), (2, 3, size, size))
+    assert place is not None and (place.reduction, place.prefix_tokens) == (reduction, prefix)

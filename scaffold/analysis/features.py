@@ -14,6 +14,15 @@ a level is the last call at that level in the opened sequence.
 
 A model whose forward already returns several feature maps (a list, tuple or dict) is taken at
 its word: the taps are the items it returns.
+
+A call consumes every tensor it is given and produces each item of a tuple, list or dict it
+returns; a tap can be such an item (the hook takes `key` of the module's output). Of a block that
+returns several maps, the map that continues is followed: the one a later call reads, and in a
+run of such blocks the item that the run's last block passes on (an aux map it drops is not a
+stream). When one level is a run of repeated blocks (a ViT's), its taps are those blocks, each at
+the item that continues (TNT's patch tokens). When one run of blocks passes on several items
+(branches side by side, CrossViT's) and the model has no other run of blocks outside it, each
+branch's taps are its blocks at its item, sorted by reduction (branch by branch).
 """
 
 from __future__ import annotations
@@ -107,8 +116,9 @@ def _fits(n: int, size: int, r: int, loss: int) -> bool:
 
 def _classify_tokens(n: int, c: int, height: int, width: int) -> Placement | None:
     """Tokens on a grid, after `prefix` class/register tokens. Powers of two first, then any
-    reduction that divides the input exactly; a floor or ceil grid is accepted only without
-    prefix tokens (fewer false hits): 16 tokens of a 224-pixel input are 4x4 at 64, not 56."""
+    reduction that divides the input exactly; a floor or ceil grid is accepted without prefix
+    tokens (16 tokens of a 224-pixel input are 4x4 at 64, not 56), and with them only when no
+    other grid fits (fewer false hits)."""
     for prefix in range(MAX_PREFIX_TOKENS + 1):  # no prefix first, then a class token, ...
         size = min(height, width)
         powers = [1 << k for k in range(size.bit_length())]
@@ -128,6 +138,15 @@ def _classify_tokens(n: int, c: int, height: int, width: int) -> Placement | Non
                 for h, w in ((height // r, width // r), (-(-height // r), -(-width // r))):
                     if h * w == n:
                         return Placement("NLC", c, r, (h, w))
+    # Last, a floor or ceil grid after prefix tokens, when no exact grid fits any count: an
+    # image resized inside the model (14x14 patches of 16 pixels and a class token: 197 tokens
+    # of a 240-pixel input scaled to 224, reduction 17).
+    for prefix in range(1, MAX_PREFIX_TOKENS + 1):
+        size = min(height, width)
+        for r in range(2, size + 1):
+            for h, w in ((height // r, width // r), (-(-height // r), -(-width // r))):
+                if h >= 2 and w >= 2 and h * w + prefix == n:
+                    return Placement("NLC", c, r, (h, w), prefix_tokens=prefix)
     return None
 
 
@@ -151,10 +170,27 @@ def select_features(trace: Trace, input_shape: tuple[int, ...]) -> Selection:
     if levels:
         # One resolution only, or only the coarsest level holds repeated blocks (the finer levels
         # are a stem: a hybrid ViT): that level's taps are its blocks, as timm does for ViTs.
-        blocks = _repeated_blocks(trace.root, full_shape, levels[-1])
-        stem_only = all(len(_repeated_blocks(trace.root, full_shape, r)) < 2 for r in levels[:-1])
+        runs = _block_runs(trace.root, full_shape)
+        branches = _streams(runs)
+        blocks = _repeated_blocks(runs, levels[-1])
+        stem_only = all(len(_repeated_blocks(runs, r)) < 2 for r in levels[:-1])
         last = [f for f in features if f.reduction == levels[-1]]
-        if stem_only and len(blocks) > len(last):
+        if branches:
+            # branches side by side: each branch's taps are its blocks, as timm does for ViTs;
+            # a finer level before them is a stem, and the branches sort by reduction (stable)
+            finest = min(r.reduction for r in branches)
+            parent = _parent_name(branches[0].calls[0].name) or "the model"
+            why = f"one of the {len(branches[0].calls)} blocks of {parent}, branch by branch"
+            taps = [t for r in branches for t in r.taps(why)]
+            features = sorted(
+                [f for f in features if f.reduction < finest] + taps, key=lambda f: f.reduction
+            )
+            notes.append(
+                f"the blocks of '{parent}' return {len(branches)} maps that each continue "
+                "(branches side by side): each branch's taps are its blocks"
+            )
+            walk.head = [n for n in walk.head if not any(t.module == n for t in taps)]
+        elif stem_only and len(blocks) > len(last):
             features = [f for f in features if f.reduction < levels[-1]] + blocks
             where = "one resolution only" if len(levels) == 1 else "the finer levels are a stem"
             notes.append(
@@ -198,9 +234,34 @@ def _feature(
     )
 
 
-def _hooked(call: Call, place: Placement, why: str = "") -> FeatureSpec:
-    assert call.shape is not None
-    return _feature(place, call.name, call.shape, call=call.call, why=why)
+def _hooked(
+    call: Call, place: Placement, why: str = "", key: int | str | None = None
+) -> FeatureSpec:
+    """The tap on `call`'s output: its first tensor, or item `key` of what it returns."""
+    shape = call.shape if key is None else _item_shape(call, key)
+    assert shape is not None
+    return _feature(place, call.name, shape, call=call.call, key=key, why=why)
+
+
+def _item_shape(call: Call, key: int | str) -> tuple[int, ...] | None:
+    return next(
+        (s for (_, s), k in zip(call.outputs, call.output_keys, strict=True) if k == key), None
+    )
+
+
+def _key_of(call: Call, tid: int | None) -> int | str | None:
+    """How a hook on `call` finds tensor `tid` in its output: None when it is the first tensor
+    (what a hook sees first), else the key (index or dict key) of the item that holds it."""
+    if tid is None or tid == call.output_id:
+        return None
+    return next(
+        (k for (t, _), k in zip(call.outputs, call.output_keys, strict=True) if t == tid), None
+    )
+
+
+def _returns(call: Call, tid: int | None) -> bool:
+    """`call` returns tensor `tid`, as its output or as an item of it."""
+    return tid is not None and (tid == call.output_id or any(t == tid for t, _ in call.outputs))
 
 
 def _returned_features(trace: Trace, full_shape: tuple[int, ...]) -> list[FeatureSpec]:
@@ -217,23 +278,28 @@ def _returned_features(trace: Trace, full_shape: tuple[int, ...]) -> list[Featur
 
 
 class _Flow:
-    """The data flow of a trace: where each call's input and continuing output sit on the grid."""
+    """The data flow of a trace: where each call's input and continuing output sit on the grid.
+
+    A call consumes every tensor it is given (its arguments, and the items of a tuple, list or
+    dict argument); it produces its output, or each item of a tuple, list or dict it returns."""
 
     def __init__(self, root: Call, full_shape: tuple[int, ...]) -> None:
         self.full_shape = full_shape
         self.consumers: dict[int, list[Call]] = {}
-        self.producer: dict[int, Call] = {}  # outermost call whose (first) output is the tensor
+        self.producer: dict[int, Call] = {}  # outermost call that returns the tensor
         self.order: dict[int, int] = {}  # id(call) -> position in forward order
         self._index(root)
 
     def _index(self, call: Call) -> None:
         self.order[id(call)] = len(self.order)
-        if call.input_id is not None:
-            self.consumers.setdefault(call.input_id, []).append(call)
+        given = [call.input_id] if call.input_id is not None else []
+        for tid in dict.fromkeys([*given, *call.input_ids]):
+            self.consumers.setdefault(tid, []).append(call)
         for child in call.children:
             self._index(child)
-            if child.output_id is not None:
-                self.producer[child.output_id] = child  # the parent, indexed later, wins
+            for tid in dict.fromkeys([child.output_id, *(t for t, _ in child.outputs)]):
+                if tid is not None:
+                    self.producer[tid] = child  # the parent, indexed later, wins
 
     def place(self, shape: tuple[int, ...] | None) -> Placement | None:
         return classify(shape, self.full_shape)
@@ -251,6 +317,29 @@ class _Flow:
             if maps:
                 return maps[0]
         return call.output_id, self.place(call.shape)
+
+    def maps(self, call: Call) -> list[tuple[int | str | None, Placement]]:
+        """Every map on the grid that `call` returns, as (key for `_hooked`, placement): its
+        output, or each item of a tuple, list or dict (key None for the first tensor, which is
+        what a hook sees first)."""
+        found: list[tuple[int | str | None, Placement]] = []
+        for tid, shape in call.outputs or [(call.output_id, call.shape)]:
+            place = self.place(shape)
+            if place is not None and not self.vector(shape):
+                found.append((_key_of(call, tid), place))
+        return found
+
+    def passed_on(self, call: Call) -> list[int | str | None]:
+        """The keys of the maps that continue from a call that returns several tensors: those a
+        later call outside it reads, else the one `out` picks."""
+        keys = [
+            _key_of(call, tid)
+            for tid, shape in call.outputs
+            if self.place(shape) is not None
+            and not self.vector(shape)
+            and any(self._after(c, call) for c in self.consumers.get(tid, ()))
+        ]
+        return keys or [_key_of(call, self.out(call)[0])]
 
     def vector(self, shape: tuple[int, ...] | None) -> bool:
         """A per-sample vector: (B, C), (B, C, 1, 1), (B, 1, C)... at most one dimension > 1."""
@@ -364,9 +453,10 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         producer = None
         if tid is not None and place is not None and place.reduction == current.reduction:
             before = reversed(seq[:upto])
-            # a forward hook sees a module's first output tensor: the tap must be that one
-            producer = next((c for c in before if c.output_id == tid), None)
+            # the module that returned the tensor, as its output or an item of it
+            producer = next((c for c in before if _returns(c, tid)), None)
             producer = producer or flow.producer.get(tid)
+        key = _key_of(producer, tid) if producer is not None else None
         if producer is None or producer.shape is None:
             at_level = [
                 c
@@ -377,7 +467,8 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
             place = flow.place(producer.shape) or current
             made = f"{why}; that tensor is made by a function, not a module"
             why = f"last module output at reduction {current.reduction} ({why if tid is None else made})"
-        taps.append(_hooked(producer, place, why))
+            key = None
+        taps.append(_hooked(producer, place, why, key))
 
     for i, call in enumerate(seq):
         pin = flow.inp(call)
@@ -545,37 +636,102 @@ def _names(calls: list[Call]) -> list[str]:
     return list(dict.fromkeys(c.name for c in calls if c.name))
 
 
-def _repeated_blocks(root: Call, full_shape: tuple[int, ...], reduction: int) -> list[FeatureSpec]:
-    """The longest run of sibling calls of the same kind of module (each a different module) at
-    `reduction`: a ViT's blocks, however the forward calls them (a loop over a ModuleList with
-    extra arguments such as rotary embeddings or a relative position bias, or a Sequential)."""
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """Sibling calls of the same kind of module (each a different module) whose item `key` (None:
+    the first tensor) is a map at `reduction`: a ViT's blocks, or one branch of blocks that
+    return several maps."""
+
+    calls: tuple[Call, ...]
+    key: int | str | None
+    reduction: int
+    places: tuple[Placement, ...]
+
+    def taps(self, why: str) -> list[FeatureSpec]:
+        return [
+            _hooked(c, p, _item_why(why, self.key), self.key)
+            for c, p in zip(self.calls, self.places, strict=True)
+        ]
+
+
+def _block_runs(root: Call, full_shape: tuple[int, ...]) -> list[_Run]:
+    """Every run of two or more sibling calls of the same kind of module (each a different
+    module) at one reduction, however the forward calls them (a loop over a ModuleList with extra
+    arguments such as rotary embeddings or a relative position bias, or a Sequential).
+
+    A block that returns several maps counts once per item, and a run of such blocks follows an
+    item only when the run's last block passes it on (a later call outside it reads it): the aux
+    map that the last block drops is not a stream, the tokens it hands to the norm are."""
     flow = _Flow(root, full_shape)
-    best: list[tuple[Call, Placement]] = []
+    found: list[_Run] = []
 
     def visit(call: Call) -> None:
-        nonlocal best
-        runs: dict[str, list[tuple[Call, Placement]]] = {}
+        runs: dict[tuple[str, int | str | None, int], list[tuple[Call, Placement]]] = {}
         for child in call.children:
-            tid, place = flow.out(child)
-            if child.is_leaf or place is None or place.reduction != reduction:
+            if child.is_leaf:
                 continue
-            if tid != child.output_id:
-                continue  # the map that continues is not the first output a hook would see
-            run = runs.setdefault(child.type_name, [])
-            if all(c.name != child.name for c, _ in run):
-                run.append((child, place))
-        for run in runs.values():
-            if len(run) > len(best):
-                best = run
+            for key, place in flow.maps(child):
+                run = runs.setdefault((child.type_name, key, place.reduction), [])
+                if all(c.name != child.name for c, _ in run):
+                    run.append((child, place))
+        for (_, key, reduction), run in runs.items():
+            last = run[-1][0]
+            if len(run) >= 2 and (len(last.outputs) <= 1 or key in flow.passed_on(last)):
+                calls, places = zip(*run, strict=True)
+                found.append(_Run(tuple(calls), key, reduction, tuple(places)))
         for child in call.children:
             visit(child)
 
     visit(root)
-    if len(best) < 2:
+    return found
+
+
+def _repeated_blocks(runs: list[_Run], reduction: int) -> list[FeatureSpec]:
+    """The taps of the longest run at `reduction` (the first when several are as long)."""
+    best = max((r for r in runs if r.reduction == reduction), key=_run_length, default=None)
+    if best is None:
         return []
-    parent = _parent_name(best[0][0].name) or "the model"
-    why = f"one of {len(best)} repeated blocks of {parent} (one resolution only, as timm's ViTs)"
-    return [_hooked(c, p, why) for c, p in best]
+    parent = _parent_name(best.calls[0].name) or "the model"
+    return best.taps(
+        f"one of {len(best.calls)} repeated blocks of {parent} (one resolution only, as timm's ViTs)"
+    )
+
+
+def _run_length(run: _Run) -> int:
+    return len(run.calls)
+
+
+def _streams(runs: list[_Run]) -> list[_Run]:
+    """Branches side by side: the runs over the same blocks that follow different items (blocks
+    that return one map per branch and pass each on), when the model has no other run of blocks
+    outside those blocks (no pyramid of stages before or after them). Empty when there are none."""
+    groups: dict[tuple[int, ...], list[_Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(id(c) for c in run.calls), []).append(run)
+    branches = [g for g in groups.values() if len({r.key for r in g}) >= 2]
+    if not branches:
+        return []
+    best = max(branches, key=lambda g: len(g[0].calls))
+    blocks = best[0].calls
+    for run in runs:
+        if any(run is b for b in best):
+            continue
+        if not all(_inside(c, blocks) for c in run.calls):
+            return []
+    return best
+
+
+def _inside(call: Call, blocks: tuple[Call, ...]) -> bool:
+    node: Call | None = call.parent
+    while node is not None:
+        if any(node is b for b in blocks):
+            return True
+        node = node.parent
+    return False
+
+
+def _item_why(why: str, key: int | str | None) -> str:
+    return why if key is None else f"{why}; item {key!r} of what it returns, the map that continues"
 
 
 def _parent_name(name: str) -> str:

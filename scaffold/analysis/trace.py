@@ -36,11 +36,15 @@ class Call:
     shape: tuple[int, ...] | None = None  # first tensor of the output
     output_id: int | None = None  # id() of that tensor, to match the model's return value
     # The data flow: the first tensor argument (positional, else keyword) and every tensor of the
-    # output (a tuple's or list's items, a dict's values), as (id(), shape). Ids stay unique
-    # while the trace keeps the tensors alive; they show which module's output another consumes.
+    # output (a tuple's or list's items, a dict's values), as (id(), shape), with the item's key
+    # (its index or dict key; None for a single tensor). Ids stay unique while the trace keeps
+    # the tensors alive; they show which module's output another consumes. `input_ids` holds
+    # every tensor argument (and the items of a tuple, list or dict argument).
     in_shape: tuple[int, ...] | None = None
     input_id: int | None = None
     outputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
+    output_keys: list[int | str | None] = field(default_factory=list)
+    input_ids: list[int] = field(default_factory=list)
     weighted: bool = False  # a layer with a weight matrix or kernel (conv, linear) of its own
 
 
@@ -197,6 +201,9 @@ def trace_forward(
                 node.in_shape = tuple(tensor.shape)
                 node.input_id = id(tensor)
                 keep_alive.append(tensor)
+            for item in [*_tensors(list(args)), *_tensors(kwargs)]:
+                node.input_ids.append(id(item))
+                keep_alive.append(item)
             parent.children.append(node)
             stack.append(node)
 
@@ -209,8 +216,9 @@ def trace_forward(
             node.shape = tuple(tensor.shape)
             node.output_id = id(tensor)
             keep_alive.append(tensor)
-        for item in _tensors(output):
+        for key, item in _output_items(output)[1]:
             node.outputs.append((id(item), tuple(item.shape)))
+            node.output_keys.append(key)
             keep_alive.append(item)
 
     for name, module in model.named_modules():
@@ -289,14 +297,18 @@ def first_tensor(value: Any) -> torch.Tensor | None:
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
-    """The tensors of a module's output: itself, or the items of a tuple, list or dict."""
-    if isinstance(value, torch.Tensor):
-        return [value]
+    """The tensors of a module's arguments: each argument that is a tensor, and the tensor
+    items of an argument that is a tuple, list or dict."""
     if isinstance(value, dict):
         value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [v for v in value if isinstance(v, torch.Tensor)]
-    return []
+    found: list[torch.Tensor] = []
+    for item in value:
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, (list, tuple, dict)):
+            inner = item.values() if isinstance(item, dict) else item
+            found += [v for v in inner if isinstance(v, torch.Tensor)]
+    return found
 
 
 def _output_items(output: Any) -> tuple[str, list[tuple[int | str | None, torch.Tensor]]]:
