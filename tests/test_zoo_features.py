@@ -125,3 +125,29 @@ def test_inspect_explains_what_was_left_out():
 )
 def test_reductions_are_stride_products(size, grids, reductions):
     assert [match_grid(g, g, size, size) for g in grids] == reductions
+
+
+def _timm_feature_shapes(builder: str, shape: tuple[int, ...], **kwargs) -> list[tuple[int, int]]:
+    """(channels, reduction) of what timm's own features_only wrapper returns: its hand-written
+    feature_info holds the default widths only, whatever the widths the model is built with."""
+    model = timm.create_model(builder, features_only=True, **kwargs).eval()
+    with torch.no_grad():
+        maps = model(torch.randn(1, *shape))
+    return [(m.shape[1], match_grid(m.shape[-2], m.shape[-1], *shape[1:])) for m in maps]
+
+
+def test_cells_that_read_two_inputs():
+    """A NASNet cell reads the two cells before it, forward(x, x_prev): the tap at reduction 4
+    is the stem cell that flows into the next cell, not a layer inside that cell that works on
+    its skip input (at 331 pixels and full widths: 168 channels, not 84)."""
+    args = {"num_features": 480, "stem_size": 8}  # 1.4M parameters; timm's default is 4032, 96
+    spec = analyse("timm.models.nasnet:NASNetALarge", args, (3, 96, 96))
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == [
+        ("conv0", 8, 2),
+        ("cell_stem_0", 20, 4),
+        ("cell_5", 120, 8),
+        ("cell_11", 240, 16),
+        ("act", 480, 32),
+    ]
+    timm_maps = _timm_feature_shapes("nasnetalarge", (3, 96, 96), **args)
+    assert [(f.num_chs, f.reduction) for f in spec.features] == timm_maps

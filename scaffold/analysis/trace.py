@@ -35,11 +35,13 @@ class Call:
     children: list[Call] = field(default_factory=list)
     shape: tuple[int, ...] | None = None  # first tensor of the output
     output_id: int | None = None  # id() of that tensor, to match the model's return value
-    # The data flow: the first tensor argument (positional, else keyword) and every tensor of the
-    # output (a tuple's or list's items, a dict's values), as (id(), shape). Ids stay unique
-    # while the trace keeps the tensors alive; they show which module's output another consumes.
+    # The data flow: the first tensor argument (positional, else keyword), every tensor argument
+    # (a cell that reads the two previous cells' outputs has two) and every tensor of the output
+    # (a tuple's or list's items, a dict's values), as (id(), shape). Ids stay unique while the
+    # trace keeps the tensors alive; they show which module's output another consumes.
     in_shape: tuple[int, ...] | None = None
     input_id: int | None = None
+    inputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     outputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     weighted: bool = False  # a layer with a weight matrix or kernel (conv, linear) of its own
 
@@ -197,6 +199,10 @@ def trace_forward(
                 node.in_shape = tuple(tensor.shape)
                 node.input_id = id(tensor)
                 keep_alive.append(tensor)
+            for arg in [*args, *kwargs.values()]:
+                for item in _tensors(arg):
+                    node.inputs.append((id(item), tuple(item.shape)))
+                    keep_alive.append(item)
             parent.children.append(node)
             stack.append(node)
 
@@ -223,6 +229,7 @@ def trace_forward(
     try:
         x = torch.randn(BATCH, *input_shape, device=device)
         root.in_shape, root.input_id = tuple(x.shape), id(x)
+        root.inputs = [(id(x), tuple(x.shape))]
         model.eval()
         with torch.no_grad():
             output = call(model, x) if call is not None else model(x)
