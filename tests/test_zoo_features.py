@@ -151,3 +151,57 @@ def test_cells_that_read_two_inputs():
     ]
     timm_maps = _timm_feature_shapes("nasnetalarge", (3, 96, 96), **args)
     assert [(f.num_chs, f.reduction) for f in spec.features] == timm_maps
+
+
+STAGES_AT_ONE_REDUCTION = {
+    # stages.1 downsamples to 14 and stages.2, stages.3 keep it: each stage is a tap
+    "sequencer:Sequencer2d": (
+        {
+            "layers": (2, 2, 2, 2),
+            "patch_sizes": (7, 2, 1, 1),
+            "embed_dims": (32, 64, 64, 64),
+            "hidden_sizes": (8, 16, 16, 16),
+        },
+        (3, 224, 224),
+        [
+            ("stages.0", 32, 7),
+            ("stages.1", 64, 14),
+            ("stages.2", 64, 14),
+            ("norm", 64, 14),  # timm: stages.3, whose output the norm keeps the shape of
+        ],
+    ),
+    # three Sequentials of transformer blocks after the downsample, one tap each; the stem's
+    # finer map at 2 comes first
+    "volo:VOLO": (
+        {
+            "layers": (2, 2, 2, 2),
+            "embed_dims": (32, 64, 64, 64),
+            "num_heads": (1, 2, 2, 2),
+            "stem_hidden_dim": 16,
+            "img_size": 112,
+        },
+        (3, 112, 112),
+        [
+            ("patch_embed.conv", 16, 2),
+            ("network.0", 32, 8),
+            ("network.2", 64, 16),
+            ("network.3", 64, 16),
+            ("norm", 64, 16),  # timm: network.4, then two class-attention blocks and the norm
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("target", list(STAGES_AT_ONE_REDUCTION))
+def test_several_stages_at_one_reduction(target: str):
+    """timm lists every stage, even several at one reduction: a stage followed by a sibling
+    stage of the same output shape is a tap too (small widths: timm's feature_info follows them)."""
+    args, shape, expected = STAGES_AT_ONE_REDUCTION[target]
+    spec = analyse(f"timm.models.{target}", args, shape)
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == expected
+    module, cls = target.split(":")
+    with torch.device("meta"):
+        model = getattr(getattr(timm.models, module), cls)(**args)
+    timm_list = [(f["num_chs"], f["reduction"]) for f in model.feature_info]
+    assert [(c, r) for _, c, r in expected][-len(timm_list) :] == timm_list
+    assert all(f.why for f in spec.features)

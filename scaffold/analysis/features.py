@@ -10,7 +10,11 @@ is opened up when its children span several resolutions: three or more, or two w
 child (a block, not a single layer) works at a resolution other than the call's own output.
 A ResNet opens at the top only (its stages keep their blocks closed); a Swin whose stages end in
 patch merging opens each stage, so a stage's tap is its last block, before the merge. The tap of
-a level is the last call at that level in the opened sequence.
+a level is the last call at that level in the opened sequence. Several stages at one level are a
+tap each: in the opened sequence, a stage (a call holding a chain of two or more blocks of one
+kind, a block holding a group of layers that is not a single layer) followed directly by a
+sibling stage of the same output shape is a tap too. Blocks that hold only single layers (an
+inverted residual, an Inception mixed block) or stages of other widths stay one tap per level.
 
 A call's input is the map that flows into it: when it reads several maps (a NASNet cell reads the
 outputs of the two cells before it), the one that appeared last in the forward pass; the others
@@ -383,6 +387,51 @@ def _single_layer(call: Call, flow: _Flow) -> bool:
     return True
 
 
+def _block(call: Call, flow: _Flow) -> bool:
+    """A block: a call that holds a group of layers that is not a single layer itself (an
+    attention, an MLP, a separable conv), not only single layers (a residual conv stack)."""
+    if _single_layer(call, flow):
+        return False
+    stack = list(call.children)
+    while stack:
+        node = stack.pop()
+        if not _single_layer(node, flow):
+            return True
+        stack.extend(node.children)
+    return False
+
+
+def _stage(call: Call, flow: _Flow) -> bool:
+    """A stage: a call that holds (at any depth) a chain of two or more blocks of the same kind,
+    each reading what the one before it made."""
+    stack = [call]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        for a, b in zip(node.children, node.children[1:], strict=False):
+            if (
+                a.type_name == b.type_name
+                and flow.out(a)[0] == flow.input_id(b)
+                and _block(a, flow)
+                and _block(b, flow)
+            ):
+                return True
+    return False
+
+
+def _sibling_stages(flow: _Flow, first: Call, second: Call) -> bool:
+    """Two calls of one parent, one after the other at one level, that are each a stage and
+    give the same shape: timm lists every stage, even several at one reduction."""
+    return (
+        first.parent is second.parent
+        and first.output_id is not None
+        and flow.out(first)[0] == first.output_id
+        and first.shape == second.shape
+        and _stage(first, flow)
+        and _stage(second, flow)
+    )
+
+
 def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
     """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
     input of the first call that leaves the level (or, when a function changed it in between, the
@@ -430,6 +479,11 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         if current is None or pout.reduction == current.reduction:
             if current is None:
                 entered = i
+            elif (
+                last is not None and last[0] is seq[i - 1] and _sibling_stages(flow, last[0], call)
+            ):
+                why = f"a stage followed by another stage at reduction {current.reduction}"
+                taps.append(_hooked(last[0], last[2], why))
             current, last = pout, (call, tid, pout)
             continue
         if pout.reduction < current.reduction:
@@ -452,7 +506,7 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
     # timm's FeatureInfo wants non-decreasing reductions: drop a level that goes back up.
     kept: list[FeatureSpec] = []
     for tap in taps:
-        if not kept or tap.reduction > kept[-1].reduction:
+        if not kept or tap.reduction >= kept[-1].reduction:
             kept.append(tap)
     return _Walk(kept, _names(head), inner)
 
