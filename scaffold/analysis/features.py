@@ -14,9 +14,9 @@ a level is the last call at that level in the opened sequence. Several stages at
 tap each: in the opened sequence, a stage (a call holding a chain of two or more blocks of one
 kind, a block holding a group of layers that is not a single layer) followed directly by a
 sibling stage of the same output shape is a tap too. Blocks that hold only single layers (an
-inverted residual, an Inception mixed block) or stages of other widths stay one tap per level.
+inverted residual, parallel conv branches) or stages of other widths stay one tap per level.
 
-A call's input is the map that flows into it: when it reads several maps (a NASNet cell reads the
+A call's input is the map that flows into it: when it reads several maps (a cell that reads the
 outputs of the two cells before it), the one that appeared last in the forward pass; the others
 are skip inputs, which neither place the call nor open it.
 
