@@ -274,3 +274,55 @@ def test_tuple_output_with_a_logits_item(tmp_path: Path):
         (1, 12, 4, "NCHW"),
     ]
     assert [f.module for f in spec.features] == ["output[0]", "b"]
+
+
+SEPARABLE_BLOCKS = """
+import torch
+from torch import nn
+
+
+class SepConv(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, 1, 1, groups=c)
+        self.pw = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return self.pw(torch.relu(self.dw(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.stack = nn.Sequential(SepConv(c), SepConv(c), SepConv(c))
+
+    def forward(self, x):
+        return x + self.stack(x)
+
+
+class SepNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 4, 1)
+        self.blocks = nn.Sequential(
+            Block(8), Block(8), Block(8), nn.Conv2d(8, 16, 3, 2, 1), Block(16), Block(16),
+            nn.Conv2d(16, 32, 3, 2, 1), Block(32), Block(32),
+        )
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+"""
+
+
+def test_blocks_of_separable_convs_are_one_tap_per_level(tmp_path: Path):
+    """A block that chains separable convs (each only single layers) is a block, not a stage:
+    several such blocks at one level give one tap, as Xception's middle flow."""
+    path = tmp_path / "sep_net.py"
+    path.write_text(SEPARABLE_BLOCKS)
+    spec = analyse(str(path), {}, (3, 64, 64))
+    assert table(spec) == [
+        ("blocks.2", 8, 4, "NCHW"),
+        ("blocks.5", 16, 8, "NCHW"),
+        ("blocks.8", 32, 16, "NCHW"),
+    ]

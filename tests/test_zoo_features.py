@@ -180,3 +180,83 @@ def test_reductions_are_stride_products(size, grids, reductions):
 def test_token_grids_after_a_class_token(tokens, size, reduction, prefix):
     place = classify((2, tokens, 8), (2, 3, size, size))
     assert place is not None and (place.reduction, place.prefix_tokens) == (reduction, prefix)
+
+
+def _timm_feature_shapes(builder: str, shape: tuple[int, ...], **kwargs) -> list[tuple[int, int]]:
+    """(channels, reduction) of what timm's own features_only wrapper returns: its hand-written
+    feature_info holds the default widths only, whatever the widths the model is built with."""
+    model = timm.create_model(builder, features_only=True, **kwargs).eval()
+    with torch.no_grad():
+        maps = model(torch.randn(1, *shape))
+    return [(m.shape[1], match_grid(m.shape[-2], m.shape[-1], *shape[1:])) for m in maps]
+
+
+def test_cells_that_read_two_inputs():
+    """A NASNet cell reads the two cells before it, forward(x, x_prev): the tap at reduction 4
+    is the stem cell that flows into the next cell, not a layer inside that cell that works on
+    its skip input (at 331 pixels and full widths: 168 channels, not 84)."""
+    args = {"num_features": 480, "stem_size": 8}  # 1.4M parameters; timm's default is 4032, 96
+    spec = analyse("timm.models.nasnet:NASNetALarge", args, (3, 96, 96))
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == [
+        ("conv0", 8, 2),
+        ("cell_stem_0", 20, 4),
+        ("cell_5", 120, 8),
+        ("cell_11", 240, 16),
+        ("act", 480, 32),
+    ]
+    timm_maps = _timm_feature_shapes("nasnetalarge", (3, 96, 96), **args)
+    assert [(f.num_chs, f.reduction) for f in spec.features] == timm_maps
+
+
+STAGES_AT_ONE_REDUCTION = {
+    # stages.1 downsamples to 14 and stages.2, stages.3 keep it: each stage is a tap
+    "sequencer:Sequencer2d": (
+        {
+            "layers": (2, 2, 2, 2),
+            "patch_sizes": (7, 2, 1, 1),
+            "embed_dims": (32, 64, 64, 64),
+            "hidden_sizes": (8, 16, 16, 16),
+        },
+        (3, 224, 224),
+        [
+            ("stages.0", 32, 7),
+            ("stages.1", 64, 14),
+            ("stages.2", 64, 14),
+            ("norm", 64, 14),  # timm: stages.3, whose output the norm keeps the shape of
+        ],
+    ),
+    # three Sequentials of transformer blocks after the downsample, one tap each; the stem's
+    # finer map at 2 comes first
+    "volo:VOLO": (
+        {
+            "layers": (2, 2, 2, 2),
+            "embed_dims": (32, 64, 64, 64),
+            "num_heads": (1, 2, 2, 2),
+            "stem_hidden_dim": 16,
+            "img_size": 112,
+        },
+        (3, 112, 112),
+        [
+            ("patch_embed.conv", 16, 2),
+            ("network.0", 32, 8),
+            ("network.2", 64, 16),
+            ("network.3", 64, 16),
+            ("norm", 64, 16),  # timm: network.4, then two class-attention blocks and the norm
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("target", list(STAGES_AT_ONE_REDUCTION))
+def test_several_stages_at_one_reduction(target: str):
+    """timm lists every stage, even several at one reduction: a stage followed by a sibling
+    stage of the same output shape is a tap too (small widths: timm's feature_info follows them)."""
+    args, shape, expected = STAGES_AT_ONE_REDUCTION[target]
+    spec = analyse(f"timm.models.{target}", args, shape)
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == expected
+    module, cls = target.split(":")
+    with torch.device("meta"):
+        model = getattr(getattr(timm.models, module), cls)(**args)
+    timm_list = [(f["num_chs"], f["reduction"]) for f in model.feature_info]
+    assert [(c, r) for _, c, r in expected][-len(timm_list) :] == timm_list
+    assert all(f.why for f in spec.features)

@@ -10,7 +10,15 @@ is opened up when its children span several resolutions: three or more, or two w
 child (a block, not a single layer) works at a resolution other than the call's own output.
 A ResNet opens at the top only (its stages keep their blocks closed); a Swin whose stages end in
 patch merging opens each stage, so a stage's tap is its last block, before the merge. The tap of
-a level is the last call at that level in the opened sequence.
+a level is the last call at that level in the opened sequence. Several stages at one level are a
+tap each: in the opened sequence, a stage (a call holding a chain of two or more blocks of one
+kind, a block holding a group of layers that is not a single layer) followed directly by a
+sibling stage of the same output shape is a tap too. Blocks that hold only single layers (an
+inverted residual, parallel conv branches) or stages of other widths stay one tap per level.
+
+A call's input is the map that flows into it: when it reads several maps (a cell that reads the
+outputs of the two cells before it), the one that appeared last in the forward pass; the others
+are skip inputs, which neither place the call nor open it.
 
 A model whose forward already returns several feature maps (a list, tuple or dict) is taken at
 its word: the taps are the items it returns.
@@ -281,25 +289,55 @@ class _Flow:
     """The data flow of a trace: where each call's input and continuing output sit on the grid.
 
     A call consumes every tensor it is given (its arguments, and the items of a tuple, list or
-    dict argument); it produces its output, or each item of a tuple, list or dict it returns."""
+    dict argument); it produces its output, or each item of a tuple, list or dict it returns.
+    A call's input is the tensor that flows into it: of several maps on the grid among its
+    arguments (a cell that reads the outputs of the two cells before it), the one that appeared
+    last in the forward pass; the others are skip inputs from earlier in the network."""
 
     def __init__(self, root: Call, full_shape: tuple[int, ...]) -> None:
         self.full_shape = full_shape
         self.consumers: dict[int, list[Call]] = {}
         self.producer: dict[int, Call] = {}  # outermost call that returns the tensor
         self.order: dict[int, int] = {}  # id(call) -> position in forward order
+        self.seen: dict[int, int] = {}  # id(tensor) -> when it first appeared (hook events)
+        self.main: dict[int, tuple[int | None, tuple[int, ...] | None]] = {}  # id(call) -> input
         self._index(root)
 
     def _index(self, call: Call) -> None:
         self.order[id(call)] = len(self.order)
         given = [call.input_id] if call.input_id is not None else []
-        for tid in dict.fromkeys([*given, *call.input_ids]):
+        for tid in dict.fromkeys([*given, *(t for t, _ in call.inputs)]):
+            self.seen.setdefault(tid, len(self.seen))
             self.consumers.setdefault(tid, []).append(call)
         for child in call.children:
             self._index(child)
             for tid in dict.fromkeys([child.output_id, *(t for t, _ in child.outputs)]):
                 if tid is not None:
                     self.producer[tid] = child  # the parent, indexed later, wins
+        for tid, _ in call.outputs:
+            self.seen.setdefault(tid, len(self.seen))
+
+    def input_id(self, call: Call) -> int | None:
+        return self._main_input(call)[0]
+
+    def in_shape(self, call: Call) -> tuple[int, ...] | None:
+        return self._main_input(call)[1]
+
+    def skip_inputs(self, call: Call) -> set[int]:
+        """The ids of the call's other tensor arguments: maps from earlier in the network."""
+        return {tid for tid, _ in call.inputs if tid != self.input_id(call)}
+
+    def _main_input(self, call: Call) -> tuple[int | None, tuple[int, ...] | None]:
+        if id(call) not in self.main:
+            maps = [
+                (t, s) for t, s in call.inputs if self.place(s) is not None and not self.vector(s)
+            ]
+            ids = {t for t, _ in maps}
+            if len(ids) < 2:
+                self.main[id(call)] = (call.input_id, call.in_shape)
+            else:
+                self.main[id(call)] = max(maps, key=lambda m: self.seen[m[0]])
+        return self.main[id(call)]
 
     def place(self, shape: tuple[int, ...] | None) -> Placement | None:
         return classify(shape, self.full_shape)
@@ -358,12 +396,12 @@ class _Flow:
         return self.order[id(consumer)] > self.order[id(call)]
 
     def inp(self, call: Call) -> Placement | None:
-        return self.place(call.in_shape)
+        return self.place(self.in_shape(call))
 
     def pooled(self, call: Call) -> bool:
         """The call turns a map into a vector (or a 1x1 grid): the classifier's global pool."""
         pin = self.inp(call)
-        if pin is None or self.vector(call.in_shape):
+        if pin is None or self.vector(self.in_shape(call)):
             return False
         return self.vector(call.shape)
 
@@ -380,11 +418,15 @@ def _should_open(flow: _Flow, call: Call) -> bool:
     the next and, before the child that changes the level, children that are blocks (not single
     layers) did work at the first level and kept its shape (a stage ending in a patch merging).
     A block that downsamples after an expansion or a transition whose conv halves the channels
-    before pooling stays closed: the tap is what enters it."""
+    before pooling stays closed: the tap is what enters it. Children that read one of the call's
+    skip inputs (a map from an earlier level) are not counted: a cell that reads the two cells
+    before it stays closed."""
     if not call.children:
         return False
     lv_in = flow.inp(call)
-    levels = {lv for lv in map(flow.level, call.children) if lv is not None}
+    skips = flow.skip_inputs(call)
+    children = [c for c in call.children if flow.input_id(c) not in skips]
+    levels = {lv for lv in map(flow.level, children) if lv is not None}
     if lv_in is not None:
         levels.add(lv_in.reduction)
     if len(levels) >= 3:
@@ -392,15 +434,14 @@ def _should_open(flow: _Flow, call: Call) -> bool:
     own = flow.level(call)
     if len(levels) != 2 or lv_in is None or own is None or own == lv_in.reduction:
         return False
-    boundary = next(
-        (c for c in call.children if flow.level(c) not in (None, lv_in.reduction)), None
-    )
-    if boundary is None or boundary.input_id in (None, call.input_id):
+    boundary = next((c for c in children if flow.level(c) not in (None, lv_in.reduction)), None)
+    if boundary is None or flow.input_id(boundary) in (None, flow.input_id(call)):
         return False
     made_by = next(
-        (c for c in call.children if flow.out(c)[0] == boundary.input_id and not c.is_leaf), None
+        (c for c in children if flow.out(c)[0] == flow.input_id(boundary) and not c.is_leaf),
+        None,
     )
-    return made_by is not None and boundary.in_shape == call.in_shape
+    return made_by is not None and flow.in_shape(boundary) == flow.in_shape(call)
 
 
 def _opened(flow: _Flow, call: Call) -> list[Call]:
@@ -427,9 +468,54 @@ def _single_layer(call: Call, flow: _Flow) -> bool:
         node = stack.pop()
         stack.extend(node.children)
         on_grid = flow.place(node.shape) is not None and not flow.vector(node.shape)
-        if node.weighted and on_grid and node.input_id != call.input_id:
+        if node.weighted and on_grid and flow.input_id(node) != flow.input_id(call):
             return False
     return True
+
+
+def _block(call: Call, flow: _Flow) -> bool:
+    """A block: a call that holds a group of layers that is not a single layer itself (an
+    attention, an MLP, a separable conv), not only single layers (a residual conv stack)."""
+    if _single_layer(call, flow):
+        return False
+    stack = list(call.children)
+    while stack:
+        node = stack.pop()
+        if not _single_layer(node, flow):
+            return True
+        stack.extend(node.children)
+    return False
+
+
+def _stage(call: Call, flow: _Flow) -> bool:
+    """A stage: a call that holds (at any depth) a chain of two or more blocks of the same kind,
+    each reading what the one before it made."""
+    stack = [call]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        for a, b in zip(node.children, node.children[1:], strict=False):
+            if (
+                a.type_name == b.type_name
+                and flow.out(a)[0] == flow.input_id(b)
+                and _block(a, flow)
+                and _block(b, flow)
+            ):
+                return True
+    return False
+
+
+def _sibling_stages(flow: _Flow, first: Call, second: Call) -> bool:
+    """Two calls of one parent, one after the other at one level, that are each a stage and
+    give the same shape: timm lists every stage, even several at one reduction."""
+    return (
+        first.parent is second.parent
+        and first.output_id is not None
+        and flow.out(first)[0] == first.output_id
+        and first.shape == second.shape
+        and _stage(first, flow)
+        and _stage(second, flow)
+    )
 
 
 def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
@@ -481,6 +567,11 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         if current is None or pout.reduction == current.reduction:
             if current is None:
                 entered = i
+            elif (
+                last is not None and last[0] is seq[i - 1] and _sibling_stages(flow, last[0], call)
+            ):
+                why = f"a stage followed by another stage at reduction {current.reduction}"
+                taps.append(_hooked(last[0], last[2], why))
             current, last = pout, (call, tid, pout)
             continue
         if pout.reduction < current.reduction:
@@ -490,7 +581,7 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
         if _side_branch(flow, seq, i, current):
             continue
         reason = f"what enters {call.name}, the first module at reduction {pout.reduction}"
-        close(call.input_id, pin, reason, i)
+        close(flow.input_id(call), pin, reason, i)
         inner += _inner_layers(call, flow, current.reduction)
         current, last, entered = pout, (call, tid, pout), i
     head = seq[head_at:]
@@ -504,7 +595,7 @@ def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
     # timm's FeatureInfo wants non-decreasing reductions: drop a level that goes back up.
     kept: list[FeatureSpec] = []
     for tap in taps:
-        if not kept or tap.reduction > kept[-1].reduction:
+        if not kept or tap.reduction >= kept[-1].reduction:
             kept.append(tap)
     return _Walk(kept, _names(head), inner)
 
@@ -514,7 +605,7 @@ def _starts_head(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
     token, a pooled feature): the classifier's head begins here. What runs after it (a second,
     token-wise head) is head too."""
     call = seq[i]
-    return flow.pooled(call) or flow.vector(call.in_shape)
+    return flow.pooled(call) or flow.vector(flow.in_shape(call))
 
 
 def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
@@ -526,7 +617,7 @@ def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
         j
         for j in range(i + 1, len(seq))
         if (pin := flow.inp(seq[j])) is not None
-        and not flow.vector(seq[j].in_shape)
+        and not flow.vector(flow.in_shape(seq[j]))
         and pin.reduction == current.reduction
     ]
     if not readers:
@@ -561,13 +652,14 @@ def _before_head(
         if start < head_at:
             widen = seq[start]
             return (
-                widen.input_id,
+                flow.input_id(widen),
                 flow.inp(widen),
                 f"what enters {widen.name}, a layer that widens the channels for the head only",
                 start,
             )
-        if head.input_id is not None and flow.inp(head) is not None:
-            return head.input_id, flow.inp(head), f"what enters the head ({head.name})", head_at
+        if flow.input_id(head) is not None and flow.inp(head) is not None:
+            why = f"what enters the head ({head.name})"
+            return flow.input_id(head), flow.inp(head), why, head_at
     last = seq[head_at - 1] if head_at > 0 else None
     if last is not None:
         tid, place = flow.out(last)

@@ -35,16 +35,17 @@ class Call:
     children: list[Call] = field(default_factory=list)
     shape: tuple[int, ...] | None = None  # first tensor of the output
     output_id: int | None = None  # id() of that tensor, to match the model's return value
-    # The data flow: the first tensor argument (positional, else keyword) and every tensor of the
-    # output (a tuple's or list's items, a dict's values), as (id(), shape), with the item's key
-    # (its index or dict key; None for a single tensor). Ids stay unique while the trace keeps
-    # the tensors alive; they show which module's output another consumes. `input_ids` holds
-    # every tensor argument (and the items of a tuple, list or dict argument).
+    # The data flow: the first tensor argument (positional, else keyword), every tensor argument
+    # (a cell that reads the two previous cells' outputs has two; the items of a tuple, list or
+    # dict argument) and every tensor of the output (a tuple's or list's items, a dict's values),
+    # as (id(), shape), with each output item's key (its index or dict key; None for a single
+    # tensor). Ids stay unique while the trace keeps the tensors alive; they show which module's
+    # output another consumes.
     in_shape: tuple[int, ...] | None = None
     input_id: int | None = None
+    inputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     outputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     output_keys: list[int | str | None] = field(default_factory=list)
-    input_ids: list[int] = field(default_factory=list)
     weighted: bool = False  # a layer with a weight matrix or kernel (conv, linear) of its own
 
 
@@ -202,7 +203,7 @@ def trace_forward(
                 node.input_id = id(tensor)
                 keep_alive.append(tensor)
             for item in [*_tensors(list(args)), *_tensors(kwargs)]:
-                node.input_ids.append(id(item))
+                node.inputs.append((id(item), tuple(item.shape)))
                 keep_alive.append(item)
             parent.children.append(node)
             stack.append(node)
@@ -231,6 +232,7 @@ def trace_forward(
     try:
         x = torch.randn(BATCH, *input_shape, device=device)
         root.in_shape, root.input_id = tuple(x.shape), id(x)
+        root.inputs = [(id(x), tuple(x.shape))]
         model.eval()
         with torch.no_grad():
             output = call(model, x) if call is not None else model(x)
