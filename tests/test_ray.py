@@ -137,6 +137,7 @@ def test_ray_check_passes_then_names_the_workers_import_error(ray_out):
     assert code == 0, report
     assert checks["ray"]["ok"], checks["ray"]
     assert "out_channels [8, 16, 32]" in checks["ray"]["detail"]
+    assert report["checks"][-1]["name"] == "ray"  # Ray answers last: it ran alongside the rest
 
     # A package that its worker cannot import: the finding names the import error.
     from scaffold.verify import CheckFailed

@@ -9,11 +9,12 @@
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
-   ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
-   imports the package by name and builds the backbone (scaffold/verify/ray_check.py; Ray is
-   started in a process of its own before the first check, so it starts alongside them);
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
-   metric. All in one process, so TerraTorch is imported once.
+   metric. All in one process, so TerraTorch is imported once;
+6. ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
+   imports the package by name and builds the backbone (scaffold/verify/ray_check.py). Ray is
+   started in a process of its own before the first check and its answer collected last, so
+   that Ray's start-up and the worker's import of TerraTorch run alongside the other checks.
 """
 
 from __future__ import annotations
@@ -142,13 +143,7 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
     if state.options.weights is not None:
         passed.append(run("weights", context.check_weights))
-    if (directory / RAY_CONFIG_FILE).is_file():  # the Ray route: its config, a worker's import
-        from scaffold.verify.ray_check import check_ray
-
-        run("ray", lambda: check_ray(context, probe))
-    if quick:
-        return report
-    if all(passed):
+    if not quick and all(passed):
         from scaffold.verify.benchmark import run_benchmark
 
         log_dir = directory / STATE_DIR / "runs" / time.strftime("%Y%m%d-%H%M%S")
@@ -169,6 +164,11 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
                 check,
                 lambda path=path, name=name: run_benchmark(path, log_dir / "baselines" / name),
             )
-    else:
+    elif not quick:
         report.checks.append(Check("benchmark", False, "skipped: an earlier check failed"))
+    if probe is not None or (directory / RAY_CONFIG_FILE).is_file():
+        # Last: Ray's start-up and its worker's import have run alongside every other check.
+        from scaffold.verify.ray_check import check_ray
+
+        run("ray", lambda: check_ray(context, probe))
     return report
