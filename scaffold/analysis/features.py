@@ -678,7 +678,7 @@ def _widening_tail_start(
         return head_at
     if _widening_tail(flow, seq[j], current):
         return j
-    while j - 1 > entered and _keeps_shape(flow, seq[j]) and seq[j].parent is seq[j - 1].parent:
+    while j - 1 > entered and _keeps_shape(seq[j]) and seq[j].parent is seq[j - 1].parent:
         j -= 1
     call = seq[j]
     siblings = call.parent.children if call.parent is not None else []
@@ -689,7 +689,7 @@ def _widening_tail_start(
     return head_at
 
 
-def _keeps_shape(flow: _Flow, call: Call) -> bool:
+def _keeps_shape(call: Call) -> bool:
     """A layer whose output has its input's shape (a norm, an activation, a dropout)."""
     return call.is_leaf and call.in_shape is not None and call.in_shape == call.shape
 
