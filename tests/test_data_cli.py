@@ -68,6 +68,9 @@ def test_new_backbone_with_two_datasets_verifies_each_task(tmp_path):
     # The fast checks ran the backbone the first task builds: 3 bands, not the model's 4.
     features = next(c for c in data["checks"] if c["name"] == "features")["detail"]
     assert "input: " in features and "(2, 3, " in features, features
+    # ... and at the datasets' 32x32 tiles, besides the analysed size and twice it.
+    sizes = next(c for c in data["checks"] if c["name"] == "sizes")["detail"]
+    assert sizes == "3 features on their grids at 64x64, 128x128 and 32x32", sizes
 
 
 def test_a_multitemporal_stack_verifies_and_the_yaml_runs_standalone(tmp_path):

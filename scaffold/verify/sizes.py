@@ -1,4 +1,5 @@
-"""The ``sizes`` check: the features at the analysed input size and at twice its height and width.
+"""The ``sizes`` check: the features at the analysed input size, at twice its height and width,
+and at the tile size of each dataset given with ``--data``.
 
 A dataset's tiles are rarely the size the model was analysed at. The generated backbone stops
 after its last feature, so a head that only fits one size (a flatten into a fixed linear) does not
@@ -37,23 +38,24 @@ class _Located(Exception):
 
 
 def check_sizes(context: Any) -> str:
-    """Run the backbone at the analysed size and at SCALE times it; each feature on its grid."""
+    """Run the backbone at the analysed size, at SCALE times it and at the tile size of each
+    dataset of ``--data``; each feature on its grid."""
     import timm
 
     spec = context.state.spec
     name = context.name
-    height, width = spec.img_size
-    sizes = [(height, width), (SCALE * height, SCALE * width)]
+    analysed = tuple(spec.img_size)
+    sizes = _sizes(context, analysed)
     built_for: str | None = None
     try:
         models = (context.built(features_only=True), context.built())
     except Exception as exc:
         raise CheckFailed(f"timm.create_model({name!r}) failed: {one_line(exc)}") from exc
-    for size in sizes:
+    for size, what in sizes.items():
         try:
             _check_at(models, context, size)
         except _Located as exc:
-            if size == sizes[0]:
+            if size == analysed:
                 raise CheckFailed(f"at the analysed {_hw(size)} {exc}") from exc.cause
             retry = ""
             size_arg = _size_parameter(name)
@@ -69,15 +71,28 @@ def check_sizes(context: Any) -> str:
             needs = f"`{exc.module}` needs" if exc.module else "it needs"
             frames = f"{spec.num_frames}," if spec.temporal else ""
             raise CheckFailed(
-                f"at {_hw(size)} (twice the analysed {_hw(sizes[0])}) {exc}{retry}: "
-                f"{needs} the analysed size {_hw(sizes[0])}; "
+                f"at {_hw(size)} ({what}) {exc}{retry}: "
+                f"{needs} the analysed size {_hw(analysed)}; "
                 f"analyse at the size of your data with --input-shape {chans},{frames}H,W"
             ) from exc.cause
-    second = f" (built with {built_for})" if built_for else ""
-    return (
-        f"{len(spec.out_indices)} features on their grids at {_hw(sizes[0])} and "
-        f"{_hw(sizes[1])}{second}"
-    )
+    built = f" (built with {built_for})" if built_for else ""
+    shown = [_hw(size) for size in sizes]
+    listed = ", ".join(shown[:-1]) + f" and {shown[-1]}"
+    return f"{len(spec.out_indices)} features on their grids at {listed}{built}"
+
+
+def _sizes(context: Any, analysed: tuple[int, int]) -> dict[tuple[int, int], str]:
+    """The sizes to check, each with what it is: the analysed size, SCALE times it, and the
+    tile size of each dataset the YAML's tasks read (recorded by ``--data``)."""
+    from scaffold.data import read_datasets
+    from scaffold.state import STATE_DIR
+
+    sizes = {analysed: "the analysed size"}
+    sizes[(SCALE * analysed[0], SCALE * analysed[1])] = f"twice the analysed {_hw(analysed)}"
+    for dataset in read_datasets(context.directory / STATE_DIR):
+        tile = (int(dataset.size[0]), int(dataset.size[1]))
+        sizes.setdefault(tile, f"the tiles of {dataset.name}")
+    return sizes
 
 
 def _build(timm: Any, name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
