@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -160,6 +161,28 @@ def test_ray_check_passes_then_names_the_workers_import_error(ray_out):
 
     assert not ray.is_initialized()
     assert ray_children() == []
+
+
+@pytest.mark.parametrize("delay", [1.5, 6.0])
+def test_a_probe_stopped_early_leaves_no_ray_process(ray_out, delay):
+    """verify closes the probe when an earlier check fails: while Ray starts (1.5 s) or while its
+    worker imports TerraTorch (6 s), every process Ray started goes with it."""
+    from scaffold.verify.ray_check import RayProbe, read_route
+
+    _, out = ray_out
+    probe = RayProbe(read_route(out), out)
+    time.sleep(delay)
+    group = probe.group
+    probe.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)  # some process of the group is still there
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"Ray processes of group {group} outlived the probe")
 
 
 def test_update_ray_adds_the_config_and_keeps_it_in_step(tmp_path):

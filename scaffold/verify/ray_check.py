@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -195,6 +196,7 @@ class RayProbe:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # Ray's processes join its group: `close` can end them all
         )
         assert self._process.stdin is not None
         self._process.stdin.write(json.dumps(request))
@@ -224,8 +226,16 @@ class RayProbe:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        # Whatever Ray left running (stopped while it was starting, its agents on the way out).
+        with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):
+            os.killpg(self._process.pid, signal.SIGKILL)
         self._log.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
+
+    @property
+    def group(self) -> int:
+        """The process group of the probe and of every process Ray started for it."""
+        return self._process.pid
 
 
 def _model_args(parsed: dict[str, Any]) -> dict[str, Any]:

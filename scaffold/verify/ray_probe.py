@@ -6,7 +6,8 @@ The process reads one JSON object on stdin (``package``, ``backbone``, ``kwargs`
 answer as JSON to the file ``answer`` (its output and Ray's go to a log). Its working directory is an empty folder: Ray adds the driver's working directory to
 every worker's ``sys.path``, and an empty one proves nothing. The folder of the generated package
 comes on ``PYTHONPATH``, as ``pip install -e DIR`` would put it, and the worker inherits it.
-SIGTERM shuts Ray down before the process ends, so no Ray process outlives it.
+SIGTERM shuts Ray down before the process ends; the process leads a process group of its own,
+which Ray's processes join, and the check ends that group when it closes.
 """
 
 from __future__ import annotations
@@ -48,17 +49,17 @@ def main() -> int:
     import ray
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(
-        address="local",
-        num_cpus=1,
-        num_gpus=0,
-        include_dashboard=False,
-        object_store_memory=OBJECT_STORE_BYTES,
-        _temp_dir=request["ray_dir"],
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
     try:
+        ray.init(
+            address="local",
+            num_cpus=1,
+            num_gpus=0,
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            _temp_dir=request["ray_dir"],
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
         task = ray.remote(num_cpus=1, max_retries=0)(probe)
         ref = task.remote(request["package"], request["backbone"], request["kwargs"])
         try:
