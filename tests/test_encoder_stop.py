@@ -23,7 +23,8 @@ def backbones(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("encoder_stop")
     made = {}
-    for model in ("vgg_fixed_head", "unet", "shared_act_head", "fixed_pos", "fixed_grid"):
+    models = ("vgg_fixed_head", "unet", "shared_act_head", "fixed_pos", "fixed_grid", "unpadded")
+    for model in models:
         result = generate(Options(str(MODELS / f"{model}.py"), {}, out=root / model))
         sys.path.insert(0, str(result.out))
         importlib.import_module(result.backbone)
@@ -141,6 +142,18 @@ def test_sizes_check_passes_at_twice_the_size(backbones):
     assert found["sizes"] == (True, "4 features on their grids at 64x64 and 128x128")
 
 
+def test_sizes_check_reads_grids_as_the_analysis_does(backbones):
+    """Unpadded convolutions lose a cell per stage (31, 15, 7 at 64 px; 63, 31, 15 at 128): the
+    analysis reads those as reductions 2, 4, 8, and the sizes check accepts them the same way."""
+    report = verify_dir(backbones["unpadded"].out, quick=True)
+    found = {c.name: (c.ok, c.detail) for c in report.checks}
+    assert found["features"] == (
+        True,
+        "3 features for a (2, 3, 64, 64) input: 8x31x31, 16x15x15, 32x7x7",
+    )
+    assert found["sizes"] == (True, "3 features on their grids at 64x64 and 128x128")
+
+
 def test_sizes_check_names_the_module_that_needs_one_size(backbones):
     report = verify_dir(backbones["fixed_pos"].out, quick=True)
     found = {c.name: (c.ok, c.detail) for c in report.checks}
@@ -166,7 +179,8 @@ def test_sizes_check_fails_a_feature_off_its_grid(backbones):
     assert found["sizes"] == (
         False,
         "at 128x128 feature 2 (`model.conv3`) of timm's features_only model has shape "
-        "(2, 32, 8, 8), expected (B, 32, 16, 16) for reduction 8",
+        "(2, 32, 8, 8), expected (B, 32, 16, 16) for reduction 8 (or up to 4 cells fewer: "
+        "unpadded layers)",
     )
 
 

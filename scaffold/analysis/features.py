@@ -114,6 +114,12 @@ def match_grid(h: int, w: int, height: int, width: int) -> int | None:
     return None
 
 
+def on_grid(n: int, size: int, r: int) -> bool:
+    """`n` cells are the grid of `size` pixels at reduction `r`: the floor or ceil of size / r, or
+    up to VALID_LOSS cells fewer (unpadded layers), as the analysis reads grids."""
+    return _fits(n, size, r, VALID_LOSS)
+
+
 def _fits(n: int, size: int, r: int, loss: int) -> bool:
     """n is the floor or ceil of size / r, or (losing at most `loss` cells to valid padding, and
     still covering three quarters of the input) a few cells fewer."""

@@ -9,7 +9,8 @@ names the module that raised, found from a stack kept by forward hooks.
 At each size both ways of reading the features run: timm's ``features_only`` model (what
 TerraTorch's BACKBONE_REGISTRY builds) and the backbone's own ``forward`` with
 ``prepare_features_for_image_model``. Each feature must lie on the expected grid of its reduction r,
-floor or ceil of H/r by floor or ceil of W/r, with the channels feature_info lists.
+floor or ceil of H/r by floor or ceil of W/r (or the few cells fewer that unpadded layers lose, as
+the analysis reads grids), with the channels feature_info lists.
 
 A model whose constructor takes the input size (``img_size`` and the like, as timm's ViTs do) and
 refuses the larger input as built is built again for it: the size is then the person's choice.
@@ -131,13 +132,16 @@ def _on_grids(outs, channels, reductions, names, size: tuple[int, int], what: st
             f"at {_hw(size)} {what} returns {len(outs)} features, "
             f"feature_info lists {len(channels)}"
         )
+    from scaffold.analysis.features import VALID_LOSS, on_grid
+
     for i, (o, c, r, n) in enumerate(zip(outs, channels, reductions, names, strict=True)):
-        hs, ws = _grid(height, r), _grid(width, r)
-        if o.ndim != 4 or o.shape[1] != c or o.shape[-2] not in hs or o.shape[-1] not in ws:
+        fits = o.ndim == 4 and on_grid(o.shape[-2], height, r) and on_grid(o.shape[-1], width, r)
+        if not fits or o.shape[1] != c:
+            hs, ws = _grid(height, r), _grid(width, r)
             expected = f"(B, {c}, {'|'.join(map(str, hs))}, {'|'.join(map(str, ws))})"
             raise CheckFailed(
                 f"at {_hw(size)} feature {i} (`{n}`) of {what} has shape {tuple(o.shape)}, expected "
-                f"{expected} for reduction {r}"
+                f"{expected} for reduction {r} (or up to {VALID_LOSS} cells fewer: unpadded layers)"
             )
 
 
