@@ -11,6 +11,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,12 @@ class Context:
             found.append((str(task.get("name", "?")), merged))
         return found
 
-    @property
+    @cached_property
     def in_chans(self) -> int:
         """The input channels the first task's benchmark runs with: its ``backbone_in_chans``
         (the data's bands with ``--data``), else the analysed ones. The factory check and the
-        fast checks use it, so that they test the backbone the benchmark builds."""
+        fast checks use it, so that they test the backbone the benchmark builds. Read from the
+        YAML once per ladder."""
         try:
             value = self.task_model_args()[0][1].get("backbone_in_chans")
         except (CheckFailed, AttributeError, IndexError):
