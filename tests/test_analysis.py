@@ -136,6 +136,18 @@ def test_a_head_conv_with_its_norm_and_activation_as_modules_of_their_own_is_hea
     assert "layers.14" in " ".join(spec.notes)  # said to be left out as the head
 
 
+def test_a_neck_that_reads_every_level_is_not_a_side_branch_of_the_encoder():
+    # The neck reads r4 (stage1's output) after the encoder and then works at r8 and r16: that
+    # is not the encoder leaving r4 through a branch, so stage2 and stage3 stay levels.
+    spec = analyse(str(MODELS / "fpn_neck.py"))
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == [
+        ("stem", 8, 2),
+        ("stage1", 16, 4),
+        ("stage2", 32, 8),
+        ("stage3", 64, 16),
+    ]
+
+
 def test_torchvision_swin_t_channels_last():
     spec = analyse(f"{TV / 'swin_transformer.py'}:swin_t")
     assert table(spec)[:3] == [

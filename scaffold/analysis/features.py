@@ -616,9 +616,11 @@ def _starts_head(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
 
 def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
     """A call that reaches a coarser level while a later call still reads a map of the current
-    level, and the encoder goes on to coarser levels after that: a branch (a global-context
+    level, and after that the encoder goes on from the current level to a coarser one (a later
+    call reads a map of the current level and gives a coarser one): a branch (a global-context
     block that pools the map for the attention's queries), not the next level. At the end of
-    the encoder the same return to a finer level is a neck (a multi-scale fusion): not a branch."""
+    the encoder the same return to a finer level is a neck (a multi-scale fusion, an FPN that
+    reads every level): not a branch, since nothing after it leaves the finer level again."""
     readers = [
         j
         for j in range(i + 1, len(seq))
@@ -628,8 +630,13 @@ def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
     ]
     if not readers:
         return False
-    after = seq[readers[0] + 1 :]
-    return any((lv := flow.level(c)) is not None and lv > current.reduction for c in after)
+    return any(
+        (lv := flow.level(c)) is not None
+        and lv > current.reduction
+        and (pin := flow.inp(c)) is not None
+        and pin.reduction == current.reduction
+        for c in seq[readers[0] + 1 :]
+    )
 
 
 def _before_head(
