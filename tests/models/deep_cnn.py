@@ -21,7 +21,9 @@ class DeepCNN(nn.Module):
         super().__init__()
         self.stem = conv_bn(in_chans, widths[0], 2)
         chans = [widths[0], *widths]
-        self.down = nn.ModuleList(conv_bn(a, b, 2) for a, b in zip(chans, chans[1:]))
+        self.down = nn.ModuleList(
+            conv_bn(a, b, 2) for a, b in zip(chans[:-1], chans[1:], strict=True)
+        )
         self.head = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
