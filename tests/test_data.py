@@ -348,3 +348,26 @@ def test_class_folders_with_txt_split_lists(tmp_path):
     args = entry["datamodule"]["init_args"]
     assert args["train_data_root"] == str(root) and args["allow_substring_split_file"] is False
     assert args["train_split"] == f"/out/splits/{ds.name}/train.txt"
+
+
+def test_a_wrapper_folder_with_nothing_beside_it_is_unwrapped(tmp_path):
+    train = split_folders(tmp_path / "top" / "sen1floods" / "v1")
+    (tmp_path / "top" / ".DS_Store").write_bytes(b"")  # hidden files do not count
+    ds = survey(tmp_path / "top")
+    assert ds.root == str(tmp_path / "top") and ds.layout == "split-folders"
+    assert ds.split("train").images[0] == "sen1floods/v1/train/images/tile0_img.tif"
+    assert ds.split("val").image_root == str(
+        tmp_path / "top" / "sen1floods" / "v1" / "val" / "images"
+    )
+    assert ds.notes[0].startswith("the dataset is in sen1floods/v1/: ")
+    np.testing.assert_allclose(ds.means, stats(train)[0], rtol=1e-9)
+
+
+def test_a_folder_with_something_beside_it_or_a_split_folder_is_no_wrapper(tmp_path):
+    split_folders(tmp_path / "top" / "inner")
+    (tmp_path / "top" / "README.txt").write_text("about the data\n")
+    with pytest.raises(ScaffoldError, match=r"inner/ is not taken for the dataset since README"):
+        survey(tmp_path / "top")
+    split_folders(tmp_path / "only_train", sizes=(("train", 3),))
+    with pytest.raises(ScaffoldError, match="no training or no validation folder"):
+        survey(tmp_path / "only_train")

@@ -7,12 +7,15 @@ Rules, never dataset names:
   ``flood_val_data.csv``), in the root or a ``splits``-like subfolder; one sample per line;
 - images and labels pair by the stem they share once a suffix is removed (``s1_img``/``s1_mask``,
   ``x_S2Hand``/``x_LabelHand``), in one folder or in two sibling folders;
-- class folders (``<class>/<file>.tif``) mean classification.
+- class folders (``<class>/<file>.tif``) mean classification;
+- a folder that holds a single folder and nothing else (not a split folder) is a wrapper, as
+  datasets unpack (``EuroSAT/EuroSAT_MS/<class>/...``): the dataset is the folder inside.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable
@@ -62,6 +65,7 @@ class Layout:
     splits: dict[str, Samples]  # split name -> samples
     sources: dict[str, str]  # split name -> "folder", "list" or "generated"
     list_files: dict[str, Path]
+    folder: Path | None = None  # the folder the layout is in: the root, or inside its wrappers
 
 
 def tifs(folder: Path) -> list[Path]:
@@ -293,8 +297,33 @@ def generated_split(pairs: tuple[Pair, ...], seed: int = 0) -> dict[str, tuple[P
     return {k: tuple(sorted(v, key=lambda p: p.image.name)) for k, v in out.items()}
 
 
+def dataset_folder(root: Path) -> Path:
+    """The folder that holds the dataset: `root`, or, while a folder holds a single folder and
+    nothing else (hidden files aside) that is not a split folder, the folder inside it."""
+    folder, seen = root, {root.resolve()}
+    while True:
+        try:
+            entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+            inner = entries[0] if len(entries) == 1 and entries[0].is_dir() else None
+            if inner is None or inner.name.lower() in _ALL_SPLIT_WORDS:
+                return folder
+            if inner.resolve() in seen:  # a link back up: no dataset in there
+                return folder
+        except OSError:  # unreadable: the layout's own reads say so
+            return folder
+        seen.add(inner.resolve())
+        folder = inner
+
+
 def find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
-    """The layout of the dataset folder `root` (ScaffoldError when none fits)."""
+    """The layout of the dataset folder `root`, or of the folder inside its wrappers
+    (ScaffoldError when none fits)."""
+    folder = dataset_folder(root)
+    layout = _find_layout(folder, bands)
+    return dataclasses.replace(layout, folder=folder)
+
+
+def _find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
     folders = split_folders(root)
     if folders:
         if "train" not in folders or "val" not in folders:
@@ -321,6 +350,7 @@ def find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
         raise ScaffoldError(
             f"{root}: no images found (tried *.tif and *.tiff in {root}, in its subfolders, "
             f"and in split folders named {', '.join(sorted(_ALL_SPLIT_WORDS))})"
+            + _not_a_wrapper(root)
         )
     lists = split_lists(root)
     if lists:
@@ -343,6 +373,19 @@ def find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
     parts = generated_split(pool.pairs)
     splits = {s: _subset(pool, pairs) for s, pairs in parts.items()}
     return Layout("no-split", pool.pairing, splits, dict.fromkeys(splits, "generated"), {})
+
+
+def _not_a_wrapper(root: Path) -> str:
+    """Why the single folder in `root` was not taken for the dataset: files beside it."""
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    folders = [p for p in entries if p.is_dir()]
+    if len(folders) != 1:
+        return ""
+    beside = [p.name for p in entries if p not in folders]
+    return (
+        f"; {folders[0].name}/ is not taken for the dataset since {_names(beside)} lies beside "
+        f"it: pass --data {folders[0]}"
+    )
 
 
 def _subset(pool: Samples, pairs: tuple[Pair, ...]) -> Samples:

@@ -59,6 +59,11 @@ def survey(
     print_ = fingerprint(root)
     layout = find_layout(root, band_count)
     notes: list[str] = []
+    if layout.folder is not None and layout.folder != root:
+        notes.append(
+            f"the dataset is in {_rel(root, layout.folder)}/: {root} holds that folder and "
+            "nothing else (a wrapper around it)"
+        )
     if layout.layout == "no-split":
         notes.append(
             "no split found: scaffold writes deterministic 70/15/15 split files beside the YAML"
