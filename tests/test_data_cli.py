@@ -17,7 +17,7 @@ from scaffold.verify.benchmark import read_metrics
 
 from .conftest import BIN, MODELS, run_cli, run_fresh, run_json
 from .datasets import image, write_tif
-from .test_data import split_folders
+from .test_data import region_folders, split_folders
 
 
 def class_folders(root: Path, bands: int = 5) -> None:
@@ -211,3 +211,22 @@ def test_datasets_inside_a_wrapper_folder_verify(tmp_path):
     )
     benchmark = next(c for c in data["checks"] if c["name"] == "benchmark")["detail"]
     assert "scenes: best_val/Accuracy" in benchmark and "floods: best_val/mIoU" in benchmark
+
+
+def test_region_folders_in_the_splits_verify(tmp_path):
+    # test/regionA/img/*.tif and the like: the YAML reads each split through */img/*_img.tif,
+    # and the verifying run trains and tests on every region's tiles.
+    region_folders(tmp_path / "regions")
+    code, data = run_json(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "out"),
+        "--data", str(tmp_path / "regions"),
+    )  # fmt: skip
+    assert code == 0 and data["verified"] is True, data
+    task = yaml.safe_load(Path(data["benchmark_config"]).read_text())["tasks"][0]
+    args = task["datamodule"]["init_args"]
+    assert (
+        args["test_data_root"] == args["test_label_data_root"] == str(tmp_path / "regions" / "test")
+    )
+    assert (args["img_grep"], args["label_grep"]) == ("*/img/*_img.tif", "*/lbl/*_lbl.tif")
+    benchmark = next(c for c in data["checks"] if c["name"] == "benchmark")["detail"]
+    assert "regions: best_val/mIoU" in benchmark
