@@ -157,10 +157,11 @@ def show_changes(err: Console, result) -> None:
             )
         err.print("update stopped: nothing was changed")
         return
+    show_analysis_changes(err, result)
     for path, what in result.changes:
         plain(err, f"  {what:12} {_quote(path)}")
     if not result.changes:
-        err.print("nothing changed")
+        err.print("no file changed" if result.analysis else "nothing changed")
     if result.data_kept:
         kept = ", ".join(result.data_kept[:5]) + (" ..." if len(result.data_kept) > 5 else "")
         plain(err, f"  kept         your files in data/: {kept}")
@@ -172,6 +173,14 @@ def show_changes(err: Console, result) -> None:
             ),
             soft_wrap=True,
         )
+
+
+def show_analysis_changes(err: Console, result) -> None:
+    """How the re-analysis of the model differs from the recorded one."""
+    if result.analysis:
+        plain(err, "the model's analysis changed:")
+        for line in result.analysis:
+            plain(err, f"  {line}")
 
 
 def show_dry_run(err: Console, result) -> None:
@@ -191,6 +200,7 @@ def show_dry_run(err: Console, result) -> None:
     summary = (
         f"dry run, nothing written:\n  files: {files}\n  data/: {data}\n  conflicts: {conflicts}"
     )
+    show_analysis_changes(err, result)
     err.print(summary, markup=False, highlight=False, soft_wrap=True)
 
 

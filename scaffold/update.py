@@ -77,6 +77,8 @@ class UpdateResult:
     # Generated files that still hold conflict markers from an earlier update: nothing was done.
     unresolved: list[str] = field(default_factory=list)
     baselines: tuple[str, ...] = ()
+    # How the re-analysis differs from the recorded one (said even when no file changes).
+    analysis: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> list[tuple[str, str]]:
@@ -103,6 +105,7 @@ class UpdateResult:
             "data_rewritten": self.data_rewritten,
             "data_kept": [str(self.out / rel) for rel in self.data_kept],
             "baselines": summary(self.out, self.baselines),
+            "analysis_changes": list(self.analysis),
         }
 
 
@@ -219,6 +222,7 @@ def _update_locked(
     result.input_shape = tuple(spec.input_shape)
     result.plans = plans
     result.baselines = options.baselines
+    result.analysis = analysis_changes(state.spec, spec)
     old_data = _smoke_files(out, state)
     # The smoke data follows the model's bands; with real data (--data) there is none to follow.
     data_changed = not datasets and (
@@ -262,6 +266,61 @@ def _update_locked(
         what = f"wrote {', '.join(done)} before it" if done else "nothing was written"
         raise ScaffoldError(f"{out}: cannot write there ({exc.strerror or exc}); {what}") from exc
     return result
+
+
+def analysis_changes(old, new) -> list[str]:
+    """What differs between the recorded spec and the re-analysis, one line each: features
+    added or gone, a feature's channels, reduction or layout, the default selection, the
+    modules left out as the head, the input shape."""
+    changes: list[str] = []
+    if tuple(old.input_shape) != tuple(new.input_shape):
+        changes.append(f"input shape {_shape(old.input_shape)} -> {_shape(new.input_shape)}")
+    before = {_feature_id(f): f for f in old.features}
+    after = {_feature_id(f): f for f in new.features}
+    for fid, f in after.items():
+        was = before.get(fid)
+        if was is None:
+            changes.append(f"new feature {_feature_name(f)}: {_described(f)}")
+            continue
+        for what in ("num_chs", "reduction", "layout"):
+            if getattr(was, what) != getattr(f, what):
+                shown = {"num_chs": "channels"}.get(what, what)
+                changes.append(
+                    f"{shown} of {_feature_name(f)}: {getattr(was, what)} -> {getattr(f, what)}"
+                )
+    changes += [
+        f"feature gone: {_feature_name(f)} ({_described(f)})"
+        for fid, f in before.items()
+        if fid not in after
+    ]
+    old_out = [_feature_name(f) for f in old.selected]
+    new_out = [_feature_name(f) for f in new.selected]
+    if old_out != new_out:
+        changes.append(f"default features {', '.join(old_out)} -> {', '.join(new_out)}")
+    old_head, new_head = tuple(old.head_modules), tuple(new.head_modules)
+    if added := [m for m in new_head if m not in old_head]:
+        changes.append("newly left out as the head: " + ", ".join(added))
+    if back := [m for m in old_head if m not in new_head]:
+        changes.append("no longer left out as the head: " + ", ".join(back))
+    return changes
+
+
+def _feature_id(f) -> tuple[Any, ...]:
+    return (f.source, f.module, f.call, f.key)
+
+
+def _feature_name(f) -> str:
+    name = f.module if f.source == "hook" else f"output[{f.key!r}]"
+    name += f" (call {f.call})" if f.call else ""
+    return name + (f"[{f.key!r}]" if f.source == "hook" and f.key is not None else "")
+
+
+def _described(f) -> str:
+    return f"{f.num_chs} channels at reduction {f.reduction}"
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in tuple(shape)[1:])
 
 
 def _where_model_is(out: Path, state: State, model: str | None) -> str:

@@ -136,6 +136,50 @@ def test_a_head_conv_with_its_norm_and_activation_as_modules_of_their_own_is_hea
     assert "layers.14" in " ".join(spec.notes)  # said to be left out as the head
 
 
+DEEP = [
+    ("stem", 24, 2),
+    ("down.0", 24, 4),
+    ("down.1", 48, 8),
+    ("down.2", 96, 16),
+    ("down.3", 192, 32),
+    ("down.4", 384, 64),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "size"), [("DeepCNN", 64), ("DeepCNN", 128), ("FlatDeepCNN", 64)]
+)
+def test_a_strided_conv_that_reaches_one_cell_is_a_level_not_the_head(model, size):
+    # At 64x64 the fifth stage's stride-2 conv turns 2x2 into 1x1, which looks like a global
+    # pool; at twice the size it gives 2x2 (4x4 at 256): a level, the last feature at either
+    # size. FlatDeepCNN's head flattens that cell into a fixed Linear, so the whole model runs at
+    # 64x64 only: the stages recorded before its head raises at the larger size decide.
+    spec = analyse(f"{MODELS / 'deep_cnn.py'}:{model}", input_shape=(3, size, size))
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == DEEP
+    assert spec.features[-1].grid == (size // 64, size // 64)
+    assert spec.out_indices == (2, 3, 4, 5)  # the last four, ending at 384 channels
+    assert spec.head_modules == ("head",)
+    assert "left out as the head: head" in spec.notes
+    assert not any("down.4" in note for note in spec.notes)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_a_global_pool_after_a_one_cell_stage_is_still_the_head(size):
+    spec = analyse(f"{MODELS / 'deep_cnn.py'}:PooledDeepCNN", input_shape=(3, size, size))
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == DEEP
+    assert spec.head_modules == ("pool", "flatten", "head")
+    assert "left out as the head: pool, flatten, head" in spec.notes
+
+
+def test_a_global_pool_that_reaches_one_cell_is_the_head_at_both_sizes():
+    # cnn.py's AdaptiveAvgPool2d(1) gives one cell at every size: the head, and nothing at a
+    # second size makes it a level.
+    for size in (64, 128):
+        spec = analyse(str(MODELS / "cnn.py"), input_shape=(4, size, size))
+        assert [f.module for f in spec.features] == ["stem", "stage1", "stage2"]
+        assert spec.head_modules == ("pool", "head")
+
+
 def test_a_neck_that_reads_every_level_is_not_a_side_branch_of_the_encoder():
     # The neck reads r4 (stage1's output) after the encoder and then works at r8 and r16: that
     # is not the encoder leaving r4 through a branch, so stage2 and stage3 stay levels.

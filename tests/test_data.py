@@ -348,3 +348,99 @@ def test_class_folders_with_txt_split_lists(tmp_path):
     args = entry["datamodule"]["init_args"]
     assert args["train_data_root"] == str(root) and args["allow_substring_split_file"] is False
     assert args["train_split"] == f"/out/splits/{ds.name}/train.txt"
+
+
+def test_a_wrapper_folder_with_nothing_beside_it_is_unwrapped(tmp_path):
+    train = split_folders(tmp_path / "top" / "sen1floods" / "v1")
+    (tmp_path / "top" / ".DS_Store").write_bytes(b"")  # hidden files do not count
+    ds = survey(tmp_path / "top")
+    assert ds.root == str(tmp_path / "top") and ds.layout == "split-folders"
+    assert ds.split("train").images[0] == "sen1floods/v1/train/images/tile0_img.tif"
+    assert ds.split("val").image_root == str(
+        tmp_path / "top" / "sen1floods" / "v1" / "val" / "images"
+    )
+    assert ds.notes[0].startswith("the dataset is in sen1floods/v1/: ")
+    np.testing.assert_allclose(ds.means, stats(train)[0], rtol=1e-9)
+
+
+def test_a_folder_with_something_beside_it_or_a_split_folder_is_no_wrapper(tmp_path):
+    split_folders(tmp_path / "top" / "inner")
+    (tmp_path / "top" / "README.txt").write_text("about the data\n")
+    with pytest.raises(ScaffoldError, match=r"inner/ is not taken for the dataset since README"):
+        survey(tmp_path / "top")
+    split_folders(tmp_path / "only_train", sizes=(("train", 3),))
+    with pytest.raises(ScaffoldError, match="no training or no validation folder"):
+        survey(tmp_path / "only_train")
+
+
+def region_folders(root: Path, splits=("train", "val", "test"), regions=("regionA", "regionB")):
+    """<split>/<region>/img/*.tif beside <split>/<region>/lbl/*.tif, 6 tiles a region, the
+    same tile names in every region; returns the training images."""
+    rng = np.random.default_rng(7)
+    train = []
+    for split in splits:
+        for region in regions:
+            for i in range(6):
+                img = image(rng, bands=3)
+                write_tif(root / split / region / "img" / f"t{i}_img.tif", img)
+                write_tif(root / split / region / "lbl" / f"t{i}_lbl.tif", mask(img))
+                if split == "train":
+                    train.append(img)
+    return train
+
+
+def test_region_folders_in_each_split_are_read_through_the_file_pattern(tmp_path):
+    train = region_folders(tmp_path / "ds")
+    ds = survey(tmp_path / "ds")
+    assert (ds.layout, ds.pairing) == ("split-folders", "sibling-folders")
+    assert [len(s.images) for s in ds.splits] == [12, 12, 12]
+    test = ds.split("test")
+    assert test.image_root == test.label_root == str(tmp_path / "ds" / "test")
+    assert test.images[:2] == ("test/regionA/img/t0_img.tif", "test/regionA/img/t1_img.tif")
+    assert test.labels[6] == "test/regionB/lbl/t0_lbl.tif"
+    assert (ds.img_grep, ds.label_grep) == ("*/img/*_img.tif", "*/lbl/*_lbl.tif")
+    # TerraTorch's own reading: glob(root/grep), sorted, pairs what the survey paired.
+    import glob
+
+    found = sorted(glob.glob(str(Path(test.image_root) / ds.img_grep)))
+    assert [str(Path(p).relative_to(tmp_path / "ds")) for p in found] == list(test.images)
+    labels = sorted(glob.glob(str(Path(test.label_root) / ds.label_grep)))
+    assert [str(Path(p).relative_to(tmp_path / "ds")) for p in labels] == list(test.labels)
+    np.testing.assert_allclose(ds.means, stats(train)[0], rtol=1e-9)
+
+
+def test_a_single_region_folder_in_a_split_is_read_inside_it(tmp_path):
+    split_folders(tmp_path / "ds", sizes=(("train", 5), ("val", 2)))
+    region_folders(tmp_path / "ds", splits=("tst",), regions=("regionA",))
+    for folder in ("img", "lbl"):  # the flat splits' folder names and suffixes
+        for path in (tmp_path / "ds" / "tst" / "regionA" / folder).iterdir():
+            path.rename(path.with_name(path.name.replace("_lbl", "_mask")))
+    for split in ("train", "val"):
+        for old, new in (("images", "img"), ("labels", "lbl")):
+            (tmp_path / "ds" / split / old).rename(tmp_path / "ds" / split / new)
+    ds = survey(tmp_path / "ds")
+    test = ds.split("test")
+    assert len(test.images) == 6
+    assert test.image_root == str(tmp_path / "ds" / "tst" / "regionA" / "img")
+    assert (ds.img_grep, ds.label_grep) == ("*_img.tif", "*_mask.tif")
+
+
+def test_images_nested_deeper_than_region_folders_are_named(tmp_path):
+    split_folders(tmp_path / "ds", sizes=(("train", 3), ("val", 2)))
+    rng = np.random.default_rng(8)
+    for region in ("a", "b"):
+        for i in range(2):
+            write_tif(tmp_path / "ds" / "test" / region / "2020" / "x" / f"t{i}.tif", image(rng))
+    with pytest.raises(
+        ScaffoldError,
+        match=r"no images .* in the test split, but 4 image\(s\) in "
+        r"folders nested deeper, which are not read \(e\.g\. test/a/2020/x/t0\.tif\)",
+    ):
+        survey(tmp_path / "ds")
+
+
+def test_splits_laid_out_with_and_without_regions_are_refused(tmp_path):
+    region_folders(tmp_path / "ds", splits=("test",))
+    split_folders(tmp_path / "ds", sizes=(("train", 3), ("val", 2)))
+    with pytest.raises(ScaffoldError, match="some splits keep their images in region folders"):
+        survey(tmp_path / "ds")

@@ -17,7 +17,7 @@ from scaffold.verify.benchmark import read_metrics
 
 from .conftest import BIN, MODELS, run_cli, run_fresh, run_json
 from .datasets import image, write_tif
-from .test_data import split_folders
+from .test_data import region_folders, split_folders
 
 
 def class_folders(root: Path, bands: int = 5) -> None:
@@ -178,3 +178,55 @@ def test_update_with_data_adds_a_task_and_keeps_hand_edits(tmp_path):
     done = run_cli("update", str(out), "--no-verify", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["changes"] == []
     assert config.read_bytes() == before and "surveying" not in done.stderr
+
+
+def test_datasets_inside_a_wrapper_folder_verify(tmp_path):
+    # As public datasets unpack: a top folder holding one folder that holds the class folders
+    # (no split), and one holding two wrappers around the split folders.
+    rng = np.random.default_rng(6)
+    for klass in ("annualcrop", "forest", "river"):
+        for i in range(4):
+            write_tif(tmp_path / "scenes" / "ms" / klass / f"{klass}_{i}.tif", image(rng, bands=4))
+    split_folders(tmp_path / "floods" / "v1.1" / "data")
+    out = tmp_path / "out"
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--json",
+        "--data", str(tmp_path / "scenes"), "--data", str(tmp_path / "floods"),
+    )  # fmt: skip
+    data = json.loads(done.stdout)
+    assert done.returncode == 0 and data["verified"] is True, done.stderr
+    said = " ".join(done.stderr.split())  # the terminal may wrap the lines
+    assert f"scenes: the dataset is in ms/: {tmp_path / 'scenes'} holds that folder" in said
+    assert f"floods: the dataset is in v1.1/data/: {tmp_path / 'floods'} holds" in said
+    tasks = {
+        t["name"]: t for t in yaml.safe_load(Path(data["benchmark_config"]).read_text())["tasks"]
+    }
+    assert list(tasks) == ["scenes", "floods"]
+    scenes, floods = (tasks[n]["datamodule"]["init_args"] for n in ("scenes", "floods"))
+    assert tasks["scenes"]["type"] == "classification" and scenes["num_classes"] == 3
+    assert scenes["train_data_root"] == str(tmp_path / "scenes" / "ms")
+    assert tasks["floods"]["type"] == "segmentation"
+    assert floods["train_data_root"] == str(
+        tmp_path / "floods" / "v1.1" / "data" / "train" / "images"
+    )
+    benchmark = next(c for c in data["checks"] if c["name"] == "benchmark")["detail"]
+    assert "scenes: best_val/Accuracy" in benchmark and "floods: best_val/mIoU" in benchmark
+
+
+def test_region_folders_in_the_splits_verify(tmp_path):
+    # test/regionA/img/*.tif and the like: the YAML reads each split through */img/*_img.tif,
+    # and the verifying run trains and tests on every region's tiles.
+    region_folders(tmp_path / "regions")
+    code, data = run_json(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "out"),
+        "--data", str(tmp_path / "regions"),
+    )  # fmt: skip
+    assert code == 0 and data["verified"] is True, data
+    task = yaml.safe_load(Path(data["benchmark_config"]).read_text())["tasks"][0]
+    args = task["datamodule"]["init_args"]
+    assert (
+        args["test_data_root"] == args["test_label_data_root"] == str(tmp_path / "regions" / "test")
+    )
+    assert (args["img_grep"], args["label_grep"]) == ("*/img/*_img.tif", "*/lbl/*_lbl.tif")
+    benchmark = next(c for c in data["checks"] if c["name"] == "benchmark")["detail"]
+    assert "regions: best_val/mIoU" in benchmark

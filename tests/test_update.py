@@ -93,6 +93,72 @@ def test_update_without_a_model_change_touches_nothing(project):
     assert after == before  # same bytes, same modification times
 
 
+FIVE = "widths: tuple[int, ...] = (24, 48, 96, 192, 384),"
+
+
+def test_update_brings_a_fifth_stage_that_reaches_one_cell(tmp_path):
+    # Four stride-2 stages after a stride-2 stem end at 2x2 (192 channels) at 64x64; a fifth
+    # turns that into one cell with a strided conv: a level (it is 2x2 at 128x128), so the
+    # update brings it into the generated code, and the benchmark runs with it.
+    model = copy_model("deep_cnn", tmp_path / "models", new_name="upd_grows")
+    text = model.read_text()
+    assert text.count(FIVE) == 1
+    model.write_text(text.replace(FIVE, FIVE.replace(", 384)", ")")))
+    target = f"{model}:DeepCNN"
+    result = generate(Options(target, {}, name="upd_grows_bb", out=tmp_path / "out"))
+    backbone = result.package / "backbone.py"
+    assert '"module": "model.down.3",\n        "num_chs": 192,' in backbone.read_text()
+    assert '"model.down.4"' not in backbone.read_text()
+    model.write_text(text)  # the fifth stage
+    code, data = run_json("update", str(result.out))
+    assert code == 0, data
+    assert data["verified"] is True
+    assert data["analysis_changes"] == [
+        "new feature down.4: 384 channels at reduction 64",
+        "default features down.0, down.1, down.2, down.3 -> down.1, down.2, down.3, down.4",
+    ]
+    assert data["changes"] == [{"file": "upd_grows_bb/backbone.py", "action": "updated"}]
+    code_now = backbone.read_text()
+    assert (
+        '"module": "model.down.4",\n        "num_chs": 384,\n        "reduction": 64,' in code_now
+    )
+    assert "OUT_INDICES: tuple[int, ...] = (2, 3, 4, 5)" in code_now
+    state = json.loads((result.out / ".scaffold" / "state.json").read_text())
+    assert [f["num_chs"] for f in state["spec"]["features"]][-1] == 384
+    assert state["spec"]["head_modules"] == ["head"]
+    benchmark = next(c for c in data["checks"] if c["name"] == "benchmark")
+    assert benchmark["ok"], benchmark  # benchmark.yaml ran with the five-stage backbone
+
+
+def test_an_analysis_change_that_changes_no_file_is_said(project):
+    # A dropout before the classifier changes no feature: no generated file changes, but the
+    # re-analysis leaves one more module out as the head, and the update says so.
+    model, result = project
+    text = model.read_text()
+    text = text.replace(
+        "        self.head = nn.Linear(width * 4, 10)\n",
+        "        self.drop = nn.Dropout(0.1)\n        self.head = nn.Linear(width * 4, 10)\n",
+    )
+    text = text.replace(
+        "self.head(self.pool(x).flatten(1))", "self.head(self.drop(self.pool(x).flatten(1)))"
+    )
+    model.write_text(text)
+    before = snapshot(result.out)
+    done = run_cli("update", str(result.out), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert "the model's analysis changed:\n  newly left out as the head: drop\n" in done.stderr
+    assert "no file changed" in done.stderr and "nothing changed" not in done.stderr
+    after = snapshot(result.out)
+    for files in (before, after):
+        for rel in (".scaffold/lock", ".scaffold/state.json"):
+            files.pop(rel, None)
+    assert after == before
+    state = json.loads((result.out / ".scaffold" / "state.json").read_text())
+    assert state["spec"]["head_modules"] == ["pool", "drop", "head"]
+    again = run_cli("update", str(result.out), "--no-verify")
+    assert "nothing changed" in again.stderr and "analysis changed" not in again.stderr
+
+
 def test_conflict_on_the_lines_the_update_changes(project):
     model, result = project
     backbone = result.package / "backbone.py"

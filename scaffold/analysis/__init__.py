@@ -75,7 +75,8 @@ def analyse(
 
     if not trace.outputs:
         raise ScaffoldError(f"{name}: forward returned {trace.output_kind} with no tensor in it")
-    selection = select_features(trace, shape)
+    cells = _grown_cells(trace, shape)
+    selection = select_features(trace, shape, cells)
     if not selection.features:
         raise ScaffoldError(
             f"{name}: no output of any submodule is a feature map of the {shape[-2]}x{shape[-1]} "
@@ -124,6 +125,26 @@ def analyse(
         head_modules=head_modules(trace, selection.features, selection.out_indices),
         forward_call=forward_call,
     )
+
+
+LARGER = 2  # the second input size, for one-cell maps: this many times the height and width
+
+
+def _grown_cells(trace: Any, shape: tuple[int, ...]) -> frozenset[int]:
+    """The one-cell maps of `trace` that are a level, not a global reduction: where a layer with
+    weights (a strided conv) turns a larger map into one cell, the forward runs again at LARGER
+    times the height and width, and a map that is then more than one cell is a level (a global
+    pool gives one cell at every size). The calls up to where the larger forward raises count (a
+    head that flattens one cell into a fixed linear runs at one size only); a model that raises
+    before that layer leaves the analysed size to decide."""
+    from scaffold.analysis.features import grown_cells, one_cell_layers
+    from scaffold.analysis.trace import trace_forward
+
+    if trace.model is None or not one_cell_layers(trace, shape):
+        return frozenset()
+    larger = (*shape[:-2], shape[-2] * LARGER, shape[-1] * LARGER)
+    again = trace_forward(trace.model, larger, trace.device, trace.call, partial=True)
+    return grown_cells(trace, shape, again, larger)
 
 
 def _needs_gpu(exc: BaseException) -> bool:

@@ -171,13 +171,18 @@ class Selection:
     notes: tuple[str, ...]
 
 
-def select_features(trace: Trace, input_shape: tuple[int, ...]) -> Selection:
-    """The candidate feature maps in forward order, and the default selection."""
+def select_features(
+    trace: Trace, input_shape: tuple[int, ...], cells: frozenset[int] = frozenset()
+) -> Selection:
+    """The candidate feature maps in forward order, and the default selection.
+
+    `cells`: the ids of the tensors that are one cell at this size but a grid of several at a
+    larger one (see `grown_cells`): a level, not a pooled vector."""
     full_shape = (BATCH, *input_shape)
     returned = _returned_features(trace, full_shape)
     if len(returned) >= 2:
         return Selection(tuple(returned), _default_out_indices(returned), ())
-    walk = _stage_features(trace.root, full_shape)
+    walk = _stage_features(trace.root, full_shape, cells)
     features = walk.taps
     notes: list[str] = []
     levels = sorted({f.reduction for f in features})
@@ -216,6 +221,62 @@ def select_features(trace: Trace, input_shape: tuple[int, ...]) -> Selection:
     if walk.inner:
         notes.append("left out as layers inside a level change: " + _listed(walk.inner))
     return Selection(tuple(features), _default_out_indices(features), tuple(notes))
+
+
+def one_cell_layers(trace: Trace, input_shape: tuple[int, ...]) -> list[Call]:
+    """The layers with weights of their own (a strided conv) that turn a larger map into a
+    single cell. Whether that cell is a global reduction (the head) or a level that a small
+    input happens to shrink to one cell, only a second, larger input size tells."""
+    flow = _Flow(trace.root, (BATCH, *input_shape))
+    return [
+        call
+        for call in _post_order(trace.root)
+        if call.is_leaf
+        and call.weighted
+        and _one_cell(flow, call.shape)
+        and flow.inp(call) is not None
+        and not flow.vector(flow.in_shape(call))
+    ]
+
+
+def grown_cells(
+    trace: Trace, input_shape: tuple[int, ...], larger: Trace, larger_shape: tuple[int, ...]
+) -> frozenset[int]:
+    """The ids of the tensors of `trace` that are one cell at `input_shape` and a grid of more
+    than one cell when the same call runs at `larger_shape`, and that a layer with weights made
+    that way (a strided conv, then its norm and activation, and the blocks that return them).
+    A global pool gives one cell at every size and stays the head; so does a pool without
+    weights of its own."""
+    flow = _Flow(trace.root, (BATCH, *input_shape))
+    other = _Flow(larger.root, (BATCH, *larger_shape))
+    at_larger = {(c.name, c.call): c for c in _post_order(larger.root)}
+    cells: set[int] = set()
+    for call in _post_order(trace.root):  # children first: leaves in forward order
+        if call.parent is None or call.output_id is None or not _one_cell(flow, call.shape):
+            continue
+        twin = at_larger.get((call.name, call.call))
+        if twin is None or other.place(twin.shape) is None or other.vector(twin.shape):
+            continue
+        if call.is_leaf:
+            made = call.weighted and not flow.vector(flow.in_shape(call))
+            grows = made or flow.input_id(call) in cells
+        else:
+            grows = any(c.output_id in cells for c in _post_order(call) if c is not call)
+        if grows and flow.place(flow.in_shape(call)) is not None:
+            cells.add(call.output_id)
+    return frozenset(cells)
+
+
+def _one_cell(flow: _Flow, shape: tuple[int, ...] | None) -> bool:
+    """A map on the grid that is a single cell (B, C, 1, 1): a vector by its shape."""
+    return flow.place(shape) is not None and flow.vector(shape)
+
+
+def _post_order(call: Call) -> list[Call]:
+    found: list[Call] = []
+    for child in call.children:
+        found += _post_order(child)
+    return [*found, call]
 
 
 def _listed(names: list[str], most: int = 6) -> str:
@@ -300,8 +361,11 @@ class _Flow:
     arguments (a cell that reads the outputs of the two cells before it), the one that appeared
     last in the forward pass; the others are skip inputs from earlier in the network."""
 
-    def __init__(self, root: Call, full_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, root: Call, full_shape: tuple[int, ...], cells: frozenset[int] = frozenset()
+    ) -> None:
         self.full_shape = full_shape
+        self.cells = cells  # ids of one-cell maps that are a level (see `grown_cells`)
         self.consumers: dict[int, list[Call]] = {}
         self.producer: dict[int, Call] = {}  # outermost call that returns the tensor
         self.order: dict[int, int] = {}  # id(call) -> position in forward order
@@ -336,7 +400,9 @@ class _Flow:
     def _main_input(self, call: Call) -> tuple[int | None, tuple[int, ...] | None]:
         if id(call) not in self.main:
             maps = [
-                (t, s) for t, s in call.inputs if self.place(s) is not None and not self.vector(s)
+                (t, s)
+                for t, s in call.inputs
+                if self.place(s) is not None and not self.vector(s, t)
             ]
             ids = {t for t, _ in maps}
             if len(ids) < 2:
@@ -353,7 +419,7 @@ class _Flow:
         the first map on the grid that a later call consumes (else the first map, else the
         first item)."""
         if len(call.outputs) > 1:
-            maps = [(tid, self.place(s)) for tid, s in call.outputs if not self.vector(s)]
+            maps = [(tid, self.place(s)) for tid, s in call.outputs if not self.vector(s, tid)]
             maps = [(tid, p) for tid, p in maps if p is not None]
             for tid, place in maps:
                 if any(self._after(c, call) for c in self.consumers.get(tid, ())):
@@ -369,7 +435,7 @@ class _Flow:
         found: list[tuple[int | str | None, Placement]] = []
         for tid, shape in call.outputs or [(call.output_id, call.shape)]:
             place = self.place(shape)
-            if place is not None and not self.vector(shape):
+            if place is not None and not self.vector(shape, tid):
                 found.append((_key_of(call, tid), place))
         return found
 
@@ -380,15 +446,17 @@ class _Flow:
             _key_of(call, tid)
             for tid, shape in call.outputs
             if self.place(shape) is not None
-            and not self.vector(shape)
+            and not self.vector(shape, tid)
             and any(self._after(c, call) for c in self.consumers.get(tid, ()))
         ]
         return keys or [_key_of(call, self.out(call)[0])]
 
-    def vector(self, shape: tuple[int, ...] | None) -> bool:
-        """A per-sample vector: (B, C), (B, C, 1, 1), (B, 1, C)... at most one dimension > 1."""
+    def vector(self, shape: tuple[int, ...] | None, tid: int | None = None) -> bool:
+        """A per-sample vector: (B, C), (B, C, 1, 1), (B, 1, C)... at most one dimension > 1;
+        not tensor `tid` when it is a one-cell map that is a level (`cells`)."""
         return (
             shape is not None
+            and (tid is None or tid not in self.cells)
             and shape[0] == self.full_shape[0]
             and sum(d > 1 for d in shape[1:]) <= 1
         )
@@ -407,14 +475,14 @@ class _Flow:
     def pooled(self, call: Call) -> bool:
         """The call turns a map into a vector (or a 1x1 grid): the classifier's global pool."""
         pin = self.inp(call)
-        if pin is None or self.vector(self.in_shape(call)):
+        if pin is None or self.vector(self.in_shape(call), self.input_id(call)):
             return False
-        return self.vector(call.shape)
+        return self.vector(call.shape, call.output_id)
 
     def level(self, call: Call) -> int | None:
         tid, place = self.out(call)
         shape = next((s for t, s in call.outputs if t == tid), call.shape)
-        return None if place is None or self.vector(shape) else place.reduction
+        return None if place is None or self.vector(shape, tid) else place.reduction
 
 
 def _should_open(flow: _Flow, call: Call) -> bool:
@@ -473,7 +541,7 @@ def _single_layer(call: Call, flow: _Flow) -> bool:
     while stack:
         node = stack.pop()
         stack.extend(node.children)
-        on_grid = flow.place(node.shape) is not None and not flow.vector(node.shape)
+        on_grid = flow.place(node.shape) is not None and not flow.vector(node.shape, node.output_id)
         if node.weighted and on_grid and flow.input_id(node) != flow.input_id(call):
             return False
     return True
@@ -524,12 +592,14 @@ def _sibling_stages(flow: _Flow, first: Call, second: Call) -> bool:
     )
 
 
-def _stage_features(root: Call, full_shape: tuple[int, ...]) -> _Walk:
+def _stage_features(
+    root: Call, full_shape: tuple[int, ...], cells: frozenset[int] = frozenset()
+) -> _Walk:
     """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
     input of the first call that leaves the level (or, when a function changed it in between, the
     last output at the level). The walk ends at the head: the first call that pools the current
     map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up."""
-    flow = _Flow(root, full_shape)
+    flow = _Flow(root, full_shape, cells)
     seq = _opened(flow, root)
     taps: list[FeatureSpec] = []
     inner: list[str] = []
@@ -611,7 +681,7 @@ def _starts_head(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
     token, a pooled feature): the classifier's head begins here. What runs after it (a second,
     token-wise head) is head too."""
     call = seq[i]
-    return flow.pooled(call) or flow.vector(flow.in_shape(call))
+    return flow.pooled(call) or flow.vector(flow.in_shape(call), flow.input_id(call))
 
 
 def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bool:
@@ -625,7 +695,7 @@ def _side_branch(flow: _Flow, seq: list[Call], i: int, current: Placement) -> bo
         j
         for j in range(i + 1, len(seq))
         if (pin := flow.inp(seq[j])) is not None
-        and not flow.vector(flow.in_shape(seq[j]))
+        and not flow.vector(flow.in_shape(seq[j]), flow.input_id(seq[j]))
         and pin.reduction == current.reduction
     ]
     if not readers:

@@ -62,6 +62,9 @@ class Trace:
     output_kind: str  # "tensor", "list", "tuple" or "dict"
     outputs: list[OutputItem]
     device: str  # "meta" or "cpu"
+    # How the trace was made, to run the forward again at another size (`trace_forward`).
+    model: nn.Module | None = None
+    call: ModelCall | None = None
 
 
 def build_model(obj: Any, args: dict[str, Any], device: str) -> nn.Module:
@@ -177,12 +180,17 @@ def _num_params(model: nn.Module) -> int:
 
 
 def trace_forward(
-    model: nn.Module, input_shape: tuple[int, ...], device: str, call: ModelCall | None = None
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: str,
+    call: ModelCall | None = None,
+    partial: bool = False,
 ) -> Trace:
     """Run one forward pass on a random (B, *input_shape) input and record the call tree.
 
     `call(model, x)` calls the model (the other forward arguments: scaffold.analysis.call);
-    None: ``model(x)``."""
+    None: ``model(x)``. `partial`: when the forward raises, the calls recorded up to there
+    (an encoder that runs at any size before a head that does not), with no output."""
     root = Call(name="", type_name=type(model).__name__, call=0, parent=None, is_leaf=False)
     stack: list[Call] = [root]
     counts: dict[str, int] = {}
@@ -236,6 +244,10 @@ def trace_forward(
         model.eval()
         with torch.no_grad():
             output = call(model, x) if call is not None else model(x)
+    except Exception:
+        if not partial:
+            raise
+        output = None
     finally:
         for h in handles:
             h.remove()
@@ -245,7 +257,7 @@ def trace_forward(
     outputs = [OutputItem(key, tuple(t.shape), by_id.get(id(t))) for key, t in items]
     first = first_tensor(output)
     root.shape = tuple(first.shape) if first is not None else None
-    return Trace(root=root, output_kind=kind, outputs=outputs, device=device)
+    return Trace(root, kind, outputs, device, model, call)
 
 
 def run_trace(

@@ -7,12 +7,18 @@ Rules, never dataset names:
   ``flood_val_data.csv``), in the root or a ``splits``-like subfolder; one sample per line;
 - images and labels pair by the stem they share once a suffix is removed (``s1_img``/``s1_mask``,
   ``x_S2Hand``/``x_LabelHand``), in one folder or in two sibling folders;
-- class folders (``<class>/<file>.tif``) mean classification.
+- class folders (``<class>/<file>.tif``) mean classification;
+- in a split folder, region folders that are each laid out alike (``test/<region>/img/*.tif``
+  beside ``test/<region>/lbl/*.tif``) are read through a file pattern with the region as ``*``
+  (``*/img/*.tif``); a split folder that holds a single folder is read inside it;
+- a folder that holds a single folder and nothing else (not a split folder) is a wrapper, as
+  datasets unpack (``EuroSAT/EuroSAT_MS/<class>/...``): the dataset is the folder inside.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable
@@ -53,6 +59,10 @@ class Samples:
     label_root: Path | None
     image_suffix: str = ""
     label_suffix: str = ""
+    # Region folders: the part of the file pattern between the roots and the files
+    # ("*/img/": every region's img folder); empty when the files are right in the roots.
+    image_dirs: str = ""
+    label_dirs: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class Layout:
     splits: dict[str, Samples]  # split name -> samples
     sources: dict[str, str]  # split name -> "folder", "list" or "generated"
     list_files: dict[str, Path]
+    folder: Path | None = None  # the folder the layout is in: the root, or inside its wrappers
 
 
 def tifs(folder: Path) -> list[Path]:
@@ -157,8 +168,11 @@ def _labels_first(a: list[Path], b: list[Path], names: tuple[str, str], bands) -
     )
 
 
-def find_samples(folder: Path, root: Path, bands: Callable[[Path], int]) -> Samples | None:
-    """The samples in `folder`, or None when it holds no image at all."""
+def find_samples(
+    folder: Path, root: Path, bands: Callable[[Path], int], regions: bool = False
+) -> Samples | None:
+    """The samples in `folder`, or None when it holds no image at all. `regions`: a folder of
+    folders without images of their own may hold region folders (see `_region_samples`)."""
     direct = tifs(folder)
     subs = [(s, tifs(s)) for s in _subfolders(folder)]
     subs = [(s, files) for s, files in subs if files]
@@ -205,7 +219,51 @@ def find_samples(folder: Path, root: Path, bands: Callable[[Path], int]) -> Samp
             f"{where}: one folder of images ({subs[0][0].name}) and nothing to pair them with "
             "(a label folder beside it, or class folders)"
         )
+    if regions and not direct:
+        return _region_samples(folder, root, bands)
     return None
+
+
+def _region_samples(folder: Path, root: Path, bands: Callable[[Path], int]) -> Samples | None:
+    """Region folders in a split folder, each laid out alike: images and labels in one folder or
+    in two sibling folders of the same names in every region. A single folder is read as the
+    split itself. Keys are prefixed by the region (two regions may reuse a tile name)."""
+    regions = _subfolders(folder)
+    if len(regions) == 1:
+        return find_samples(regions[0], root, bands)
+    found = [(r, find_samples(r, root, bands)) for r in regions]
+    found = [(r, s) for r, s in found if s is not None]
+    if not found:
+        return None
+    where = folder.relative_to(root)
+    shapes = {
+        (
+            s.pairing,
+            s.image_root.relative_to(r),
+            s.label_root.relative_to(r),
+            s.image_suffix,
+            s.label_suffix,
+        )
+        for r, s in found
+        if s.label_root is not None
+    }
+    if len(shapes) != 1 or len(found) != len(regions) or found[0][1].pairing == "class-folders":
+        laid = ", ".join(f"{r.name} ({s.pairing})" for r, s in found)
+        raise ScaffoldError(
+            f"{where}: region folders laid out differently or without labels ({laid}"
+            f"{'; some without images' if len(found) != len(regions) else ''}): each region "
+            "needs its images and labels in one folder, or in sibling folders named alike"
+        )
+    pairing, image_dir, label_dir, isuf, lsuf = shapes.pop()
+    pairs = tuple(
+        Pair(f"{r.name}/{p.key}", p.image, p.label) for r, samples in found for p in samples.pairs
+    )
+    return Samples(pairing, pairs, folder, folder, isuf, lsuf, _dirs(image_dir), _dirs(label_dir))
+
+
+def _dirs(inside: Path) -> str:
+    """The file pattern's folder part for regions: ``*/`` and the folders inside a region."""
+    return "/".join(["*", *inside.parts]) + "/"
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -293,8 +351,33 @@ def generated_split(pairs: tuple[Pair, ...], seed: int = 0) -> dict[str, tuple[P
     return {k: tuple(sorted(v, key=lambda p: p.image.name)) for k, v in out.items()}
 
 
+def dataset_folder(root: Path) -> Path:
+    """The folder that holds the dataset: `root`, or, while a folder holds a single folder and
+    nothing else (hidden files aside) that is not a split folder, the folder inside it."""
+    folder, seen = root, {root.resolve()}
+    while True:
+        try:
+            entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+            inner = entries[0] if len(entries) == 1 and entries[0].is_dir() else None
+            if inner is None or inner.name.lower() in _ALL_SPLIT_WORDS:
+                return folder
+            if inner.resolve() in seen:  # a link back up: no dataset in there
+                return folder
+        except OSError:  # unreadable: the layout's own reads say so
+            return folder
+        seen.add(inner.resolve())
+        folder = inner
+
+
 def find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
-    """The layout of the dataset folder `root` (ScaffoldError when none fits)."""
+    """The layout of the dataset folder `root`, or of the folder inside its wrappers
+    (ScaffoldError when none fits)."""
+    folder = dataset_folder(root)
+    layout = _find_layout(folder, bands)
+    return dataclasses.replace(layout, folder=folder)
+
+
+def _find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
     folders = split_folders(root)
     if folders:
         if "train" not in folders or "val" not in folders:
@@ -304,13 +387,26 @@ def find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
             )
         found: dict[str, Samples] = {}
         for split, folder in folders.items():
-            samples = find_samples(folder, root, bands)
+            samples = find_samples(folder, root, bands, regions=True)
             if samples is None:
-                raise ScaffoldError(f"{folder}: no images (*.tif, *.tiff) in the {split} split")
+                raise ScaffoldError(
+                    f"{folder}: no images (*.tif, *.tiff) in the {split} split"
+                    + _nested_deeper(folder, root)
+                )
             found[split] = samples
         kinds = {s.pairing for s in found.values()}
         if len(kinds) > 1:
             raise ScaffoldError(f"{root}: the split folders are laid out differently: {kinds}")
+        dirs = {(s.image_dirs, s.label_dirs) for s in found.values()}
+        if len(dirs) > 1:
+            shown = ", ".join(
+                f"{split} {s.image_dirs or '(files in the split folder)'}"
+                for split, s in sorted(found.items())
+            )
+            raise ScaffoldError(
+                f"{root}: some splits keep their images in region folders and some do not "
+                f"({shown}); TerraTorch reads every split with one file pattern: lay them out alike"
+            )
         sources = dict.fromkeys(found, "folder")
         if "test" not in found:  # the validation split serves as the test split too
             found["test"], sources["test"] = found["val"], "folder"
@@ -321,6 +417,7 @@ def find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
         raise ScaffoldError(
             f"{root}: no images found (tried *.tif and *.tiff in {root}, in its subfolders, "
             f"and in split folders named {', '.join(sorted(_ALL_SPLIT_WORDS))})"
+            + _not_a_wrapper(root)
         )
     lists = split_lists(root)
     if lists:
@@ -345,10 +442,33 @@ def find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
     return Layout("no-split", pool.pairing, splits, dict.fromkeys(splits, "generated"), {})
 
 
-def _subset(pool: Samples, pairs: tuple[Pair, ...]) -> Samples:
-    return Samples(
-        pool.pairing, pairs, pool.image_root, pool.label_root, pool.image_suffix, pool.label_suffix
+def _nested_deeper(folder: Path, root: Path) -> str:
+    """The images under `folder` that no rule reads (nested deeper than region folders)."""
+    deeper = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not deeper:
+        return ""
+    return (
+        f", but {len(deeper)} image(s) in folders nested deeper, which are not read "
+        f"(e.g. {_names(deeper[:1], root)}): put them in the split folder, in image and label "
+        "folders in it, or in region folders that each hold those"
     )
+
+
+def _not_a_wrapper(root: Path) -> str:
+    """Why the single folder in `root` was not taken for the dataset: files beside it."""
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    folders = [p for p in entries if p.is_dir()]
+    if len(folders) != 1:
+        return ""
+    beside = [p.name for p in entries if p not in folders]
+    return (
+        f"; {folders[0].name}/ is not taken for the dataset since {_names(beside)} lies beside "
+        f"it: pass --data {folders[0]}"
+    )
+
+
+def _subset(pool: Samples, pairs: tuple[Pair, ...]) -> Samples:
+    return dataclasses.replace(pool, pairs=pairs)
 
 
 def grep_for(suffix: str, files: list[Path]) -> str:
@@ -357,5 +477,9 @@ def grep_for(suffix: str, files: list[Path]) -> str:
     return f"*{suffix}{ext}"
 
 
-def grep_matches(grep: str, files: list[Path]) -> list[Path]:
+def grep_matches(grep: str, files: list[Path], base: Path | None = None) -> list[Path]:
+    """The files that `grep` matches: by name, or by the path under `base` when the pattern
+    has folders (region folders)."""
+    if base is not None and "/" in grep:
+        return [p for p in files if fnmatch.fnmatchcase(str(p.relative_to(base)), grep)]
     return [p for p in files if fnmatch.fnmatchcase(p.name, grep)]

@@ -59,6 +59,11 @@ def survey(
     print_ = fingerprint(root)
     layout = find_layout(root, band_count)
     notes: list[str] = []
+    if layout.folder is not None and layout.folder != root:
+        notes.append(
+            f"the dataset is in {_rel(root, layout.folder)}/: {root} holds that folder and "
+            "nothing else (a wrapper around it)"
+        )
     if layout.layout == "no-split":
         notes.append(
             "no split found: scaffold writes deterministic 70/15/15 split files beside the YAML"
@@ -89,8 +94,9 @@ def survey(
     img_grep = label_grep = None
     if layout.pairing != "class-folders":
         pool = layout.splits["train"]
-        img_grep = grep_for(pool.image_suffix, [p.image for p in pool.pairs])
-        label_grep = grep_for(pool.label_suffix, [p.label for p in pool.pairs if p.label])
+        img_grep = pool.image_dirs + grep_for(pool.image_suffix, [p.image for p in pool.pairs])
+        labels = [p.label for p in pool.pairs if p.label]
+        label_grep = pool.label_dirs + grep_for(pool.label_suffix, labels)
         _check_greps(root, layout, img_grep, label_grep)
 
     splits = tuple(_split_spec(root, s, layout) for s in SPLITS)
@@ -221,7 +227,8 @@ def _check_greps(root: Path, layout: Layout, img_grep: str, label_grep: str) -> 
     if samples.image_root == samples.label_root:
         images = [p.image for p in samples.pairs]
         labels = [p.label for p in samples.pairs if p.label]
-        wrong = grep_matches(img_grep, labels) or grep_matches(label_grep, images)
+        base = samples.image_root
+        wrong = grep_matches(img_grep, labels, base) or grep_matches(label_grep, images, base)
         if wrong:
             raise ScaffoldError(
                 f"the file patterns {img_grep!r} (images) and {label_grep!r} (labels) both match "
