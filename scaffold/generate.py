@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.machinery
 import importlib.util
 import shlex
 import shutil
@@ -180,16 +181,45 @@ def model_module(target: str) -> str:
     return package_root(Path(where).resolve())[1] if is_file_target(where) else where
 
 
-def choose_name(requested: str | None, spec=None, module: str | None = None) -> str:
+def model_import_root(target: str) -> Path | None:
+    """The folder the generated package puts on ``sys.path`` for the model (None: installed)."""
+    from scaffold.target import is_file_target, package_root, split_target
+
+    where, _ = split_target(target)
+    return package_root(Path(where).resolve())[0] if is_file_target(where) else None
+
+
+def output_folders() -> tuple[str, ...]:
+    """The folders scaffold writes in DIR beside the package: a package by one of these names
+    would share it with them."""
+    from scaffold.baselines import BASELINES_DIR
+    from scaffold.data.tasks import SPLITS_DIR
+    from scaffold.render import DATA_DIR, RUNS_DIR
+
+    return (DATA_DIR, RUNS_DIR, BASELINES_DIR, SPLITS_DIR)
+
+
+def choose_name(
+    requested: str | None, spec=None, module: str | None = None, root: Path | None = None
+) -> str:
     """The requested name, checked, or a free default from the spec's class name. `module`
-    (the model's module) stands in for the spec when only a requested name is checked."""
+    (the model's module) and `root` (its import folder) stand in for the spec when only a
+    requested name is checked."""
     from scaffold.render import default_name, names_for
 
     timm_names, terratorch_names, factory_names = taken_names()
     module = module or spec.module
+    if root is None and spec is not None and spec.import_root:
+        root = Path(spec.import_root)
     model_top = module.split(".")[0]
+    folders = output_folders()
 
     def problem(name: str) -> str | None:
+        if name in folders:
+            return (
+                f"is the name of a folder scaffold writes in the output folder beside the "
+                f"package ({', '.join(folders)})"
+            )
         if name in timm_names:
             return "is already a timm model"
         if name in terratorch_names:
@@ -198,6 +228,9 @@ def choose_name(requested: str | None, spec=None, module: str | None = None) -> 
             return f"would register {names_for(name).factory_class}, which TerraTorch already has"
         if name == model_top:
             return f"is the name of the model's own module ({module})"
+        # The package goes first on sys.path: it would shadow a module beside the model.
+        if root is not None and importlib.machinery.PathFinder.find_spec(name, [str(root)]):
+            return f"is the name of a module in the model's folder {root}, which the package would hide"
         if importlib.util.find_spec(name) is not None:
             return "is the name of an installed Python module"
         return None
@@ -254,7 +287,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if options.name is not None:  # a taken name is refused before the analysis, not after it
         check_target_exists(target)  # a missing file first: that needs no TerraTorch import
         with status(progress, "checking the name against timm and TerraTorch"):
-            choose_name(options.name, module=model_module(target))
+            choose_name(options.name, module=model_module(target), root=model_import_root(target))
         if options.out is None:
             default_out = Path.cwd() / options.name
             check_output_dir(default_out, out_label(default_out, given=False))
