@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scaffold.errors import ScaffoldError
 from scaffold.generate import Options, generate
@@ -71,3 +72,88 @@ def test_names_of_the_folders_scaffold_writes_are_refused(tmp_path, name):
     with pytest.raises(ScaffoldError, match=rf"--name '{name}' is the name of a folder scaffold"):
         generate(Options(str(MODELS / "cnn.py"), {}, name=name, out=tmp_path / "out"))
     nothing_but(tmp_path)
+
+
+# -- the verifying run's shortened copy ----------------------------------------------------------
+def broken(config: Path, dest: Path, change) -> Path:
+    """A copy of the benchmark YAML `config` at `dest`, with one value broken by `change`."""
+    cfg = yaml.safe_load(config.read_text())
+    change(cfg)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
+
+
+def _set(*path, value=None, drop=False):
+    def change(cfg):
+        node = cfg
+        for key in path[:-1]:
+            node = node[key]
+        if drop:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+
+    return change
+
+
+ARGS = ("tasks", 0, "datamodule", "init_args")
+TRAINER = ("defaults", "trainer_args")
+OVERRIDDEN = {
+    "n_trials 0": (_set("n_trials", value=0), "n_trials: 0"),
+    "n_trials missing": (_set("n_trials", drop=True), "n_trials: None"),
+    "n_trials 2.5": (_set("n_trials", value=2.5), "n_trials: 2.5"),
+    "num_workers -1": (
+        _set(*ARGS, "num_workers", value=-1),
+        "tasks[smoke].datamodule.init_args.num_workers: -1",
+    ),
+    "max_epochs missing": (
+        _set(*TRAINER, "max_epochs", drop=True),
+        "defaults.trainer_args.max_epochs: missing",
+    ),
+    "max_epochs text": (
+        _set(*TRAINER, "max_epochs", value="ten"),
+        "defaults.trainer_args.max_epochs: 'ten'",
+    ),
+    "limit_train_batches 1.5": (
+        _set(*TRAINER, "limit_train_batches", value=1.5),
+        "defaults.trainer_args.limit_train_batches: 1.5",
+    ),
+    "limit_val_batches 0": (
+        _set(*TRAINER, "limit_val_batches", value=0),
+        "defaults.trainer_args.limit_val_batches: 0",
+    ),
+    "storage_uri missing": (_set("storage_uri", drop=True), "storage_uri: None"),
+}
+
+
+@pytest.mark.parametrize("case", list(OVERRIDDEN))
+def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generated, tmp_path, case):
+    from scaffold.verify import CheckFailed
+    from scaffold.verify.benchmark import run_benchmark
+
+    change, named = OVERRIDDEN[case]
+    config = broken(generated["cnn"].benchmark_config, tmp_path / "benchmark.yaml", change)
+    with pytest.raises(CheckFailed) as failed:
+        run_benchmark(config, tmp_path / "log")
+    message = str(failed.value)
+    assert message.startswith(f"benchmark.yaml: {named}: ") and "\n" not in message
+    assert "the real run would fail on it" in message
+    assert not (tmp_path / "log" / "hpo").exists()  # refused before the run
+
+
+def test_the_shortened_copy_keeps_early_stopping_so_the_run_checks_it(generated, tmp_path):
+    from scaffold.verify import CheckFailed
+    from scaffold.verify.benchmark import run_benchmark
+    from scaffold.verify.shorten import shortened_copy
+
+    config = broken(
+        generated["cnn"].benchmark_config,
+        tmp_path / "benchmark.yaml",
+        _set("tasks", 0, "early_stop_patience", value="ten"),
+    )
+    short = yaml.safe_load(shortened_copy(config, tmp_path).read_text())
+    assert short["tasks"][0]["early_stop_patience"] == "ten"
+    assert short["n_trials"] == 1 and short["defaults"]["trainer_args"]["max_epochs"] == 1
+    with pytest.raises(CheckFailed, match="early_stop_patience"):
+        run_benchmark(config, tmp_path / "log")
