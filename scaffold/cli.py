@@ -366,8 +366,8 @@ def report(
     from scaffold.report import results_table
 
     out().print(results_table(results))
-    for line in results.notes:
-        err().print(line, markup=False, highlight=False)
+    for line in results.notes:  # one line each, however long
+        err().print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         err().print(f"plot: {plot.resolve()}", markup=False, highlight=False)
 

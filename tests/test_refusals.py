@@ -5,6 +5,8 @@ MLflow stores, moved data, hand-edited paths, leftovers of interrupted runs."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import yaml
 from scaffold.errors import ScaffoldError
 from scaffold.generate import Options, generate
 
-from .conftest import MODELS, run_cli
+from .conftest import MODELS, copy_model, run_cli
 from .test_safety import one_error_line
 
 HELPER = '''"""The building block, in a module of its own beside the model."""
@@ -157,3 +159,164 @@ def test_the_shortened_copy_keeps_early_stopping_so_the_run_checks_it(generated,
     assert short["n_trials"] == 1 and short["defaults"]["trainer_args"]["max_epochs"] == 1
     with pytest.raises(CheckFailed, match="early_stop_patience"):
         run_benchmark(config, tmp_path / "log")
+
+
+# -- report: NaN results, damaged MLflow stores, a copied folder ---------------------------------
+@pytest.fixture()
+def project(tmp_path, request):
+    """A backbone generated (not verified) from a model file of its own."""
+    name = f"ref_{request.node.name.split('[')[0].removeprefix('test_')}"[:40]
+    model = copy_model("cnn", tmp_path / "models", new_name=name)
+    return generate(Options(str(model), {}, name=f"{name}_bb", out=tmp_path / "out"))
+
+
+def log_hpo(out: Path, experiment: str, values: list[float], task: str = "smoke") -> list[str]:
+    """HPO results as terratorch-iterate logs them, oldest first: a top-level run per
+    benchmark, the task's run under it with ``best_val/loss``. Returns the task runs' ids."""
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    client = MlflowClient(tracking_uri=str(out / "runs" / "hpo"))
+    found = client.get_experiment_by_name(experiment)
+    exp = found.experiment_id if found else client.create_experiment(experiment)
+    ids = []
+    for i, value in enumerate(values):
+        start = 1_700_000_000_000 + 1000 * i
+        top = client.create_run(exp, run_name="benchmark", start_time=start)
+        child = client.create_run(
+            exp, run_name=task, start_time=start + 1, tags={"mlflow.parentRunId": top.info.run_id}
+        )
+        client.log_metric(child.info.run_id, "best_val/loss", value)
+        client.set_terminated(child.info.run_id)
+        client.set_terminated(top.info.run_id)
+        ids.append(child.info.run_id)
+    return ids
+
+
+def smoke_value(results) -> float | None:
+    (row,) = results.tasks
+    cell = row.cells[results.backbones[0].name]
+    return None if cell is None else cell.mean
+
+
+def test_report_says_that_the_newest_run_produced_nan(project, monkeypatch):
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    _, newest = log_hpo(project.out, project.backbone, [0.4, float("nan")])
+    results = collect(project.out)
+    assert smoke_value(results) is None  # not the older run's 0.4
+    assert results.notes == [
+        f"{project.backbone}: the newest run of 'smoke' (run {newest}) produced "
+        "best_val/loss = nan; shown as missing"
+    ]
+
+
+def test_report_says_that_a_single_run_produced_nan(project, monkeypatch):
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    log_hpo(project.out, project.backbone, [float("nan")])
+    results = collect(project.out)
+    assert smoke_value(results) is None
+    assert len(results.notes) == 1 and "produced best_val/loss = nan" in results.notes[0]
+
+
+def _experiment_dir(out: Path) -> Path:
+    store = out / "runs" / "hpo"
+    (found,) = [p for p in store.iterdir() if p.name not in ("0", ".trash")]
+    return found
+
+
+def _damage(case: str, experiment: Path, newest: str) -> Path:
+    """Damage the store as a crash or a hand edit does; returns the file (or folder) to name."""
+    if case == "experiment meta.yaml not YAML":
+        (experiment / "meta.yaml").write_text("name: [unclosed\n")
+        return experiment / "meta.yaml"
+    if case == "run meta.yaml without keys":
+        (experiment / newest / "meta.yaml").write_text("status: 3\n")
+        return experiment / newest / "meta.yaml"
+    if case == "text in a metric file":
+        path = experiment / newest / "metrics" / "best_val" / "loss"
+        path.write_text("1700000001001 lots 0\n")
+        return path
+    assert case == "a stray folder"
+    (experiment / "backup").mkdir()
+    (experiment / "backup" / "notes.txt").write_text("mine")
+    return experiment / "backup"
+
+
+DAMAGE = [
+    "experiment meta.yaml not YAML",
+    "run meta.yaml without keys",
+    "text in a metric file",
+    "a stray folder",
+]
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_a_damaged_mlflow_store_names_the_file_and_reports_the_rest(project, monkeypatch, case):
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    _, newest = log_hpo(project.out, project.backbone, [0.4, 0.3])
+    bad = _damage(case, _experiment_dir(project.out), newest)
+    before = {p: p.read_bytes() for p in (project.out / "runs").rglob("*") if p.is_file()}
+    results = collect(project.out)
+    named = [n for n in results.notes if n.startswith(f"{bad}: ")]
+    assert len(named) == 1 and named[0].endswith("; left out of the report"), results.notes
+    if case == "experiment meta.yaml not YAML":
+        assert smoke_value(results) is None  # the whole experiment is unreadable
+    elif case == "a stray folder":
+        assert smoke_value(results) == pytest.approx(0.3)
+    else:  # the damaged newest run is left out, the intact one is read
+        assert smoke_value(results) == pytest.approx(0.4)
+    after = {p: p.read_bytes() for p in (project.out / "runs").rglob("*") if p.is_file()}
+    assert after == before  # the report reads, never repairs
+
+
+def test_report_of_a_damaged_store_is_one_note_per_file_and_no_traceback(project):
+    log_hpo(project.out, project.backbone, [0.4])
+    bad = _damage("a stray folder", _experiment_dir(project.out), "")
+    done = run_cli("report", str(project.out))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"{bad}: a stray folder (no meta.yaml): not an MLflow run; left out of the report"
+    ]
+
+
+def test_report_of_a_copied_folder_says_it_reads_the_original(project, tmp_path, monkeypatch):
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    log_hpo(project.out, project.backbone, [0.4])
+    copy = tmp_path / "copy"
+    shutil.copytree(project.out, copy, symlinks=True)
+    results = collect(copy)
+    assert smoke_value(results) == pytest.approx(0.4)
+    (note,) = results.notes
+    assert (
+        note.startswith(f"{project.backbone}: ") and f"is in {project.out}, not in {copy}" in note
+    )
+    assert note.endswith(f"this folder was moved or copied: run `scaffold update {copy}`")
+
+
+def test_a_hand_edited_custom_modules_path_is_named_as_edited(project, tmp_path):
+    from scaffold.verify import verify_dir
+
+    elsewhere = tmp_path / "elsewhere" / "pkg"
+    shutil.copytree(project.package, elsewhere)
+    config = project.benchmark_config
+    config.write_text(
+        config.read_text().replace(
+            f"custom_modules_path: {project.package}", f"custom_modules_path: {elsewhere}"
+        )
+    )
+    report = verify_dir(project.out, quick=True)
+    folder = next(c for c in report.checks if c.name == "folder")
+    assert not folder.ok
+    assert folder.detail == (
+        f"custom_modules_path {elsewhere} in benchmark.yaml is not this folder's package: it "
+        f"was edited; set it back to {project.package}"
+    )
