@@ -71,9 +71,9 @@ def check_folder(directory: Path, state: State, config_path: Path) -> str:
             f"custom_modules_path {modules} in {config_path.name} is not this folder's package: "
             f"it was edited; set it back to {package}"
         )
-    moved = moved_note(directory, state, config)
-    if moved:
-        raise CheckFailed(moved)
+    note = moved_note(directory, state, config)
+    if note:
+        raise CheckFailed(note)
     return f"{config_path.name} runs {package}; no conflict markers"
 
 
