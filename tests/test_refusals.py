@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -16,7 +18,9 @@ from scaffold.errors import ScaffoldError
 from scaffold.generate import Options, generate
 
 from .conftest import MODELS, copy_model, run_cli
-from .test_safety import one_error_line
+from .datasets import image, write_tif
+from .test_data import split_folders
+from .test_safety import one_error_line, without_lock
 
 HELPER = '''"""The building block, in a module of its own beside the model."""
 
@@ -45,6 +49,10 @@ class TwoFileNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.stage1(self.stem(x))).flatten(1))
 '''
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def nothing_but(folder: Path, *names: str) -> None:
@@ -320,3 +328,161 @@ def test_a_hand_edited_custom_modules_path_is_named_as_edited(project, tmp_path)
         f"custom_modules_path {elsewhere} in benchmark.yaml is not this folder's package: it "
         f"was edited; set it back to {project.package}"
     )
+
+
+# -- damaged datasets ----------------------------------------------------------------------------
+def truncate(path: Path) -> Path:
+    """Cut the file short, as a copy that did not finish leaves it: the header still reads."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "train/images/tile1_img.tif",
+        "val/images/tile0_img.tif",
+        "test/labels/tile1_mask.tif",
+        "train/labels/tile0_mask.tif",
+    ],
+)
+def test_a_truncated_image_or_label_is_named(tmp_path, rel):
+    from scaffold.data.survey import survey
+
+    split_folders(tmp_path / "ds")
+    bad = truncate(tmp_path / "ds" / rel)
+    with pytest.raises(ScaffoldError) as refused:
+        survey(tmp_path / "ds")
+    assert str(refused.value).startswith(f"{bad}: rasterio cannot read its pixels (")
+    assert str(refused.value).endswith("is the file truncated or damaged?")
+
+
+def test_a_truncated_training_image_is_one_line_exit_2_and_nothing_written(tmp_path):
+    split_folders(tmp_path / "ds")
+    bad = truncate(tmp_path / "ds" / "train" / "images" / "tile2_img.tif")
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "out"),
+        "--data", str(tmp_path / "ds"), "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: {bad}: rasterio cannot read its pixels")
+    nothing_but(tmp_path, "ds")
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_broken_symbolic_link_in_a_dataset_is_named(tmp_path, kind):
+    from scaffold.data import survey_all
+
+    split_folders(tmp_path / "ds")
+    link = tmp_path / "ds" / "train" / "images" / "tile9_img.tif"
+    if kind == "dangling":
+        link.symlink_to(tmp_path / "gone.tif")
+        why = f"{link} is a symbolic link to {tmp_path / 'gone.tif'}, which does not exist"
+    else:
+        other = link.with_name("tile8_img.tif")
+        link.symlink_to(other)
+        other.symlink_to(link)
+        why = f"{other} is a symbolic link in a loop (-> {link})"
+    with pytest.raises(ScaffoldError) as refused:
+        survey_all([str(tmp_path / "ds")])
+    assert str(refused.value) == f"--data {tmp_path / 'ds'}: {why}"
+
+
+def test_a_dangling_link_in_a_recorded_dataset_is_named_by_update(tmp_path):
+    from scaffold.update import update_dir
+
+    split_folders(tmp_path / "ds")
+    out = tmp_path / "out"
+    generate(Options(str(MODELS / "cnn.py"), {}, out=out, data=(str(tmp_path / "ds"),)))
+    link = tmp_path / "ds" / "val" / "images" / "tile5_img.tif"
+    link.symlink_to(tmp_path / "gone.tif")
+    before = files_of(out)
+    with pytest.raises(ScaffoldError, match=f"{link} is a symbolic link to .*which does not exist"):
+        update_dir(out)
+    assert without_lock(files_of(out)) == before
+
+
+def as_another_user(function) -> str | None:
+    """Run `function` in a child process as the unprivileged user 'nobody' (root reads every
+    file whatever its mode); return the ScaffoldError message it raised, or None."""
+    if os.geteuid() != 0:
+        try:
+            function()
+        except ScaffoldError as exc:
+            return str(exc)
+        return None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, run, report, leave without cleanup
+        os.close(read)
+        message = b""
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            function()
+        except ScaffoldError as exc:
+            message = b"E" + str(exc).encode()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as it is
+            message = b"X" + f"{type(exc).__name__}: {exc}".encode()
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    assert not message.startswith("X"), message
+    return message[1:] or None
+
+
+@pytest.fixture()
+def shared_tmp():
+    """A folder every user may enter (pytest's tmp_path is the owner's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="scaffold-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_unreadable_split_folder_is_named(shared_tmp):
+    from scaffold.data.survey import survey
+
+    split_folders(shared_tmp / "ds")
+    for path in (shared_tmp / "ds").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (shared_tmp / "ds").chmod(0o755)
+    locked_out = shared_tmp / "ds" / "val" / "labels"
+    locked_out.chmod(0o000)
+    message = as_another_user(lambda: survey(shared_tmp / "ds"))
+    assert message == f"--data {shared_tmp / 'ds'}: cannot list {locked_out} (Permission denied)"
+
+
+@pytest.mark.parametrize("case", ["float32 among uint16", "nodata on one", "a PNG named .tif"])
+def test_images_that_disagree_are_refused_naming_two_files(tmp_path, case):
+    from scaffold.data.survey import survey
+
+    split_folders(tmp_path / "ds")
+    odd = tmp_path / "ds" / "val" / "images" / "tile1_img.tif"
+    img = image(np.random.default_rng(7), bands=3)
+    odd.unlink()
+    if case == "float32 among uint16":
+        write_tif(odd, img.astype(np.float32))
+        what = "data types differ: train/images/tile0_img.tif has uint16, "
+        what += "val/images/tile1_img.tif has float32"
+    elif case == "nodata on one":
+        write_tif(odd, img, nodata=7)
+        what = "nodata values differ: train/images/tile0_img.tif has None, "
+        what += "val/images/tile1_img.tif has 7.0"
+    else:
+        import rasterio
+
+        with rasterio.open(
+            odd, "w", driver="PNG", height=32, width=32, count=3, dtype="uint16"
+        ) as dst:
+            dst.write(img)
+        what = "file formats differ: train/images/tile0_img.tif has GTiff, "
+        what += "val/images/tile1_img.tif has PNG"
+    with pytest.raises(ScaffoldError) as refused:
+        survey(tmp_path / "ds")
+    assert str(refused.value) == f"{what} (every image must agree)"
