@@ -486,3 +486,59 @@ def test_images_that_disagree_are_refused_naming_two_files(tmp_path, case):
     with pytest.raises(ScaffoldError) as refused:
         survey(tmp_path / "ds")
     assert str(refused.value) == f"{what} (every image must agree)"
+
+
+# -- a recorded dataset that moved ---------------------------------------------------------------
+def test_a_moved_dataset_is_named_with_how_to_repoint_or_drop_it(tmp_path):
+    from scaffold.state import read_state
+    from scaffold.update import update_dir
+
+    old = tmp_path / "a" / "parcels"
+    split_folders(old)
+    split_folders(tmp_path / "scenes")
+    out = tmp_path / "out"
+    generate(
+        Options(str(MODELS / "cnn.py"), {}, out=out, data=(str(old), str(tmp_path / "scenes")))
+    )
+    new = tmp_path / "b" / "parcels"
+    new.parent.mkdir()
+    old.rename(new)
+    before = files_of(out)
+    done = run_cli("update", str(out), "--no-verify")
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == (
+        f"error: --data {old} (recorded): no such directory; if it moved, run `scaffold update "
+        f"{out} --drop-data {old} --data NEW_PATH`; to stop benchmarking it, `scaffold update "
+        f"{out} --drop-data {old}`"
+    )
+    assert without_lock(files_of(out)) == before
+
+    # re-pointed: the task keeps its name and its place, its paths follow the folder
+    update_dir(out, data=(str(new),), drop_data=(str(old),))
+    assert read_state(out).options.data == (str(new), str(tmp_path / "scenes"))
+    tasks = yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]
+    assert [t["name"] for t in tasks] == ["parcels", "scenes"]
+    args = tasks[0]["datamodule"]["init_args"]
+    assert args["train_data_root"] == str(new / "train" / "images")
+
+    # dropped: the task goes, the other stays
+    update_dir(out, drop_data=(str(tmp_path / "scenes"),))
+    assert read_state(out).options.data == (str(new),)
+    tasks = yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]
+    assert [t["name"] for t in tasks] == ["parcels"]
+    with pytest.raises(ScaffoldError, match=r"--drop-data /nowhere: not a recorded dataset"):
+        update_dir(out, drop_data=("/nowhere",))
+
+
+def test_dropping_the_last_dataset_brings_back_the_smoke_task_and_its_data(tmp_path):
+    from scaffold.update import update_dir
+
+    split_folders(tmp_path / "parcels")
+    out = tmp_path / "out"
+    generate(Options(str(MODELS / "cnn.py"), {}, out=out, data=(str(tmp_path / "parcels"),)))
+    assert not (out / "data").exists()
+    update_dir(out, drop_data=(str(tmp_path / "parcels"),))
+    (task,) = yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]
+    assert task["name"] == "smoke"
+    root = Path(task["datamodule"]["init_args"]["train_data_root"])
+    assert root.is_relative_to(out / "data") and len(list(root.glob("*.tif"))) == 8
