@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import importlib.machinery
 import importlib.util
+import os
 import shlex
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +103,72 @@ def _check_output_dir(out: Path, label: str) -> None:
         raise ScaffoldError(
             f"{label}: not empty and not made by scaffold; choose an empty or new directory"
         )
+
+
+TEMP_SUFFIX = ".scaffold-new"  # the temporary folder of a run: ".OUT.XXXXXXXX.scaffold-new"
+
+
+def _is_temp_of(out: Path, path: Path) -> bool:
+    # the name stays short of the 255-character limit whatever the output's name
+    return path.name.startswith(f".{out.name[:64]}.") and path.name.endswith(TEMP_SUFFIX)
+
+
+def new_temp(out: Path, inside: bool) -> tuple[Path, int]:
+    """The temporary folder to render into, beside `out` or `inside` it (the same filesystem
+    either way, so the result moves in by renames), and the descriptor that holds its lock
+    while this run works in it. It gets its recognisable name only once locked, so that
+    `remove_leftovers` never takes a live run's folder for a dead one."""
+    parent = out if inside else out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    made = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.", dir=parent))
+    fd = os.open(made, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = made.with_name(made.name + TEMP_SUFFIX)
+        made.rename(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(made, ignore_errors=True)
+        raise
+    return tmp, fd
+
+
+def remove_leftovers(out: Path, progress=None) -> list[Path]:
+    """Remove the temporary folders that runs killed while writing `out` left beside it (or in
+    it), saying so; one that a live run holds locked stays. Returns those removed."""
+    removed = []
+    for folder in (out.parent, out):
+        if not folder.is_dir():
+            continue
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            continue  # a folder that cannot be listed is refused where it matters
+        for tmp in entries:
+            if not _is_temp_of(out, tmp) or not tmp.is_dir() or tmp.is_symlink():
+                continue
+            try:
+                fd = os.open(tmp, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a run is working in it
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+            finally:
+                os.close(fd)
+    if progress is not None:
+        for tmp in removed:
+            progress.print(
+                f"removed {tmp}, left by an interrupted scaffold run",
+                highlight=False,
+                soft_wrap=True,
+            )
+    return removed
 
 
 def _move_entries_up(tmp: Path) -> None:
@@ -258,7 +327,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         RenderOptions,
         check_name_syntax,
         check_task,
-        render_to_temp,
+        render,
     )
     from scaffold.smoke import write_smoke_dataset
     from scaffold.target import check_target_exists, split_target
@@ -271,6 +340,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if weights is not None:
         check_weights_file(weights, options.weights)
     if options.out is not None:
+        remove_leftovers(options.out.resolve(), progress)
         check_output_dir(options.out.resolve())
     if options.baselines:
         from scaffold.baselines import check_names
@@ -314,6 +384,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         raise ScaffoldError(f"--baseline {name!r} is the backbone being benchmarked")
     out = (options.out or Path.cwd() / name).resolve()
     label = out_label(out, given=options.out is not None)
+    remove_leftovers(out, progress)
     check_output_dir(out, label)
 
     # The class by name from now on: `update` must not silently pick another one.
@@ -331,10 +402,12 @@ def generate(options: Options, progress=None) -> GenerateResult:
         baselines=options.baselines,
     )
     tmp: Path | None = None
+    lock: int | None = None
     try:
         with status(progress, f"writing {out}"), _os_errors_name(out, label):
             # An existing (empty) DIR is filled in place: the temp folder goes inside it.
-            tmp, files = render_to_temp(spec, render_options, inside=out.is_dir())
+            tmp, lock = new_temp(out, inside=out.is_dir())
+            files = render(spec, render_options, tmp)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             data_files = []
             if not datasets:  # the smoke task's data
@@ -375,6 +448,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
 
     return GenerateResult(
         backbone=name,

@@ -152,6 +152,7 @@ def update_dir(
             benchmark_config=out / "benchmark.yaml",
             input_shape=tuple(state.spec.input_shape),
         )
+        _remove_leftovers(out, state, dry_run, progress)
         result.unresolved = files_with_markers(out, state.files)
         if result.unresolved:  # merging over markers would bury them: resolve first
             return result
@@ -266,6 +267,41 @@ def _update_locked(
         what = f"wrote {', '.join(done)} before it" if done else "nothing was written"
         raise ScaffoldError(f"{out}: cannot write there ({exc.strerror or exc}); {what}") from exc
     return result
+
+
+DATA_NEW = ".data-new."  # the smoke data written anew, beside data/, before it moves in
+
+
+def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
+    """What an update killed while writing left in DIR (the new smoke data, a file half written
+    beside its target by `write_atomic`): removed, and said. DIR's lock is held, so no live
+    scaffold process is writing them. A dry run only says what would go."""
+    names: dict[Path, set[str]] = {}  # folder -> the files scaffold writes there
+    for rel in (*state.files, f"{STATE_DIR}/{STATE_FILE}"):
+        names.setdefault((out / rel).parent, set()).add((out / rel).name)
+    found = [p for p in out.iterdir() if p.name.startswith(DATA_NEW) and p.is_dir()]
+    for folder, files in names.items():
+        if folder.is_dir():
+            found += [p for p in folder.iterdir() if p.is_file() and _is_write_temp(p.name, files)]
+    for path in sorted(found):
+        if not dry_run:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if progress is not None:
+            what = "would remove" if dry_run else "removed"
+            progress.print(
+                f"{what} {path}, left by an interrupted scaffold run",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _is_write_temp(name: str, files: set[str]) -> bool:
+    """`write_atomic`'s temporary name for one of `files`: ``.NAME.`` and mkstemp's 8 characters."""
+    match = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}", name)
+    return match is not None and match.group(1) in files
 
 
 def _data_folders(
@@ -453,7 +489,7 @@ def _rewrite_data(out: Path, spec, task: str, old: list[str]) -> list[str]:
     from scaffold.render import NUM_CLASSES
     from scaffold.smoke import write_smoke_dataset
 
-    fresh = Path(tempfile.mkdtemp(prefix=".data-new.", dir=out))  # same filesystem: renames
+    fresh = Path(tempfile.mkdtemp(prefix=DATA_NEW, dir=out))  # same filesystem: renames
     try:
         paths = write_smoke_dataset(
             fresh, spec.in_chans, spec.num_frames, spec.img_size, task, NUM_CLASSES

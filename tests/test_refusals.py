@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -542,3 +544,92 @@ def test_dropping_the_last_dataset_brings_back_the_smoke_task_and_its_data(tmp_p
     assert task["name"] == "smoke"
     root = Path(task["datamodule"]["init_args"]["train_data_root"])
     assert root.is_relative_to(out / "data") and len(list(root.glob("*.tif"))) == 8
+
+
+# -- leftovers of killed runs --------------------------------------------------------------------
+def killed_while_writing(code: str) -> str:
+    """Run `code` (which prints a line when it is mid-write) in a fresh process and kill -9 it
+    there: what it leaves is what a run killed at that point leaves. Returns the line."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code + "\nimport time; time.sleep(600)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline().strip()
+    process.kill()
+    process.wait()
+    return line
+
+
+def test_a_killed_new_backbone_leaves_a_temp_folder_that_the_next_run_removes(tmp_path):
+    out = tmp_path / "out"
+    left = Path(
+        killed_while_writing(
+            "from pathlib import Path; from scaffold.generate import new_temp\n"
+            f"tmp, _ = new_temp(Path({str(out)!r}), inside=False)\n"
+            "(tmp / 'benchmark.yaml').write_text('half')\n"
+            "print(tmp, flush=True)"
+        )
+    )
+    assert left.parent == tmp_path and left.is_dir()
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert f"removed {left}, left by an interrupted scaffold run" in done.stderr
+    nothing_but(tmp_path, "out")
+
+
+def test_a_temp_folder_a_live_run_holds_is_left_alone(tmp_path):
+    from scaffold.generate import new_temp, remove_leftovers
+
+    out = tmp_path / "out"
+    mine, fd = new_temp(out, inside=False)  # a run working right now
+    try:
+        assert remove_leftovers(out) == []
+        assert mine.is_dir()
+    finally:
+        os.close(fd)
+    assert remove_leftovers(out) == [mine]  # its process gone: a leftover
+
+
+def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    killed_while_writing(
+        "from pathlib import Path; from scaffold.generate import new_temp\n"
+        f"tmp, _ = new_temp(Path({str(out)!r}), inside=True)\n"
+        "print(tmp, flush=True)"
+    )
+    assert len(list(out.iterdir())) == 1
+    result = generate(Options(str(MODELS / "cnn.py"), {}, name="refill_cnn", out=out))
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".scaffold", "benchmark.yaml", "data", "pyproject.toml", "refill_cnn"
+    ]  # fmt: skip
+    assert result.benchmark_config.is_file()
+
+
+def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project):
+    from rich.console import Console
+
+    from scaffold.update import update_dir
+
+    out = project.out
+    left = killed_while_writing(
+        "import tempfile\n"
+        f"data = tempfile.mkdtemp(prefix='.data-new.', dir={str(out)!r})\n"
+        "open(data + '/s0_img.tif', 'wb').write(b'half')\n"
+        f"fd, half = tempfile.mkstemp(prefix='.benchmark.yaml.', dir={str(out)!r})\n"
+        f"fd, state = tempfile.mkstemp(prefix='.state.json.', dir={str(out / '.scaffold')!r})\n"
+        "print(data, half, state, flush=True)"
+    ).split()
+    mine = out / ".benchmark.yaml.mine"  # a person's file that only looks alike
+    mine.write_text("keep")
+    console = Console(record=True, width=300)
+    update_dir(out, dry_run=True, progress=console)
+    assert all(Path(p).exists() for p in left)
+    update_dir(out, progress=console)
+    text = console.export_text()
+    for path in left:
+        assert not Path(path).exists()
+        assert f"would remove {path}, left by an interrupted scaffold run" in text
+        assert f"removed {path}, left by an interrupted scaffold run" in text
+    assert mine.read_text() == "keep"
