@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import importlib.machinery
 import importlib.util
@@ -443,7 +444,15 @@ def generate(options: Options, progress=None) -> GenerateResult:
             if tmp.parent == out:
                 _move_entries_up(tmp)
             else:
-                tmp.rename(out)
+                try:
+                    tmp.rename(out)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not is_generated(out):
+                        raise
+                    raise ScaffoldError(
+                        f"{label}: another scaffold run wrote it meanwhile; run `scaffold "
+                        f"update {shlex.quote(str(out))}` to regenerate it"
+                    ) from exc
             tmp = None
     finally:
         if tmp is not None:

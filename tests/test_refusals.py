@@ -19,8 +19,8 @@ import yaml
 from scaffold.errors import ScaffoldError
 from scaffold.generate import Options, generate
 
-from .conftest import MODELS, copy_model, run_cli
-from .datasets import image, write_tif
+from .conftest import MODELS, SCAFFOLD, copy_model, run_cli
+from .datasets import image, mask, write_tif
 from .test_data import split_folders
 from .test_safety import one_error_line, without_lock
 
@@ -633,3 +633,192 @@ def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project)
         assert f"would remove {path}, left by an interrupted scaffold run" in text
         assert f"removed {path}, left by an interrupted scaffold run" in text
     assert mine.read_text() == "keep"
+
+
+# -- held: what the first round fixed, and what always worked ------------------------------------
+def _zero_byte(root: Path) -> Path:
+    path = root / "train" / "images" / "tile1_img.tif"
+    path.write_bytes(b"")
+    return path
+
+
+def _text(root: Path) -> Path:
+    path = root / "val" / "images" / "tile1_img.tif"
+    path.write_text("not an image\n")
+    return path
+
+
+def _all_nodata(root: Path) -> Path:
+    for path in root.rglob("*_img.tif"):
+        write_tif(path, np.full((3, 32, 32), 9, np.uint16), nodata=9)
+    return root
+
+
+def _png(root: Path) -> Path:
+    import rasterio
+
+    shutil.rmtree(root)
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i in range(3):
+            img = image(rng, 3)
+            for folder, array, suffix in (
+                ("images", img, "img"),
+                ("labels", mask(img)[None], "mask"),
+            ):
+                path = root / split / folder / f"t{i}_{suffix}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                profile = {"height": 32, "width": 32, "count": len(array), "dtype": array.dtype}
+                with rasterio.open(path, "w", driver="PNG", **profile) as dst:
+                    dst.write(array)
+    return root / "train"
+
+
+def _band_per_file(root: Path) -> Path:
+    shutil.rmtree(root)
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i in range(3):
+            img = image(rng, 3)
+            for b in range(3):
+                write_tif(root / split / "images" / f"t{i}_B0{b + 1}.tif", img[b])
+            write_tif(root / split / "labels" / f"t{i}_mask.tif", mask(img))
+    return root
+
+
+REFUSED = {
+    "zero-byte image": (_zero_byte, "{bad}: rasterio cannot read it (RasterioIOError: "),
+    "text named .tif": (_text, "{bad}: rasterio cannot read it (RasterioIOError: "),
+    "all-nodata images": (_all_nodata, "band(s) [1, 2, 3] hold no valid pixel in the training"),
+    "a PNG dataset": (_png, "{bad}: no images (*.tif, *.tiff) in the train split"),
+    "one band per file": (_band_per_file, "train: images and labels do not pair by name"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_held_bad_datasets_are_refused_in_one_line(tmp_path, case):
+    from scaffold.data.survey import survey
+
+    prepare, expected = REFUSED[case]
+    split_folders(tmp_path / "ds")
+    bad = prepare(tmp_path / "ds")
+    with pytest.raises(ScaffoldError) as refused:
+        survey(tmp_path / "ds")
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(expected.format(bad=bad)), message
+
+
+def test_held_an_unreadable_file_is_named(shared_tmp):
+    from scaffold.data.survey import survey
+
+    split_folders(shared_tmp / "ds")
+    for path in [shared_tmp / "ds", *(shared_tmp / "ds").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    bad = shared_tmp / "ds" / "test" / "images" / "tile0_img.tif"
+    bad.chmod(0o000)
+    message = as_another_user(lambda: survey(shared_tmp / "ds"))
+    assert message is not None and message.startswith(f"{bad}: rasterio cannot read it (")
+
+
+def _other_crs(root: Path) -> None:
+    import rasterio
+    from rasterio.crs import CRS
+
+    for i, path in enumerate(sorted(root.rglob("*_img.tif"))):
+        with rasterio.open(path, "r+") as dst:
+            dst.crs = CRS.from_epsg(32633 if i % 2 else 4326)
+
+
+def _tiles(size: int, bands: int, per_split: int):
+    def prepare(root: Path) -> None:
+        shutil.rmtree(root)
+        rng = np.random.default_rng(0)
+        for split in ("train", "val", "test"):
+            for i in range(per_split):
+                img = image(rng, bands, size=size)
+                write_tif(root / split / "images" / f"t{i}_img.tif", img)
+                label = mask(img) if size > 1 else np.array([[i % 2]], np.uint8)
+                write_tif(root / split / "labels" / f"t{i}_mask.tif", label)
+
+    return prepare
+
+
+def _nan_labels(root: Path) -> None:
+    shutil.rmtree(root)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        img = image(rng, 3, dtype=np.float32)
+        write_tif(root / "inputs" / f"f{i}.tif", img)
+        target = (img[0] / 100).astype(np.float32)
+        target[0, 0] = np.nan
+        write_tif(root / "targets" / f"f{i}.tif", target)
+
+
+def _symlinked(root: Path) -> None:
+    real = root.parent / "real"
+    for path in sorted((root / "train" / "images").glob("*.tif")):
+        (real / path.name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, real / path.name)
+        path.symlink_to(real / path.name)
+
+
+ACCEPTED = {
+    "CRS that differ": (_other_crs, ("segmentation", 3, (32, 32))),
+    "1x1 tiles": (_tiles(1, 3, 3), ("segmentation", 3, (1, 1))),
+    "a single sample per split": (_tiles(32, 3, 1), ("segmentation", 3, (32, 32))),
+    "200 bands": (_tiles(8, 200, 2), ("segmentation", 200, (8, 8))),
+    "NaN in float labels": (_nan_labels, ("regression", 3, (32, 32))),
+    "symlinked files": (_symlinked, ("segmentation", 3, (32, 32))),
+}
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_held_unusual_but_good_datasets_are_accepted(tmp_path, case):
+    from scaffold.data.survey import survey
+
+    prepare, (task, bands, size) = ACCEPTED[case]
+    root = tmp_path / "a folder with spaces ünï" / "ds"
+    split_folders(root)
+    prepare(root)
+    ds = survey(root)
+    assert (ds.task, ds.bands, ds.size) == (task, bands, size)
+    assert all(np.isfinite(ds.means)) and all(s >= 0 for s in ds.stds)
+
+
+def test_held_a_truncated_state_is_one_line(project):
+    state = project.out / ".scaffold" / "state.json"
+    state.write_text(state.read_text()[:200])
+    done = run_cli("update", str(project.out), "--no-verify")
+    assert done.returncode == 2
+    assert one_error_line(done.stderr).startswith(f"error: {state}: unreadable scaffold state (")
+
+
+def test_held_python_tags_are_never_loaded(project, tmp_path):
+    from scaffold.results import collect
+
+    witness = tmp_path / "ran"
+    tag = f"!!python/object/apply:os.system ['touch {witness}']"
+    done = run_cli("inspect", str(MODELS / "cnn.py"), "--arg", f"width={tag}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    config = project.benchmark_config
+    config.write_text(config.read_text() + f"run_repetitions: {tag}\n")
+    notes = collect(project.out).notes
+    assert len(notes) == 1 and notes[0].startswith(f"{config}: not valid YAML")
+    assert not witness.exists()
+
+
+def test_held_three_parallel_runs_into_one_out_leave_one_backbone(tmp_path):
+    out = tmp_path / "out"
+    command = [SCAFFOLD, "new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--no-verify"]
+    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(run.wait(), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 2, 2], results
+    for code, stderr in results:
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        if code == 2:
+            assert errors == [
+                f"error: --out {out}: another scaffold run wrote it meanwhile; run `scaffold "
+                f"update {out}` to regenerate it"
+            ] or errors[0].startswith(f"error: --out {out}: already holds a generated backbone")
+    nothing_but(tmp_path, "out")
+    assert (out / ".scaffold" / "state.json").is_file()
