@@ -124,7 +124,10 @@ def new_temp(out: Path, inside: bool) -> tuple[Path, int]:
     made = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.", dir=parent))
     fd = os.open(made, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Where folders cannot be locked (some network filesystems), no run's folder counts as
+        # dead: `remove_leftovers` cannot lock it either and leaves it.
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
         tmp = made.with_name(made.name + TEMP_SUFFIX)
         made.rename(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
@@ -156,7 +159,7 @@ def remove_leftovers(out: Path, progress=None) -> list[Path]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                continue  # a run is working in it
+                continue  # a run is working in it (or it cannot be locked here)
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed.append(tmp)

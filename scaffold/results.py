@@ -174,7 +174,7 @@ def collect(directory: Path) -> Results:
             hpo[name], backbone.ran = _hpo_cells(
                 stores.view(storage), backbone.experiment, config_tasks, notes, name
             )
-        store = f"{storage}_repeated_exp"
+        store = f"{storage}_repeated_exp" if storage else ""
         with stores.reading(name, store):
             repeated[name] = _repeated_cells(
                 storage, stores.view(store), backbone.experiment, config_tasks, notes, name
