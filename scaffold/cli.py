@@ -293,10 +293,20 @@ def update(
         ),
     ] = None,
     baseline: BaselineOpt = None,
+    drop_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--drop-data",
+            metavar="DIR",
+            help="A recorded dataset folder to remove (its task goes); with --data NEW in the "
+            "same update, NEW takes its place (a moved dataset). Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
     --forward-arg and --image-arg change the recorded ones (the others are kept).
+    --data adds a dataset to the recorded ones; --drop-data OLD --data NEW re-points one.
 
     \b
     Example: scaffold update my_net --dry-run
@@ -318,6 +328,7 @@ def update(
             baselines=tuple(baseline or ()),
             forward_args=forward_args,
             image_arg=image_arg,
+            drop_data=tuple(str(d) for d in drop_data or ()),
         )
     if dry_run:
         if as_json:
@@ -366,8 +377,8 @@ def report(
     from scaffold.report import results_table
 
     out().print(results_table(results))
-    for line in results.notes:
-        err().print(line, markup=False, highlight=False)
+    for line in results.notes:  # one line each, however long
+        err().print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         err().print(f"plot: {plot.resolve()}", markup=False, highlight=False)
 

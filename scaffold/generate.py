@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
+import importlib.machinery
 import importlib.util
+import os
 import shlex
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +106,75 @@ def _check_output_dir(out: Path, label: str) -> None:
         )
 
 
+TEMP_SUFFIX = ".scaffold-new"  # the temporary folder of a run: ".OUT.XXXXXXXX.scaffold-new"
+
+
+def _is_temp_of(out: Path, path: Path) -> bool:
+    # the name stays short of the 255-character limit whatever the output's name
+    return path.name.startswith(f".{out.name[:64]}.") and path.name.endswith(TEMP_SUFFIX)
+
+
+def new_temp(out: Path, inside: bool) -> tuple[Path, int]:
+    """The temporary folder to render into, beside `out` or `inside` it (the same filesystem
+    either way, so the result moves in by renames), and the descriptor that holds its lock
+    while this run works in it. It gets its recognisable name only once locked, so that
+    `remove_leftovers` never takes a live run's folder for a dead one."""
+    parent = out if inside else out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    made = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.", dir=parent))
+    fd = os.open(made, os.O_RDONLY)
+    try:
+        # Where folders cannot be locked (some network filesystems), no run's folder counts as
+        # dead: `remove_leftovers` cannot lock it either and leaves it.
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = made.with_name(made.name + TEMP_SUFFIX)
+        made.rename(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(made, ignore_errors=True)
+        raise
+    return tmp, fd
+
+
+def remove_leftovers(out: Path, progress=None) -> list[Path]:
+    """Remove the temporary folders that runs killed while writing `out` left beside it (or in
+    it), saying so; one that a live run holds locked stays. Returns those removed."""
+    removed = []
+    for folder in (out.parent, out):
+        if not folder.is_dir():
+            continue
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            continue  # a folder that cannot be listed is refused where it matters
+        for tmp in entries:
+            if not _is_temp_of(out, tmp) or not tmp.is_dir() or tmp.is_symlink():
+                continue
+            try:
+                fd = os.open(tmp, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a run is working in it (or it cannot be locked here)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+            finally:
+                os.close(fd)
+    if progress is not None:
+        for tmp in removed:
+            progress.print(
+                f"removed {tmp}, left by an interrupted scaffold run",
+                highlight=False,
+                soft_wrap=True,
+            )
+    return removed
+
+
 def _move_entries_up(tmp: Path) -> None:
     """Move what `tmp` holds into its parent (the empty output folder), the state last, so that
     the folder counts as generated only once it is complete; on an error, take it all back."""
@@ -180,16 +254,45 @@ def model_module(target: str) -> str:
     return package_root(Path(where).resolve())[1] if is_file_target(where) else where
 
 
-def choose_name(requested: str | None, spec=None, module: str | None = None) -> str:
+def model_import_root(target: str) -> Path | None:
+    """The folder the generated package puts on ``sys.path`` for the model (None: installed)."""
+    from scaffold.target import is_file_target, package_root, split_target
+
+    where, _ = split_target(target)
+    return package_root(Path(where).resolve())[0] if is_file_target(where) else None
+
+
+def output_folders() -> tuple[str, ...]:
+    """The folders scaffold writes in DIR beside the package: a package by one of these names
+    would share it with them."""
+    from scaffold.baselines import BASELINES_DIR
+    from scaffold.data.tasks import SPLITS_DIR
+    from scaffold.render import DATA_DIR, RUNS_DIR
+
+    return (DATA_DIR, RUNS_DIR, BASELINES_DIR, SPLITS_DIR)
+
+
+def choose_name(
+    requested: str | None, spec=None, module: str | None = None, root: Path | None = None
+) -> str:
     """The requested name, checked, or a free default from the spec's class name. `module`
-    (the model's module) stands in for the spec when only a requested name is checked."""
+    (the model's module) and `root` (its import folder) stand in for the spec when only a
+    requested name is checked."""
     from scaffold.render import default_name, names_for
 
     timm_names, terratorch_names, factory_names = taken_names()
     module = module or spec.module
+    if root is None and spec is not None and spec.import_root:
+        root = Path(spec.import_root)
     model_top = module.split(".")[0]
+    folders = output_folders()
 
     def problem(name: str) -> str | None:
+        if name in folders:
+            return (
+                f"is the name of a folder scaffold writes in the output folder beside the "
+                f"package ({', '.join(folders)})"
+            )
         if name in timm_names:
             return "is already a timm model"
         if name in terratorch_names:
@@ -198,6 +301,9 @@ def choose_name(requested: str | None, spec=None, module: str | None = None) -> 
             return f"would register {names_for(name).factory_class}, which TerraTorch already has"
         if name == model_top:
             return f"is the name of the model's own module ({module})"
+        # The package goes first on sys.path: it would shadow a module beside the model.
+        if root is not None and importlib.machinery.PathFinder.find_spec(name, [str(root)]):
+            return f"is the name of a module in the model's folder {root}, which the package would hide"
         if importlib.util.find_spec(name) is not None:
             return "is the name of an installed Python module"
         return None
@@ -225,7 +331,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         RenderOptions,
         check_name_syntax,
         check_task,
-        render_to_temp,
+        render,
     )
     from scaffold.smoke import write_smoke_dataset
     from scaffold.target import check_target_exists, split_target
@@ -238,6 +344,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if weights is not None:
         check_weights_file(weights, options.weights)
     if options.out is not None:
+        remove_leftovers(options.out.resolve(), progress)
         check_output_dir(options.out.resolve())
     if options.baselines:
         from scaffold.baselines import check_names
@@ -254,7 +361,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if options.name is not None:  # a taken name is refused before the analysis, not after it
         check_target_exists(target)  # a missing file first: that needs no TerraTorch import
         with status(progress, "checking the name against timm and TerraTorch"):
-            choose_name(options.name, module=model_module(target))
+            choose_name(options.name, module=model_module(target), root=model_import_root(target))
         if options.out is None:
             default_out = Path.cwd() / options.name
             check_output_dir(default_out, out_label(default_out, given=False))
@@ -281,6 +388,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
         raise ScaffoldError(f"--baseline {name!r} is the backbone being benchmarked")
     out = (options.out or Path.cwd() / name).resolve()
     label = out_label(out, given=options.out is not None)
+    remove_leftovers(out, progress)
     check_output_dir(out, label)
 
     # The class by name from now on: `update` must not silently pick another one.
@@ -298,10 +406,12 @@ def generate(options: Options, progress=None) -> GenerateResult:
         baselines=options.baselines,
     )
     tmp: Path | None = None
+    lock: int | None = None
     try:
         with status(progress, f"writing {out}"), _os_errors_name(out, label):
             # An existing (empty) DIR is filled in place: the temp folder goes inside it.
-            tmp, files = render_to_temp(spec, render_options, inside=out.is_dir())
+            tmp, lock = new_temp(out, inside=out.is_dir())
+            files = render(spec, render_options, tmp)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             data_files = []
             if not datasets:  # the smoke task's data
@@ -337,11 +447,21 @@ def generate(options: Options, progress=None) -> GenerateResult:
             if tmp.parent == out:
                 _move_entries_up(tmp)
             else:
-                tmp.rename(out)
+                try:
+                    tmp.rename(out)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not is_generated(out):
+                        raise
+                    raise ScaffoldError(
+                        f"{label}: another scaffold run wrote it meanwhile; run `scaffold "
+                        f"update {shlex.quote(str(out))}` to regenerate it"
+                    ) from exc
             tmp = None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
 
     return GenerateResult(
         backbone=name,

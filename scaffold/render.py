@@ -13,7 +13,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from importlib import resources
@@ -381,16 +380,3 @@ def check_task(spec: BackboneSpec, task: str) -> None:
             "--task classification: terratorch 1.2's GenericNonGeoClassificationDataModule cannot "
             "read multitemporal images; use --task segmentation or regression for this model"
         )
-
-
-def render_to_temp(
-    spec: BackboneSpec, options: RenderOptions, inside: bool = False
-) -> tuple[Path, list[str]]:
-    """Render into a new temporary folder beside the output, or `inside` it (an existing empty
-    output: the same filesystem either way, so the result moves in by renames)."""
-    parent = options.out if inside else options.out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    # The name stays short of the 255-character limit whatever the output's name.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{options.out.name[:64]}.", dir=parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
-    return tmp, render(spec, options, tmp)

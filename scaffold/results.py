@@ -16,18 +16,23 @@ test number are never compared), else HPO results. A value that is not there is 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import re
+import shutil
 import statistics
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ScaffoldError, one_line
 
 REPEATED = "repeated"
 HPO = "hpo"
@@ -133,6 +138,7 @@ def collect(directory: Path) -> Results:
     from scaffold.baselines import configs_of
     from scaffold.render import CONFIG_FILE
     from scaffold.state import read_state
+    from scaffold.verify.folder import moved_note
 
     directory = Path(directory).resolve()
     state = read_state(directory)
@@ -148,20 +154,31 @@ def collect(directory: Path) -> Results:
     repeated: dict[str, dict[str, Cell]] = {}
     tasks: dict[str, tuple[str, str]] = {}  # name -> (metric, direction), the main config's first
     task_names: dict[str, set[str]] = {}
+    stores = Stores(notes)
     for name, path, is_baseline in entries:
         config = _read_config(path, notes)
         backbone = Backbone(name, None, path, is_baseline)
         backbones.append(backbone)
         if config is None:
             continue
+        moved = moved_note(directory, state, config)
+        if moved:
+            notes.append(f"{name}: {moved}")
         backbone.experiment = str(config.get("experiment_name"))
         config_tasks = _tasks_of(config)
         task_names[name] = set(config_tasks)
         for task, spec in config_tasks.items():
             tasks.setdefault(task, spec)
         storage = str(config.get("storage_uri") or "")
-        hpo[name], backbone.ran = _hpo_cells(storage, backbone.experiment, config_tasks)
-        repeated[name] = _repeated_cells(storage, backbone.experiment, config_tasks)
+        with stores.reading(name, storage):
+            hpo[name], backbone.ran = _hpo_cells(
+                stores.view(storage), backbone.experiment, config_tasks, notes, name
+            )
+        store = f"{storage}_repeated_exp" if storage else ""
+        with stores.reading(name, store):
+            repeated[name] = _repeated_cells(
+                storage, stores.view(store), backbone.experiment, config_tasks, notes, name
+            )
         if not backbone.ran:
             rel = path.relative_to(directory)
             notes.append(
@@ -185,6 +202,7 @@ def collect(directory: Path) -> Results:
                     f"--hpo --repeat --config {backbone.config}` (with run_repetitions set)"
                 )
         rows.append(row)
+    stores.close()
     return Results(directory, backbones, rows, notes)
 
 
@@ -225,9 +243,15 @@ def _finite(value: Any) -> bool:
 
 
 def _hpo_cells(
-    storage: str, experiment: str, tasks: dict[str, tuple[str, str]]
+    storage: str,
+    experiment: str,
+    tasks: dict[str, tuple[str, str]],
+    notes: list[str],
+    who: str,
 ) -> tuple[dict[str, Cell], bool]:
-    """Each task's newest finished HPO run under a top-level run: ``best_<metric>``."""
+    """Each task's newest finished HPO run under a top-level run: ``best_<metric>``. A newest
+    run whose value is not finite is said in `notes` (for the backbone `who`), and no older
+    run stands in for it."""
     if not storage or (not storage.startswith(("http", "sqlite")) and not Path(storage).is_dir()):
         return {}, False
     client = _client(storage)
@@ -239,6 +263,7 @@ def _hpo_cells(
     )
     tops = {r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags}
     cells: dict[str, Cell] = {}
+    seen: set[str] = set()
     ran = False
     for run in runs:  # newest first
         if run.data.tags.get("mlflow.parentRunId") not in tops:
@@ -247,12 +272,157 @@ def _hpo_cells(
             continue
         ran = True
         task = run.info.run_name
-        if task not in tasks or task in cells:
+        if task not in tasks or task in seen:
             continue
-        value = run.data.metrics.get(f"best_{tasks[task][0]}")
+        key = f"best_{tasks[task][0]}"
+        value = run.data.metrics.get(key)
+        if value is None:
+            continue  # no result in this run: an older one may have one
+        seen.add(task)
         if _finite(value):
             cells[task] = Cell([float(value)], [run.info.run_id])
+        else:
+            notes.append(
+                f"{who}: the newest run of {task!r} (run {run.info.run_id}) produced "
+                f"{key} = {value}; shown as missing"
+            )
     return cells, ran
+
+
+class Stores:
+    """MLflow file stores as MLflow can read them. A store with a damaged file (a meta.yaml that
+    is not YAML or lacks its keys, text in a metric file) or a stray folder stops MLflow's
+    search, or prints a traceback: each such file is named in `notes` and the store is read
+    through a view (symbolic links in a temporary folder) of its intact experiments and runs."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+        self._views: dict[str, str] = {}
+        self._temps: list[Path] = []
+
+    def view(self, storage: str) -> str:
+        """The store to hand to MLflow for `storage`: itself when intact."""
+        if storage in self._views:
+            return self._views[storage]
+        self._views[storage] = storage
+        if storage and not storage.startswith(("http", "sqlite")) and Path(storage).is_dir():
+            problems = store_problems(Path(storage))
+            if problems:
+                for path, why in problems:
+                    self.notes.append(f"{path}: {why}; left out of the report")
+                self._views[storage] = str(self._intact_view(Path(storage), problems))
+        return self._views[storage]
+
+    @contextlib.contextmanager
+    def reading(self, who: str, storage: str) -> Iterator[None]:
+        """MLflow's own errors on a store it cannot read: a note naming the store, not a crash."""
+        logger = logging.getLogger("mlflow")
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # its warnings carry tracebacks: the notes say it
+        try:
+            yield
+        except Exception as exc:
+            self.notes.append(f"{who}: cannot read the MLflow store {storage} ({one_line(exc)})")
+        finally:
+            logger.setLevel(level)
+
+    def _intact_view(self, root: Path, problems: list[tuple[Path, str]]) -> Path:
+        bad = {path for path, _ in problems}
+        view = Path(tempfile.mkdtemp(prefix="scaffold-report-"))
+        self._temps.append(view)
+        for experiment in _experiment_dirs(root):
+            meta = experiment / "meta.yaml"
+            if experiment in bad or meta in bad:
+                continue
+            into = view / experiment.name
+            into.mkdir()
+            for entry in experiment.iterdir():
+                if entry in bad or (entry / "meta.yaml") in bad or _has_bad(entry, bad):
+                    continue
+                (into / entry.name).symlink_to(entry.resolve())
+        return view
+
+    def close(self) -> None:
+        for temp in self._temps:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+RUN_RESERVED = ("tags", "datasets", "traces", "models")  # MLflow's experiment folders, not runs
+
+
+def _experiment_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _has_bad(entry: Path, bad: set[Path]) -> bool:
+    return any(path.is_relative_to(entry) for path in bad)
+
+
+def store_problems(root: Path) -> list[tuple[Path, str]]:
+    """The files and folders of an MLflow file store that MLflow cannot read, with why."""
+    problems: list[tuple[Path, str]] = []
+    for experiment in _experiment_dirs(root):
+        why = _meta_problem(experiment / "meta.yaml", ("experiment_id", "name"))
+        if why == "missing":
+            problems.append((experiment, "a stray folder (no meta.yaml): not an MLflow experiment"))
+            continue
+        if why:
+            problems.append((experiment / "meta.yaml", why))
+            continue
+        for run in sorted(p for p in experiment.iterdir() if p.is_dir()):
+            if run.name in RUN_RESERVED:
+                continue
+            why = _meta_problem(run / "meta.yaml", ("experiment_id", "run_id|run_uuid"))
+            if why == "missing":
+                problems.append((run, "a stray folder (no meta.yaml): not an MLflow run"))
+                continue
+            if why:
+                problems.append((run / "meta.yaml", why))
+                continue
+            for metric in sorted(p for p in (run / "metrics").rglob("*") if p.is_file()):
+                why = _metric_problem(metric)
+                if why:
+                    problems.append((metric, why))
+    return problems
+
+
+def _meta_problem(path: Path, keys: tuple[str, ...]) -> str | None:
+    """Why the meta.yaml at `path` is not one MLflow reads ("missing" when absent); `keys` it
+    needs (``a|b``: either)."""
+    if not path.is_file():
+        return "missing"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return f"not readable YAML ({one_line(exc)})"
+    if not isinstance(data, dict):
+        return "not an MLflow meta.yaml (not a mapping)"
+    missing = [k for k in keys if not any(a in data for a in k.split("|"))]
+    if missing:
+        return f"not an MLflow meta.yaml (no {', '.join(missing)})"
+    return None
+
+
+def _metric_problem(path: Path) -> str | None:
+    """MLflow's metric file: one ``timestamp value [step]`` line per logged value."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"not readable ({one_line(exc)})"
+    for i, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError(f"{len(parts)} fields")
+            int(parts[0])
+            float(parts[1])
+            if len(parts) == 3:
+                int(parts[2])
+        except ValueError:
+            return f"line {i} is not an MLflow metric line (timestamp value step): {line[:60]!r}"
+    return None
 
 
 def _test_metric(metric: str) -> str:
@@ -261,12 +431,17 @@ def _test_metric(metric: str) -> str:
 
 
 def _repeated_cells(
-    storage: str, experiment: str, tasks: dict[str, tuple[str, str]]
+    storage: str,
+    store: str,
+    experiment: str,
+    tasks: dict[str, tuple[str, str]],
+    notes: list[str],
+    who: str,
 ) -> dict[str, Cell]:
-    """Each task's finished seeds in the repeated-runs store: ``test_test/<metric>``."""
+    """Each task's finished seeds in the repeated-runs store (`store`, as read):
+    ``test_test/<metric>``; a seed whose value is not finite is left out and said in `notes`."""
     if not storage or storage.startswith(("http", "sqlite")):
         return {}
-    store = f"{storage}_repeated_exp"
     if not Path(store).is_dir():
         return {}
     client = _client(store)
@@ -287,11 +462,17 @@ def _repeated_cells(
             continue
         seen.add(name)
         task = match.group(1)
-        value = run.data.metrics.get("test_" + _test_metric(tasks[task][0]))
+        key = "test_" + _test_metric(tasks[task][0])
+        value = run.data.metrics.get(key)
         if _finite(value):
             cell = cells.setdefault(task, Cell([]))
             cell.values.append(float(value))
             cell.run_ids.append(run.info.run_id)
+        elif value is not None:
+            notes.append(
+                f"{who}: seed run {name} of {task!r} (run {run.info.run_id}) produced "
+                f"{key} = {value}; left out of the mean"
+            )
     return cells
 
 

@@ -122,9 +122,11 @@ def update_dir(
     baselines: tuple[str, ...] = (),
     forward_args: dict[str, Any] | None = None,
     image_arg: str | None = None,
+    drop_data: tuple[str, ...] = (),
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
-    task); `model` (path/to/file.py[:Name] or package.module:Name) says where the model lives
+    task); `drop_data`: recorded ones to remove (a folder of `data` takes the place of one
+    dropped in the same update: a moved dataset is re-pointed so); `model` (path/to/file.py[:Name] or package.module:Name) says where the model lives
     now when it moved; `ray`: write (True) or stop writing (False) the Ray route's config,
     None: as recorded; `baselines`: reference backbones to add to those recorded (a config
     each); `forward_args` and `image_arg` change the recorded ones."""
@@ -153,10 +155,15 @@ def update_dir(
             benchmark_config=out / "benchmark.yaml",
             input_shape=tuple(state.spec.input_shape),
         )
+        _remove_leftovers(out, state, dry_run, progress)
         result.unresolved = files_with_markers(out, state.files)
         if result.unresolved:  # merging over markers would bury them: resolve first
             return result
-        return _update_locked(out, state, result, dry_run, progress, data, model, ray)
+        options = dataclasses.replace(
+            state.options, data=_data_folders(out, state.options.data, drop_data, data)
+        )
+        state = dataclasses.replace(state, options=options)
+        return _update_locked(out, state, result, dry_run, progress, model, ray)
 
 
 def _update_locked(
@@ -165,7 +172,6 @@ def _update_locked(
     result: UpdateResult,
     dry_run: bool,
     progress,
-    data: tuple[str, ...],
     model: str | None,
     ray: bool | None,
 ) -> UpdateResult:
@@ -176,8 +182,6 @@ def _update_locked(
 
     # The folder may have moved (paths in the files follow DIR) and so may the model.
     options = dataclasses.replace(state.options, out=out, target=_where_model_is(out, state, model))
-    added = tuple(str(Path(d).resolve()) for d in data)
-    options = dataclasses.replace(options, data=tuple(dict.fromkeys((*options.data, *added))))
     if ray is not None:
         options = dataclasses.replace(options, ray=ray)
     previous = read_datasets(out / STATE_DIR)
@@ -225,8 +229,9 @@ def _update_locked(
     result.analysis = analysis_changes(state.spec, spec)
     old_data = _smoke_files(out, state)
     # The smoke data follows the model's bands; with real data (--data) there is none to follow.
+    # (None there either when the last dataset was dropped: the smoke task needs its data.)
     data_changed = not datasets and (
-        _data_key(state.spec, state.options.task) != _data_key(spec, options.task)
+        _data_key(state.spec, state.options.task) != _data_key(spec, options.task) or not old_data
     )
     result.data_rewritten = data_changed
     result.data_kept = _other_data_files(out, old_data) if data_changed else []
@@ -321,6 +326,72 @@ def _described(f) -> str:
 
 def _shape(shape) -> str:
     return "x".join(str(d) for d in tuple(shape)[1:])
+
+
+DATA_NEW = ".data-new."  # the smoke data written anew, beside data/, before it moves in
+
+
+def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
+    """What an update killed while writing left in DIR (the new smoke data, a file half written
+    beside its target by `write_atomic`): removed, and said. DIR's lock is held, so no live
+    scaffold process is writing them. A dry run only says what would go."""
+    names: dict[Path, set[str]] = {}  # folder -> the files scaffold writes there
+    for rel in (*state.files, f"{STATE_DIR}/{STATE_FILE}"):
+        names.setdefault((out / rel).parent, set()).add((out / rel).name)
+    found = [p for p in out.iterdir() if p.name.startswith(DATA_NEW) and p.is_dir()]
+    for folder, files in names.items():
+        if folder.is_dir():
+            found += [p for p in folder.iterdir() if p.is_file() and _is_write_temp(p.name, files)]
+    for path in sorted(found):
+        if not dry_run:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if progress is not None:
+            what = "would remove" if dry_run else "removed"
+            progress.print(
+                f"{what} {path}, left by an interrupted scaffold run",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _is_write_temp(name: str, files: set[str]) -> bool:
+    """`write_atomic`'s temporary name for one of `files`: ``.NAME.`` and mkstemp's 8 characters."""
+    match = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}", name)
+    return match is not None and match.group(1) in files
+
+
+def _data_folders(
+    out: Path, recorded: tuple[str, ...], dropped: tuple[str, ...], added: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The dataset folders after this update: `dropped` ones out (each taken over by the next
+    of `added`, in its place), the rest of `added` at the end. A recorded folder that is gone
+    is refused, saying how to re-point or drop it."""
+    new = [str(Path(d).resolve()) for d in added]
+    gone = [str(Path(d).resolve()) for d in dropped]
+    for given, path in zip(dropped, gone, strict=True):
+        if path not in recorded:
+            known = ", ".join(recorded) or "none"
+            raise ScaffoldError(f"--drop-data {given}: not a recorded dataset (recorded: {known})")
+    folders: list[str] = []
+    for path in recorded:
+        if path not in gone:
+            folders.append(path)
+        elif new:
+            folders.append(new.pop(0))
+    folders = list(dict.fromkeys([*folders, *new]))
+    here = shlex.quote(str(out))
+    for path in folders:
+        if path in recorded and not Path(path).is_dir():
+            where = shlex.quote(path)
+            raise ScaffoldError(
+                f"--data {path} (recorded): no such directory; if it moved, run `scaffold update "
+                f"{here} --drop-data {where} --data NEW_PATH`; to stop benchmarking it, "
+                f"`scaffold update {here} --drop-data {where}`"
+            )
+    return tuple(folders)
 
 
 def _where_model_is(out: Path, state: State, model: str | None) -> str:
@@ -477,7 +548,7 @@ def _rewrite_data(out: Path, spec, task: str, old: list[str]) -> list[str]:
     from scaffold.render import NUM_CLASSES
     from scaffold.smoke import write_smoke_dataset
 
-    fresh = Path(tempfile.mkdtemp(prefix=".data-new.", dir=out))  # same filesystem: renames
+    fresh = Path(tempfile.mkdtemp(prefix=DATA_NEW, dir=out))  # same filesystem: renames
     try:
         paths = write_smoke_dataset(
             fresh, spec.in_chans, spec.num_frames, spec.img_size, task, NUM_CLASSES

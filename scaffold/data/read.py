@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ScaffoldError, one_line
 
 WINDOW_BYTES = 64 << 20  # raw bytes of one window at most (a typical tile: the whole file)
 DEFAULT_MAX_PIXELS = 50_000_000  # pixels (per band) the statistics read at most
@@ -32,6 +32,7 @@ class RasterInfo:
     height: int
     width: int
     nodata: float | None
+    driver: str = ""  # GDAL's name for the format: GTiff, PNG, JP2OpenJPEG, ...
 
 
 def raster_info(path: Path) -> RasterInfo:
@@ -40,10 +41,39 @@ def raster_info(path: Path) -> RasterInfo:
     try:
         with rasterio.open(path) as src:
             return RasterInfo(
-                path, src.count, src.dtypes[0], src.height, src.width, _nodata(src.nodata)
+                path,
+                src.count,
+                src.dtypes[0],
+                src.height,
+                src.width,
+                _nodata(src.nodata),
+                src.driver,
             )
     except rasterio.errors.RasterioError as exc:
-        raise ScaffoldError(f"{path}: rasterio cannot read it ({exc})") from exc
+        raise ScaffoldError(f"{path}: rasterio cannot read it ({one_line(exc)})") from exc
+
+
+def _unreadable(path: Path, exc: BaseException) -> ScaffoldError:
+    # rasterio's "Read failed. See previous exception" keeps GDAL's reason as its cause
+    reason = exc.__cause__ or exc.__context__ or exc
+    return ScaffoldError(
+        f"{path}: rasterio cannot read its pixels ({str(reason).strip().splitlines()[0]}); is "
+        "the file truncated or damaged?"
+    )
+
+
+def check_pixels(path: Path) -> None:
+    """Read the last row of blocks of every band: where a file cut short (a copy that did not
+    finish) is missing its data, although its header reads."""
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(path) as src:
+            rows = min(src.height, src.block_shapes[0][0] if src.block_shapes else 1)
+            src.read(window=Window(0, src.height - rows, src.width, rows))
+    except rasterio.errors.RasterioError as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def _nodata(value: Any) -> float | None:
@@ -78,11 +108,15 @@ def read_windows(units: list[tuple[Path, Any]]) -> Iterator[tuple[Path, np.ndarr
     current: Any = None
     try:
         for path, window in units:
-            if current is None or current.name != str(path):
-                if current is not None:
-                    current.close()
-                current = rasterio.open(path)
-            yield path, current.read(window=window), current.nodata
+            try:
+                if current is None or current.name != str(path):
+                    if current is not None:
+                        current.close()
+                    current = rasterio.open(path)
+                array = current.read(window=window)
+            except rasterio.errors.RasterioError as exc:
+                raise _unreadable(path, exc) from exc
+            yield path, array, current.nodata
     finally:
         if current is not None:
             current.close()

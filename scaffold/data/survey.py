@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -15,6 +16,7 @@ from scaffold.data.read import (
     RasterInfo,
     band_count,
     band_statistics,
+    check_pixels,
     label_values,
     raster_info,
 )
@@ -33,17 +35,35 @@ def task_name(root: Path, taken: set[str]) -> str:
 
 
 def fingerprint(root: Path) -> str:
-    """A hash of the relative path, size and modification time of every file under `root`."""
+    """A hash of the relative path, size and modification time of every file under `root`.
+    A folder that cannot be listed or a link that leads nowhere is refused, naming it."""
     digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(root):
+
+    def unlistable(exc: OSError) -> None:
+        where = exc.filename or root
+        raise ScaffoldError(f"--data {root}: cannot list {where} ({exc.strerror or exc})")
+
+    for folder, dirs, files in os.walk(root, onerror=unlistable):
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as exc:
+                raise ScaffoldError(f"--data {root}: {_broken_link(path, exc)}") from exc
             digest.update(
                 f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
             )
     return digest.hexdigest()
+
+
+def _broken_link(path: Path, exc: OSError) -> str:
+    if path.is_symlink():
+        target = os.readlink(path)
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symbolic link in a loop (-> {target})"
+        return f"{path} is a symbolic link to {target}, which does not exist"
+    return f"cannot read {path} ({exc.strerror or exc})"
 
 
 def survey(
@@ -149,10 +169,21 @@ def _check_images(root: Path, layout: Layout) -> dict[Path, RasterInfo]:
     reference: RasterInfo | None = None
     for pair in _all_pairs(layout):
         info = raster_info(pair.image)
+        check_pixels(pair.image)
         infos[pair.image] = info
         if reference is None:
             reference = info
             continue
+        for what, mine, theirs in (
+            ("file formats", reference.driver, info.driver),
+            ("data types", reference.dtype, info.dtype),
+            ("nodata values", reference.nodata, info.nodata),
+        ):
+            if not _same(mine, theirs):
+                raise ScaffoldError(
+                    f"{what} differ: {_rel(root, reference.path)} has {mine}, "
+                    f"{_rel(root, info.path)} has {theirs} (every image must agree)"
+                )
         if info.count != reference.count:
             raise ScaffoldError(
                 f"band counts differ: {_rel(root, reference.path)} has {reference.count}, "
@@ -167,11 +198,25 @@ def _check_images(root: Path, layout: Layout) -> dict[Path, RasterInfo]:
     return infos
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN nodata included."""
+    nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return nan or a == b
+
+
 def _check_labels(root: Path, layout: Layout, infos: dict[Path, RasterInfo]) -> None:
+    reference: RasterInfo | None = None
     for pair in _all_pairs(layout):
         assert pair.label is not None
         label = raster_info(pair.label)
         image = infos[pair.image]
+        reference = reference or label
+        if not _same(label.nodata, reference.nodata):  # the ignore value comes from one
+            raise ScaffoldError(
+                f"nodata values differ: label {_rel(root, reference.path)} has "
+                f"{reference.nodata}, {_rel(root, label.path)} has {label.nodata} "
+                "(every label must agree)"
+            )
         if label.count != 1:
             raise ScaffoldError(
                 f"{_rel(root, pair.label)}: a label has one band, this one has {label.count}"

@@ -24,15 +24,17 @@ import yaml
 
 from scaffold.errors import one_line
 from scaffold.verify import CheckFailed
-from scaffold.verify.shorten import shortened_copy
+from scaffold.verify.shorten import overridden_problems, shortened_copy
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
+PARSER_KEY = re.compile(r'^Parser key "([^"]+)":$')
 
 
 def run_benchmark(config: Path, log_dir: Path) -> str:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "iterate.log"
     shutil.copyfile(config, log_dir / config.name)
+    _check_overridden(config)
     config = shortened_copy(config, log_dir)
     started_ms = int(time.time() * 1000)
     argv = ["terratorch", "--hpo", "--config", str(config)]
@@ -60,6 +62,20 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     if bad:
         raise CheckFailed(f"metric not finite: {bad} (log: {log})")
     return ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items())
+
+
+def _check_overridden(config: Path) -> None:
+    """The values the shortened copy replaces are never run: the real file's are checked here."""
+    try:
+        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return  # the run itself reports the unreadable config
+    problems = overridden_problems(cfg)
+    if problems:
+        raise CheckFailed(
+            f"{config.name}: {'; '.join(problems)} (the verifying run's shortened copy replaces "
+            "this value, the real run would fail on it)"
+        )
 
 
 def _forget_package(config: Path) -> Path | None:
@@ -122,8 +138,21 @@ def _root_cause(log: Path) -> str | None:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    found = [line.strip() for line in lines if ROOT_CAUSE.match(line.strip())]
-    return found[-1][:300] if found else None
+    found = [i for i, line in enumerate(lines) if ROOT_CAUSE.match(line.strip())]
+    if not found:
+        return None
+    cause = lines[found[-1]].strip()
+    if cause.endswith(":"):  # jsonargparse: the key path and the reason on the lines below
+        block = [cause.removeprefix("error: ")]
+        for line in lines[found[-1] + 1 :]:
+            if not line.startswith(" "):
+                break
+            block.append(line.strip())
+        keys = [i for i, line in enumerate(block) if PARSER_KEY.match(line)]
+        if keys and keys[-1] + 1 < len(block):
+            path = " > ".join(PARSER_KEY.match(block[i]).group(1) for i in keys)
+            cause = f"error: Parser key {path}: {block[keys[-1] + 1]}"
+    return cause[:300]
 
 
 @contextlib.contextmanager

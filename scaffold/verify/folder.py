@@ -61,21 +61,35 @@ def check_folder(directory: Path, state: State, config_path: Path) -> str:
     if not modules:
         raise CheckFailed(f"{config_path.name} has no custom_modules_path (the package {package})")
     modules_path = Path(str(modules)).resolve()
-    if not modules_path.is_relative_to(directory):
-        raise CheckFailed(f"custom_modules_path {modules} is outside {directory}: {again}")
-    if modules_path != package.resolve():
-        raise CheckFailed(f"custom_modules_path {modules} is not the package {package}")
     recorded = state.options.out.resolve() if state.options.out else None
-    if recorded is not None and recorded != directory:
-        elsewhere = [
-            (key, value)
-            for key, value in _paths(config)
-            if Path(value).resolve().is_relative_to(recorded)
-        ]
-        if elsewhere:
-            key, value = elsewhere[0]
-            raise CheckFailed(f"{key} {value} is in {recorded}, not in {directory}: {again}")
+    moved = recorded is not None and recorded != directory
+    outside = not modules_path.is_relative_to(directory)
+    if outside and moved and modules_path.is_relative_to(recorded):
+        raise CheckFailed(f"custom_modules_path {modules} is outside {directory}: {again}")
+    if modules_path != package.resolve():  # edited by hand: update keeps hand edits
+        raise CheckFailed(
+            f"custom_modules_path {modules} in {config_path.name} is not this folder's package: "
+            f"it was edited; set it back to {package}"
+        )
+    note = moved_note(directory, state, config)
+    if note:
+        raise CheckFailed(note)
     return f"{config_path.name} runs {package}; no conflict markers"
+
+
+def moved_note(directory: Path, state: State, config: dict[str, Any]) -> str | None:
+    """What to say when `config` (of the folder `directory`) still names the place the folder
+    was generated in: it was moved or copied. None when it names none."""
+    recorded = state.options.out.resolve() if state.options.out else None
+    if recorded is None or recorded == directory:
+        return None
+    for key, value in _paths(config):
+        if Path(value).resolve().is_relative_to(recorded):
+            return (
+                f"{key} {value} is in {recorded}, not in {directory}: this folder was moved or "
+                f"copied: run `scaffold update {shlex.quote(str(directory))}`"
+            )
+    return None
 
 
 def _sources(directory: Path, name: str) -> Iterator[Path]:

@@ -1,9 +1,14 @@
 """The shortened copy of a benchmark YAML that the verifying run runs.
 
-The YAML on disk is the real benchmark (epochs, trials, early stopping, data loader workers); the
-check needs only to know that every task runs end to end. The copy keeps every task and value
-but caps the work (one trial, one epoch, two training and one validation batch) and keeps its
-results beside the log, away from the real runs' MLflow store and Optuna database.
+The YAML on disk is the real benchmark (epochs, trials, data loader workers); the check needs
+only to know that every task runs end to end. The copy keeps every task and value but caps the
+work (one trial, one epoch, two training and one validation batch, no worker processes) and
+keeps its results beside the log, away from the real runs' MLflow store and Optuna database.
+Everything else (early stopping included) is the real file's.
+
+A value the copy replaces is never run by the check, so `overridden_problems` checks it in the
+real file the way the real run would (terratorch-iterate's parser and runner, Lightning's
+Trainer, torch's DataLoader): a broken one there is a finding, not a green check.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ def shortened_copy(config: Path, log_dir: Path) -> Path:
     cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     defaults = cfg.setdefault("defaults", {}) or {}
     cfg["defaults"] = defaults
-    trainer = defaults.setdefault("trainer_args", {}) or {}
-    defaults["trainer_args"] = {**trainer, **LIMITS}
+    if isinstance(defaults, dict):  # anything else: the run itself refuses it
+        trainer = defaults.setdefault("trainer_args", {}) or {}
+        if isinstance(trainer, dict):
+            defaults["trainer_args"] = {**trainer, **LIMITS}
     cfg["n_trials"] = 1
     for task in cfg.get("tasks") or []:
         if not isinstance(task, dict):
             continue
-        task.pop("early_stop_patience", None)
         args = (task.get("datamodule") or {}).get("init_args")
         if isinstance(args, dict) and "num_workers" in args:
             args["num_workers"] = 0  # no worker processes for two batches
@@ -46,3 +52,84 @@ def shortened_copy(config: Path, log_dir: Path) -> Path:
         encoding="utf-8",
     )
     return copy
+
+
+def _whole(value: Any) -> int | None:
+    """`value` as jsonargparse reads an ``int`` (an int, or a string of one; never a bool or a
+    float), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def overridden_problems(cfg: Any) -> list[str]:
+    """What the real run would refuse among the values the shortened copy replaces, each
+    naming its key."""
+    if not isinstance(cfg, dict):
+        return []  # not a mapping: the run itself says so
+    problems = []
+    n_trials = _whole(cfg.get("n_trials"))
+    if n_trials is None or n_trials <= 0:
+        problems.append(
+            f"n_trials: {cfg.get('n_trials')!r}: terratorch-iterate runs a whole number of "
+            "trials above 0"
+        )
+    storage = cfg.get("storage_uri")
+    if not isinstance(storage, str) or not storage:
+        problems.append(f"storage_uri: {storage!r}: terratorch-iterate needs a path or URI")
+    ray_storage = cfg.get("ray_storage_path")
+    if ray_storage is not None and not isinstance(ray_storage, str):
+        problems.append(f"ray_storage_path: {ray_storage!r}: not a path")
+    defaults = cfg.get("defaults")
+    trainer = defaults.get("trainer_args") if isinstance(defaults, dict) else None
+    if isinstance(trainer, dict):
+        problems += _trainer_problems(trainer)
+    for i, task in enumerate(cfg.get("tasks") or []):
+        args = (task.get("datamodule") or {}).get("init_args") if isinstance(task, dict) else None
+        if isinstance(args, dict) and "num_workers" in args:
+            workers = _whole(args["num_workers"])
+            if workers is None or workers < 0:
+                name = task.get("name") or i
+                problems.append(
+                    f"tasks[{name}].datamodule.init_args.num_workers: {args['num_workers']!r}: "
+                    "the data loader takes a whole number of worker processes, 0 or more"
+                )
+    return problems
+
+
+NO_BATCH = {"limit_train_batches": "train", "limit_val_batches": "validate"}
+
+
+def _trainer_problems(trainer: dict[str, Any]) -> list[str]:
+    where = "defaults.trainer_args"
+    problems = []
+    if "max_epochs" not in trainer:
+        problems.append(f"{where}.max_epochs: missing: terratorch-iterate requires it")
+    else:
+        epochs = trainer["max_epochs"]
+        number = isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+        if epochs is not None and (not number or (epochs < 1 and epochs != -1)):
+            problems.append(
+                f"{where}.max_epochs: {epochs!r}: Lightning trains a whole number of epochs "
+                "above 0 (or -1: until stopped)"
+            )
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        if trainer.get(key) is None:
+            continue
+        value = trainer[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
+            problems.append(
+                f"{where}.{key}: {value!r}: Lightning takes a fraction in [0.0, 1.0] or a "
+                "whole number of batches"
+            )
+        elif value == 0 and key in NO_BATCH:
+            problems.append(f"{where}.{key}: 0: the run would {NO_BATCH[key]} on no batch")
+    return problems
