@@ -303,7 +303,10 @@ def choose_name(
             return f"is the name of the model's own module ({module})"
         # The package goes first on sys.path: it would shadow a module beside the model.
         if root is not None and importlib.machinery.PathFinder.find_spec(name, [str(root)]):
-            return f"is the name of a module in the model's folder {root}, which the package would hide"
+            return (
+                f"is the name of a module in the model's folder {root}, which the package "
+                "would hide"
+            )
         if importlib.util.find_spec(name) is not None:
             return "is the name of an installed Python module"
         return None

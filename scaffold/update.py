@@ -126,8 +126,9 @@ def update_dir(
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `drop_data`: recorded ones to remove (a folder of `data` takes the place of one
-    dropped in the same update: a moved dataset is re-pointed so); `model` (path/to/file.py[:Name] or package.module:Name) says where the model lives
-    now when it moved; `ray`: write (True) or stop writing (False) the Ray route's config,
+    dropped in the same update: a moved dataset is re-pointed so); `model`
+    (path/to/file.py[:Name] or package.module:Name) says where the model lives now when it
+    moved; `ray`: write (True) or stop writing (False) the Ray route's config,
     None: as recorded; `baselines`: reference backbones to add to those recorded (a config
     each); `forward_args` and `image_arg` change the recorded ones."""
     from scaffold.verify.folder import files_with_markers
