@@ -198,6 +198,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         }
         if f.source == "hook":
             entry["call"] = f.call
+            entry["after"] = [f"model.{m}" for m in f.after]
         if f.source == "output" or f.key is not None:
             entry["key"] = f.key
         if f.layout == "NLC":
