@@ -110,6 +110,10 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         from scaffold.baselines import write_baselines
 
         write_baselines(dest, options.baselines, tuple(spec.input_shape))
+    # One `terratorch fit` config per task, derived from the rendered benchmark.yaml.
+    from scaffold.fit import write_fit_configs
+
+    write_fit_configs(dest, options.out, data["header"])
     files = sorted(
         str(p.relative_to(dest))
         for p in dest.rglob("*")
