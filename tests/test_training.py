@@ -171,3 +171,30 @@ def test_terratorch_fit_trains_the_fit_config_on_two_processes(made):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"`Trainer.fit` stopped: `max_steps={STEPS}` reached." in done.stdout + done.stderr
+
+
+def test_update_keeps_a_hand_edit_of_a_fit_config_and_follows_a_hand_added_task(tmp_path):
+    from scaffold.state import read_state
+    from scaffold.update import update_dir
+
+    result = generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "cnn"))
+    smoke = result.out / "fit" / "smoke.yaml"
+    smoke.write_text(smoke.read_text().replace("    lr: 0.0001\n", "    lr: 0.0005  # mine\n"))
+    config = result.benchmark_config
+    main = yaml.safe_load(config.read_text())
+    main["tasks"].append({**main["tasks"][0], "name": "second", "early_stop_patience": 2})
+    config.write_text(yaml.safe_dump(main, sort_keys=False))  # a hand edit of the whole file
+    assert [t["name"] for t in yaml.safe_load(config.read_text())["tasks"]] == ["smoke", "second"]
+
+    update = update_dir(result.out)
+    assert update.changes == [("fit/second.yaml", "added")]
+    assert "    lr: 0.0005  # mine\n" in smoke.read_text()
+    added = yaml.safe_load((result.out / "fit" / "second.yaml").read_text())
+    assert added["trainer"]["callbacks"] == [
+        {
+            "class_path": "lightning.pytorch.callbacks.EarlyStopping",
+            "init_args": {"monitor": "val/loss", "patience": 2},
+        }
+    ]
+    assert "fit/second.yaml" in read_state(result.out).files
+    assert update_dir(result.out).changes == []  # in step: nothing more to do
