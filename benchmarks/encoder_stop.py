@@ -5,8 +5,8 @@ r1 to r8, and a decoder back to r1 that takes the encoder's maps as skips, so th
 about as much as the encoder). ``scaffold new-backbone --no-verify`` generates its backbone; the candidate is
 that backbone's ``forward`` (the four encoder levels as features), the baseline is
 ``model.encoder(x)`` on the same model instance, a forward of the encoder half and nothing else.
-The whole model's forward is timed with them, for reference: what the backbone cost before it
-stopped after its last feature. All run in one process on one thread, eval mode, no grad, on a
+The whole model's forward (built with ``prune=False``, so the decoder is there) is timed with
+them, for reference: what the backbone cost before it stopped after its last feature. All run in one process on one thread, eval mode, no grad, on a
 (2, 3, 128, 128) input; a run is ten forwards, and runs interleave (baseline, candidate, whole,
 then the same rotated by one, ...) after one uncounted warm-up of each. Target: median ratio
 <= 1.1.
@@ -69,7 +69,10 @@ def main() -> int:
         sys.path.insert(0, str(out))
         importlib.import_module(NAME)
         backbone = timm.create_model(NAME).eval()
-        model = backbone.model
+        model = backbone.model  # without its decoder: the backbone is built without it
+        # The whole model (decoder included), for reference, with the backbone's encoder.
+        whole_model = timm.create_model(NAME, prune=False).model.eval()
+        whole_model.load_state_dict(model.state_dict(), strict=False)
         torch.set_num_threads(THREADS)
         x = torch.rand(*INPUT_SHAPE)
         with torch.no_grad():
@@ -84,7 +87,7 @@ def main() -> int:
                 return backbone(x)
 
             def whole() -> object:
-                return model(x)
+                return whole_model(x)
 
             timed(baseline), timed(candidate), timed(whole)  # warm-up, not counted
             times: dict[str, list[float]] = {"baseline": [], "candidate": [], "whole": []}

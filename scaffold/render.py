@@ -109,6 +109,10 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         from scaffold.baselines import write_baselines
 
         write_baselines(dest, options.baselines, tuple(spec.input_shape))
+    # One `terratorch fit` config per task, derived from the rendered benchmark.yaml.
+    from scaffold.fit import write_fit_configs
+
+    write_fit_configs(dest, options.out, data["header"])
     files = sorted(
         str(p.relative_to(dest))
         for p in dest.rglob("*")
@@ -197,6 +201,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         }
         if f.source == "hook":
             entry["call"] = f.call
+            entry["after"] = [f"model.{m}" for m in f.after]
         if f.source == "output" or f.key is not None:
             entry["key"] = f.key
         if f.layout == "NLC":

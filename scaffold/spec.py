@@ -40,6 +40,9 @@ class FeatureSpec:
     num_frames: int | None = None
     prefix_tokens: int = 0
     why: str = ""  # why the analysis chose this tensor (shown by `scaffold inspect`)
+    # The top-most modules that run only after this feature (a classifier, a decoder): the
+    # backbone is built without them when this is the last feature it returns.
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class BackboneSpec:
     - `in_chans_arg`: the constructor parameter that sets the input channels, if there is one.
     - `features`: the candidate feature maps in forward order; `out_indices` selects the default ones.
     - `head_modules`: the top-most modules that run after the last selected feature in forward order
-      (a classifier, a decoder): the backbone's forward stops before them.
+      (a classifier, a decoder): the backbone's forward stops before them, and is built without
+      those that run only there (each feature's `after`).
     - `forward_call`: how the forward is called, when not as ``model(x)``.
     """
 
@@ -129,6 +133,7 @@ class BackboneSpec:
                     **f,
                     "shape": tuple(f["shape"]),
                     "grid": tuple(f["grid"]),
+                    "after": tuple(f.get("after", ())),
                 }
             )
             for f in data["features"]

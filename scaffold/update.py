@@ -218,6 +218,7 @@ def _update_locked(
         shutil.rmtree(tmp, ignore_errors=True)
     if options.baselines:  # derived from benchmark.yaml as merged: hand edits flow too
         theirs |= _baselines_of_merged_main(out, state, theirs, options.baselines, spec)
+    theirs = _fit_of_merged_main(out, state, theirs, options.target)  # the same for fit/
 
     plans = [
         plan_file(out, rel, read_pristine(out, state, rel), theirs.get(rel))
@@ -434,6 +435,27 @@ def _baselines_of_merged_main(
         with contextlib.suppress(ScaffoldError):  # broken by hand: the render's then
             return baseline_texts(merged.decode(errors="replace"), names, shape)
     return baseline_texts(rendered.decode(), names, shape)
+
+
+def _fit_of_merged_main(
+    out: Path, state: State, theirs: dict[str, bytes], target: str
+) -> dict[str, bytes]:
+    """`theirs` with the fit configs derived from benchmark.yaml as this update leaves it (as
+    rendered when that has a conflict or is not YAML): a task added to it by hand gets one."""
+    from scaffold.fit import FIT_DIR, fit_texts
+    from scaffold.render import CONFIG_FILE, generated_header
+
+    rendered = theirs[CONFIG_FILE]
+    plan = plan_file(out, CONFIG_FILE, read_pristine(out, state, CONFIG_FILE), rendered)
+    merged = plan.new if plan.action in ("updated", "merged", "added") else plan.old
+    if plan.action == "conflict" or merged is None or merged == rendered:
+        return theirs
+    try:
+        texts = fit_texts(merged.decode(errors="replace"), out, generated_header(target))
+    except ScaffoldError:  # broken by hand: the render's configs stand
+        return theirs
+    kept = {rel: content for rel, content in theirs.items() if not rel.startswith(f"{FIT_DIR}/")}
+    return kept | texts
 
 
 def plan_file(out: Path, rel: str, base: bytes | None, theirs: bytes | None) -> FilePlan:

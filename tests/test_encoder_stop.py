@@ -44,7 +44,7 @@ def count_calls(module: torch.nn.Module) -> list[int]:
     def hook(*_):
         calls[0] += 1
 
-    module.register_forward_hook(hook)
+    module.register_forward_pre_hook(hook)  # before the backbone's hook, which may end it
     return calls
 
 
@@ -54,11 +54,11 @@ def grids(features) -> list[tuple[int, ...]]:
 
 def test_fixed_head_classifier_runs_at_two_sizes_without_its_head(backbones):
     result = backbones["vgg_fixed_head"]
-    backbone = create(result)
+    # Built whole (prune=False), the forward still stops before the head.
+    backbone = create(result, prune=False)
     features_only = create(result, features_only=True)
-    features_only.model.load_state_dict(backbone.state_dict())
+    features_only.model.load_state_dict(backbone.state_dict(), strict=False)
     head_calls = count_calls(backbone.model.classifier)
-    getter_head_calls = count_calls(features_only.model.model.classifier)
     chans = [32, 64, 128, 128]
     for size in (64, 128):
         x = torch.rand(2, 3, size, size)
@@ -72,10 +72,14 @@ def test_fixed_head_classifier_runs_at_two_sizes_without_its_head(backbones):
         # Stopping changes nothing in what was computed: the last feature is the whole trunk.
         with torch.no_grad():
             assert torch.equal(own[-1], backbone.model.features(x))
-    assert head_calls == [0] and getter_head_calls == [0]
+    assert head_calls == [0]
     # The whole model, head included, still fails at 128x128: the head is what was skipped.
     with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
         backbone.model(torch.rand(2, 3, 128, 128))
+    # Built as timm builds it, the backbone does not hold the head at all.
+    for pruned in (create(result), features_only.model):
+        assert pruned.removed_modules == ("model.classifier",)
+        assert not any(k.startswith("model.classifier") for k in pruned.state_dict())
 
 
 def test_the_head_is_in_the_spec_and_the_reports():
@@ -91,7 +95,7 @@ def test_the_head_is_in_the_spec_and_the_reports():
 
 def test_encoder_decoder_target_never_calls_the_decoder(backbones):
     result = backbones["unet"]
-    backbone = create(result)
+    backbone = create(result, prune=False)
     decoder_calls = count_calls(backbone.model.decoder)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -118,7 +122,7 @@ def test_a_module_called_in_the_encoder_and_in_the_head(backbones):
 
 
 def test_forward_intermediates_honours_stop_early(backbones):
-    backbone = create(backbones["vgg_fixed_head"])
+    backbone = create(backbones["vgg_fixed_head"], prune=False)
     head_calls = count_calls(backbone.model.classifier)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -133,6 +137,11 @@ def test_forward_intermediates_honours_stop_early(backbones):
         assert grids(only) == grids(features)
         with pytest.raises(RuntimeError, match="mat1 and mat2"):
             backbone.forward_intermediates(torch.rand(2, 3, 128, 128), stop_early=False)
+    # Without its head, the whole forward ends at the last feature.
+    pruned = create(backbones["vgg_fixed_head"])
+    with torch.no_grad():
+        last, features = pruned.forward_intermediates(x, stop_early=False)
+    assert torch.equal(last, features[-1]) and grids(features) == grids(again)
 
 
 def test_sizes_check_passes_at_twice_the_size(backbones):

@@ -217,6 +217,8 @@ def test_dict_input_model_end_to_end_and_update_repeats_the_options(tmp_path):
         "determinism",
         "forward args",
         "factory",
+        "trainable",
+        "fit configs",
         "sizes",
         "benchmark",
     ]
@@ -261,7 +263,8 @@ def test_terratorch_prithvi_vit_end_to_end_without_flags(tmp_path):
     assert spec.forward_call["args"] == {"mask_ratio": 0.0} and spec.forward_call["fixed_noise"]
 
     # Grid order: the blocks' tokens are those of PrithviViT.forward_features (which never masks).
-    backbone = fresh_backbone(SimpleNamespace(backbone=data["backbone"], out=out))
+    # Built whole (prune=False): forward_features needs the final norm the backbone drops.
+    backbone = fresh_backbone(SimpleNamespace(backbone=data["backbone"], out=out), prune=False)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         got = backbone(x)

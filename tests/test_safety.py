@@ -276,6 +276,7 @@ def test_an_existing_empty_out_is_filled_in_place(tmp_path):
         ".scaffold",
         "benchmark.yaml",
         "data",
+        "fit",
         "in_place_cnn",
         "pyproject.toml",
     ]

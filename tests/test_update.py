@@ -73,6 +73,8 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
         "features",
         "determinism",
         "factory",
+        "trainable",
+        "fit configs",
         "sizes",
         "benchmark",
     ]

@@ -34,6 +34,8 @@ def test_verify_passes_for_every_layout(generated, layout):
         "features",
         "determinism",
         "factory",
+        "trainable",
+        "fit configs",
         "sizes",
         "benchmark",
     ]
@@ -163,7 +165,16 @@ def test_verify_cli_exit_codes_and_json(generated, tmp_path):
     code, data = run_json("verify", str(generated["channels_last"].out), "--quick")
     assert code == 0 and data["ok"] is True
     names = [c["name"] for c in data["checks"]]
-    assert names == ["folder", "import", "features", "determinism", "factory", "sizes"]
+    assert names == [
+        "folder",
+        "import",
+        "features",
+        "determinism",
+        "factory",
+        "trainable",
+        "fit configs",
+        "sizes",
+    ]
     not_generated = tmp_path / "plain"
     not_generated.mkdir()
     done = run_cli("verify", str(not_generated))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -24,7 +25,7 @@ def analyse(
 
     from scaffold.analysis.call import per_band_shapes, trace_called
     from scaffold.analysis.features import select_features
-    from scaffold.analysis.head import head_modules
+    from scaffold.analysis.head import head_modules, removable_after
     from scaffold.analysis.inputs import first_conv, guess_input
     from scaffold.analysis.static import analyse_file
     from scaffold.analysis.trace import BATCH, ForwardFailed, construct
@@ -98,6 +99,12 @@ def analyse(
     if hasattr(model, "prepare_features_for_image_model"):
         has.add("prepare_features_for_image_model")
 
+    features = tuple(
+        dataclasses.replace(f, after=after)
+        for f, after in zip(
+            selection.features, removable_after(trace, selection.features), strict=True
+        )
+    )
     conv = first_conv(model)
     notes += [f"the class already has {h}" for h in sorted(has)]
     return BackboneSpec(
@@ -110,7 +117,7 @@ def analyse(
         args=args,
         input_shape=(1, *shape),
         in_chans_arg=guess.in_chans_arg,
-        features=selection.features,
+        features=features,
         out_indices=selection.out_indices,
         output_kind=trace.output_kind,
         traced_on=trace.device,

@@ -47,3 +47,51 @@ def head_modules(
         after += [c.name for c in later]
         node = node.parent
     return tuple(dict.fromkeys(after))
+
+
+def removable_after(trace: Trace, features: Sequence[FeatureSpec]) -> tuple[tuple[str, ...], ...]:
+    """For each feature, the top-most modules that the backbone can drop when that feature is
+    the last one it returns: every call of the module, and of each module inside it, starts
+    after the feature's call has finished. A module that also runs earlier (one activation
+    shared by the encoder and the head) stays. Empty for a feature of the model's output.
+    """
+    start: dict[tuple[str, int], int] = {}
+    end: dict[tuple[str, int], int] = {}
+    calls: dict[tuple[str, int], Call] = {}
+    # The first time each module (or a module inside it) starts: modules are named by dotted
+    # paths, so "a.b" counts for "a" too.
+    first_start: dict[str, int] = {}
+    clock = 0
+
+    def visit(call: Call) -> None:
+        nonlocal clock
+        start[(call.name, call.call)] = clock
+        calls[(call.name, call.call)] = call
+        clock += 1
+        for child in call.children:
+            visit(child)
+        end[(call.name, call.call)] = clock
+        clock += 1
+
+    visit(trace.root)
+    for (name, _), at in start.items():
+        parts = name.split(".") if name else []
+        for depth in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:depth])
+            first_start[prefix] = min(first_start.get(prefix, at), at)
+
+    found: list[tuple[str, ...]] = []
+    for f in features:
+        key = (f.module, f.call)
+        if f.source != "hook" or key not in calls:
+            found.append(())
+            continue
+        after: list[str] = []
+        node: Call | None = calls[key]
+        while node is not None and node.parent is not None:
+            siblings = node.parent.children
+            later = siblings[next(i for i, c in enumerate(siblings) if c is node) + 1 :]
+            after += [c.name for c in later if first_start[c.name] > end[key]]
+            node = node.parent
+        found.append(tuple(dict.fromkeys(after)))
+    return tuple(found)

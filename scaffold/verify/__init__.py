@@ -7,6 +7,9 @@
    ``determinism``: the same input twice gives the same features, every token there;
    ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
+   ``trainable``: on a real batch of the task, every trainable parameter gets a gradient (what
+   Lightning's DDP needs); ``fit configs``: TerraTorch's CLI parses each ``fit/<task>.yaml`` and
+   builds what it names;
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
@@ -138,6 +141,13 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
     if state.spec.forward_call.get("per_band"):
         passed.append(run("forward args", lambda: check_forward_args(context)))
     passed.append(run("factory", context.check_factory))
+    from scaffold.verify.trainable import check_trainable
+
+    passed.append(run("trainable", lambda: check_trainable(context)))
+    from scaffold.verify.fit import check_fit, fit_files
+
+    if fit_files(state):
+        passed.append(run("fit configs", lambda: check_fit(context)))
     from scaffold.verify.sizes import check_sizes
 
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway

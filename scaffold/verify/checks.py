@@ -39,6 +39,8 @@ class Context:
     # timm's models of the backbone, built once per ladder: each build pays the model's own
     # constructor, which can be slow. Key: features_only.
     _built: dict[bool, Any] = field(default_factory=dict, repr=False)
+    # The first task's model from the config's factory, built once per ladder.
+    _task_model: tuple[Any, str] | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, directory: Path, state: State) -> Context:
@@ -114,6 +116,7 @@ class Context:
         for mod in [m for m in sys.modules if m == self.name or m.startswith(self.name + ".")]:
             del sys.modules[mod]
         self._built.clear()  # models of an earlier import are not this package's
+        self._task_model = None
         if str(self.directory) in sys.path:  # first, so that no other copy shadows it
             sys.path.remove(str(self.directory))
         sys.path.insert(0, str(self.directory))
@@ -182,9 +185,8 @@ class Context:
         defaults = self.config().get("defaults", {}).get("terratorch_task", {})
         return defaults.get("model_factory", names_for(self.name).factory_class)
 
-    def check_factory(self) -> str:
-        from terratorch.registry import MODEL_FACTORY_REGISTRY
-
+    def task_model_inputs(self) -> tuple[str, dict[str, Any]]:
+        """The factory's task name and the model_args of the config's first task."""
         config = self.config()
         task_cfg = (config.get("tasks") or [{}])[0]
         task_type = task_cfg.get("type", self.state.options.task)
@@ -193,14 +195,30 @@ class Context:
             **config.get("defaults", {}).get("terratorch_task", {}).get("model_args", {}),
             **(task_cfg.get("terratorch_task") or {}).get("model_args", {}),
         }
+        return task, model_args
+
+    def task_model(self) -> tuple[Any, str]:
+        """The first task's model as the config's factory builds it (once per ladder), and the
+        task's name."""
+        from terratorch.registry import MODEL_FACTORY_REGISTRY
+
+        if self._task_model is not None:
+            return self._task_model
+        task, model_args = self.task_model_inputs()
         factory_name = self.config_factory()
         try:
             factory = MODEL_FACTORY_REGISTRY.build(factory_name)
-            model = factory.build_model(task, **model_args)
+            self._task_model = factory.build_model(task, **model_args), task
+            return self._task_model
         except Exception as exc:
             raise CheckFailed(
                 f"{factory_name}.build_model({task!r}) raised {one_line(exc)}"
             ) from exc
+
+    def check_factory(self) -> str:
+        task, model_args = self.task_model_inputs()
+        factory_name = self.config_factory()
+        model, _ = self.task_model()
         x = self.example_input(model_args.get("backbone_in_chans"))
         model.train()
         try:
@@ -258,7 +276,16 @@ class Context:
             raise CheckFailed(
                 f"timm.create_model(pretrained=True) failed: {one_line(exc)}"
             ) from exc
-        return f"{len(state_dict)} tensors from {weights.name} load (timm, pretrained=True)"
+        loaded = f"{len(state_dict)} tensors from {weights.name} load (timm, pretrained=True)"
+        tensors = checkpoint
+        for key in ("state_dict", "model", "model_state_dict"):  # as checkpoint_filter_fn
+            if isinstance(tensors.get(key), dict):
+                tensors = tensors[key]
+        dropped = len(tensors) - len(state_dict)
+        removed = getattr(model, "removed_modules", ())
+        if dropped > 0 and removed:
+            loaded += f"; {dropped} dropped: the backbone does not hold {', '.join(removed)}"
+        return loaded
 
 
 def _call(model, x, what: str):

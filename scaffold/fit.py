@@ -1,0 +1,165 @@
+"""``fit/<task>.yaml``: one configuration of each benchmark task for TerraTorch's own CLI.
+
+terratorch-iterate runs each trial on one device. Training one configuration on several GPUs or
+nodes goes through ``terratorch fit --config fit/<task>.yaml`` (LightningCLI), with Lightning's
+strategies given on the command line (``--trainer.devices 8 --trainer.strategy ddp``). Each file is
+*derived* from the rendered ``benchmark.yaml``, so the two say the same: the trainer is
+``defaults.trainer_args``; the model is the task class iterate builds for the task's ``type``,
+with ``defaults.terratorch_task`` and the task's own merged key by key (as iterate merges them);
+the data is the task's datamodule; each searched hyperparameter (``optimization_space``) takes its
+middle value (the first of a list, the geometric middle of a log range). `scaffold update` keeps
+the files in step like any generated file.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaffold.errors import ScaffoldError
+
+FIT_DIR = "fit"
+# terratorch-iterate's task types -> the TerraTorch task class it builds for each.
+TASK_CLASSES = {
+    "segmentation": "terratorch.tasks.SemanticSegmentationTask",
+    "regression": "terratorch.tasks.PixelwiseRegressionTask",
+    "classification": "terratorch.tasks.ClassificationTask",
+    "multilabel_classification": "terratorch.tasks.MultiLabelClassificationTask",
+    "object_detection": "terratorch.tasks.ObjectDetectionTask",
+}
+# iterate turns validation plots off for these task types.
+NO_PLOTS = ("segmentation", "regression")
+SEED = 0  # terratorch-iterate seeds every trial with 0 too
+
+
+def config_file(task: str) -> str:
+    """``fit/<task>.yaml``, relative to DIR (characters a file name cannot hold become _)."""
+    return f"{FIT_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', task)}.yaml"
+
+
+def middle(space: Any) -> Any:
+    """The value a search space entry stands for when nothing is searched: the first choice
+    of a list, the middle of a range (geometric when `log`), or, for a mapping of entries
+    (``model_args: {decoder_channels: [...]}``), a mapping of their middles."""
+    if isinstance(space, list):
+        return space[0] if space else None
+    if isinstance(space, dict) and {"min", "max"} <= space.keys():
+        low, high = space["min"], space["max"]
+        if space.get("log") and low > 0 and high > 0:
+            value = math.sqrt(low * high)
+        else:
+            value = (low + high) / 2
+        if str(space.get("type", "real")) == "int":
+            return int(round(value))
+        return float(f"{value:.3g}")
+    if isinstance(space, dict):
+        return {key: middle(value) for key, value in space.items()}
+    return space
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`, mappings key by key (as iterate merges them)."""
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def fit_config(main: dict[str, Any], task: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The LightningCLI config of `task` of the benchmark config `main` (output folder `out`)."""
+    defaults = main.get("defaults") or {}
+    task_type = str(task.get("type", "segmentation"))
+    if task_type not in TASK_CLASSES:
+        raise ScaffoldError(f"benchmark.yaml: task {task.get('name')!r} has type {task_type!r}")
+    space = middle(main.get("optimization_space") or {})
+    batch_size = space.pop("batch_size", None)
+    init_args = merge(defaults.get("terratorch_task") or {}, task.get("terratorch_task") or {})
+    init_args = merge(init_args, space)
+    if task_type in NO_PLOTS:
+        init_args.setdefault("plot_on_val", False)
+    trainer = copy.deepcopy(defaults.get("trainer_args") or {})
+    trainer.setdefault("default_root_dir", str(out / "runs" / "fit" / str(task.get("name"))))
+    if task.get("early_stop_patience") is not None:
+        early_stop = {
+            "class_path": "lightning.pytorch.callbacks.EarlyStopping",
+            "init_args": {"monitor": "val/loss", "patience": task["early_stop_patience"]},
+        }
+        trainer["callbacks"] = [*(trainer.get("callbacks") or []), early_stop]
+    datamodule = copy.deepcopy(task.get("datamodule") or {})
+    if batch_size is not None:
+        datamodule.setdefault("init_args", {})["batch_size"] = batch_size
+    config: dict[str, Any] = {"seed_everything": SEED}
+    if main.get("custom_modules_path"):
+        config["custom_modules_path"] = main["custom_modules_path"]
+    config |= {
+        "trainer": trainer,
+        "model": {"class_path": TASK_CLASSES[task_type], "init_args": init_args},
+        "data": datamodule,
+    }
+    return config
+
+
+class _Dumper(yaml.SafeDumper):
+    """As benchmark.yaml is written: block mappings, lists of scalars in flow style, lists of
+    mappings as blocks, no anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = not any(isinstance(item, (dict, list)) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
+    """``{"fit/<task>.yaml": content}`` for each task of the benchmark config's text."""
+    try:
+        main = yaml.safe_load(main_text)
+    except yaml.YAMLError as exc:
+        raise ScaffoldError(f"benchmark.yaml: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(main, dict):
+        raise ScaffoldError("benchmark.yaml: not a YAML mapping")
+    texts: dict[str, bytes] = {}
+    for task in main.get("tasks") or []:
+        if not isinstance(task, dict) or "name" not in task:
+            continue
+        rel = config_file(str(task["name"]))
+        body = yaml.dump(fit_config(main, task, out), Dumper=_Dumper, sort_keys=False, width=100)
+        where = shlex.quote(str(out / rel))
+        comment = (
+            f"{header}\n"
+            f"# The benchmark's task `{task['name']}` as one configuration for TerraTorch's CLI:\n"
+            f"#   terratorch fit --config {where}\n"
+            "# On several GPUs or nodes, with Lightning's strategies:\n"
+            f"#   terratorch fit --config {where} --trainer.devices 8 --trainer.strategy ddp\n"
+            "# From benchmark.yaml: trainer_args, the task's terratorch_task over the defaults,\n"
+            "# its datamodule; each searched hyperparameter at the middle of its range.\n"
+        )
+        texts[rel] = (comment + body).encode()
+    return texts
+
+
+def write_fit_configs(dest: Path, out: Path, header: str) -> list[str]:
+    """Write ``fit/<task>.yaml`` into the rendered folder `dest` (the output folder will be
+    `out`) from its benchmark.yaml; return the files written (relative)."""
+    from scaffold.render import CONFIG_FILE
+
+    texts = fit_texts((dest / CONFIG_FILE).read_text(encoding="utf-8"), out, header)
+    for rel, content in texts.items():
+        path = dest / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return sorted(texts)

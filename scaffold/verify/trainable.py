@@ -1,0 +1,86 @@
+"""The ``trainable`` check: every trainable parameter of the task's model gets a gradient.
+
+Lightning's ``strategy="ddp"`` (``find_unused_parameters=False``, its default) stops at the second
+step when a trainable parameter gets no gradient: a head the backbone still holds, a layer added by
+hand and never called. The check builds the first task's model through the config's factory, runs
+one forward and backward on a real batch of that task (its datamodule's first training batch) and
+names the modules whose parameters got none.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from scaffold.errors import one_line
+from scaffold.verify import CheckFailed
+
+
+def check_trainable(context) -> str:
+    model, task = context.task_model()
+    batch = first_batch(context.config())
+    image = batch["image"] if isinstance(batch, dict) else batch[0]
+    model.train()
+    model.zero_grad(set_to_none=True)
+    try:
+        output = model(image.float()).output
+        output.float().mean().backward()
+    except Exception as exc:
+        raise CheckFailed(
+            f"forward/backward of the {task} model on a batch of the task raised {one_line(exc)}"
+        ) from exc
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    dead = {name for name, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    if dead:
+        modules = modules_without_gradient(model, dead)
+        shown = ", ".join(f"`{m}`" if m else "the whole model" for m in modules[:8])
+        shown += " ..." if len(modules) > 8 else ""
+        raise CheckFailed(
+            f"{len(dead)} of {len(trainable)} trainable tensors get no gradient, in {shown}: "
+            "Lightning's strategy='ddp' stops at the second step on them; remove what the "
+            "forward does not use (or set requires_grad=False)"
+        )
+    shape = "x".join(map(str, image.shape))
+    return f"all {len(trainable)} trainable tensors get a gradient on a {shape} batch of the task"
+
+
+def first_batch(config: dict[str, Any]) -> Any:
+    """The first training batch of the config's first task, from its own datamodule (with
+    the datamodule's batch augmentation, normalisation included, when it has one)."""
+    task = (config.get("tasks") or [{}])[0]
+    spec = task.get("datamodule") or {}
+    class_path = str(spec.get("class_path", ""))
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        datamodule = cls(**(spec.get("init_args") or {}))
+        datamodule.setup("fit")
+        batch = next(iter(datamodule.train_dataloader()))
+    except Exception as exc:
+        raise CheckFailed(
+            f"task {task.get('name', '?')!r}: its datamodule {class_path} gave no training batch: "
+            f"{one_line(exc)}"
+        ) from exc
+    aug = getattr(datamodule, "train_aug", None) or getattr(datamodule, "aug", None)
+    if callable(aug) and isinstance(batch, dict):
+        batch = aug(batch)
+    return batch
+
+
+def modules_without_gradient(model, dead: set[str]) -> list[str]:
+    """The top-most modules all of whose trainable parameters are in `dead` (a parameter of a
+    module that also has live ones is named by itself)."""
+    all_dead: set[str] = set()
+    for name, module in model.named_modules():
+        own = [
+            f"{name}.{p}" if name else p
+            for p, param in module.named_parameters()
+            if param.requires_grad
+        ]
+        if own and all(p in dead for p in own):
+            all_dead.add(name)
+    top = sorted(
+        m for m in all_dead if not any(m.startswith(f"{o}.") or not o for o in all_dead - {m})
+    )
+    covered = {p for p in dead if any(p.startswith(f"{m}.") or not m for m in top)}
+    return top + sorted(dead - covered)
