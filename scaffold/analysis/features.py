@@ -176,8 +176,8 @@ def select_features(
 ) -> Selection:
     """The candidate feature maps in forward order, and the default selection.
 
-    `cells`: the ids of the tensors that are one cell at this size but a grid of several at a
-    larger one (see `grown_cells`): a level, not a pooled vector."""
+    `cells`: the ids of the tensors that are one cell at this size but the grid of the same
+    reduction at a larger one (see `grown_cells`): a level, not a pooled vector."""
     full_shape = (BATCH, *input_shape)
     returned = _returned_features(trace, full_shape)
     if len(returned) >= 2:
@@ -259,7 +259,7 @@ def grown_cells(
         there, here = other.place(twin.shape) if twin else None, flow.place(call.shape)
         if there is None or here is None or other.vector(twin.shape):
             continue
-        if there.reduction != here.reduction:
+        if there.reduction != here.reduction:  # not a level's grid at both sizes
             continue
         if call.is_leaf:
             made = call.weighted and not flow.vector(flow.in_shape(call))
@@ -602,7 +602,8 @@ def _stage_features(
     """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
     input of the first call that leaves the level (or, when a function changed it in between, the
     last output at the level). The walk ends at the head: the first call that pools the current
-    map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up."""
+    map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up.
+    A 1x1 map in `cells` (one cell here, a level's grid at a larger size) is a level."""
     flow = _Flow(root, full_shape, cells)
     seq = _opened(flow, root)
     taps: list[FeatureSpec] = []
