@@ -171,6 +171,14 @@ def test_a_global_pool_after_a_one_cell_stage_is_still_the_head(size):
     assert "left out as the head: pool, flatten, head" in spec.notes
 
 
+def test_a_conv_whose_kernel_covers_the_map_is_the_head():
+    # timm's VGG classifier starts with a 7x7 conv on the 7x7 map (one cell at 224x224); at
+    # 448x448 it gives 8x8, which is not the grid of the same reduction: not a level, the head.
+    spec = analyse("timm.models.vgg:vgg11", input_shape=(3, 224, 224))
+    assert [(f.num_chs, f.reduction) for f in spec.features][-2:] == [(512, 16), (512, 32)]
+    assert spec.head_modules == ("pre_logits", "head")
+
+
 def test_a_global_pool_that_reaches_one_cell_is_the_head_at_both_sizes():
     # cnn.py's AdaptiveAvgPool2d(1) gives one cell at every size: the head, and nothing at a
     # second size makes it a level.

@@ -176,8 +176,8 @@ def select_features(
 ) -> Selection:
     """The candidate feature maps in forward order, and the default selection.
 
-    `cells`: the ids of the tensors that are one cell at this size but a grid of several at a
-    larger one (see `grown_cells`): a level, not a pooled vector."""
+    `cells`: the ids of the tensors that are one cell at this size but the grid of the same
+    reduction at a larger one (see `grown_cells`): a level, not a pooled vector."""
     full_shape = (BATCH, *input_shape)
     returned = _returned_features(trace, full_shape)
     if len(returned) >= 2:
@@ -242,11 +242,12 @@ def one_cell_layers(trace: Trace, input_shape: tuple[int, ...]) -> list[Call]:
 def grown_cells(
     trace: Trace, input_shape: tuple[int, ...], larger: Trace, larger_shape: tuple[int, ...]
 ) -> frozenset[int]:
-    """The ids of the tensors of `trace` that are one cell at `input_shape` and a grid of more
-    than one cell when the same call runs at `larger_shape`, and that a layer with weights made
-    that way (a strided conv, then its norm and activation, and the blocks that return them).
-    A global pool gives one cell at every size and stays the head; so does a pool without
-    weights of its own."""
+    """The ids of the tensors of `trace` that are one cell at `input_shape` and, when the same
+    call runs at `larger_shape`, a grid of more than one cell at the same reduction, and that a
+    layer with weights made that way (a strided conv, then its norm and activation, and the
+    blocks that return them). A global pool gives one cell at every size and stays the head; so
+    do a pool without weights of its own and a conv whose kernel covers the whole map (VGG's
+    first classifier layer: 7x7 to 1x1 at 224, 14x14 to 8x8 at 448, not one reduction)."""
     flow = _Flow(trace.root, (BATCH, *input_shape))
     other = _Flow(larger.root, (BATCH, *larger_shape))
     at_larger = {(c.name, c.call): c for c in _post_order(larger.root)}
@@ -255,7 +256,10 @@ def grown_cells(
         if call.parent is None or call.output_id is None or not _one_cell(flow, call.shape):
             continue
         twin = at_larger.get((call.name, call.call))
-        if twin is None or other.place(twin.shape) is None or other.vector(twin.shape):
+        there, here = other.place(twin.shape) if twin else None, flow.place(call.shape)
+        if there is None or here is None or other.vector(twin.shape):
+            continue
+        if there.reduction != here.reduction:  # not a level's grid at both sizes
             continue
         if call.is_leaf:
             made = call.weighted and not flow.vector(flow.in_shape(call))
@@ -598,7 +602,8 @@ def _stage_features(
     """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
     input of the first call that leaves the level (or, when a function changed it in between, the
     last output at the level). The walk ends at the head: the first call that pools the current
-    map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up."""
+    map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up.
+    A 1x1 map in `cells` (one cell here, a level's grid at a larger size) is a level."""
     flow = _Flow(root, full_shape, cells)
     seq = _opened(flow, root)
     taps: list[FeatureSpec] = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -444,7 +445,12 @@ def _find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
 
 def _nested_deeper(folder: Path, root: Path) -> str:
     """The images under `folder` that no rule reads (nested deeper than region folders)."""
-    deeper = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    deeper = sorted(
+        Path(where) / name
+        for where, _, files in os.walk(folder)  # links to folders are not followed: no loops
+        for name in files
+        if Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    )
     if not deeper:
         return ""
     return (
