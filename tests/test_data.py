@@ -444,3 +444,36 @@ def test_splits_laid_out_with_and_without_regions_are_refused(tmp_path):
     split_folders(tmp_path / "ds", sizes=(("train", 3), ("val", 2)))
     with pytest.raises(ScaffoldError, match="some splits keep their images in region folders"):
         survey(tmp_path / "ds")
+
+
+def test_a_single_region_folder_is_read_as_a_region_when_the_other_splits_use_regions(tmp_path):
+    root = tmp_path / "ds"
+    region_folders(root, splits=("train",), regions=("rA", "rB"))
+    region_folders(root, splits=("val",), regions=("rC",))
+    region_folders(root, splits=("test",), regions=("rD", "rE"))
+    ds = survey(root)
+    assert (ds.img_grep, ds.label_grep) == ("*/img/*_img.tif", "*/lbl/*_lbl.tif")
+    val = ds.split("val")
+    assert val.image_root == val.label_root == str(root / "val")
+    assert val.images[0] == "val/rC/img/t0_img.tif" and len(val.images) == 6
+    # TerraTorch's glob over the one-region split finds what the survey paired.
+    import glob
+
+    found = sorted(glob.glob(str(Path(val.image_root) / ds.img_grep)))
+    assert [str(Path(p).relative_to(root)) for p in found] == list(val.images)
+    assert [len(s.images) for s in ds.splits] == [12, 6, 12]
+
+
+def test_a_region_without_labels_beside_labelled_regions_is_refused(tmp_path):
+    # Images and labels alike (one uint8 band), so that nothing but the layout tells them apart.
+    root, rng = tmp_path / "ds", np.random.default_rng(9)
+    for split in ("train", "val", "test"):
+        for region in ("rD", "rE"):
+            for i in range(3):
+                img = image(rng, bands=1, dtype=np.uint8)
+                write_tif(root / split / region / "img" / f"t{i}_img.tif", img)
+                write_tif(root / split / region / "lbl" / f"t{i}_lbl.tif", mask(img))
+    write_tif(root / "test" / "rE" / "extra" / "t0_img.tif", image(rng, bands=1, dtype=np.uint8))
+    with pytest.raises(ScaffoldError, match=r"^test/rE: .*extra") as caught:
+        survey(root)
+    assert "\n" not in str(caught.value)

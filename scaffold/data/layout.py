@@ -10,7 +10,8 @@ Rules, never dataset names:
 - class folders (``<class>/<file>.tif``) mean classification;
 - in a split folder, region folders that are each laid out alike (``test/<region>/img/*.tif``
   beside ``test/<region>/lbl/*.tif``) are read through a file pattern with the region as ``*``
-  (``*/img/*.tif``); a split folder that holds a single folder is read inside it;
+  (``*/img/*.tif``); a split folder that holds a single folder is read inside it, or as one
+  region when the other splits have region folders; a region laid out otherwise is refused;
 - a folder that holds a single folder and nothing else (not a split folder) is a wrapper, as
   datasets unpack (``EuroSAT/EuroSAT_MS/<class>/...``): the dataset is the folder inside.
 """
@@ -170,7 +171,11 @@ def _labels_first(a: list[Path], b: list[Path], names: tuple[str, str], bands) -
 
 
 def find_samples(
-    folder: Path, root: Path, bands: Callable[[Path], int], regions: bool = False
+    folder: Path,
+    root: Path,
+    bands: Callable[[Path], int],
+    regions: bool = False,
+    one_region_inside: bool = True,
 ) -> Samples | None:
     """The samples in `folder`, or None when it holds no image at all. `regions`: a folder of
     folders without images of their own may hold region folders (see `_region_samples`)."""
@@ -221,22 +226,35 @@ def find_samples(
             "(a label folder beside it, or class folders)"
         )
     if regions and not direct:
-        return _region_samples(folder, root, bands)
+        return _region_samples(folder, root, bands, one_region_inside)
     return None
 
 
-def _region_samples(folder: Path, root: Path, bands: Callable[[Path], int]) -> Samples | None:
+def _region_samples(
+    folder: Path, root: Path, bands: Callable[[Path], int], one_region_inside: bool = True
+) -> Samples | None:
     """Region folders in a split folder, each laid out alike: images and labels in one folder or
     in two sibling folders of the same names in every region. A single folder is read as the
-    split itself. Keys are prefixed by the region (two regions may reuse a tile name)."""
+    split itself, unless `one_region_inside` is False (the other splits have regions: it is read
+    as one region then). Keys are prefixed by the region (two regions may reuse a tile name)."""
     regions = _subfolders(folder)
-    if len(regions) == 1:
+    if len(regions) == 1 and one_region_inside:
         return find_samples(regions[0], root, bands)
     found = [(r, find_samples(r, root, bands)) for r in regions]
     found = [(r, s) for r, s in found if s is not None]
     if not found:
         return None
     where = folder.relative_to(root)
+    for r, s in found:
+        if s.label_root is None:  # class folders: no region may be read without labels
+            folders = sorted({p.klass for p in s.pairs if p.klass})
+            labelled = [o.name for o, other in found if other.label_root is not None]
+            beside = f", unlike {_names(labelled)}" if labelled else ""
+            raise ScaffoldError(
+                f"{r.relative_to(root)}: a region folder with {len(folders)} folders of images "
+                f"({_names(folders)}) and no labels paired with them{beside}: each region "
+                "needs its images and labels in one folder, or in sibling folders named alike"
+            )
     shapes = {
         (
             s.pairing,
@@ -248,7 +266,7 @@ def _region_samples(folder: Path, root: Path, bands: Callable[[Path], int]) -> S
         for r, s in found
         if s.label_root is not None
     }
-    if len(shapes) != 1 or len(found) != len(regions) or found[0][1].pairing == "class-folders":
+    if len(shapes) != 1 or len(found) != len(regions):
         laid = ", ".join(f"{r.name} ({s.pairing})" for r, s in found)
         raise ScaffoldError(
             f"{where}: region folders laid out differently or without labels ({laid}"
@@ -395,6 +413,16 @@ def _find_layout(root: Path, bands: Callable[[Path], int]) -> Layout:
                     + _nested_deeper(folder, root)
                 )
             found[split] = samples
+        if any(s.image_dirs for s in found.values()):
+            # The other splits have region folders: a split holding a single folder is one
+            # region too (one file pattern reads every split); a flat split reads as before.
+            for split, samples in found.items():
+                again = None
+                if not samples.image_dirs:
+                    again = find_samples(
+                        folders[split], root, bands, regions=True, one_region_inside=False
+                    )
+                found[split] = again or samples
         kinds = {s.pairing for s in found.values()}
         if len(kinds) > 1:
             raise ScaffoldError(f"{root}: the split folders are laid out differently: {kinds}")
