@@ -24,7 +24,7 @@ import yaml
 
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
-from scaffold.spec import BackboneSpec
+from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
 
 TASKS = ("segmentation", "classification", "regression")
 NUM_CLASSES = 2
@@ -200,8 +200,10 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
             entry["call"] = f.call
         if f.source == "output" or f.key is not None:
             entry["key"] = f.key
-        if f.layout == "NLC":
+        if f.layout in ("NLC", "NTLC"):
             entry["prefix_tokens"] = f.prefix_tokens
+        if f.layout in TEMPORAL_LAYOUTS and f.num_frames is not None:
+            entry["num_frames"] = f.num_frames
         features.append(entry)
     conv = spec.first_conv
     conv2d = f"model.{conv}" if conv and not spec.first_conv_3d else None

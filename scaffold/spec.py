@@ -10,9 +10,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-Layout = Literal["NCHW", "NHWC", "NLC", "NCTHW", "NTHWC"]
-LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC", "NLC", "NCTHW", "NTHWC")
-TEMPORAL_LAYOUTS: tuple[str, ...] = ("NCTHW", "NTHWC")
+# NTLC: tokens of a temporal input, (B, prefix + T * h * w, C): `num_frames` frames of h x w
+# tokens each, time first (as a 3-D patch embedding flattens them), after `prefix_tokens`.
+Layout = Literal["NCHW", "NHWC", "NLC", "NCTHW", "NTHWC", "NTLC"]
+LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC", "NLC", "NCTHW", "NTHWC", "NTLC")
+TEMPORAL_LAYOUTS: tuple[str, ...] = ("NCTHW", "NTHWC", "NTLC")
 
 SPEC_VERSION = 1
 

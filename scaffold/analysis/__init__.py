@@ -75,7 +75,13 @@ def analyse(
 
     if not trace.outputs:
         raise ScaffoldError(f"{name}: forward returned {trace.output_kind} with no tensor in it")
-    selection = select_features(trace, shape)
+    frames = None
+    if len(shape) == 4:
+        frames, frame_notes = _measure_frames(
+            obj, args, model, device, shape, trace, forward_args, image_arg
+        )
+        call_notes = [*call_notes, *frame_notes]
+    selection = select_features(trace, shape, frames)
     if not selection.features:
         raise ScaffoldError(
             f"{name}: no output of any submodule is a feature map of the {shape[-2]}x{shape[-1]} "
@@ -124,6 +130,60 @@ def analyse(
         head_modules=head_modules(trace, selection.features, selection.out_indices),
         forward_call=forward_call,
     )
+
+
+def _measure_frames(
+    obj: Any,
+    args: dict[str, Any],
+    model: Any,
+    device: str,
+    shape: tuple[int, ...],
+    trace: Any,
+    forward_args: dict[str, Any] | None,
+    image_arg: str | None,
+) -> tuple[Any, list[str]]:
+    """Which token tensors of a temporal input hold frames, as grids are measured by reductions:
+    the forward is traced again at one frame more (a count that grows by one grid is frames of
+    that grid) and, when no token count changes there, at twice the frames (temporal patches of
+    several frames). (TokenFrames or None, notes for the person.)"""
+    from scaffold.analysis.call import trace_called
+    from scaffold.analysis.features import token_frames
+    from scaffold.analysis.trace import ForwardFailed
+
+    stack, tokens = [trace.root], False
+    while stack and not tokens:
+        call = stack.pop()
+        stack.extend(call.children)
+        tokens = any(len(s) == 3 for _, s in call.outputs) or len(call.shape or ()) == 3
+    if not tokens:
+        return None, []
+    t = shape[1]
+    min_step, tried = 1, []
+    for other in (t + 1, 2 * t):
+        tried.append(str(other))
+        try:
+            second, _, _ = trace_called(
+                obj,
+                args,
+                model,
+                device,
+                (shape[0], other, *shape[2:]),
+                dict(forward_args or {}),
+                image_arg,
+            )
+        except ForwardFailed:
+            continue
+        found = token_frames(trace, second, shape, other, min_step)
+        if found is not None:
+            return found, [
+                f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
+                f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
+            ]
+        min_step = 2  # one frame more changed no count: temporal patches of several frames
+    return None, [
+        f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
+        "tensors are read as one grid"
+    ]
 
 
 def _needs_gpu(exc: BaseException) -> bool:

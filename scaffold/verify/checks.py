@@ -90,9 +90,15 @@ class Context:
         chans = self.in_chans
         return {} if chans == self.state.spec.in_chans else {"in_chans": chans}
 
-    def example_input(self, channels: int | None = None, size: tuple[int, int] | None = None):
+    def example_input(
+        self,
+        channels: int | None = None,
+        size: tuple[int, int] | None = None,
+        frames: int | None = None,
+    ):
         """A random batch of the traced input's shape, with `channels` (default: the
-        benchmark's, `in_chans`) and the spatial `size` when given."""
+        benchmark's, `in_chans`), the spatial `size` and, for a temporal input, the number
+        of `frames` when given."""
         import torch
 
         torch.manual_seed(0)
@@ -100,6 +106,8 @@ class Context:
         shape[0] = channels or self.in_chans
         if size is not None:
             shape[-2:] = size
+        if frames is not None and len(shape) == 4:
+            shape[1] = frames
         return torch.rand(BATCH, *shape)
 
     # -- 1. import ------------------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""Foundation models held to the truth: each feature equals the model's own stream, read with
+hooks on a plain copy of the model with the same weights (temporal tokens frame by frame)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from scaffold.analysis import analyse
+from scaffold.generate import Options, generate
+from scaffold.state import read_state
+from scaffold.verify import verify_dir
+
+from .conftest import MODELS, run_json
+
+TEMPORAL_VIT = str(MODELS / "temporal_vit.py")
+
+
+def features(spec):
+    return [
+        (f.module, f.num_chs, f.reduction, f.layout, f.num_frames, f.prefix_tokens)
+        for f in spec.features
+    ]
+
+
+def checks(report) -> dict[str, tuple[bool, str]]:
+    return {c.name: (c.ok, c.detail) for c in report.checks}
+
+
+def fresh_backbone(name: str, out: Path, **kwargs):
+    """The generated backbone, imported afresh from its folder (as verify does)."""
+    import timm
+
+    for mod in [m for m in sys.modules if m.split(".")[0] == name]:
+        del sys.modules[mod]
+    sys.path.insert(0, str(out))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Overwriting")
+            __import__(name)
+    finally:
+        sys.path.remove(str(out))
+    return timm.create_model(name, **kwargs).eval()
+
+
+def block_stream(model: nn.Module, blocks: list[nn.Module], x: torch.Tensor, call) -> list:
+    """What each of `blocks` returns when `call(model, x)` runs: forward hooks."""
+    seen: list[torch.Tensor] = []
+    handles = [b.register_forward_hook(lambda m, a, out: seen.append(out)) for b in blocks]
+    try:
+        with torch.no_grad():
+            call(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def frames_apart(tokens: torch.Tensor, prefix: int, frames: int, h: int, w: int) -> torch.Tensor:
+    """(B, prefix + T*h*w, C) tokens -> (B, T, C, h, w): each frame's map on its own."""
+    x = tokens[:, prefix:]
+    return x.reshape(x.shape[0], frames, h, w, x.shape[-1]).permute(0, 1, 4, 2, 3)
+
+
+def assert_frames_equal(backbone, x: torch.Tensor, stream: list[torch.Tensor], prefix: int):
+    """The backbone's tokens are the stream; stacked into channels, frame t's channels are
+    frame t of the stream; their mean over time is the mean of the stream's frames."""
+    frames, (h, w) = x.shape[2], (x.shape[-2] // 16, x.shape[-1] // 16)
+    with torch.no_grad():
+        tokens = backbone(x)
+        stacked = backbone.prepare_features_for_image_model(tokens)
+    assert len(tokens) == len(stream) == 4
+    for got, want, image in zip(tokens, stream, stacked, strict=True):
+        torch.testing.assert_close(got, want)
+        apart = frames_apart(want, prefix, frames, h, w)
+        channels = want.shape[-1]
+        assert image.shape == (x.shape[0], frames * channels, h, w)
+        for t in range(frames):
+            torch.testing.assert_close(image[:, t * channels : (t + 1) * channels], apart[:, t])
+
+
+# -- 1. temporal tokens ---------------------------------------------------------------------------
+TEMPORAL_FEATURES = [(f"blocks.{i}", 32, 16, "NTLC", 4, 1) for i in range(4)]
+
+
+def test_temporal_vit_tokens_are_frames_of_a_grid_as_class_and_as_builder():
+    # 65 tokens of a (6, 4, 64, 64) input: a class token and 4 frames of 4x4, not an 8x8 grid
+    # at reduction 8 (what 1 + 64 tokens of one 64x64 image would be).
+    spec = analyse(f"{TEMPORAL_VIT}:TemporalViT")
+    assert spec.input_shape == (1, 6, 4, 64, 64)
+    assert features(spec) == TEMPORAL_FEATURES
+    assert [f.grid for f in spec.features] == [(4, 4)] * 4
+    assert any("hold 4 frame(s) of the 4-frame input" in n for n in spec.notes)
+    # The builder's model returns every block's tokens as a list: taken at its word, as frames.
+    built = analyse(f"{TEMPORAL_VIT}:temporal_vit_features")
+    assert [(f.source, f.key) for f in built.features] == [("output", i) for i in range(4)]
+    assert [f[1:] for f in features(built)] == [f[1:] for f in TEMPORAL_FEATURES]
+
+
+@pytest.mark.parametrize("name", ["TemporalViT", "temporal_vit_features"])
+def test_temporal_vit_features_are_its_stream_frame_by_frame(tmp_path, name):
+    result = generate(Options(f"{TEMPORAL_VIT}:{name}", {}, out=tmp_path / "tvit"))
+    report = verify_dir(result.out)
+    assert report.ok, checks(report)
+    assert checks(report)["sizes"][1].endswith("and 64x64 with 8 frames")
+
+    backbone = fresh_backbone(result.backbone, result.out, temporal_reduction="stack")
+    assert backbone.feature_info.channels() == [4 * 32] * 4  # frames stacked into channels
+    plain = type(backbone.model)()  # the person's class (the builder's), with its defaults
+    plain.load_state_dict(backbone.model.state_dict())
+    plain.eval()
+    for frames in (4, 8):  # the analysed frames, and twice as many
+        torch.manual_seed(frames)
+        x = torch.rand(3, 6, frames, 64, 64)
+        stream = block_stream(plain, list(plain.blocks), x, lambda m, v: m(v))
+        assert_frames_equal(backbone, x, stream, prefix=1)
+    mean = fresh_backbone(result.backbone, result.out)  # the default: the frames' mean
+    mean.model.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        images = mean.prepare_features_for_image_model(mean(x))
+    torch.testing.assert_close(images[0], frames_apart(stream[0], 1, 8, 4, 4).mean(dim=1))
+
+
+def test_the_old_reading_of_temporal_tokens_fails_the_sizes_check(tmp_path):
+    result = generate(Options(f"{TEMPORAL_VIT}:TemporalViT", {}, out=tmp_path / "tvit"))
+    backbone_py = result.package / "backbone.py"
+    source = backbone_py.read_text()
+    # The reading before frames were measured: 1 + 64 tokens as one 8x8 grid at reduction 8.
+    old = re.sub(
+        r'"reduction": 16,\n(\s+)"layout": "NTLC"', r'"reduction": 8,\n\1"layout": "NLC"', source
+    )
+    assert old.count('"layout": "NLC"') == 4
+    backbone_py.write_text(old)
+    found = checks(verify_dir(result.out, quick=True))
+    # At the analysed frames every check passes: the misreading is consistent there ...
+    assert found["features"][0] and found["determinism"][0], found
+    # ... and at twice the frames the tokens are no longer an 8x8 grid.
+    ok, detail = found["sizes"]
+    assert not ok
+    assert detail.startswith("at 8 frames the backbone raised ValueError: 128 tokens do not fit")
+    assert detail.endswith("the features' layout does not follow the frames")
+
+
+def test_terratorch_prithvi_vit_with_frames_end_to_end(tmp_path):
+    from terratorch.models.backbones.prithvi_mae import PrithviViT
+
+    config = {"num_frames": 4, "in_chans": 6, "img_size": 64, "embed_dim": 32, "depth": 4}
+    config["num_heads"] = 2
+    args = [a for k, v in config.items() for a in ("--arg", f"{k}={v}")]
+    target = "terratorch.models.backbones.prithvi_mae:PrithviViT"
+    out = tmp_path / "prithvi"
+    code, data = run_json("new-backbone", target, *args, "--out", str(out))
+    assert code == 0 and data["verified"] is True, data
+    assert data["input_shape"] == [1, 6, 4, 64, 64]
+    assert features(read_state(out).spec) == TEMPORAL_FEATURES
+
+    backbone = fresh_backbone(data["backbone"], out, temporal_reduction="stack")
+    plain = PrithviViT(**config).eval()
+    plain.load_state_dict(backbone.model.state_dict())
+    for frames in (4, 8):
+        torch.manual_seed(frames)
+        x = torch.rand(2, 6, frames, 64, 64)
+        # forward_features never masks: the blocks' stream in grid order
+        stream = block_stream(plain, list(plain.blocks), x, lambda m, v: m.forward_features(v))
+        assert_frames_equal(backbone, x, stream, prefix=1)
