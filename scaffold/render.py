@@ -190,13 +190,13 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
     features = []
     for f in spec.features:
         entry: dict[str, Any] = {
-            "module": f"model.{f.module}" if f.source == "hook" else f.module,
+            "module": f"model.{f.module}" if f.source in ("hook", "input") else f.module,
             "num_chs": f.num_chs,
             "reduction": f.reduction,
             "layout": f.layout,
             "source": f.source,
         }
-        if f.source == "hook":
+        if f.source in ("hook", "input"):
             entry["call"] = f.call
         if f.source == "output" or f.key is not None:
             entry["key"] = f.key

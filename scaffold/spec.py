@@ -25,7 +25,8 @@ class FeatureSpec:
 
     `source` says where the tensor comes from: ``"hook"`` is the output of the submodule `module`
     (its `call`-th call when the module runs several times; item `key` of that output when the
-    module returns several tensors, its first tensor when `key` is None), ``"output"`` is the
+    module returns several tensors, its first tensor when `key` is None), ``"input"`` is what
+    enters that call of `module` (its first tensor argument: a forward pre-hook), ``"output"`` is the
     item `key` of what the model's own forward returns. `key` is an index of a tuple or list, or
     a dict's key.
     """
@@ -36,7 +37,7 @@ class FeatureSpec:
     layout: str
     shape: tuple[int, ...]
     grid: tuple[int, int]
-    source: Literal["hook", "output"] = "hook"
+    source: Literal["hook", "input", "output"] = "hook"
     call: int = 0
     key: int | str | None = None
     num_frames: int | None = None

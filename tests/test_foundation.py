@@ -169,3 +169,84 @@ def test_terratorch_prithvi_vit_with_frames_end_to_end(tmp_path):
         # forward_features never masks: the blocks' stream in grid order
         stream = block_stream(plain, list(plain.blocks), x, lambda m, v: m.forward_features(v))
         assert_frames_equal(backbone, x, stream, prefix=1)
+
+
+# -- 2. the stream inside runs of blocks ----------------------------------------------------------
+def summed_stream(layers, x: torch.Tensor, bias: torch.Tensor) -> list[torch.Tensor]:
+    """The residual stream after each block of ModuleList([attention, feed-forward]) pairs, as
+    the model's own loop sums it."""
+    stream = []
+    for attn, ffn in layers:
+        x = attn(x, bias) + x
+        x = ffn(x) + x
+        stream.append(x)
+    return stream
+
+
+def test_blocks_summed_in_python_are_tapped_at_the_stream(tmp_path):
+    spec = analyse(str(MODELS / "summed_blocks.py"))
+    # Not the attention sub-layers' outputs (the residual's delta): what flows on after each
+    # block, what enters the next block's first member and, after the last, the final norm.
+    expected = [f"transformer.layers.{i}.0" for i in (1, 2, 3)] + ["transformer.norm_out"]
+    assert [(f.module, f.source, f.num_chs, f.reduction, f.layout) for f in spec.features] == [
+        (m, "input", 32, 8, "NLC") for m in expected
+    ]
+    assert spec.head_modules == ("transformer.norm_out",)
+
+    result = generate(Options(str(MODELS / "summed_blocks.py"), {}, out=tmp_path / "summed"))
+    report = verify_dir(result.out)
+    assert report.ok, checks(report)
+    backbone = fresh_backbone(result.backbone, result.out)
+    plain = type(backbone.model)()
+    plain.load_state_dict(backbone.model.state_dict())
+    plain.eval()
+    x = torch.rand(3, 4, 64, 64)
+    with torch.no_grad():
+        got = backbone(x)
+        tokens = plain.patches(x)
+        bias = torch.zeros(1, 1, tokens.shape[1], tokens.shape[1])
+        stream = summed_stream(plain.transformer.layers, tokens, bias)
+    assert len(got) == len(stream) == 4
+    for a, b in zip(got, stream, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_torchgeo_croma_end_to_end(tmp_path):
+    from torchgeo.models.croma import CROMA
+
+    config = {"modalities": ["optical"], "encoder_dim": 64, "encoder_depth": 4}
+    config |= {"num_heads": 16, "image_size": 64}
+    args = [a for k, v in config.items() for a in ("--arg", f"{k}={v}")]
+    out = tmp_path / "croma"
+    code, data = run_json(
+        "new-backbone",
+        "torchgeo.models.croma:CROMA",
+        *args,
+        "--image-arg",
+        "x_optical",
+        "--input-shape",
+        "12,64,64",
+        "--out",
+        str(out),
+    )
+    assert code == 0 and data["verified"] is True, data
+    spec = read_state(out).spec
+    where = "s2_encoder.transformer"
+    expected = [f"{where}.layers.{i}.0" for i in (1, 2, 3)] + [f"{where}.norm_out"]
+    assert [(f.module, f.source, f.num_chs, f.reduction) for f in spec.features] == [
+        (m, "input", 64, 8) for m in expected
+    ]
+
+    backbone = fresh_backbone(data["backbone"], out)
+    plain = CROMA(**config).eval()
+    plain.load_state_dict(backbone.model.state_dict())
+    x = torch.rand(2, 12, 64, 64)
+    encoder = plain.s2_encoder
+    with torch.no_grad():
+        got = backbone(x)
+        p = encoder.patch_size
+        patches = x.reshape(2, 12, 8, p, 8, p).permute(0, 2, 4, 1, 3, 5).reshape(2, 64, -1)
+        tokens = encoder.linear_input(patches)
+        stream = summed_stream(encoder.transformer.layers, tokens, plain.attn_bias)
+    for a, b in zip(got, stream, strict=True):
+        torch.testing.assert_close(a, b)

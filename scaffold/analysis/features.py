@@ -316,7 +316,7 @@ def select_features(
             where = "one resolution only" if len(levels) == 1 else "the finer levels are a stem"
             notes.append(
                 f"{where}: the taps at reduction {levels[-1]} are the {len(blocks)} blocks of "
-                f"'{_parent_name(blocks[0].module)}', as timm does for ViTs"
+                f"'{_run_label(runs, levels[-1])}', as timm does for ViTs"
             )
     if walk.head:
         notes.append("left out as the head: " + _listed(walk.head))
@@ -865,12 +865,83 @@ class _Run:
     key: int | str | None
     reduction: int
     places: tuple[Placement, ...]
+    # Blocks whose members are called one by one (see `_units`): what flows on after block i is
+    # what enters calls[i] ("input", a forward pre-hook) or what calls[i] returns ("hook").
+    sources: tuple[str, ...] = ()
+    label: str = ""  # the container of the blocks, when not the calls' parent
 
     def taps(self, why: str) -> list[FeatureSpec]:
+        if self.sources:
+            return [
+                _feature(p, c.name, shape, source=src, call=c.call, why=_stream_why(src, c))
+                for c, p, src in zip(self.calls, self.places, self.sources, strict=True)
+                if (shape := c.in_shape if src == "input" else c.shape) is not None
+            ]
         return [
             _hooked(c, p, _item_why(why, self.key), self.key)
             for c, p in zip(self.calls, self.places, strict=True)
         ]
+
+
+def _stream_why(source: str, call: Call) -> str:
+    what = f"what enters {call.name}" if source == "input" else f"what {call.name} returns"
+    return (
+        f"the stream after a block whose members are called one by one and summed in Python: {what}"
+    )
+
+
+def _units(call: Call, flow: _Flow) -> tuple[_Run, set[int]] | None:
+    """A run of blocks whose members the forward calls one by one (a ModuleList([attention,
+    feed-forward]) per block, looped over and summed with a Python `+`): consecutive children of
+    `call` that are the members of one container each, never called itself, two or more
+    members of the same kinds in every block. A member's output is then a sub-layer's delta,
+    not the stream: what flows on after block i is what enters the next block's first member,
+    and after the last block what enters the next module (or what `call` returns). The run, and
+    the ids of the member calls it covers; None when there is none."""
+    groups: list[list[Call]] = []
+    for child in call.children:
+        if groups and _parent_name(groups[-1][-1].name) == _parent_name(child.name):
+            groups[-1].append(child)
+        else:
+            groups.append([child])
+    best: list[list[Call]] = []
+    i = 0
+    while i < len(groups):
+        j = i
+        kinds = [c.type_name for c in groups[i]]
+        outer = _parent_name(_parent_name(groups[i][0].name))
+        while (
+            j < len(groups)
+            and len(groups[j]) >= 2
+            and [c.type_name for c in groups[j]] == kinds
+            and _parent_name(groups[j][0].name) not in ("", call.name)
+            and _parent_name(_parent_name(groups[j][0].name)) == outer
+        ):
+            j += 1
+        if j - i >= 2 and j - i > len(best):
+            best = groups[i:j]
+        i = max(j, i + 1)
+    if not best:
+        return None
+    members = [c for group in best for c in group]
+    if len({c.name for c in members}) != len(members):
+        return None  # one module called twice: not a run of different blocks
+    after = call.children[call.children.index(members[-1]) + 1 :]
+    taps: list[tuple[Call, str]] = [(group[0], "input") for group in best[1:]]
+    taps.append((after[0], "input") if after else (call, "hook"))
+    places = []
+    for tap, source in taps:
+        shape = tap.in_shape if source == "input" else tap.shape
+        place = flow.place(shape)
+        if place is None or flow.vector(shape):
+            return None
+        places.append(place)
+    if len({p.reduction for p in places}) != 1:
+        return None
+    calls, sources = zip(*taps, strict=True)
+    label = _parent_name(_parent_name(best[0][0].name))
+    run = _Run(calls, None, places[0].reduction, tuple(places), sources, label)
+    return run, {id(c) for c in members}
 
 
 def _block_runs(
@@ -888,8 +959,11 @@ def _block_runs(
 
     def visit(call: Call) -> None:
         runs: dict[tuple[str, int | str | None, int], list[tuple[Call, Placement]]] = {}
+        units = _units(call, flow)
+        if units is not None:
+            found.append(units[0])
         for child in call.children:
-            if child.is_leaf:
+            if child.is_leaf or (units is not None and id(child) in units[1]):
                 continue
             for key, place in flow.maps(child):
                 run = runs.setdefault((child.type_name, key, place.reduction), [])
@@ -907,12 +981,22 @@ def _block_runs(
     return found
 
 
+def _longest_run(runs: list[_Run], reduction: int) -> _Run | None:
+    """The longest run at `reduction` (the first when several are as long)."""
+    return max((r for r in runs if r.reduction == reduction), key=_run_length, default=None)
+
+
+def _run_label(runs: list[_Run], reduction: int) -> str:
+    best = _longest_run(runs, reduction)
+    return "" if best is None else best.label or _parent_name(best.calls[0].name)
+
+
 def _repeated_blocks(runs: list[_Run], reduction: int) -> list[FeatureSpec]:
     """The taps of the longest run at `reduction` (the first when several are as long)."""
-    best = max((r for r in runs if r.reduction == reduction), key=_run_length, default=None)
+    best = _longest_run(runs, reduction)
     if best is None:
         return []
-    parent = _parent_name(best.calls[0].name) or "the model"
+    parent = best.label or _parent_name(best.calls[0].name) or "the model"
     return best.taps(
         f"one of {len(best.calls)} repeated blocks of {parent} (one resolution only, as timm's ViTs)"
     )

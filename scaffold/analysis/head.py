@@ -22,24 +22,28 @@ def head_modules(
     when a tap is not in the trace.
     """
     selected = [features[i] for i in out_indices]
-    if not selected or any(f.source != "hook" for f in selected):
+    if not selected or any(f.source == "output" for f in selected):
         return ()
-    finish: dict[tuple[str, int], int] = {}
+    events: dict[tuple[str, str, int], int] = {}  # (start | end, module, call) -> when
     calls: dict[tuple[str, int], Call] = {}
 
-    def visit(call: Call) -> None:  # post-order: the order in which calls finish
+    def visit(call: Call) -> None:  # in the order in which calls start and end
+        events[("start", call.name, call.call)] = len(events)
         for child in call.children:
             visit(child)
-        finish[(call.name, call.call)] = len(finish)
+        events[("end", call.name, call.call)] = len(events)
         calls[(call.name, call.call)] = call
 
     visit(trace.root)
-    taps = [(f.module, f.call) for f in selected]
-    if any(t not in finish for t in taps):
+    # A hooked output is there when its call ends; what enters a call, before the call starts.
+    taps = [("start" if f.source == "input" else "end", f.module, f.call) for f in selected]
+    if any(t not in events for t in taps):
         return ()
-    last = calls[max(taps, key=finish.__getitem__)]
-    # Whatever starts after `last` ends: the later siblings of `last` and of each of its parents.
-    after: list[str] = []
+    tap = max(taps, key=events.__getitem__)
+    last = calls[tap[1:]]
+    # Whatever starts after `last` ends: the later siblings of `last` and of each of its parents
+    # (and `last` itself when the tap is what enters it).
+    after: list[str] = [last.name] if tap[0] == "start" else []
     node: Call | None = last
     while node is not None and node.parent is not None:
         siblings = node.parent.children
