@@ -250,3 +250,35 @@ def test_torchgeo_croma_end_to_end(tmp_path):
         stream = summed_stream(encoder.transformer.layers, tokens, plain.attn_bias)
     for a, b in zip(got, stream, strict=True):
         torch.testing.assert_close(a, b)
+
+
+# -- 3. channel parameters are counts -------------------------------------------------------------
+FIVE_BANDS = ["blue", "green", "red", "nir", "swir16"]
+
+
+def test_a_list_of_band_names_is_a_band_list_not_a_channel_count(tmp_path):
+    target = str(MODELS / "band_names.py")
+    default = analyse(target)
+    assert (default.input_shape, default.in_chans_arg) == ((1, 4, 64, 64), None)
+    spec = analyse(target, {"bands": FIVE_BANDS})
+    assert (spec.input_shape, spec.in_chans_arg) == ((1, 5, 64, 64), None)
+    assert [(f.module, f.num_chs, f.reduction, f.layout) for f in spec.features] == [
+        (f"blocks.{i}", 32, 8, "NLC") for i in range(3)
+    ]
+
+    result = generate(Options(target, {"bands": FIVE_BANDS}, out=tmp_path / "bands"))
+    source = (result.package / "backbone.py").read_text()
+    assert "IN_CHANS_ARG: str | None = None" in source
+    report = verify_dir(result.out)
+    assert report.ok, checks(report)
+    backbone = fresh_backbone(result.backbone, result.out)
+    assert backbone.model.bands == FIVE_BANDS  # passed on as given, not overwritten by a count
+    plain = type(backbone.model)(bands=FIVE_BANDS)
+    plain.load_state_dict(backbone.model.state_dict())
+    plain.eval()
+    x = torch.rand(2, 5, 64, 64)
+    stream = block_stream(plain, list(plain.blocks), x, lambda m, v: m(v))
+    with torch.no_grad():
+        got = backbone(x)
+    for a, b in zip(got, stream, strict=True):
+        torch.testing.assert_close(a, b)
