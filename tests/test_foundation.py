@@ -282,3 +282,61 @@ def test_a_list_of_band_names_is_a_band_list_not_a_channel_count(tmp_path):
         got = backbone(x)
     for a, b in zip(got, stream, strict=True):
         torch.testing.assert_close(a, b)
+
+
+# -- 4. forward arguments written as code that runs -----------------------------------------------
+META = [float("nan"), 45.0, float("nan"), 1.0]  # longitude and time unknown
+WAVES_NM = [490, 560, 665, 842, 1610]
+WIDTHS_NM = [65, 35, 30, 115, 90]
+
+
+def test_nan_metadata_is_python_that_runs_and_the_bands_do_not_follow_the_flag_order(tmp_path):
+    from scaffold.analysis.call import parse_forward_args
+
+    target = str(MODELS / "spectral_meta.py")
+    flags = {
+        "metadata": "metadata=[.nan, 45.0, .nan, 1.0]",
+        "wavelengths": f"wavelengths={WAVES_NM}",
+        "bandwidths": f"bandwidths={WIDTHS_NM}",
+    }
+    specs = []
+    for order in (
+        ["metadata", "wavelengths", "bandwidths"],
+        ["wavelengths", "bandwidths", "metadata"],
+    ):
+        forward_args = parse_forward_args([flags[k] for k in order])
+        specs.append(analyse(target, {}, None, forward_args))
+    for spec in specs:  # 5 bands (two lists agree), not the 4 values of the metadata
+        assert spec.input_shape == (1, 5, 64, 64)
+        assert set(spec.forward_call["per_band"]) == {"wavelengths", "bandwidths"}
+        assert [(f.module, f.num_chs, f.reduction, f.layout) for f in spec.features] == [
+            (f"blocks.{i}", 24, 8, "NLC") for i in range(3)
+        ]
+
+    forward_args = parse_forward_args([flags[k] for k in flags])
+    result = generate(Options(target, {}, out=tmp_path / "meta", forward_args=forward_args))
+    backbone_py = result.package / "backbone.py"
+    source = backbone_py.read_text()
+    assert '"metadata": [float("nan"), 45.0, float("nan"), 1.0]' in source
+    report = verify_dir(result.out)
+    assert report.ok, checks(report)
+
+    backbone = fresh_backbone(result.backbone, result.out)
+    plain = type(backbone.model)()
+    plain.load_state_dict(backbone.model.state_dict())
+    plain.eval()
+    x = torch.rand(2, 5, 64, 64)
+    call = lambda m, v: m(v, torch.tensor(META), WAVES_NM, WIDTHS_NM)  # noqa: E731
+    stream = block_stream(plain, list(plain.blocks), x, call)
+    with torch.no_grad():
+        got = backbone(x)
+    assert all(torch.isfinite(f).all() for f in got)
+    for a, b in zip(got, stream, strict=True):
+        torch.testing.assert_close(a, b)
+
+    # A literal that does not run: the import check names the generated file and its line.
+    line = next(i for i, text in enumerate(source.splitlines(), 1) if '"metadata": [float' in text)
+    backbone_py.write_text(source.replace('float("nan"), 45.0', "nan, 45.0"))
+    ok, detail = checks(verify_dir(result.out, quick=True))["import"]
+    assert not ok
+    assert f"failed at {result.backbone}/backbone.py:{line}: NameError: name 'nan'" in detail

@@ -46,7 +46,10 @@ def analyse(
     else:
         shapes = guess.shapes
         if guess.in_chans_arg is None:
-            shapes = per_band_shapes(shapes, forward_args or {})
+            conv = first_conv(model)
+            shapes = per_band_shapes(
+                shapes, forward_args or {}, conv[1].in_channels if conv else None
+            )
 
     failures: list[tuple[tuple[int, ...], ForwardFailed]] = []
     for shape in shapes:
