@@ -17,7 +17,7 @@ from scaffold.generate import Options, generate
 from scaffold.state import read_state
 from scaffold.verify import verify_dir
 
-from .conftest import MODELS, run_json
+from .conftest import MODELS, run_cli, run_json
 
 TEMPORAL_VIT = str(MODELS / "temporal_vit.py")
 
@@ -340,3 +340,51 @@ def test_nan_metadata_is_python_that_runs_and_the_bands_do_not_follow_the_flag_o
     ok, detail = checks(verify_dir(result.out, quick=True))["import"]
     assert not ok
     assert f"failed at {result.backbone}/backbone.py:{line}: NameError: name 'nan'" in detail
+
+
+# -- 5. input guessing tries again ----------------------------------------------------------------
+def test_a_conv3d_over_the_bands_of_an_image_is_guessed_temporal_then_2d(tmp_path):
+    target = str(MODELS / "band_conv3d.py")
+    spec = analyse(target)
+    # The Conv3d makes the first guess a time series; the forward refuses it, the 2-D guess runs.
+    assert spec.input_shape == (1, 3, 64, 64)
+    assert [(f.module, f.num_chs, f.reduction, f.layout) for f in spec.features] == [
+        (f"blocks.{i}", 24, 8, "NLC") for i in range(3)
+    ]
+    result = generate(Options(target, {}, out=tmp_path / "conv3d"))
+    report = verify_dir(result.out)
+    assert report.ok, checks(report)
+    backbone = fresh_backbone(result.backbone, result.out)
+    plain = type(backbone.model)()
+    plain.load_state_dict(backbone.model.state_dict())
+    plain.eval()
+    x = torch.rand(2, 3, 64, 64)
+    stream = block_stream(plain, list(plain.blocks), x, lambda m, v: m(v))
+    with torch.no_grad():
+        got = backbone(x)
+    for a, b in zip(got, stream, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_forward_missing_an_input_names_the_parameter_that_chooses_inputs():
+    from scaffold.errors import ScaffoldError
+
+    target = f"{MODELS / 'joint_modal.py'}:JointModalEncoder"
+    with pytest.raises(ScaffoldError) as info:
+        analyse(target, {}, (12, 32, 32), {}, "x_optical")
+    message = str(info.value)
+    assert "UnboundLocalError: cannot access local variable 'sar'" in message
+    assert "the constructor chooses its inputs with modalities=['sar', 'optical']" in message
+    # With the one modality the image goes to, it runs.
+    spec = analyse(target, {"modalities": ["optical"]}, (12, 32, 32), {}, "x_optical")
+    assert [(f.num_chs, f.reduction) for f in spec.features] == [(16, 8)]
+
+
+def test_a_class_without_a_forward_says_so(tmp_path):
+    done = run_cli("inspect", f"{MODELS / 'joint_modal.py'}:Unfinished")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: Unfinished does not implement forward (nn.Module's placeholder raises "
+        "NotImplementedError); it has forward_features: target a builder that sets a forward, "
+        "or a subclass that defines one"
+    )

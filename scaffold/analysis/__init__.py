@@ -51,6 +51,7 @@ def analyse(
                 shapes, forward_args or {}, conv[1].in_channels if conv else None
             )
 
+    _check_forward(model, name)
     failures: list[tuple[tuple[int, ...], ForwardFailed]] = []
     for shape in shapes:
         try:
@@ -72,8 +73,9 @@ def analyse(
                 "or the meta device: put tensors on the input's device (x.device) rather than "
                 "calling .cuda()"
             ) from gpu.cause
+        missing = _missing_input_hint(exc.cause, args, obj, model)
         raise ScaffoldError(
-            f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{hint}"
+            f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{missing or hint}"
         ) from exc.cause
 
     if not trace.outputs:
@@ -187,6 +189,53 @@ def _measure_frames(
         f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
         "tensors are read as one grid"
     ]
+
+
+def _check_forward(model: Any, name: str) -> None:
+    """A model whose class does not implement `forward` (nn.Module's placeholder) cannot be
+    traced: say so, and name the forward-like methods it has."""
+    from torch import nn
+
+    from scaffold.errors import ScaffoldError
+
+    if "forward" in vars(model) or type(model).forward is not nn.Module.forward:
+        return
+    others = sorted(m for m in dir(type(model)) if m.startswith("forward_"))
+    has = f"; it has {', '.join(others)}" if others else ""
+    raise ScaffoldError(
+        f"{name} does not implement forward (nn.Module's placeholder raises NotImplementedError)"
+        f"{has}: target a builder that sets a forward, or a subclass that defines one"
+    )
+
+
+# Errors that say a value the forward needed was never made: an input it was not given.
+_MISSING = re.compile(
+    r"referenced before assignment|cannot access local variable|NoneType|is not defined"
+)
+
+
+def _missing_input_hint(exc: BaseException, args: dict[str, Any], obj: Any, model: Any) -> str:
+    """When the forward failed for want of an input (a local never assigned, a None used), the
+    constructor parameters that choose the inputs: those whose value is a list (``modalities``),
+    as given or by default. "" when the error is another or there are none."""
+    from scaffold.analysis.inputs import _default_of as default_of
+    from scaffold.analysis.inputs import parameter_names
+
+    if not isinstance(exc, (UnboundLocalError, NameError, TypeError, AttributeError)):
+        return ""
+    if not _MISSING.search(str(exc)):
+        return ""
+    chosen = []
+    for param in parameter_names(obj, model):
+        value = args[param] if param in args else default_of(obj, model, param)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            chosen.append(f"{param}={list(value)}")
+    if not chosen:
+        return ""
+    return (
+        "; the forward seems to miss an input it was not given: the constructor chooses its "
+        f"inputs with {', '.join(chosen)} (pass --arg to keep only the input the image goes to)"
+    )
 
 
 def _needs_gpu(exc: BaseException) -> bool:

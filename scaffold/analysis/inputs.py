@@ -159,16 +159,23 @@ def guess_input(obj: Any, model: nn.Module, args: dict[str, Any]) -> InputGuess:
     chans_arg, chans = _channels(obj, model, args, conv)
     frames_arg, frames = _lookup(obj, model, args, FRAME_PARAMS)
     temporal = frames_arg is not None or isinstance(conv, nn.Conv3d)
-    if temporal and not (isinstance(frames, int) and frames > 0):
+    if not (isinstance(frames, int) and frames > 0):
         kernel_t = conv.kernel_size[0] if isinstance(conv, nn.Conv3d) else 1
         frames = max(DEFAULT_FRAMES, 2 * kernel_t)
     size_arg, size = _lookup(obj, model, args, SIZE_PARAMS)
     hw = _as_hw(size)
     sizes = [hw] if hw else [(s, s) for s in DEFAULT_SIZES]
-    shapes = tuple(
-        (chans, frames, h, w) if temporal else (chans, h, w)  # type: ignore[misc]
-        for h, w in sizes
-    )
+    # A Conv3d's input channels count images' bands only when time is its depth: one that runs
+    # over the bands of a single image (a per-band patch embedding) reads 1.
+    chans_2d = chans
+    if isinstance(conv, nn.Conv3d) and chans_arg is None and chans == conv.in_channels:
+        chans_2d = DEFAULT_CHANNELS if chans == 1 else chans
+    images = tuple((chans_2d, h, w) for h, w in sizes)
+    series = tuple((chans, frames, h, w) for h, w in sizes)
     if temporal and frames == 1:  # one frame: a single image first, as such models take it
-        shapes = tuple((chans, h, w) for h, w in sizes) + shapes
-    return InputGuess(shapes, chans_arg, size_arg, frames_arg)
+        shapes = images + series
+    else:
+        # The other kind is tried when the forward refuses the guess: a Conv3d over the bands of
+        # a 4-D input, or a model that takes a time series without a frames parameter.
+        shapes = series + images if temporal else images + series
+    return InputGuess(shapes, chans_arg, size_arg, frames_arg if temporal else None)
