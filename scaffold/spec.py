@@ -28,7 +28,8 @@ class FeatureSpec:
     module returns several tensors, its first tensor when `key` is None), ``"input"`` is what
     enters that call of `module` (its first tensor argument: a forward pre-hook), ``"output"`` is the
     item `key` of what the model's own forward returns. `key` is an index of a tuple or list, or
-    a dict's key.
+    a dict's key, or a tuple of them: the path to a tensor in nested lists and dicts (a list of
+    dicts).
     """
 
     module: str
@@ -39,7 +40,7 @@ class FeatureSpec:
     grid: tuple[int, int]
     source: Literal["hook", "input", "output"] = "hook"
     call: int = 0
-    key: int | str | None = None
+    key: int | str | tuple[int | str, ...] | None = None
     num_frames: int | None = None
     prefix_tokens: int = 0
     why: str = ""  # why the analysis chose this tensor (shown by `scaffold inspect`)
@@ -132,6 +133,8 @@ class BackboneSpec:
                     **f,
                     "shape": tuple(f["shape"]),
                     "grid": tuple(f["grid"]),
+                    # a path of keys into nested lists and dicts
+                    "key": tuple(f["key"]) if isinstance(f.get("key"), list) else f.get("key"),
                 }
             )
             for f in data["features"]

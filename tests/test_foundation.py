@@ -388,3 +388,26 @@ def test_a_class_without_a_forward_says_so(tmp_path):
         "NotImplementedError); it has forward_features: target a builder that sets a forward, "
         "or a subclass that defines one"
     )
+
+
+# -- 6. outputs that are lists of dicts -----------------------------------------------------------
+def test_a_forward_returning_a_list_of_dicts_is_searched_for_its_tensors(tmp_path):
+    target = str(MODELS / "list_of_dicts.py")
+    spec = analyse(target)
+    assert [(f.source, f.key, f.num_chs, f.reduction, f.layout) for f in spec.features] == [
+        ("output", (i, "S2L2A"), 24, 8, "NLC") for i in range(3)
+    ]
+    result = generate(Options(target, {}, out=tmp_path / "dicts"))
+    assert read_state(result.out).spec.features == spec.features  # the key path round-trips
+    report = verify_dir(result.out)
+    assert report.ok, checks(report)
+    backbone = fresh_backbone(result.backbone, result.out)
+    plain = type(backbone.model)()
+    plain.load_state_dict(backbone.model.state_dict())
+    plain.eval()
+    x = torch.rand(2, 4, 64, 64)
+    stream = block_stream(plain, list(plain.blocks), x, lambda m, v: m(v))
+    with torch.no_grad():
+        got = backbone(x)
+    for a, b in zip(got, stream, strict=True):
+        torch.testing.assert_close(a, b)
