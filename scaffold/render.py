@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import math
 import re
 import shlex
 import subprocess
@@ -23,7 +24,7 @@ import yaml
 
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
-from scaffold.spec import BackboneSpec
+from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
 
 TASKS = ("segmentation", "classification", "regression")
 NUM_CLASSES = 2
@@ -193,19 +194,21 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
     features = []
     for f in spec.features:
         entry: dict[str, Any] = {
-            "module": f"model.{f.module}" if f.source == "hook" else f.module,
+            "module": f"model.{f.module}" if f.source in ("hook", "input") else f.module,
             "num_chs": f.num_chs,
             "reduction": f.reduction,
             "layout": f.layout,
             "source": f.source,
         }
-        if f.source == "hook":
+        if f.source in ("hook", "input"):
             entry["call"] = f.call
             entry["after"] = [f"model.{m}" for m in f.after]
         if f.source == "output" or f.key is not None:
             entry["key"] = f.key
-        if f.layout == "NLC":
+        if f.layout in ("NLC", "NTLC"):
             entry["prefix_tokens"] = f.prefix_tokens
+        if f.layout in TEMPORAL_LAYOUTS and f.num_frames is not None:
+            entry["num_frames"] = f.num_frames
         features.append(entry)
     conv = spec.first_conv
     conv2d = f"model.{conv}" if conv and not spec.first_conv_3d else None
@@ -219,7 +222,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "module": repr(spec.module),
         "qualname": repr(spec.qualname),
         "import_root": repr(spec.import_root),
-        "args": repr(spec.args),
+        "args": py_repr(spec.args),
         "in_chans_arg": repr(spec.in_chans_arg),
         "in_chans": repr(spec.in_chans),
         "img_size": repr(tuple(spec.img_size)),
@@ -235,6 +238,22 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
     }
 
 
+def py_repr(value: Any) -> str:
+    """`repr(value)` as Python that runs: NaN and infinities (a model's way to say a value is
+    unknown) are written ``float("nan")``, ``float("inf")``, inside lists, tuples and dicts too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return 'float("nan")'
+        return 'float("inf")' if value > 0 else '-float("inf")'
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py_repr(k)}: {py_repr(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(py_repr(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(py_repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
+
+
 def forward_call_literals(spec: BackboneSpec) -> dict[str, str]:
     """How the forward is called (``spec.forward_call``), for the wrapper's literals."""
     call = spec.forward_call
@@ -243,7 +262,7 @@ def forward_call_literals(spec: BackboneSpec) -> dict[str, str]:
     return {
         "image_arg": repr(call["image"]),
         "image_positional": repr(call["image_positional"]),
-        "forward_args": repr(call["args"]),
+        "forward_args": py_repr(call["args"]),
         "forward_forms": repr(call["forms"]),
         "per_band_args": repr(tuple(call["per_band"])),
         "fixed_noise": repr(call["fixed_noise"]),

@@ -28,6 +28,8 @@ def spec_table(spec: BackboneSpec) -> Table:
         module = f.module if f.call == 0 else f"{f.module} (call {f.call})"
         if f.source == "hook" and f.key is not None:
             module += f"[{f.key!r}]"  # an item of what the module returns
+        if f.source == "input":
+            module = f"input of {module}"  # what enters the module
         extra = f" +{f.prefix_tokens} prefix" if f.prefix_tokens else ""
         cells = [
             str(i),

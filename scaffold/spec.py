@@ -10,9 +10,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-Layout = Literal["NCHW", "NHWC", "NLC", "NCTHW", "NTHWC"]
-LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC", "NLC", "NCTHW", "NTHWC")
-TEMPORAL_LAYOUTS: tuple[str, ...] = ("NCTHW", "NTHWC")
+# NTLC: tokens of a temporal input, (B, prefix + T * h * w, C): `num_frames` frames of h x w
+# tokens each, time first (as a 3-D patch embedding flattens them), after `prefix_tokens`.
+Layout = Literal["NCHW", "NHWC", "NLC", "NCTHW", "NTHWC", "NTLC"]
+LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC", "NLC", "NCTHW", "NTHWC", "NTLC")
+TEMPORAL_LAYOUTS: tuple[str, ...] = ("NCTHW", "NTHWC", "NTLC")
 
 SPEC_VERSION = 1
 
@@ -23,9 +25,11 @@ class FeatureSpec:
 
     `source` says where the tensor comes from: ``"hook"`` is the output of the submodule `module`
     (its `call`-th call when the module runs several times; item `key` of that output when the
-    module returns several tensors, its first tensor when `key` is None), ``"output"`` is the
+    module returns several tensors, its first tensor when `key` is None), ``"input"`` is what
+    enters that call of `module` (its first tensor argument: a forward pre-hook), ``"output"`` is the
     item `key` of what the model's own forward returns. `key` is an index of a tuple or list, or
-    a dict's key.
+    a dict's key, or a tuple of them: the path to a tensor in nested lists and dicts (a list of
+    dicts).
     """
 
     module: str
@@ -34,9 +38,9 @@ class FeatureSpec:
     layout: str
     shape: tuple[int, ...]
     grid: tuple[int, int]
-    source: Literal["hook", "output"] = "hook"
+    source: Literal["hook", "input", "output"] = "hook"
     call: int = 0
-    key: int | str | None = None
+    key: int | str | tuple[int | str, ...] | None = None
     num_frames: int | None = None
     prefix_tokens: int = 0
     why: str = ""  # why the analysis chose this tensor (shown by `scaffold inspect`)
@@ -134,6 +138,8 @@ class BackboneSpec:
                     "shape": tuple(f["shape"]),
                     "grid": tuple(f["grid"]),
                     "after": tuple(f.get("after", ())),
+                    # a path of keys into nested lists and dicts
+                    "key": tuple(f["key"]) if isinstance(f.get("key"), list) else f.get("key"),
                 }
             )
             for f in data["features"]

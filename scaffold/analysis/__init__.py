@@ -47,8 +47,12 @@ def analyse(
     else:
         shapes = guess.shapes
         if guess.in_chans_arg is None:
-            shapes = per_band_shapes(shapes, forward_args or {})
+            conv = first_conv(model)
+            shapes = per_band_shapes(
+                shapes, forward_args or {}, conv[1].in_channels if conv else None
+            )
 
+    _check_forward(model, name)
     failures: list[tuple[tuple[int, ...], ForwardFailed]] = []
     for shape in shapes:
         try:
@@ -70,14 +74,21 @@ def analyse(
                 "or the meta device: put tensors on the input's device (x.device) rather than "
                 "calling .cuda()"
             ) from gpu.cause
+        missing = _missing_input_hint(exc.cause, args, obj, model)
         raise ScaffoldError(
-            f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{hint}"
+            f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{missing or hint}"
         ) from exc.cause
 
     if not trace.outputs:
         raise ScaffoldError(f"{name}: forward returned {trace.output_kind} with no tensor in it")
+    frames = None
+    if len(shape) == 4:
+        frames, frame_notes = _measure_frames(
+            obj, args, model, device, shape, trace, forward_args, image_arg
+        )
+        call_notes = [*call_notes, *frame_notes]
     cells = _grown_cells(trace, shape)
-    selection = select_features(trace, shape, cells)
+    selection = select_features(trace, shape, cells=cells, frames=frames)
     if not selection.features:
         raise ScaffoldError(
             f"{name}: no output of any submodule is a feature map of the {shape[-2]}x{shape[-1]} "
@@ -152,6 +163,107 @@ def _grown_cells(trace: Any, shape: tuple[int, ...]) -> frozenset[int]:
     larger = (*shape[:-2], shape[-2] * LARGER, shape[-1] * LARGER)
     again = trace_forward(trace.model, larger, trace.device, trace.call, partial=True)
     return grown_cells(trace, shape, again, larger)
+
+
+def _measure_frames(
+    obj: Any,
+    args: dict[str, Any],
+    model: Any,
+    device: str,
+    shape: tuple[int, ...],
+    trace: Any,
+    forward_args: dict[str, Any] | None,
+    image_arg: str | None,
+) -> tuple[Any, list[str]]:
+    """Which token tensors of a temporal input hold frames, as grids are measured by reductions:
+    the forward is traced again at one frame more (a count that grows by one grid is frames of
+    that grid) and, when no token count changes there, at twice the frames (temporal patches of
+    several frames). (TokenFrames or None, notes for the person.)"""
+    from scaffold.analysis.call import trace_called
+    from scaffold.analysis.features import token_frames
+    from scaffold.analysis.trace import ForwardFailed
+
+    stack, tokens = [trace.root], False
+    while stack and not tokens:
+        call = stack.pop()
+        stack.extend(call.children)
+        tokens = any(len(s) == 3 for _, s in call.outputs) or len(call.shape or ()) == 3
+    if not tokens:
+        return None, []
+    t = shape[1]
+    min_step, tried = 1, []
+    for other in (t + 1, 2 * t):
+        tried.append(str(other))
+        try:
+            second, _, _ = trace_called(
+                obj,
+                args,
+                model,
+                device,
+                (shape[0], other, *shape[2:]),
+                dict(forward_args or {}),
+                image_arg,
+            )
+        except ForwardFailed:
+            continue
+        found = token_frames(trace, second, shape, other, min_step)
+        if found is not None:
+            return found, [
+                f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
+                f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
+            ]
+        min_step = 2  # one frame more changed no count: temporal patches of several frames
+    return None, [
+        f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
+        "tensors are read as one grid"
+    ]
+
+
+def _check_forward(model: Any, name: str) -> None:
+    """A model whose class does not implement `forward` (nn.Module's placeholder) cannot be
+    traced: say so, and name the forward-like methods it has."""
+    from torch import nn
+
+    from scaffold.errors import ScaffoldError
+
+    if "forward" in vars(model) or type(model).forward is not nn.Module.forward:
+        return
+    others = sorted(m for m in dir(type(model)) if m.startswith("forward_"))
+    has = f"; it has {', '.join(others)}" if others else ""
+    raise ScaffoldError(
+        f"{name} does not implement forward (nn.Module's placeholder raises NotImplementedError)"
+        f"{has}: target a builder that sets a forward, or a subclass that defines one"
+    )
+
+
+# Errors that say a value the forward needed was never made: an input it was not given.
+_MISSING = re.compile(
+    r"referenced before assignment|cannot access local variable|NoneType|is not defined"
+)
+
+
+def _missing_input_hint(exc: BaseException, args: dict[str, Any], obj: Any, model: Any) -> str:
+    """When the forward failed for want of an input (a local never assigned, a None used), the
+    constructor parameters that choose the inputs: those whose value is a list (``modalities``),
+    as given or by default. "" when the error is another or there are none."""
+    from scaffold.analysis.inputs import _default_of as default_of
+    from scaffold.analysis.inputs import parameter_names
+
+    if not isinstance(exc, (UnboundLocalError, NameError, TypeError, AttributeError)):
+        return ""
+    if not _MISSING.search(str(exc)):
+        return ""
+    chosen = []
+    for param in parameter_names(obj, model):
+        value = args[param] if param in args else default_of(obj, model, param)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            chosen.append(f"{param}={list(value)}")
+    if not chosen:
+        return ""
+    return (
+        "; the forward seems to miss an input it was not given: the constructor chooses its "
+        f"inputs with {', '.join(chosen)} (pass --arg to keep only the input the image goes to)"
+    )
 
 
 def _needs_gpu(exc: BaseException) -> bool:

@@ -208,10 +208,15 @@ def plan_call(
 
 
 def per_band_shapes(
-    shapes: tuple[tuple[int, ...], ...], forward_args: dict[str, Any]
+    shapes: tuple[tuple[int, ...], ...],
+    forward_args: dict[str, Any],
+    first_layer_chans: int | None = None,
 ) -> tuple[tuple[int, ...], ...]:
-    """For a model without a channel parameter: a forward argument that lists numbers (one per
-    band, such as wavelengths) gives the channel count, tried before the guessed one."""
+    """For a model without a channel parameter: forward arguments that list numbers (one per
+    band, such as wavelengths) give the channel count, tried before the guessed one. Whatever
+    the order of the flags: the count the model's first layer reads (`first_layer_chans`) when
+    a list has that length, else the length most lists agree on (the longest of a tie: a
+    4-item metadata list beside 13 wavelengths and 13 bandwidths does not count the bands)."""
     counts = [
         len(v)
         for v in forward_args.values()
@@ -219,7 +224,11 @@ def per_band_shapes(
     ]
     if not counts:
         return shapes
-    widened = tuple((counts[0], *shape[1:]) for shape in shapes if shape[0] != counts[0])
+    if first_layer_chans in counts:
+        chans = first_layer_chans
+    else:
+        chans = max(set(counts), key=lambda n: (counts.count(n), n))
+    widened = tuple((chans, *shape[1:]) for shape in shapes if shape[0] != chans)
     return widened + shapes
 
 

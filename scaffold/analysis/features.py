@@ -2,7 +2,9 @@
 
 A tensor is a feature map when its shape shows the input's spatial grid at some reduction r:
 (B, C, H/r, W/r) is NCHW, (B, H/r, W/r, C) NHWC, (B, [prefix +] H/r * W/r, C) NLC tokens,
-(B, C, T', H/r, W/r) NCTHW and (B, T', H/r, W/r, C) NTHWC.
+(B, C, T', H/r, W/r) NCTHW and (B, T', H/r, W/r, C) NTHWC. Tokens of a temporal input whose
+count changes with the input's frames (measured on a second trace at another frame count, see
+`token_frames`) are (B, [prefix +] T' * H/r * W/r, C), NTLC: T' frames of one grid, time first.
 
 Stages are found on the call tree, not on the flat list of hook events (where the last output at
 a resolution is often a layer inside the next stage's first block). Starting at the model, a call
@@ -56,14 +58,32 @@ class Placement:
     prefix_tokens: int = 0
 
 
-def classify(shape: tuple[int, ...] | None, input_shape: tuple[int, ...]) -> Placement | None:
+@dataclass(frozen=True)
+class TokenFrames:
+    """Token tensors measured to hold frames: the traced forward's token tensors of `counts`
+    tokens each are prefix + `frames` * h * w (time first), as a second frame count showed."""
+
+    frames: int
+    counts: frozenset[int]
+
+
+def classify(
+    shape: tuple[int, ...] | None,
+    input_shape: tuple[int, ...],
+    token_frames: TokenFrames | None = None,
+) -> Placement | None:
     """The layout, channels and reduction of a tensor of `shape` for an input of `input_shape`
-    (batch included), or None when it is not a feature map (pooled vectors, logits, masks...)."""
+    (batch included), or None when it is not a feature map (pooled vectors, logits, masks...).
+    Tokens of a count that `token_frames` measured as temporal are read as its frames first."""
     if shape is None or len(shape) < 3 or shape[0] != input_shape[0]:
         return None
     height, width = input_shape[-2], input_shape[-1]
     frames = input_shape[2] if len(input_shape) == 5 else None
     dims = shape[1:]
+    if len(dims) == 2 and token_frames is not None and dims[0] in token_frames.counts:
+        place = _classify_frame_tokens(dims[0], dims[1], height, width, token_frames.frames)
+        if place is not None:
+            return place
     if len(dims) == 3:  # NCHW, NHWC
         r = match_grid(dims[1], dims[2], height, width)
         if r is not None:
@@ -164,6 +184,90 @@ def _classify_tokens(n: int, c: int, height: int, width: int) -> Placement | Non
     return None
 
 
+def _classify_frame_tokens(
+    n: int, c: int, height: int, width: int, frames: int
+) -> Placement | None:
+    """`n` tokens as `prefix` class/register tokens and then `frames` frames of one grid each."""
+    for prefix in range(MAX_PREFIX_TOKENS + 1):
+        if n <= prefix or (n - prefix) % frames:
+            continue
+        place = _classify_tokens((n - prefix) // frames, c, height, width)
+        if place is not None and place.prefix_tokens == 0:
+            return Placement(
+                "NTLC", c, place.reduction, place.grid, num_frames=frames, prefix_tokens=prefix
+            )
+    return None
+
+
+def token_frames(
+    first: Trace, second: Trace, input_shape: tuple[int, ...], other_frames: int, min_step: int = 1
+) -> TokenFrames | None:
+    """The frames that token tensors hold, from two traces of one forward at the frame counts
+    of `input_shape` (C, T, H, W, without batch) and `other_frames`: a token tensor whose count
+    changes between them is prefix + F(T) * h * w, with F(T) = T / k frames of tokens (k frames
+    per temporal patch, floor or ceil; the smallest k from `min_step` that fits), the same
+    prefix at both counts and h x w a grid of the input. The frames most token tensors agree on
+    win. None when no token count changes with the frames."""
+    t1, (height, width) = input_shape[1], input_shape[-2:]
+    found: dict[int, set[int]] = {}
+    for n1, n2 in _changed_token_counts(first, second):
+        frames = _frames_of(n1, n2, t1, other_frames, height, width, min_step)
+        if frames is not None:
+            found.setdefault(frames, set()).add(n1)
+    if not found:
+        return None
+    frames = max(found, key=lambda f: (len(found[f]), f))
+    return TokenFrames(frames, frozenset(found[frames]))
+
+
+def _frames_of(
+    n1: int, n2: int, t1: int, t2: int, height: int, width: int, min_step: int
+) -> int | None:
+    """The token frames at `t1` input frames of a tensor of `n1` tokens there and `n2` at `t2`."""
+    for step in range(min_step, max(t1, t2) + 1):
+        for f1, f2 in ((t1 // step, t2 // step), (-(-t1 // step), -(-t2 // step))):
+            if f1 < 1 or f1 == f2 or (n2 - n1) % (f2 - f1):
+                continue
+            cells = (n2 - n1) // (f2 - f1)
+            prefix = n1 - f1 * cells
+            if cells < 1 or not 0 <= prefix <= MAX_PREFIX_TOKENS:
+                continue
+            place = _classify_tokens(cells, 1, height, width)
+            if place is not None and place.prefix_tokens == 0:
+                return f1
+    return None
+
+
+def _changed_token_counts(first: Trace, second: Trace) -> set[tuple[int, int]]:
+    """(count in `first`, count in `second`) of each token tensor (B, N, C) whose count differs
+    between the two traces: the same module's same call and item, or the same returned item."""
+
+    def shapes(trace: Trace) -> dict[tuple[str, int, int], tuple[int, ...]]:
+        found: dict[tuple[str, int, int], tuple[int, ...]] = {}
+        stack = [trace.root]
+        while stack:
+            call = stack.pop()
+            stack.extend(call.children)
+            items = [s for _, s in call.outputs] or ([call.shape] if call.shape else [])
+            for i, shape in enumerate(items):
+                found[(call.name, call.call, i)] = shape
+        for i, item in enumerate(trace.outputs):
+            found[("", -1, i)] = item.shape
+        return found
+
+    a, b = shapes(first), shapes(second)
+    return {
+        (s[1], b[k][1])
+        for k, s in a.items()
+        if k in b
+        and len(s) == 3
+        and len(b[k]) == 3
+        and s[0] == b[k][0]
+        and s[2] == b[k][2]
+        and s[1] != b[k][1]
+    }
+
+
 @dataclass(frozen=True)
 class Selection:
     features: tuple[FeatureSpec, ...]
@@ -172,24 +276,28 @@ class Selection:
 
 
 def select_features(
-    trace: Trace, input_shape: tuple[int, ...], cells: frozenset[int] = frozenset()
+    trace: Trace,
+    input_shape: tuple[int, ...],
+    cells: frozenset[int] = frozenset(),
+    frames: TokenFrames | None = None,
 ) -> Selection:
     """The candidate feature maps in forward order, and the default selection.
 
     `cells`: the ids of the tensors that are one cell at this size but the grid of the same
-    reduction at a larger one (see `grown_cells`): a level, not a pooled vector."""
+    reduction at a larger one (see `grown_cells`): a level, not a pooled vector. `frames`: the
+    token tensors measured to hold frames (see `token_frames`)."""
     full_shape = (BATCH, *input_shape)
-    returned = _returned_features(trace, full_shape)
+    returned = _returned_features(trace, full_shape, frames)
     if len(returned) >= 2:
         return Selection(tuple(returned), _default_out_indices(returned), ())
-    walk = _stage_features(trace.root, full_shape, cells)
+    walk = _stage_features(trace.root, full_shape, cells, frames)
     features = walk.taps
     notes: list[str] = []
     levels = sorted({f.reduction for f in features})
     if levels:
         # One resolution only, or only the coarsest level holds repeated blocks (the finer levels
         # are a stem: a hybrid ViT): that level's taps are its blocks, as timm does for ViTs.
-        runs = _block_runs(trace.root, full_shape)
+        runs = _block_runs(trace.root, full_shape, frames)
         branches = _streams(runs)
         blocks = _repeated_blocks(runs, levels[-1])
         stem_only = all(len(_repeated_blocks(runs, r)) < 2 for r in levels[:-1])
@@ -214,7 +322,7 @@ def select_features(
             where = "one resolution only" if len(levels) == 1 else "the finer levels are a stem"
             notes.append(
                 f"{where}: the taps at reduction {levels[-1]} are the {len(blocks)} blocks of "
-                f"'{_parent_name(blocks[0].module)}', as timm does for ViTs"
+                f"'{_run_label(runs, levels[-1])}', as timm does for ViTs"
             )
     if walk.head:
         notes.append("left out as the head: " + _listed(walk.head))
@@ -343,10 +451,12 @@ def _returns(call: Call, tid: int | None) -> bool:
     return tid is not None and (tid == call.output_id or any(t == tid for t, _ in call.outputs))
 
 
-def _returned_features(trace: Trace, full_shape: tuple[int, ...]) -> list[FeatureSpec]:
+def _returned_features(
+    trace: Trace, full_shape: tuple[int, ...], frames: TokenFrames | None = None
+) -> list[FeatureSpec]:
     found: list[FeatureSpec] = []
     for item in trace.outputs:
-        place = classify(item.shape, full_shape)
+        place = classify(item.shape, full_shape, frames)
         if place is None or item.key is None:
             continue
         name = item.module.name if item.module is not None else f"output[{item.key!r}]"
@@ -366,10 +476,15 @@ class _Flow:
     last in the forward pass; the others are skip inputs from earlier in the network."""
 
     def __init__(
-        self, root: Call, full_shape: tuple[int, ...], cells: frozenset[int] = frozenset()
+        self,
+        root: Call,
+        full_shape: tuple[int, ...],
+        cells: frozenset[int] = frozenset(),
+        frames: TokenFrames | None = None,
     ) -> None:
         self.full_shape = full_shape
         self.cells = cells  # ids of one-cell maps that are a level (see `grown_cells`)
+        self.frames = frames
         self.consumers: dict[int, list[Call]] = {}
         self.producer: dict[int, Call] = {}  # outermost call that returns the tensor
         self.order: dict[int, int] = {}  # id(call) -> position in forward order
@@ -416,7 +531,7 @@ class _Flow:
         return self.main[id(call)]
 
     def place(self, shape: tuple[int, ...] | None) -> Placement | None:
-        return classify(shape, self.full_shape)
+        return classify(shape, self.full_shape, self.frames)
 
     def out(self, call: Call) -> tuple[int | None, Placement | None]:
         """The tensor that continues from `call` and its placement: of a tuple-returning block,
@@ -597,14 +712,17 @@ def _sibling_stages(flow: _Flow, first: Call, second: Call) -> bool:
 
 
 def _stage_features(
-    root: Call, full_shape: tuple[int, ...], cells: frozenset[int] = frozenset()
+    root: Call,
+    full_shape: tuple[int, ...],
+    cells: frozenset[int] = frozenset(),
+    frames: TokenFrames | None = None,
 ) -> _Walk:
     """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
     input of the first call that leaves the level (or, when a function changed it in between, the
     last output at the level). The walk ends at the head: the first call that pools the current
     map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up.
     A 1x1 map in `cells` (one cell here, a level's grid at a larger size) is a level."""
-    flow = _Flow(root, full_shape, cells)
+    flow = _Flow(root, full_shape, cells, frames)
     seq = _opened(flow, root)
     taps: list[FeatureSpec] = []
     inner: list[str] = []
@@ -826,15 +944,88 @@ class _Run:
     key: int | str | None
     reduction: int
     places: tuple[Placement, ...]
+    # Blocks whose members are called one by one (see `_units`): what flows on after block i is
+    # what enters calls[i] ("input", a forward pre-hook) or what calls[i] returns ("hook").
+    sources: tuple[str, ...] = ()
+    label: str = ""  # the container of the blocks, when not the calls' parent
 
     def taps(self, why: str) -> list[FeatureSpec]:
+        if self.sources:
+            return [
+                _feature(p, c.name, shape, source=src, call=c.call, why=_stream_why(src, c))
+                for c, p, src in zip(self.calls, self.places, self.sources, strict=True)
+                if (shape := c.in_shape if src == "input" else c.shape) is not None
+            ]
         return [
             _hooked(c, p, _item_why(why, self.key), self.key)
             for c, p in zip(self.calls, self.places, strict=True)
         ]
 
 
-def _block_runs(root: Call, full_shape: tuple[int, ...]) -> list[_Run]:
+def _stream_why(source: str, call: Call) -> str:
+    what = f"what enters {call.name}" if source == "input" else f"what {call.name} returns"
+    return (
+        f"the stream after a block whose members are called one by one and summed in Python: {what}"
+    )
+
+
+def _units(call: Call, flow: _Flow) -> tuple[_Run, set[int]] | None:
+    """A run of blocks whose members the forward calls one by one (a ModuleList([attention,
+    feed-forward]) per block, looped over and summed with a Python `+`): consecutive children of
+    `call` that are the members of one container each, never called itself, two or more
+    members of the same kinds in every block. A member's output is then a sub-layer's delta,
+    not the stream: what flows on after block i is what enters the next block's first member,
+    and after the last block what enters the next module (or what `call` returns). The run, and
+    the ids of the member calls it covers; None when there is none."""
+    groups: list[list[Call]] = []
+    for child in call.children:
+        if groups and _parent_name(groups[-1][-1].name) == _parent_name(child.name):
+            groups[-1].append(child)
+        else:
+            groups.append([child])
+    best: list[list[Call]] = []
+    i = 0
+    while i < len(groups):
+        j = i
+        kinds = [c.type_name for c in groups[i]]
+        outer = _parent_name(_parent_name(groups[i][0].name))
+        while (
+            j < len(groups)
+            and len(groups[j]) >= 2
+            and [c.type_name for c in groups[j]] == kinds
+            and _parent_name(groups[j][0].name) not in ("", call.name)
+            and _parent_name(_parent_name(groups[j][0].name)) == outer
+        ):
+            j += 1
+        if j - i >= 2 and j - i > len(best):
+            best = groups[i:j]
+        i = max(j, i + 1)
+    if not best:
+        return None
+    members = [c for group in best for c in group]
+    if len({c.name for c in members}) != len(members):
+        return None  # one module called twice: not a run of different blocks
+    after = call.children[call.children.index(members[-1]) + 1 :]
+    taps: list[tuple[Call, str]] = [(group[0], "input") for group in best[1:]]
+    taps.append((after[0], "input") if after else (call, "hook"))
+    places = []
+    for tap, source in taps:
+        shape = tap.in_shape if source == "input" else tap.shape
+        place = flow.place(shape)
+        if place is None or flow.vector(shape):
+            return None
+        places.append(place)
+    if len({p.reduction for p in places}) != 1:
+        return None
+    calls, sources = zip(*taps, strict=True)
+    label = _parent_name(_parent_name(best[0][0].name))
+    run = _Run(calls, None, places[0].reduction, tuple(places), sources, label)
+    return run, {id(c) for c in members}
+
+
+def _block_runs(
+    root: Call, full_shape: tuple[int, ...], frames: TokenFrames | None = None
+) -> list[_Run]:
     """Every run of two or more sibling calls of the same kind of module (each a different
     module) at one reduction, however the forward calls them (a loop over a ModuleList with extra
     arguments such as rotary embeddings or a relative position bias, or a Sequential).
@@ -842,13 +1033,16 @@ def _block_runs(root: Call, full_shape: tuple[int, ...]) -> list[_Run]:
     A block that returns several maps counts once per item, and a run of such blocks follows an
     item only when the run's last block passes it on (a later call outside it reads it): the aux
     map that the last block drops is not a stream, the tokens it hands to the norm are."""
-    flow = _Flow(root, full_shape)
+    flow = _Flow(root, full_shape, frames=frames)
     found: list[_Run] = []
 
     def visit(call: Call) -> None:
         runs: dict[tuple[str, int | str | None, int], list[tuple[Call, Placement]]] = {}
+        units = _units(call, flow)
+        if units is not None:
+            found.append(units[0])
         for child in call.children:
-            if child.is_leaf:
+            if child.is_leaf or (units is not None and id(child) in units[1]):
                 continue
             for key, place in flow.maps(child):
                 run = runs.setdefault((child.type_name, key, place.reduction), [])
@@ -866,12 +1060,22 @@ def _block_runs(root: Call, full_shape: tuple[int, ...]) -> list[_Run]:
     return found
 
 
+def _longest_run(runs: list[_Run], reduction: int) -> _Run | None:
+    """The longest run at `reduction` (the first when several are as long)."""
+    return max((r for r in runs if r.reduction == reduction), key=_run_length, default=None)
+
+
+def _run_label(runs: list[_Run], reduction: int) -> str:
+    best = _longest_run(runs, reduction)
+    return "" if best is None else best.label or _parent_name(best.calls[0].name)
+
+
 def _repeated_blocks(runs: list[_Run], reduction: int) -> list[FeatureSpec]:
     """The taps of the longest run at `reduction` (the first when several are as long)."""
-    best = max((r for r in runs if r.reduction == reduction), key=_run_length, default=None)
+    best = _longest_run(runs, reduction)
     if best is None:
         return []
-    parent = _parent_name(best.calls[0].name) or "the model"
+    parent = best.label or _parent_name(best.calls[0].name) or "the model"
     return best.taps(
         f"one of {len(best.calls)} repeated blocks of {parent} (one resolution only, as timm's ViTs)"
     )

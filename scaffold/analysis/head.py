@@ -22,24 +22,28 @@ def head_modules(
     when a tap is not in the trace.
     """
     selected = [features[i] for i in out_indices]
-    if not selected or any(f.source != "hook" for f in selected):
+    if not selected or any(f.source == "output" for f in selected):
         return ()
-    finish: dict[tuple[str, int], int] = {}
+    events: dict[tuple[str, str, int], int] = {}  # (start | end, module, call) -> when
     calls: dict[tuple[str, int], Call] = {}
 
-    def visit(call: Call) -> None:  # post-order: the order in which calls finish
+    def visit(call: Call) -> None:  # in the order in which calls start and end
+        events[("start", call.name, call.call)] = len(events)
         for child in call.children:
             visit(child)
-        finish[(call.name, call.call)] = len(finish)
+        events[("end", call.name, call.call)] = len(events)
         calls[(call.name, call.call)] = call
 
     visit(trace.root)
-    taps = [(f.module, f.call) for f in selected]
-    if any(t not in finish for t in taps):
+    # A hooked output is there when its call ends; what enters a call, before the call starts.
+    taps = [("start" if f.source == "input" else "end", f.module, f.call) for f in selected]
+    if any(t not in events for t in taps):
         return ()
-    last = calls[max(taps, key=finish.__getitem__)]
-    # Whatever starts after `last` ends: the later siblings of `last` and of each of its parents.
-    after: list[str] = []
+    tap = max(taps, key=events.__getitem__)
+    last = calls[tap[1:]]
+    # Whatever starts after `last` ends: the later siblings of `last` and of each of its parents
+    # (and `last` itself when the tap is what enters it).
+    after: list[str] = [last.name] if tap[0] == "start" else []
     node: Call | None = last
     while node is not None and node.parent is not None:
         siblings = node.parent.children
@@ -52,7 +56,8 @@ def head_modules(
 def removable_after(trace: Trace, features: Sequence[FeatureSpec]) -> tuple[tuple[str, ...], ...]:
     """For each feature, the top-most modules that the backbone can drop when that feature is
     the last one it returns: every call of the module, and of each module inside it, starts
-    after the feature's call has finished. A module that also runs earlier (one activation
+    after the feature is taken (a hooked output when its call ends, what enters a call when it
+    starts). A module that also runs earlier (one activation
     shared by the encoder and the head) stays. Empty for a feature of the model's output.
     """
     start: dict[tuple[str, int], int] = {}
@@ -83,15 +88,20 @@ def removable_after(trace: Trace, features: Sequence[FeatureSpec]) -> tuple[tupl
     found: list[tuple[str, ...]] = []
     for f in features:
         key = (f.module, f.call)
-        if f.source != "hook" or key not in calls:
+        if f.source == "output" or key not in calls:
             found.append(())
             continue
-        after: list[str] = []
+        # A hooked output is there when its call ends; what enters a call ("input"), when
+        # it starts: then that module itself runs after the feature, unless it ran before.
+        taken = end[key] if f.source == "hook" else start[key]
         node: Call | None = calls[key]
+        after: list[str] = []
+        if f.source == "input" and first_start[node.name] >= taken:
+            after.append(node.name)
         while node is not None and node.parent is not None:
             siblings = node.parent.children
             later = siblings[next(i for i, c in enumerate(siblings) if c is node) + 1 :]
-            after += [c.name for c in later if first_start[c.name] > end[key]]
+            after += [c.name for c in later if first_start[c.name] > taken]
             node = node.parent
         found.append(tuple(dict.fromkeys(after)))
     return tuple(found)

@@ -20,6 +20,9 @@ from scaffold.errors import ScaffoldError, one_line
 
 # How the traced forward is called: (model, image) -> output.
 ModelCall = Callable[[nn.Module, torch.Tensor], Any]
+# How an item of a module's or the model's output is found: an index or dict key, a path of them
+# into nested lists and dicts, None for a single tensor.
+Key = int | str | tuple[int | str, ...] | None
 BATCH = 2  # > 1, so that a batch folded with time (B*T, ...) is not taken for a feature map
 
 
@@ -45,13 +48,13 @@ class Call:
     input_id: int | None = None
     inputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     outputs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
-    output_keys: list[int | str | None] = field(default_factory=list)
+    output_keys: list[Key] = field(default_factory=list)
     weighted: bool = False  # a layer with a weight matrix or kernel (conv, linear) of its own
 
 
 @dataclass
 class OutputItem:
-    key: int | str | None  # None: the output is a single tensor
+    key: Key  # None: the output is a single tensor
     shape: tuple[int, ...]
     module: Call | None  # the call that produced exactly this tensor, if any
 
@@ -325,16 +328,26 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     return found
 
 
-def _output_items(output: Any) -> tuple[str, list[tuple[int | str | None, torch.Tensor]]]:
+def _output_items(output: Any) -> tuple[str, list[tuple[Key, torch.Tensor]]]:
+    """The kind of `output` and its tensors with their keys: an index or dict key, or for a
+    tensor inside a list or dict item (a list of dicts, a dict of lists) the path of keys."""
     if isinstance(output, torch.Tensor):
         return "tensor", [(None, output)]
     if isinstance(output, dict):
-        pairs = [(k, v) for k, v in output.items() if isinstance(v, torch.Tensor)]
-        return "dict", pairs
-    if isinstance(output, (list, tuple)):
-        kind = "list" if isinstance(output, list) else "tuple"
-        return kind, [(i, v) for i, v in enumerate(output) if isinstance(v, torch.Tensor)]
-    return type(output).__name__, []
+        kind, pairs = "dict", list(output.items())
+    elif isinstance(output, (list, tuple)):
+        kind, pairs = ("list" if isinstance(output, list) else "tuple"), list(enumerate(output))
+    else:
+        return type(output).__name__, []
+    found: list[tuple[Key, torch.Tensor]] = []
+    for key, value in pairs:
+        if isinstance(value, torch.Tensor):
+            found.append((key, value))
+        elif isinstance(value, (list, tuple, dict)):
+            for inner, tensor in _output_items(value)[1]:
+                path = inner if isinstance(inner, tuple) else (inner,)
+                found.append(((key, *path), tensor))
+    return kind, found
 
 
 def _index_calls(call: Call, by_id: dict[int, Call]) -> None:

@@ -92,9 +92,15 @@ class Context:
         chans = self.in_chans
         return {} if chans == self.state.spec.in_chans else {"in_chans": chans}
 
-    def example_input(self, channels: int | None = None, size: tuple[int, int] | None = None):
+    def example_input(
+        self,
+        channels: int | None = None,
+        size: tuple[int, int] | None = None,
+        frames: int | None = None,
+    ):
         """A random batch of the traced input's shape, with `channels` (default: the
-        benchmark's, `in_chans`) and the spatial `size` when given."""
+        benchmark's, `in_chans`), the spatial `size` and, for a temporal input, the number
+        of `frames` when given."""
         import torch
 
         torch.manual_seed(0)
@@ -102,6 +108,8 @@ class Context:
         shape[0] = channels or self.in_chans
         if size is not None:
             shape[-2:] = size
+        if frames is not None and len(shape) == 4:
+            shape[1] = frames
         return torch.rand(BATCH, *shape)
 
     # -- 1. import ------------------------------------------------------------------------------
@@ -125,7 +133,9 @@ class Context:
                 warnings.filterwarnings("ignore", message="Overwriting")
                 module = importlib.import_module(self.name)
         except Exception as exc:
-            raise CheckFailed(f"importing {package} failed: {one_line(exc)}") from exc
+            raise CheckFailed(
+                f"importing {package} failed{_where_in(package, exc)}: {one_line(exc)}"
+            ) from exc
         where = Path(module.__file__ or "").resolve().parent
         if where != package.resolve():
             raise CheckFailed(f"'{self.name}' was imported from {where}, not from {package}")
@@ -330,3 +340,21 @@ def _expected_output(task: str, model_args: dict[str, Any], input_shape) -> tupl
 def _names(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _where_in(package: Path, exc: BaseException) -> str:
+    """ " at FILE:LINE" for the last frame of the traceback inside the generated `package` (the
+    generated line that failed), or "" when none is."""
+    found = ""
+    root = package.resolve()
+    tb = exc.__traceback__
+    while tb is not None:
+        path = Path(tb.tb_frame.f_code.co_filename)
+        if path.is_relative_to(root):
+            found = f" at {path.relative_to(root.parent)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    if not found and isinstance(exc, SyntaxError) and exc.filename:
+        path = Path(exc.filename).resolve()
+        if path.is_relative_to(root):
+            found = f" at {path.relative_to(root.parent)}:{exc.lineno}"
+    return found

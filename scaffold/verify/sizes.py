@@ -1,5 +1,6 @@
 """The ``sizes`` check: the features at the analysed input size, at twice its height and width,
-and at the tile size of each dataset given with ``--data``.
+at the tile size of each dataset given with ``--data`` and, for a temporal input, at twice its
+frames (tokens read as the wrong number of frames, or frames read as one grid, fail there).
 
 A dataset's tiles are rarely the size the model was analysed at. The generated backbone stops
 after its last feature, so a head that only fits one size (a flatten into a fixed linear) does not
@@ -78,8 +79,25 @@ def check_sizes(context: Any) -> str:
             ) from exc.cause
     built = f" (built with {built_for})" if built_for else ""
     shown = [_hw(size) for size in sizes]
+    if spec.temporal:
+        shown.append(_check_frames(models, context, analysed, SCALE * spec.num_frames))
     listed = ", ".join(shown[:-1]) + f" and {shown[-1]}"
     return f"{len(spec.out_indices)} features on their grids at {listed}{built}"
+
+
+def _check_frames(models: tuple[Any, Any], context: Any, size: tuple[int, int], frames: int) -> str:
+    """The features at `frames` frames, at the analysed size: a temporal layout read wrongly
+    (token frames taken for one grid, or the wrong count of frames) does not fit there. A model
+    that only runs at its own frame count is said to, and not checked."""
+    try:
+        _check_at(models, context, size, frames)
+    except _Located as exc:
+        if exc.module is None:  # the backbone's own reshaping, not the person's model
+            raise CheckFailed(
+                f"at {frames} frames {exc}: the features' layout does not follow the frames"
+            ) from exc.cause
+        return f"{_hw(size)} (not at {frames} frames: the model refuses them, {exc})"
+    return f"{_hw(size)} with {frames} frames"
 
 
 def _sizes(context: Any, analysed: tuple[int, int]) -> dict[tuple[int, int], str]:
@@ -106,13 +124,15 @@ def _build(timm: Any, name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     return features_only, backbone
 
 
-def _check_at(models: tuple[Any, Any], context: Any, size: tuple[int, int]) -> None:
-    """Both feature paths at one input size; _Located when the model raises, CheckFailed when
-    a feature is off its grid."""
+def _check_at(
+    models: tuple[Any, Any], context: Any, size: tuple[int, int], frames: int | None = None
+) -> None:
+    """Both feature paths at one input size (and number of `frames`); _Located when the model
+    raises, CheckFailed when a feature is off its grid."""
     import torch
 
     features_only, backbone = models
-    x = context.example_input(size=size)
+    x = context.example_input(size=size, frames=frames)
     with torch.no_grad():
         outs = _located(features_only.model, lambda: features_only(x))
         images = _located(
