@@ -272,12 +272,46 @@ def output_folders() -> tuple[str, ...]:
     return (DATA_DIR, RUNS_DIR, BASELINES_DIR, SPLITS_DIR)
 
 
+def _holds_modules(spec, out: Path | None) -> bool:
+    """Whether the module `spec` finds is Python a package by its name would hide. Any directory
+    is a namespace package to the import system; one counts only when it holds Python to
+    import: an empty one, the output folder itself or an earlier output of scaffold hide
+    nothing the model uses."""
+    if spec is None:
+        return False
+    if spec.origin is not None:  # a module or a regular package
+        return True
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    for location in spec.submodule_search_locations or ():
+        folder = Path(location)
+        if (out is not None and folder.resolve() == out.resolve()) or is_generated(folder):
+            continue
+        with contextlib.suppress(OSError):
+            for entry in folder.iterdir():
+                if entry.is_file() and entry.name.endswith(suffixes):
+                    return True
+                if entry.is_dir() and entry.name.isidentifier() and _holds_python(entry, suffixes):
+                    return True
+    return False
+
+
+def _holds_python(folder: Path, suffixes: tuple[str, ...]) -> bool:
+    """A subpackage: a folder with Python files of its own (one level: not a dataset walk)."""
+    with contextlib.suppress(OSError):
+        return any(p.is_file() and p.name.endswith(suffixes) for p in folder.iterdir())
+    return False
+
+
 def choose_name(
-    requested: str | None, spec=None, module: str | None = None, root: Path | None = None
+    requested: str | None,
+    spec=None,
+    module: str | None = None,
+    root: Path | None = None,
+    out: Path | None = None,
 ) -> str:
     """The requested name, checked, or a free default from the spec's class name. `module`
     (the model's module) and `root` (its import folder) stand in for the spec when only a
-    requested name is checked."""
+    requested name is checked; `out` is the output folder (which may sit beside the model)."""
     from scaffold.render import default_name, names_for
 
     timm_names, terratorch_names, factory_names = taken_names()
@@ -302,12 +336,16 @@ def choose_name(
         if name == model_top:
             return f"is the name of the model's own module ({module})"
         # The package goes first on sys.path: it would shadow a module beside the model.
-        if root is not None and importlib.machinery.PathFinder.find_spec(name, [str(root)]):
+        where = out if out is not None else Path.cwd() / name
+        beside = (
+            None if root is None else importlib.machinery.PathFinder.find_spec(name, [str(root)])
+        )
+        if _holds_modules(beside, where):
             return (
                 f"is the name of a module in the model's folder {root}, which the package "
                 "would hide"
             )
-        if importlib.util.find_spec(name) is not None:
+        if _holds_modules(importlib.util.find_spec(name), where):
             return "is the name of an installed Python module"
         return None
 
@@ -364,7 +402,12 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if options.name is not None:  # a taken name is refused before the analysis, not after it
         check_target_exists(target)  # a missing file first: that needs no TerraTorch import
         with status(progress, "checking the name against timm and TerraTorch"):
-            choose_name(options.name, module=model_module(target), root=model_import_root(target))
+            choose_name(
+                options.name,
+                module=model_module(target),
+                root=model_import_root(target),
+                out=options.out.resolve() if options.out else None,
+            )
         if options.out is None:
             default_out = Path.cwd() / options.name
             check_output_dir(default_out, out_label(default_out, given=False))
@@ -384,7 +427,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
             input_layout(ds, spec)
     if options.name is None:
         with status(progress, "checking the name against timm and TerraTorch"):
-            name = choose_name(None, spec)
+            name = choose_name(None, spec, out=options.out.resolve() if options.out else None)
     else:
         name = options.name
     if name in options.baselines:

@@ -79,6 +79,21 @@ def test_a_name_that_would_shadow_a_module_beside_the_model_is_refused(tmp_path)
     nothing_but(models, "helper.py", "two_file_net.py")
 
 
+def test_an_empty_folder_or_the_output_folder_beside_the_model_does_not_take_the_name(tmp_path):
+    from scaffold.generate import choose_name
+
+    models = tmp_path / "models"
+    model = copy_model("cnn", models)
+    (models / "my_net").mkdir()  # an empty folder: a namespace package with nothing in it
+    generate(Options(str(model), {}, name="my_net", out=tmp_path / "out"))
+    out = generate(Options(str(model), {}, name="my_net", out=models / "my_net")).out
+    assert (out / "my_net" / "__init__.py").is_file()  # the output folder beside the model
+    (models / "tools").mkdir()
+    (models / "tools" / "blocks.py").write_text(HELPER)  # a namespace package with a module
+    with pytest.raises(ScaffoldError, match="is the name of a module in the model's folder"):
+        choose_name("tools", module="cnn", root=models, out=tmp_path / "elsewhere")
+
+
 @pytest.mark.parametrize("name", ["data", "runs", "baselines", "splits"])
 def test_names_of_the_folders_scaffold_writes_are_refused(tmp_path, name):
     with pytest.raises(ScaffoldError, match=rf"--name '{name}' is the name of a folder scaffold"):
