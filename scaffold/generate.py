@@ -95,7 +95,8 @@ def _check_output_dir(out: Path, label: str) -> None:
     ancestor = next(p for p in (out, *out.parents) if p.exists())  # "/" at the latest
     if not ancestor.is_dir():
         raise ScaffoldError(f"{label}: cannot write there ({ancestor} is a file)")
-    if out.is_dir() and any(out.iterdir()):
+    # what a killed run left inside goes once nothing is refused: it does not count here
+    if out.is_dir() and set(out.iterdir()) - set(dead_temps(out)):
         if is_generated(out):
             raise ScaffoldError(
                 f"{label}: already holds a generated backbone; "
@@ -138,10 +139,10 @@ def new_temp(out: Path, inside: bool) -> tuple[Path, int]:
     return tmp, fd
 
 
-def remove_leftovers(out: Path, progress=None) -> list[Path]:
-    """Remove the temporary folders that runs killed while writing `out` left beside it (or in
-    it), saying so; one that a live run holds locked stays. Returns those removed."""
-    removed = []
+def dead_temps(out: Path) -> list[Path]:
+    """The temporary folders that runs killed while writing `out` left beside it (or in it);
+    one that a live run holds locked is not among them. Nothing is removed."""
+    found = []
     for folder in (out.parent, out):
         if not folder.is_dir():
             continue
@@ -161,18 +162,30 @@ def remove_leftovers(out: Path, progress=None) -> list[Path]:
             except OSError:
                 continue  # a run is working in it (or it cannot be locked here)
             else:
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed.append(tmp)
+                found.append(tmp)
             finally:
                 os.close(fd)
-    if progress is not None:
-        for tmp in removed:
-            progress.print(
-                f"removed {tmp}, left by an interrupted scaffold run",
-                highlight=False,
-                soft_wrap=True,
-            )
+    return found
+
+
+def remove_leftovers(out: Path, progress=None) -> list[Path]:
+    """Remove what `dead_temps` finds, saying so. Returns those removed."""
+    removed = dead_temps(out)
+    for tmp in removed:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say_removed(progress, removed)
     return removed
+
+
+def say_removed(progress, paths: list[Path], dry_run: bool = False) -> None:
+    """Tell the person what scaffold removed (or would) that an interrupted run of it left."""
+    if progress is None:
+        return
+    what = "would remove" if dry_run else "removed"
+    for path in paths:
+        progress.print(
+            f"{what} {path}, left by an interrupted scaffold run", highlight=False, soft_wrap=True
+        )
 
 
 def _move_entries_up(tmp: Path) -> None:
@@ -385,7 +398,6 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if weights is not None:
         check_weights_file(weights, options.weights)
     if options.out is not None:
-        remove_leftovers(options.out.resolve(), progress)
         check_output_dir(options.out.resolve())
     if options.baselines:
         from scaffold.baselines import check_names
@@ -434,8 +446,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
         raise ScaffoldError(f"--baseline {name!r} is the backbone being benchmarked")
     out = (options.out or Path.cwd() / name).resolve()
     label = out_label(out, given=options.out is not None)
-    remove_leftovers(out, progress)
     check_output_dir(out, label)
+    remove_leftovers(out, progress)  # nothing is refused from here on
 
     # The class by name from now on: `update` must not silently pick another one.
     if split_target(target)[1] is None:

@@ -606,6 +606,22 @@ def test_a_temp_folder_a_live_run_holds_is_left_alone(tmp_path):
     assert remove_leftovers(out) == [mine]  # its process gone: a leftover
 
 
+def test_a_refused_run_leaves_the_leftovers_of_a_killed_one_alone(tmp_path):
+    from scaffold.generate import new_temp
+
+    out = tmp_path / "out"
+    left, fd = new_temp(out, inside=False)
+    os.close(fd)  # its run killed: a leftover the next run that goes ahead removes
+    with pytest.raises(ScaffoldError, match="--name 'data' is the name of a folder"):
+        generate(Options(str(MODELS / "cnn.py"), {}, name="data", out=out))
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ScaffoldError, match="not empty and not made by scaffold"):
+        generate(Options(str(MODELS / "cnn.py"), {}, name="left_cnn", out=out))
+    nothing_but(tmp_path, "out", left.name)
+    nothing_but(out, "notes.txt")
+
+
 def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
@@ -632,12 +648,16 @@ def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project)
         "import tempfile\n"
         f"data = tempfile.mkdtemp(prefix='.data-new.', dir={str(out)!r})\n"
         "open(data + '/s0_img.tif', 'wb').write(b'half')\n"
-        f"fd, half = tempfile.mkstemp(prefix='.benchmark.yaml.', dir={str(out)!r})\n"
-        f"fd, state = tempfile.mkstemp(prefix='.state.json.', dir={str(out / '.scaffold')!r})\n"
+        "from scaffold.update import WRITE_TEMP_SUFFIX as tmp\n"
+        f"fd, half = tempfile.mkstemp(prefix='.benchmark.yaml.', suffix=tmp, dir={str(out)!r})\n"
+        f"fd, state = tempfile.mkstemp('.state.json.', suffix=tmp, dir={str(out / '.scaffold')!r})\n"
         "print(data, half, state, flush=True)"
     ).split()
-    mine = out / ".benchmark.yaml.mine"  # a person's file that only looks alike
-    mine.write_text("keep")
+    # a person's hidden backups that only look alike (mkstemp's 8 characters, even)
+    mine = [out / ".benchmark.yaml.mine", out / ".benchmark.yaml.20241201"]
+    mine += [out / ".pyproject.toml.original", out / ".scaffold" / ".state.json.original"]
+    for path in mine:
+        path.write_text("keep")
     console = Console(record=True, width=300)
     update_dir(out, dry_run=True, progress=console)
     assert all(Path(p).exists() for p in left)
@@ -647,7 +667,7 @@ def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project)
         assert not Path(path).exists()
         assert f"would remove {path}, left by an interrupted scaffold run" in text
         assert f"removed {path}, left by an interrupted scaffold run" in text
-    assert mine.read_text() == "keep"
+    assert all(path.read_text() == "keep" for path in mine)
 
 
 # -- held: what the first round fixed, and what always worked ------------------------------------
