@@ -17,6 +17,7 @@ import fcntl
 import importlib.machinery
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -174,7 +175,44 @@ def remove_leftovers(out: Path, progress=None) -> list[Path]:
     for tmp in removed:
         shutil.rmtree(tmp, ignore_errors=True)
     say_removed(progress, removed)
+    say_older_temps(out, progress)
     return removed
+
+
+def older_temps(out: Path) -> list[Path]:
+    """The temporary folders older versions of scaffold made beside `out` (``.OUT.XXXXXXXX``,
+    without the suffix) that a killed run left holding its state. They were never locked, so
+    a live run's cannot be told from a dead one's: they are reported, never removed."""
+    if not out.parent.is_dir():
+        return []
+    names = {f".{out.name}.", f".{out.name[:64]}."}
+    try:
+        entries = sorted(out.parent.iterdir())
+    except OSError:
+        return []
+    return [
+        path
+        for path in entries
+        if any(
+            path.name.startswith(prefix) and re.fullmatch(r"[a-z0-9_]{8}", path.name[len(prefix) :])
+            for prefix in names
+        )
+        and not path.is_symlink()
+        and (path / STATE_DIR).is_dir()
+    ]
+
+
+def say_older_temps(out: Path, progress) -> None:
+    """Mention what `older_temps` finds: the person removes it once no run is writing."""
+    if progress is None:
+        return
+    for path in older_temps(out):
+        progress.print(
+            f"{path} looks left by an interrupted run of an older scaffold; remove it if no "
+            f"scaffold run is writing {out}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def say_removed(progress, paths: list[Path], dry_run: bool = False) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 from scaffold import __version__
 from scaffold.baselines import summary
 from scaffold.errors import ScaffoldError
-from scaffold.generate import say_removed
+from scaffold.generate import say_older_temps, say_removed
 from scaffold.progress import status
 from scaffold.state import (
     PRISTINE_DIR,
@@ -352,6 +352,7 @@ def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
             else:
                 path.unlink(missing_ok=True)
     say_removed(progress, found, dry_run)
+    say_older_temps(out, progress)
 
 
 # `write_atomic`'s file beside its target: ".NAME.XXXXXXXX.scaffold-tmp"

@@ -622,6 +622,25 @@ def test_a_refused_run_leaves_the_leftovers_of_a_killed_one_alone(tmp_path):
     nothing_but(out, "notes.txt")
 
 
+def test_a_temp_folder_of_an_older_version_is_reported_and_kept(tmp_path):
+    from rich.console import Console
+
+    out = tmp_path / "out"
+    older = tmp_path / ".out.k2j_9x0q"  # mkdtemp's name, as older versions left it
+    (older / ".scaffold").mkdir(parents=True)
+    (older / "benchmark.yaml").write_text("half")
+    mine = tmp_path / ".out.20241201"  # a person's folder: no state of scaffold's in it
+    mine.mkdir()
+    console = Console(record=True, width=300)
+    generate(Options(str(MODELS / "cnn.py"), {}, name="older_cnn", out=out), progress=console)
+    lines = console.export_text().splitlines()
+    assert f"{older} looks left by an interrupted run of an older scaffold; remove it if no " \
+        f"scaffold run is writing {out}" in lines  # fmt: skip
+    assert not any(str(mine) in line for line in lines)
+    assert (older / "benchmark.yaml").read_text() == "half"
+    nothing_but(tmp_path, "out", older.name, mine.name)
+
+
 def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
