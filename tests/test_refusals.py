@@ -311,6 +311,40 @@ def test_report_of_a_damaged_store_is_one_note_per_file_and_no_traceback(project
     ]
 
 
+def test_mlflow_registered_models_folder_is_not_a_stray_folder(project, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    log_hpo(project.out, project.backbone, [0.4])
+    store = str(project.out / "runs" / "hpo")
+    MlflowClient(tracking_uri=store, registry_uri=store).create_registered_model("kept_model")
+    assert (project.out / "runs" / "hpo" / "models").is_dir()  # MLflow's, at the store's root
+    results = collect(project.out)
+    assert results.notes == []
+    assert smoke_value(results) == pytest.approx(0.4)
+
+
+def test_an_interrupted_report_leaves_no_temporary_view(project, monkeypatch, tmp_path):
+    import scaffold.results
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    log_hpo(project.out, project.backbone, [0.4])
+    _damage("a stray folder", _experiment_dir(project.out), "")  # read through a view
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scaffold.results, "_repeated_cells", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        collect(project.out)
+    assert list((tmp_path / "temp").iterdir()) == []
+
+
 def test_report_of_a_copied_folder_says_it_reads_the_original(project, tmp_path, monkeypatch):
     from scaffold.results import collect
 
