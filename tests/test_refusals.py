@@ -409,6 +409,18 @@ def test_a_truncated_image_or_label_is_named(tmp_path, rel):
     assert str(refused.value).endswith("is the file truncated or damaged?")
 
 
+def test_a_read_error_without_a_message_is_still_one_line():
+    from rasterio.errors import RasterioIOError
+
+    from scaffold.data.read import _unreadable
+
+    error = _unreadable(Path("/d/a.tif"), RasterioIOError(""))  # GDAL gives no reason at times
+    assert str(error) == (
+        "/d/a.tif: rasterio cannot read its pixels (RasterioIOError); is the file truncated or "
+        "damaged?"
+    )
+
+
 def test_a_truncated_training_image_is_one_line_exit_2_and_nothing_written(tmp_path):
     split_folders(tmp_path / "ds")
     bad = truncate(tmp_path / "ds" / "train" / "images" / "tile2_img.tif")
