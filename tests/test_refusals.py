@@ -150,6 +150,10 @@ OVERRIDDEN = {
         _set(*TRAINER, "limit_val_batches", value=0),
         "defaults.trainer_args.limit_val_batches: 0",
     ),
+    "max_epochs 0": (
+        _set(*TRAINER, "max_epochs", value=0),
+        "defaults.trainer_args.max_epochs: 0",
+    ),
     "storage_uri missing": (_set("storage_uri", drop=True), "storage_uri: None"),
 }
 
@@ -165,8 +169,34 @@ def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generat
         run_benchmark(config, tmp_path / "log")
     message = str(failed.value)
     assert message.startswith(f"benchmark.yaml: {named}: ") and "\n" not in message
-    assert "the real run would fail on it" in message
+    if case.endswith(" 0") and "n_trials" not in case:  # Lightning accepts it, and does nothing
+        verb = "validate" if "val" in case else "train"
+        assert f"Lightning accepts it, but the real run would {verb} on nothing" in message
+        assert "fail" not in message
+    else:
+        assert "the real run would fail on it" in message
+    assert message.endswith("the verifying run's shortened copy replaces this value, so only "
+                            "the real run would meet it")  # fmt: skip
     assert not (tmp_path / "log" / "hpo").exists()  # refused before the run
+
+
+def test_a_benchmark_yaml_that_is_not_a_mapping_is_one_line_naming_it(tmp_path):
+    from scaffold.verify import CheckFailed
+    from scaffold.verify.shorten import shortened_copy
+
+    config = tmp_path / "benchmark.yaml"
+    config.write_text("- n_trials: 1\n- tasks: []\n")
+    with pytest.raises(CheckFailed, match=r"^benchmark.yaml: holds a list, not a mapping"):
+        shortened_copy(config, tmp_path / "log")
+
+
+def test_enable_checkpointing_of_the_real_file_is_not_a_finding(generated):
+    from scaffold.verify.shorten import overridden_problems
+
+    # terratorch-iterate replaces it (with save_models) before the Trainer sees it
+    cfg = yaml.safe_load(generated["cnn"].benchmark_config.read_text())
+    cfg["defaults"]["trainer_args"]["enable_checkpointing"] = "yes"
+    assert overridden_problems(cfg) == []
 
 
 def test_the_shortened_copy_keeps_early_stopping_so_the_run_checks_it(generated, tmp_path):
