@@ -17,6 +17,7 @@ import fcntl
 import importlib.machinery
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -95,7 +96,8 @@ def _check_output_dir(out: Path, label: str) -> None:
     ancestor = next(p for p in (out, *out.parents) if p.exists())  # "/" at the latest
     if not ancestor.is_dir():
         raise ScaffoldError(f"{label}: cannot write there ({ancestor} is a file)")
-    if out.is_dir() and any(out.iterdir()):
+    # what a killed run left inside goes once nothing is refused: it does not count here
+    if out.is_dir() and set(out.iterdir()) - set(dead_temps(out)):
         if is_generated(out):
             raise ScaffoldError(
                 f"{label}: already holds a generated backbone; "
@@ -138,10 +140,10 @@ def new_temp(out: Path, inside: bool) -> tuple[Path, int]:
     return tmp, fd
 
 
-def remove_leftovers(out: Path, progress=None) -> list[Path]:
-    """Remove the temporary folders that runs killed while writing `out` left beside it (or in
-    it), saying so; one that a live run holds locked stays. Returns those removed."""
-    removed = []
+def dead_temps(out: Path) -> list[Path]:
+    """The temporary folders that runs killed while writing `out` left beside it (or in it);
+    one that a live run holds locked is not among them. Nothing is removed."""
+    found = []
     for folder in (out.parent, out):
         if not folder.is_dir():
             continue
@@ -161,18 +163,67 @@ def remove_leftovers(out: Path, progress=None) -> list[Path]:
             except OSError:
                 continue  # a run is working in it (or it cannot be locked here)
             else:
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed.append(tmp)
+                found.append(tmp)
             finally:
                 os.close(fd)
-    if progress is not None:
-        for tmp in removed:
-            progress.print(
-                f"removed {tmp}, left by an interrupted scaffold run",
-                highlight=False,
-                soft_wrap=True,
-            )
+    return found
+
+
+def remove_leftovers(out: Path, progress=None) -> list[Path]:
+    """Remove what `dead_temps` finds, saying so. Returns those removed."""
+    removed = dead_temps(out)
+    for tmp in removed:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say_removed(progress, removed)
+    say_older_temps(out, progress)
     return removed
+
+
+def older_temps(out: Path) -> list[Path]:
+    """The temporary folders older versions of scaffold made beside `out` (``.OUT.XXXXXXXX``,
+    without the suffix) that a killed run left holding its state. They were never locked, so
+    a live run's cannot be told from a dead one's: they are reported, never removed."""
+    if not out.parent.is_dir():
+        return []
+    names = {f".{out.name}.", f".{out.name[:64]}."}
+    try:
+        entries = sorted(out.parent.iterdir())
+    except OSError:
+        return []
+    return [
+        path
+        for path in entries
+        if any(
+            path.name.startswith(prefix) and re.fullmatch(r"[a-z0-9_]{8}", path.name[len(prefix) :])
+            for prefix in names
+        )
+        and not path.is_symlink()
+        and (path / STATE_DIR).is_dir()
+    ]
+
+
+def say_older_temps(out: Path, progress) -> None:
+    """Mention what `older_temps` finds: the person removes it once no run is writing."""
+    if progress is None:
+        return
+    for path in older_temps(out):
+        progress.print(
+            f"{path} looks left by an interrupted run of an older scaffold; remove it if no "
+            f"scaffold run is writing {out}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def say_removed(progress, paths: list[Path], dry_run: bool = False) -> None:
+    """Tell the person what scaffold removed (or would) that an interrupted run of it left."""
+    if progress is None:
+        return
+    what = "would remove" if dry_run else "removed"
+    for path in paths:
+        progress.print(
+            f"{what} {path}, left by an interrupted scaffold run", highlight=False, soft_wrap=True
+        )
 
 
 def _move_entries_up(tmp: Path) -> None:
@@ -272,12 +323,46 @@ def output_folders() -> tuple[str, ...]:
     return (DATA_DIR, RUNS_DIR, BASELINES_DIR, SPLITS_DIR)
 
 
+def _holds_modules(spec, out: Path | None) -> bool:
+    """Whether the module `spec` finds is Python a package by its name would hide. Any directory
+    is a namespace package to the import system; one counts only when it holds Python to
+    import: an empty one, the output folder itself or an earlier output of scaffold hide
+    nothing the model uses."""
+    if spec is None:
+        return False
+    if spec.origin is not None:  # a module or a regular package
+        return True
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    for location in spec.submodule_search_locations or ():
+        folder = Path(location)
+        if (out is not None and folder.resolve() == out.resolve()) or is_generated(folder):
+            continue
+        with contextlib.suppress(OSError):
+            for entry in folder.iterdir():
+                if entry.is_file() and entry.name.endswith(suffixes):
+                    return True
+                if entry.is_dir() and entry.name.isidentifier() and _holds_python(entry, suffixes):
+                    return True
+    return False
+
+
+def _holds_python(folder: Path, suffixes: tuple[str, ...]) -> bool:
+    """A subpackage: a folder with Python files of its own (one level: not a dataset walk)."""
+    with contextlib.suppress(OSError):
+        return any(p.is_file() and p.name.endswith(suffixes) for p in folder.iterdir())
+    return False
+
+
 def choose_name(
-    requested: str | None, spec=None, module: str | None = None, root: Path | None = None
+    requested: str | None,
+    spec=None,
+    module: str | None = None,
+    root: Path | None = None,
+    out: Path | None = None,
 ) -> str:
     """The requested name, checked, or a free default from the spec's class name. `module`
     (the model's module) and `root` (its import folder) stand in for the spec when only a
-    requested name is checked."""
+    requested name is checked; `out` is the output folder (which may sit beside the model)."""
     from scaffold.render import default_name, names_for
 
     timm_names, terratorch_names, factory_names = taken_names()
@@ -302,12 +387,16 @@ def choose_name(
         if name == model_top:
             return f"is the name of the model's own module ({module})"
         # The package goes first on sys.path: it would shadow a module beside the model.
-        if root is not None and importlib.machinery.PathFinder.find_spec(name, [str(root)]):
+        where = out if out is not None else Path.cwd() / name
+        beside = (
+            None if root is None else importlib.machinery.PathFinder.find_spec(name, [str(root)])
+        )
+        if _holds_modules(beside, where):
             return (
                 f"is the name of a module in the model's folder {root}, which the package "
                 "would hide"
             )
-        if importlib.util.find_spec(name) is not None:
+        if _holds_modules(importlib.util.find_spec(name), where):
             return "is the name of an installed Python module"
         return None
 
@@ -347,7 +436,6 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if weights is not None:
         check_weights_file(weights, options.weights)
     if options.out is not None:
-        remove_leftovers(options.out.resolve(), progress)
         check_output_dir(options.out.resolve())
     if options.baselines:
         from scaffold.baselines import check_names
@@ -364,7 +452,12 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if options.name is not None:  # a taken name is refused before the analysis, not after it
         check_target_exists(target)  # a missing file first: that needs no TerraTorch import
         with status(progress, "checking the name against timm and TerraTorch"):
-            choose_name(options.name, module=model_module(target), root=model_import_root(target))
+            choose_name(
+                options.name,
+                module=model_module(target),
+                root=model_import_root(target),
+                out=options.out.resolve() if options.out else None,
+            )
         if options.out is None:
             default_out = Path.cwd() / options.name
             check_output_dir(default_out, out_label(default_out, given=False))
@@ -384,15 +477,15 @@ def generate(options: Options, progress=None) -> GenerateResult:
             input_layout(ds, spec)
     if options.name is None:
         with status(progress, "checking the name against timm and TerraTorch"):
-            name = choose_name(None, spec)
+            name = choose_name(None, spec, out=options.out.resolve() if options.out else None)
     else:
         name = options.name
     if name in options.baselines:
         raise ScaffoldError(f"--baseline {name!r} is the backbone being benchmarked")
     out = (options.out or Path.cwd() / name).resolve()
     label = out_label(out, given=options.out is not None)
-    remove_leftovers(out, progress)
     check_output_dir(out, label)
+    remove_leftovers(out, progress)  # nothing is refused from here on
 
     # The class by name from now on: `update` must not silently pick another one.
     if split_target(target)[1] is None:

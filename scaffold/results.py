@@ -155,36 +155,39 @@ def collect(directory: Path) -> Results:
     tasks: dict[str, tuple[str, str]] = {}  # name -> (metric, direction), the main config's first
     task_names: dict[str, set[str]] = {}
     stores = Stores(notes)
-    for name, path, is_baseline in entries:
-        config = _read_config(path, notes)
-        backbone = Backbone(name, None, path, is_baseline)
-        backbones.append(backbone)
-        if config is None:
-            continue
-        moved = moved_note(directory, state, config)
-        if moved:
-            notes.append(f"{name}: {moved}")
-        backbone.experiment = str(config.get("experiment_name"))
-        config_tasks = _tasks_of(config)
-        task_names[name] = set(config_tasks)
-        for task, spec in config_tasks.items():
-            tasks.setdefault(task, spec)
-        storage = str(config.get("storage_uri") or "")
-        with stores.reading(name, storage):
-            hpo[name], backbone.ran = _hpo_cells(
-                stores.view(storage), backbone.experiment, config_tasks, notes, name
-            )
-        store = f"{storage}_repeated_exp" if storage else ""
-        with stores.reading(name, store):
-            repeated[name] = _repeated_cells(
-                storage, stores.view(store), backbone.experiment, config_tasks, notes, name
-            )
-        if not backbone.ran:
-            rel = path.relative_to(directory)
-            notes.append(
-                f"{name}: experiment {backbone.experiment!r} never ran; run "
-                f"`terratorch iterate --hpo --config {rel}` in {directory}"
-            )
+    try:  # the views are temporary folders: removed whatever happens
+        for name, path, is_baseline in entries:
+            config = _read_config(path, notes)
+            backbone = Backbone(name, None, path, is_baseline)
+            backbones.append(backbone)
+            if config is None:
+                continue
+            moved = moved_note(directory, state, config)
+            if moved:
+                notes.append(f"{name}: {moved}")
+            backbone.experiment = str(config.get("experiment_name"))
+            config_tasks = _tasks_of(config)
+            task_names[name] = set(config_tasks)
+            for task, spec in config_tasks.items():
+                tasks.setdefault(task, spec)
+            storage = str(config.get("storage_uri") or "")
+            with stores.reading(name, storage):
+                hpo[name], backbone.ran = _hpo_cells(
+                    stores.view(storage), backbone.experiment, config_tasks, notes, name
+                )
+            store = f"{storage}_repeated_exp" if storage else ""
+            with stores.reading(name, store):
+                repeated[name] = _repeated_cells(
+                    storage, stores.view(store), backbone.experiment, config_tasks, notes, name
+                )
+            if not backbone.ran:
+                rel = path.relative_to(directory)
+                notes.append(
+                    f"{name}: experiment {backbone.experiment!r} never ran; run "
+                    f"`terratorch iterate --hpo --config {rel}` in {directory}"
+                )
+    finally:
+        stores.close()
 
     rows: list[TaskRow] = []
     for task, (metric, direction) in tasks.items():
@@ -202,7 +205,6 @@ def collect(directory: Path) -> Results:
                     f"--hpo --repeat --config {backbone.config}` (with run_repetitions set)"
                 )
         rows.append(row)
-    stores.close()
     return Results(directory, backbones, rows, notes)
 
 
@@ -348,10 +350,17 @@ class Stores:
 
 
 RUN_RESERVED = ("tags", "datasets", "traces", "models")  # MLflow's experiment folders, not runs
+# MLflow's folder for registered models at the store's root, not an experiment (its file store's
+# `_get_active_experiments` leaves it out, as it does `.trash`)
+STORE_RESERVED = ("models",)
 
 
 def _experiment_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in STORE_RESERVED
+    )
 
 
 def _has_bad(entry: Path, bad: set[Path]) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 from scaffold import __version__
 from scaffold.baselines import summary
 from scaffold.errors import ScaffoldError
+from scaffold.generate import say_older_temps, say_removed
 from scaffold.progress import status
 from scaffold.state import (
     PRISTINE_DIR,
@@ -344,24 +345,24 @@ def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
     for folder, files in names.items():
         if folder.is_dir():
             found += [p for p in folder.iterdir() if p.is_file() and _is_write_temp(p.name, files)]
-    for path in sorted(found):
-        if not dry_run:
+    found.sort()
+    if not dry_run:
+        for path in found:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-        if progress is not None:
-            what = "would remove" if dry_run else "removed"
-            progress.print(
-                f"{what} {path}, left by an interrupted scaffold run",
-                highlight=False,
-                soft_wrap=True,
-            )
+    say_removed(progress, found, dry_run)
+    say_older_temps(out, progress)
+
+
+# `write_atomic`'s file beside its target: ".NAME.XXXXXXXX.scaffold-tmp"
+WRITE_TEMP_SUFFIX = ".scaffold-tmp"
 
 
 def _is_write_temp(name: str, files: set[str]) -> bool:
-    """`write_atomic`'s temporary name for one of `files`: ``.NAME.`` and mkstemp's 8 characters."""
-    match = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}", name)
+    """`write_atomic`'s temporary name for one of `files` (a person's ``.NAME.backup`` is not)."""
+    match = re.fullmatch(rf"\.(.+)\.[a-z0-9_]{{8}}{re.escape(WRITE_TEMP_SUFFIX)}", name)
     return match is not None and match.group(1) in files
 
 
@@ -525,7 +526,7 @@ def unified_diff(plans: list[FilePlan]) -> str:
 def write_atomic(path: Path, content: bytes) -> None:
     """Write beside the target, then rename over it: the file is either old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=WRITE_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)

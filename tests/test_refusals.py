@@ -79,6 +79,21 @@ def test_a_name_that_would_shadow_a_module_beside_the_model_is_refused(tmp_path)
     nothing_but(models, "helper.py", "two_file_net.py")
 
 
+def test_an_empty_folder_or_the_output_folder_beside_the_model_does_not_take_the_name(tmp_path):
+    from scaffold.generate import choose_name
+
+    models = tmp_path / "models"
+    model = copy_model("cnn", models)
+    (models / "my_net").mkdir()  # an empty folder: a namespace package with nothing in it
+    generate(Options(str(model), {}, name="my_net", out=tmp_path / "out"))
+    out = generate(Options(str(model), {}, name="my_net", out=models / "my_net")).out
+    assert (out / "my_net" / "__init__.py").is_file()  # the output folder beside the model
+    (models / "tools").mkdir()
+    (models / "tools" / "blocks.py").write_text(HELPER)  # a namespace package with a module
+    with pytest.raises(ScaffoldError, match="is the name of a module in the model's folder"):
+        choose_name("tools", module="cnn", root=models, out=tmp_path / "elsewhere")
+
+
 @pytest.mark.parametrize("name", ["data", "runs", "baselines", "splits"])
 def test_names_of_the_folders_scaffold_writes_are_refused(tmp_path, name):
     with pytest.raises(ScaffoldError, match=rf"--name '{name}' is the name of a folder scaffold"):
@@ -135,6 +150,10 @@ OVERRIDDEN = {
         _set(*TRAINER, "limit_val_batches", value=0),
         "defaults.trainer_args.limit_val_batches: 0",
     ),
+    "max_epochs 0": (
+        _set(*TRAINER, "max_epochs", value=0),
+        "defaults.trainer_args.max_epochs: 0",
+    ),
     "storage_uri missing": (_set("storage_uri", drop=True), "storage_uri: None"),
 }
 
@@ -150,8 +169,34 @@ def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generat
         run_benchmark(config, tmp_path / "log")
     message = str(failed.value)
     assert message.startswith(f"benchmark.yaml: {named}: ") and "\n" not in message
-    assert "the real run would fail on it" in message
+    if case.endswith(" 0") and "n_trials" not in case:  # Lightning accepts it, and does nothing
+        verb = "validate" if "val" in case else "train"
+        assert f"Lightning accepts it, but the real run would {verb} on nothing" in message
+        assert "fail" not in message
+    else:
+        assert "the real run would fail on it" in message
+    assert message.endswith("the verifying run's shortened copy replaces this value, so only "
+                            "the real run would meet it")  # fmt: skip
     assert not (tmp_path / "log" / "hpo").exists()  # refused before the run
+
+
+def test_a_benchmark_yaml_that_is_not_a_mapping_is_one_line_naming_it(tmp_path):
+    from scaffold.verify import CheckFailed
+    from scaffold.verify.shorten import shortened_copy
+
+    config = tmp_path / "benchmark.yaml"
+    config.write_text("- n_trials: 1\n- tasks: []\n")
+    with pytest.raises(CheckFailed, match=r"^benchmark.yaml: holds a list, not a mapping"):
+        shortened_copy(config, tmp_path / "log")
+
+
+def test_enable_checkpointing_of_the_real_file_is_not_a_finding(generated):
+    from scaffold.verify.shorten import overridden_problems
+
+    # terratorch-iterate replaces it (with save_models) before the Trainer sees it
+    cfg = yaml.safe_load(generated["cnn"].benchmark_config.read_text())
+    cfg["defaults"]["trainer_args"]["enable_checkpointing"] = "yes"
+    assert overridden_problems(cfg) == []
 
 
 def test_the_shortened_copy_keeps_early_stopping_so_the_run_checks_it(generated, tmp_path):
@@ -296,6 +341,40 @@ def test_report_of_a_damaged_store_is_one_note_per_file_and_no_traceback(project
     ]
 
 
+def test_mlflow_registered_models_folder_is_not_a_stray_folder(project, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    log_hpo(project.out, project.backbone, [0.4])
+    store = str(project.out / "runs" / "hpo")
+    MlflowClient(tracking_uri=store, registry_uri=store).create_registered_model("kept_model")
+    assert (project.out / "runs" / "hpo" / "models").is_dir()  # MLflow's, at the store's root
+    results = collect(project.out)
+    assert results.notes == []
+    assert smoke_value(results) == pytest.approx(0.4)
+
+
+def test_an_interrupted_report_leaves_no_temporary_view(project, monkeypatch, tmp_path):
+    import scaffold.results
+    from scaffold.results import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    log_hpo(project.out, project.backbone, [0.4])
+    _damage("a stray folder", _experiment_dir(project.out), "")  # read through a view
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scaffold.results, "_repeated_cells", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        collect(project.out)
+    assert list((tmp_path / "temp").iterdir()) == []
+
+
 def test_report_of_a_copied_folder_says_it_reads_the_original(project, tmp_path, monkeypatch):
     from scaffold.results import collect
 
@@ -358,6 +437,18 @@ def test_a_truncated_image_or_label_is_named(tmp_path, rel):
         survey(tmp_path / "ds")
     assert str(refused.value).startswith(f"{bad}: rasterio cannot read its pixels (")
     assert str(refused.value).endswith("is the file truncated or damaged?")
+
+
+def test_a_read_error_without_a_message_is_still_one_line():
+    from rasterio.errors import RasterioIOError
+
+    from scaffold.data.read import _unreadable
+
+    error = _unreadable(Path("/d/a.tif"), RasterioIOError(""))  # GDAL gives no reason at times
+    assert str(error) == (
+        "/d/a.tif: rasterio cannot read its pixels (RasterioIOError); is the file truncated or "
+        "damaged?"
+    )
 
 
 def test_a_truncated_training_image_is_one_line_exit_2_and_nothing_written(tmp_path):
@@ -591,6 +682,41 @@ def test_a_temp_folder_a_live_run_holds_is_left_alone(tmp_path):
     assert remove_leftovers(out) == [mine]  # its process gone: a leftover
 
 
+def test_a_refused_run_leaves_the_leftovers_of_a_killed_one_alone(tmp_path):
+    from scaffold.generate import new_temp
+
+    out = tmp_path / "out"
+    left, fd = new_temp(out, inside=False)
+    os.close(fd)  # its run killed: a leftover the next run that goes ahead removes
+    with pytest.raises(ScaffoldError, match="--name 'data' is the name of a folder"):
+        generate(Options(str(MODELS / "cnn.py"), {}, name="data", out=out))
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ScaffoldError, match="not empty and not made by scaffold"):
+        generate(Options(str(MODELS / "cnn.py"), {}, name="left_cnn", out=out))
+    nothing_but(tmp_path, "out", left.name)
+    nothing_but(out, "notes.txt")
+
+
+def test_a_temp_folder_of_an_older_version_is_reported_and_kept(tmp_path):
+    from rich.console import Console
+
+    out = tmp_path / "out"
+    older = tmp_path / ".out.k2j_9x0q"  # mkdtemp's name, as older versions left it
+    (older / ".scaffold").mkdir(parents=True)
+    (older / "benchmark.yaml").write_text("half")
+    mine = tmp_path / ".out.20241201"  # a person's folder: no state of scaffold's in it
+    mine.mkdir()
+    console = Console(record=True, width=300)
+    generate(Options(str(MODELS / "cnn.py"), {}, name="older_cnn", out=out), progress=console)
+    lines = console.export_text().splitlines()
+    assert f"{older} looks left by an interrupted run of an older scaffold; remove it if no " \
+        f"scaffold run is writing {out}" in lines  # fmt: skip
+    assert not any(str(mine) in line for line in lines)
+    assert (older / "benchmark.yaml").read_text() == "half"
+    nothing_but(tmp_path, "out", older.name, mine.name)
+
+
 def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
@@ -617,12 +743,16 @@ def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project)
         "import tempfile\n"
         f"data = tempfile.mkdtemp(prefix='.data-new.', dir={str(out)!r})\n"
         "open(data + '/s0_img.tif', 'wb').write(b'half')\n"
-        f"fd, half = tempfile.mkstemp(prefix='.benchmark.yaml.', dir={str(out)!r})\n"
-        f"fd, state = tempfile.mkstemp(prefix='.state.json.', dir={str(out / '.scaffold')!r})\n"
+        "from scaffold.update import WRITE_TEMP_SUFFIX as tmp\n"
+        f"fd, half = tempfile.mkstemp(prefix='.benchmark.yaml.', suffix=tmp, dir={str(out)!r})\n"
+        f"fd, state = tempfile.mkstemp('.state.json.', suffix=tmp, dir={str(out / '.scaffold')!r})\n"
         "print(data, half, state, flush=True)"
     ).split()
-    mine = out / ".benchmark.yaml.mine"  # a person's file that only looks alike
-    mine.write_text("keep")
+    # a person's hidden backups that only look alike (mkstemp's 8 characters, even)
+    mine = [out / ".benchmark.yaml.mine", out / ".benchmark.yaml.20241201"]
+    mine += [out / ".pyproject.toml.original", out / ".scaffold" / ".state.json.original"]
+    for path in mine:
+        path.write_text("keep")
     console = Console(record=True, width=300)
     update_dir(out, dry_run=True, progress=console)
     assert all(Path(p).exists() for p in left)
@@ -632,7 +762,7 @@ def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project)
         assert not Path(path).exists()
         assert f"would remove {path}, left by an interrupted scaffold run" in text
         assert f"removed {path}, left by an interrupted scaffold run" in text
-    assert mine.read_text() == "keep"
+    assert all(path.read_text() == "keep" for path in mine)
 
 
 # -- held: what the first round fixed, and what always worked ------------------------------------

@@ -57,7 +57,7 @@ def _unreadable(path: Path, exc: BaseException) -> ScaffoldError:
     # rasterio's "Read failed. See previous exception" keeps GDAL's reason as its cause
     reason = exc.__cause__ or exc.__context__ or exc
     return ScaffoldError(
-        f"{path}: rasterio cannot read its pixels ({str(reason).strip().splitlines()[0]}); is "
+        f"{path}: rasterio cannot read its pixels ({one_line(reason)}); is "
         "the file truncated or damaged?"
     )
 

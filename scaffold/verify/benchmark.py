@@ -73,8 +73,8 @@ def _check_overridden(config: Path) -> None:
     problems = overridden_problems(cfg)
     if problems:
         raise CheckFailed(
-            f"{config.name}: {'; '.join(problems)} (the verifying run's shortened copy replaces "
-            "this value, the real run would fail on it)"
+            f"{config.name}: {'; '.join(problems)}; the verifying run's shortened copy replaces "
+            "this value, so only the real run would meet it"
         )
 
 

@@ -8,7 +8,8 @@ Everything else (early stopping included) is the real file's.
 
 A value the copy replaces is never run by the check, so `overridden_problems` checks it in the
 real file the way the real run would (terratorch-iterate's parser and runner, Lightning's
-Trainer, torch's DataLoader): a broken one there is a finding, not a green check.
+Trainer, torch's DataLoader): a broken one there is a finding, not a green check, and so is one
+the real run accepts but that makes it train or validate on nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from scaffold.verify import CheckFailed
+
+FAILS = "the real run would fail on it"
 
 LIMITS: dict[str, Any] = {
     "max_epochs": 1,
@@ -30,6 +35,11 @@ LIMITS: dict[str, Any] = {
 def shortened_copy(config: Path, log_dir: Path) -> Path:
     """Write the shortened copy of `config` into `log_dir`; return its path."""
     cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    if not isinstance(cfg, dict):
+        raise CheckFailed(
+            f"{config.name}: holds a {type(cfg).__name__}, not a mapping of "
+            "terratorch-iterate's settings"
+        )
     defaults = cfg.setdefault("defaults", {}) or {}
     cfg["defaults"] = defaults
     if isinstance(defaults, dict):  # anything else: the run itself refuses it
@@ -70,8 +80,8 @@ def _whole(value: Any) -> int | None:
 
 
 def overridden_problems(cfg: Any) -> list[str]:
-    """What the real run would refuse among the values the shortened copy replaces, each
-    naming its key."""
+    """What the real run would refuse (or do nothing with) among the values the shortened copy
+    replaces, each naming its key and saying which."""
     if not isinstance(cfg, dict):
         return []  # not a mapping: the run itself says so
     problems = []
@@ -79,14 +89,16 @@ def overridden_problems(cfg: Any) -> list[str]:
     if n_trials is None or n_trials <= 0:
         problems.append(
             f"n_trials: {cfg.get('n_trials')!r}: terratorch-iterate runs a whole number of "
-            "trials above 0"
+            f"trials above 0 ({FAILS})"
         )
     storage = cfg.get("storage_uri")
     if not isinstance(storage, str) or not storage:
-        problems.append(f"storage_uri: {storage!r}: terratorch-iterate needs a path or URI")
+        problems.append(
+            f"storage_uri: {storage!r}: terratorch-iterate needs a path or URI ({FAILS})"
+        )
     ray_storage = cfg.get("ray_storage_path")
     if ray_storage is not None and not isinstance(ray_storage, str):
-        problems.append(f"ray_storage_path: {ray_storage!r}: not a path")
+        problems.append(f"ray_storage_path: {ray_storage!r}: not a path ({FAILS})")
     defaults = cfg.get("defaults")
     trainer = defaults.get("trainer_args") if isinstance(defaults, dict) else None
     if isinstance(trainer, dict):
@@ -99,7 +111,7 @@ def overridden_problems(cfg: Any) -> list[str]:
                 name = task.get("name") or i
                 problems.append(
                     f"tasks[{name}].datamodule.init_args.num_workers: {args['num_workers']!r}: "
-                    "the data loader takes a whole number of worker processes, 0 or more"
+                    f"the data loader takes a whole number of worker processes, 0 or more ({FAILS})"
                 )
     return problems
 
@@ -111,14 +123,19 @@ def _trainer_problems(trainer: dict[str, Any]) -> list[str]:
     where = "defaults.trainer_args"
     problems = []
     if "max_epochs" not in trainer:
-        problems.append(f"{where}.max_epochs: missing: terratorch-iterate requires it")
+        problems.append(f"{where}.max_epochs: missing: terratorch-iterate requires it ({FAILS})")
     else:
         epochs = trainer["max_epochs"]
         number = isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
-        if epochs is not None and (not number or (epochs < 1 and epochs != -1)):
+        if epochs is not None and (not number or epochs < -1):
             problems.append(
-                f"{where}.max_epochs: {epochs!r}: Lightning trains a whole number of epochs "
-                "above 0 (or -1: until stopped)"
+                f"{where}.max_epochs: {epochs!r}: Lightning trains a whole number of epochs, "
+                f"0 or more (or -1: until stopped) ({FAILS})"
+            )
+        elif epochs == 0:
+            problems.append(
+                f"{where}.max_epochs: 0: Lightning accepts it, but the real run would train on "
+                "nothing"
             )
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if trainer.get(key) is None:
@@ -128,8 +145,13 @@ def _trainer_problems(trainer: dict[str, Any]) -> list[str]:
         if not number or not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             problems.append(
                 f"{where}.{key}: {value!r}: Lightning takes a fraction in [0.0, 1.0] or a "
-                "whole number of batches"
+                f"whole number of batches ({FAILS})"
             )
         elif value == 0 and key in NO_BATCH:
-            problems.append(f"{where}.{key}: 0: the run would {NO_BATCH[key]} on no batch")
+            problems.append(
+                f"{where}.{key}: 0: Lightning accepts it, but the real run would "
+                f"{NO_BATCH[key]} on nothing"
+            )
+    # enable_checkpointing is not checked: terratorch-iterate sets it itself (to save_models,
+    # or False under Ray) before the Trainer sees it, in the real run as in the copy
     return problems
