@@ -80,6 +80,10 @@ class TemporalViT(nn.Module):
 
 
 class TemporalViTFeatures(TemporalViT):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        del self.norm  # its forward returns the blocks' outputs: no final norm to train
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.tokens(x)
         out = []
