@@ -83,7 +83,8 @@ def test_an_empty_folder_or_the_output_folder_beside_the_model_does_not_take_the
     from scaffold.generate import choose_name
 
     models = tmp_path / "models"
-    model = copy_model("cnn", models)
+    # A name of its own: the in-process analysis leaves the model's module imported.
+    model = copy_model("cnn", models, new_name="cnn_beside_folders")
     (models / "my_net").mkdir()  # an empty folder: a namespace package with nothing in it
     generate(Options(str(model), {}, name="my_net", out=tmp_path / "out"))
     out = generate(Options(str(model), {}, name="my_net", out=models / "my_net")).out
@@ -91,7 +92,7 @@ def test_an_empty_folder_or_the_output_folder_beside_the_model_does_not_take_the
     (models / "tools").mkdir()
     (models / "tools" / "blocks.py").write_text(HELPER)  # a namespace package with a module
     with pytest.raises(ScaffoldError, match="is the name of a module in the model's folder"):
-        choose_name("tools", module="cnn", root=models, out=tmp_path / "elsewhere")
+        choose_name("tools", module="cnn_beside_folders", root=models, out=tmp_path / "elsewhere")
 
 
 @pytest.mark.parametrize("name", ["data", "runs", "baselines", "splits"])
@@ -728,7 +729,7 @@ def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
     assert len(list(out.iterdir())) == 1
     result = generate(Options(str(MODELS / "cnn.py"), {}, name="refill_cnn", out=out))
     assert sorted(p.name for p in out.iterdir()) == [
-        ".scaffold", "benchmark.yaml", "data", "pyproject.toml", "refill_cnn"
+        ".scaffold", "benchmark.yaml", "data", "fit", "pyproject.toml", "refill_cnn"
     ]  # fmt: skip
     assert result.benchmark_config.is_file()
 

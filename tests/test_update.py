@@ -132,9 +132,10 @@ def test_update_brings_a_fifth_stage_that_reaches_one_cell(tmp_path):
     assert benchmark["ok"], benchmark  # benchmark.yaml ran with the five-stage backbone
 
 
-def test_an_analysis_change_that_changes_no_file_is_said(project):
-    # A dropout before the classifier changes no feature: no generated file changes, but the
-    # re-analysis leaves one more module out as the head, and the update says so.
+def test_an_analysis_change_in_the_head_is_said_and_reaches_the_backbone(project):
+    # A dropout before the classifier changes no feature, but the re-analysis leaves one more
+    # module out as the head: the update says so, and the backbone is built without it (the
+    # features' `after` in backbone.py name it), nothing else changes.
     model, result = project
     text = model.read_text()
     text = text.replace(
@@ -149,12 +150,13 @@ def test_an_analysis_change_that_changes_no_file_is_said(project):
     done = run_cli("update", str(result.out), "--no-verify")
     assert done.returncode == 0, done.stderr
     assert "the model's analysis changed:\n  newly left out as the head: drop\n" in done.stderr
-    assert "no file changed" in done.stderr and "nothing changed" not in done.stderr
     after = snapshot(result.out)
     for files in (before, after):
         for rel in (".scaffold/lock", ".scaffold/state.json"):
             files.pop(rel, None)
-    assert after == before
+    backbone = f"{result.backbone}/backbone.py"
+    assert {rel for rel in after if after[rel] != before.get(rel)} == {backbone}
+    assert b"model.drop" in after[backbone][0] and b"model.drop" not in before[backbone][0]
     state = json.loads((result.out / ".scaffold" / "state.json").read_text())
     assert state["spec"]["head_modules"] == ["pool", "drop", "head"]
     again = run_cli("update", str(result.out), "--no-verify")

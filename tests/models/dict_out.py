@@ -10,7 +10,6 @@ class DictBackbone(nn.Module):
         self.c1 = nn.Sequential(nn.Conv2d(in_chans, 16, 3, 2, 1), nn.ReLU())
         self.c2 = nn.Sequential(nn.Conv2d(16, 24, 3, 2, 1), nn.ReLU())
         self.c3 = nn.Sequential(nn.Conv2d(24, 40, 3, 2, 1), nn.ReLU())
-        self.proj = nn.Conv2d(40, 40, 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         r2 = self.c1(x)
