@@ -153,7 +153,11 @@ def test_weights_that_fit_and_weights_that_do_not(tmp_path):
     del state["stem.1.running_mean"]
     state["extra.bias"] = torch.zeros(3)
     torch.save(state, bad)
-    result = generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "bad", weights=bad))
+    result = generate(
+        Options(
+            str(MODELS / "cnn.py"), {}, name="bad_weights_cnn", out=tmp_path / "bad", weights=bad
+        )
+    )
     ok, detail = checks(verify_dir(result.out, quick=True))["weights"]
     assert not ok
     assert "1 missing from the checkpoint: model.stem.1.running_mean" in detail
