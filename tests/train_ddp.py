@@ -12,23 +12,13 @@ line again, which is why this is a script and not a test function.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+from scaffold.fit import merge  # the merge iterate applies, as the fit configs use it
 
 
 def main() -> None:
