@@ -157,15 +157,15 @@ def inspect(
     Example: scaffold inspect model.py:Net --arg in_chans=6
     Exit codes: 0 analysed, 2 bad input.
     """
-    from scaffold.analysis import analyse
-    from scaffold.analysis.call import check_image_arg, parse_forward_args
-    from scaffold.target import parse_args, parse_input_shape
+    from scaffold.analyse import analyse
+    from scaffold.analyse.call import check_image_arg, parse_forward_args
+    from scaffold.resolve.target import parse_args, parse_input_shape
 
     args = parse_args(arg)
     shape = parse_input_shape(input_shape)
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
-    from scaffold.lightimport import parents_deferred
+    from scaffold.resolve.lightimport import parents_deferred
 
     # Nothing else is imported in this process: the model's module is imported alone.
     with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"), parents_deferred():
@@ -173,7 +173,7 @@ def inspect(
     if as_json:
         _print_json(spec.to_dict())
         return
-    from scaffold.report import spec_table
+    from scaffold.console import spec_table
 
     out().print(spec_table(spec))
 
@@ -214,9 +214,9 @@ def new_backbone(
     Example: scaffold new-backbone model.py:Net --arg in_chans=6 --out my_net
     Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
     """
-    from scaffold.analysis.call import check_image_arg, parse_forward_args
-    from scaffold.generate import Options, generate
-    from scaffold.target import parse_args, parse_input_shape
+    from scaffold.analyse.call import check_image_arg, parse_forward_args
+    from scaffold.pipeline.new_backbone import Options, generate
+    from scaffold.resolve.target import parse_args, parse_input_shape
 
     options = Options(
         target=target,
@@ -249,14 +249,14 @@ def verify(
     Example: scaffold verify my_net --quick
     Exit codes: 0 all checks passed, 1 a check failed, 2 bad input.
     """
-    from scaffold.verify import verify_dir
+    from scaffold.verify.ladder import verify_dir
 
     with _stdout_kept_for_json(as_json), _on_interrupt("verification stopped; run it again"):
         report = verify_dir(directory, quick=quick, progress=err())
     if as_json:
         _print_json({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]})
     else:
-        from scaffold.report import print_checks
+        from scaffold.console import print_checks
 
         print_checks(out(), report)
     if not report.ok:
@@ -312,8 +312,8 @@ def update(
     Example: scaffold update my_net --dry-run
     Exit codes: 0 updated, 1 verification failed or a merge conflict, 2 bad input.
     """
-    from scaffold.analysis.call import check_image_arg, parse_forward_args
-    from scaffold.update import update_dir
+    from scaffold.analyse.call import check_image_arg, parse_forward_args
+    from scaffold.pipeline.update import update_dir
 
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
@@ -334,7 +334,7 @@ def update(
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})
         else:
-            from scaffold.report import show_dry_run
+            from scaffold.console import show_dry_run
 
             sys.stdout.write(result.diff or "")
             show_dry_run(err(), result)
@@ -365,7 +365,7 @@ def report(
     Example: scaffold report my_net --plot comparison.png
     Exit codes: 0 shown (missing runs are shown as missing), 2 bad input.
     """
-    from scaffold.results import collect, plot_results
+    from scaffold.results.collect import collect, plot_results
 
     with _stdout_kept_for_json(as_json), err().status("reading the runs"):
         results = collect(directory)
@@ -374,7 +374,7 @@ def report(
     if as_json:
         _print_json(results.to_dict() | ({"plot": str(plot.resolve())} if plot else {}))
         return
-    from scaffold.report import results_table
+    from scaffold.console import results_table
 
     out().print(results_table(results))
     for line in results.notes:  # one line each, however long
@@ -388,7 +388,7 @@ def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:
     verification or the command itself (`failed`) failed."""
     report = None
     if run:
-        from scaffold.verify import verify_dir
+        from scaffold.verify.ladder import verify_dir
 
         said = f"{result.out} is written; verification stopped: run `scaffold verify {result.out}`"
         with _stdout_kept_for_json(as_json), _on_interrupt(said):
@@ -397,7 +397,7 @@ def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:
         checks = {"checks": [c.to_dict() for c in report.checks]} if report else {}
         _print_json({**result.to_dict(), "verified": bool(report and report.ok), **checks})
     else:
-        from scaffold.report import show_result
+        from scaffold.console import show_result
 
         show_result(out(), err(), result, report)
     if failed or (report is not None and not report.ok):

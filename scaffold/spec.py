@@ -91,7 +91,7 @@ class BackboneSpec:
     spec_version: int = SPEC_VERSION
     notes: tuple[str, ...] = field(default_factory=tuple)
     head_modules: tuple[str, ...] = ()
-    # How the forward is called when not as ``model(x)`` (see scaffold.analysis.call): the image's
+    # How the forward is called when not as ``model(x)`` (see scaffold.analyse.call): the image's
     # parameter, the other arguments, their forms, the per-band ones, fixed noise. Empty: model(x).
     forward_call: dict[str, Any] = field(default_factory=dict)
 

@@ -54,7 +54,7 @@ def copy_model(name: str, dest: Path, new_name: str | None = None) -> Path:
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory):
     """Backbones generated (not verified) in-process once per session: layout -> output dir."""
-    from scaffold.generate import Options, generate
+    from scaffold.pipeline.new_backbone import Options, generate
 
     root = tmp_path_factory.mktemp("generated")
     targets = {

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torchvision
 
-from scaffold.analysis import analyse
+from scaffold.analyse import analyse
 from scaffold.errors import ScaffoldError
 
 from .conftest import MODELS, SWIN3D

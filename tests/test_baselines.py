@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from scaffold.baselines import (
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.render.baselines import (
     Baseline,
     baseline_config,
     config_file,
     necks_for,
     probe_backbone,
 )
-from scaffold.generate import Options, generate
 
 from .conftest import BIN, MODELS, run_cli, run_fresh, run_json
 
@@ -189,7 +189,7 @@ def test_the_derived_vit_model_builds_and_runs():
 
 
 def test_update_carries_hand_edits_of_the_main_config_into_baselines(tmp_path):
-    from scaffold.update import update_dir
+    from scaffold.pipeline.update import update_dir
 
     out = generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "cnn")).out
     assert not (out / "baselines").exists()
@@ -235,7 +235,7 @@ def test_unknown_baseline_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_old_state_without_baselines_reads():
-    from scaffold.state import Options as StateOptions
+    from scaffold.write.state import Options as StateOptions
 
     old = {"target": "m.py:M", "args": {}, "task": "segmentation"}
     assert StateOptions.from_dict(old).baselines == ()
@@ -340,9 +340,9 @@ def test_a_backbone_whose_runs_are_missing_shows_as_missing(verified, tmp_path):
     from matplotlib import image
     from rich.console import Console
 
-    from scaffold.report import results_table
-    from scaffold.results import collect, figure, plot_results
-    from scaffold.update import update_dir
+    from scaffold.console import results_table
+    from scaffold.pipeline.update import update_dir
+    from scaffold.results.collect import collect, figure, plot_results
 
     out, _, _ = verified
     copy = tmp_path / "cnn"
@@ -381,7 +381,7 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    from scaffold.results import collect
+    from scaffold.results.collect import collect
 
     out = two_baselines.out
     # the config with run_repetitions, as README says; a copy, so DIR's files stay as generated
@@ -419,7 +419,7 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
 
 
 def test_best_follows_the_direction_and_skips_missing():
-    from scaffold.results import Cell, TaskRow
+    from scaffold.results.collect import Cell, TaskRow
 
     row = TaskRow(
         "t", "val/mIoU", "max", "hpo", {"a": Cell([0.5]), "b": None, "c": Cell([0.7, 0.9])}

@@ -11,9 +11,9 @@ import pytest
 
 from scaffold.data import DatasetSpec
 from scaffold.data.survey import survey
-from scaffold.data.tasks import split_files, task_entry
 from scaffold.errors import ScaffoldError
-from scaffold.state import Options
+from scaffold.render.tasks import split_files, task_entry
+from scaffold.write.state import Options
 
 from .datasets import image, mask, write_tif
 

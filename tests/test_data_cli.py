@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from scaffold.errors import ScaffoldError
-from scaffold.generate import Options, generate
+from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.verify.benchmark import read_metrics
 
 from .conftest import BIN, MODELS, run_cli, run_fresh, run_json

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from scaffold.analysis import analyse
-from scaffold.generate import Options, generate
-from scaffold.verify import verify_dir
+from scaffold.analyse import analyse
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.verify.ladder import verify_dir
 
 from .conftest import MODELS, run_cli
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 import yaml
 
-from scaffold.analysis import analyse
+from scaffold.analyse import analyse
 from scaffold.errors import ScaffoldError
-from scaffold.generate import Options, generate
+from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.spec import BackboneSpec
-from scaffold.state import Options as StateOptions
-from scaffold.state import read_state
-from scaffold.verify import verify_dir
+from scaffold.verify.ladder import verify_dir
+from scaffold.write.state import Options as StateOptions
+from scaffold.write.state import read_state
 
 from .conftest import MODELS, run_cli, run_json
 
@@ -312,7 +312,7 @@ class Net(nn.Module):
 def test_inspect_defers_the_parent_packages_init(tmp_path, monkeypatch):
     import sys
 
-    from scaffold.lightimport import parents_deferred
+    from scaffold.resolve.lightimport import parents_deferred
 
     marker = tmp_path / "init_ran"
     for pkg, extra in (("heavy_pkg", ""), ("needy_pkg", "\n        assert SETUP_BY_INIT")):

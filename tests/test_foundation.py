@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from scaffold.analysis import analyse
-from scaffold.generate import Options, generate
-from scaffold.state import read_state
-from scaffold.verify import verify_dir
+from scaffold.analyse import analyse
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.verify.ladder import verify_dir
+from scaffold.write.state import read_state
 
 from .conftest import MODELS, run_cli, run_json
 
@@ -304,7 +304,7 @@ WIDTHS_NM = [65, 35, 30, 115, 90]
 
 
 def test_nan_metadata_is_python_that_runs_and_the_bands_do_not_follow_the_flag_order(tmp_path):
-    from scaffold.analysis.call import parse_forward_args
+    from scaffold.analyse.call import parse_forward_args
 
     target = str(MODELS / "spectral_meta.py")
     flags = {

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from scaffold.errors import ScaffoldError
-from scaffold.generate import Options, generate
+from scaffold.pipeline.new_backbone import Options, generate
 
 from .conftest import MODELS, run_cli, run_fresh
 
@@ -71,7 +71,7 @@ EXPECTED = {  # layout -> (channels, reductions, feature map sizes (h, w)) of th
 
 
 def test_generated_backbones_in_a_fresh_interpreter(generated, tmp_path):
-    from scaffold.render import names_for
+    from scaffold.render.backbone import names_for
 
     jobs = [
         [str(r.out), r.backbone, names_for(r.backbone).factory_class, list(r.input_shape)]
@@ -206,12 +206,12 @@ def test_a_generated_directory_is_left_to_update(generated):
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
-    import scaffold.smoke
+    import scaffold.render.smoke
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scaffold.smoke, "write_smoke_dataset", interrupted)
+    monkeypatch.setattr(scaffold.render.smoke, "write_smoke_dataset", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary folder

@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from scaffold.generate import Options, generate
-from scaffold.ray_route import RAY_CONFIG_FILE, route_difference, route_values
-from scaffold.state import Options as StateOptions
-from scaffold.state import encode_base, read_state
-from scaffold.update import update_dir
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.pipeline.update import update_dir
+from scaffold.render.ray import RAY_CONFIG_FILE, route_difference, route_values
+from scaffold.write.state import Options as StateOptions
+from scaffold.write.state import encode_base, read_state
 
 from .conftest import MODELS, clean_env, copy_model, run_fresh, run_json
 
@@ -119,7 +119,7 @@ def test_ray_config_differs_from_benchmark_yaml_only_in_route_keys(ray_out):
 
 
 def test_iterate_ray_parser_accepts_the_ray_config_and_not_the_classic_one(ray_out):
-    from scaffold.verify import CheckFailed
+    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.ray_check import parse_ray_config
 
     _, out = ray_out
@@ -141,8 +141,8 @@ def test_ray_check_passes_then_names_the_workers_import_error(ray_out):
     assert report["checks"][-1]["name"] == "ray"  # Ray answers last: it ran alongside the rest
 
     # A package that its worker cannot import: the finding names the import error.
-    from scaffold.verify import CheckFailed
     from scaffold.verify import checks as ladder
+    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.ray_check import check_ray
 
     init = out / "ray_cnn" / "__init__.py"

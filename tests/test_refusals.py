@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from scaffold.errors import ScaffoldError
-from scaffold.generate import Options, generate
+from scaffold.pipeline.new_backbone import Options, generate
 
 from .conftest import MODELS, SCAFFOLD, copy_model, run_cli
 from .datasets import image, mask, write_tif
@@ -80,7 +80,7 @@ def test_a_name_that_would_shadow_a_module_beside_the_model_is_refused(tmp_path)
 
 
 def test_an_empty_folder_or_the_output_folder_beside_the_model_does_not_take_the_name(tmp_path):
-    from scaffold.generate import choose_name
+    from scaffold.pipeline.new_backbone import choose_name
 
     models = tmp_path / "models"
     # A name of its own: the in-process analysis leaves the model's module imported.
@@ -161,8 +161,8 @@ OVERRIDDEN = {
 
 @pytest.mark.parametrize("case", list(OVERRIDDEN))
 def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generated, tmp_path, case):
-    from scaffold.verify import CheckFailed
     from scaffold.verify.benchmark import run_benchmark
+    from scaffold.verify.ladder import CheckFailed
 
     change, named = OVERRIDDEN[case]
     config = broken(generated["cnn"].benchmark_config, tmp_path / "benchmark.yaml", change)
@@ -182,7 +182,7 @@ def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generat
 
 
 def test_a_benchmark_yaml_that_is_not_a_mapping_is_one_line_naming_it(tmp_path):
-    from scaffold.verify import CheckFailed
+    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.shorten import shortened_copy
 
     config = tmp_path / "benchmark.yaml"
@@ -201,8 +201,8 @@ def test_enable_checkpointing_of_the_real_file_is_not_a_finding(generated):
 
 
 def test_the_shortened_copy_keeps_early_stopping_so_the_run_checks_it(generated, tmp_path):
-    from scaffold.verify import CheckFailed
     from scaffold.verify.benchmark import run_benchmark
+    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.shorten import shortened_copy
 
     config = broken(
@@ -256,7 +256,7 @@ def smoke_value(results) -> float | None:
 
 
 def test_report_says_that_the_newest_run_produced_nan(project, monkeypatch):
-    from scaffold.results import collect
+    from scaffold.results.collect import collect
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     _, newest = log_hpo(project.out, project.backbone, [0.4, float("nan")])
@@ -269,7 +269,7 @@ def test_report_says_that_the_newest_run_produced_nan(project, monkeypatch):
 
 
 def test_report_says_that_a_single_run_produced_nan(project, monkeypatch):
-    from scaffold.results import collect
+    from scaffold.results.collect import collect
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     log_hpo(project.out, project.backbone, [float("nan")])
@@ -312,7 +312,7 @@ DAMAGE = [
 
 @pytest.mark.parametrize("case", DAMAGE)
 def test_a_damaged_mlflow_store_names_the_file_and_reports_the_rest(project, monkeypatch, case):
-    from scaffold.results import collect
+    from scaffold.results.collect import collect
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     _, newest = log_hpo(project.out, project.backbone, [0.4, 0.3])
@@ -345,7 +345,7 @@ def test_report_of_a_damaged_store_is_one_note_per_file_and_no_traceback(project
 def test_mlflow_registered_models_folder_is_not_a_stray_folder(project, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from scaffold.results import collect
+    from scaffold.results.collect import collect
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     log_hpo(project.out, project.backbone, [0.4])
@@ -358,8 +358,8 @@ def test_mlflow_registered_models_folder_is_not_a_stray_folder(project, monkeypa
 
 
 def test_an_interrupted_report_leaves_no_temporary_view(project, monkeypatch, tmp_path):
-    import scaffold.results
-    from scaffold.results import collect
+    import scaffold.results.collect
+    from scaffold.results.collect import collect
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     log_hpo(project.out, project.backbone, [0.4])
@@ -370,14 +370,14 @@ def test_an_interrupted_report_leaves_no_temporary_view(project, monkeypatch, tm
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scaffold.results, "_repeated_cells", ctrl_c)
+    monkeypatch.setattr(scaffold.results.collect, "_repeated_cells", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         collect(project.out)
     assert list((tmp_path / "temp").iterdir()) == []
 
 
 def test_report_of_a_copied_folder_says_it_reads_the_original(project, tmp_path, monkeypatch):
-    from scaffold.results import collect
+    from scaffold.results.collect import collect
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     log_hpo(project.out, project.backbone, [0.4])
@@ -393,7 +393,7 @@ def test_report_of_a_copied_folder_says_it_reads_the_original(project, tmp_path,
 
 
 def test_a_hand_edited_custom_modules_path_is_named_as_edited(project, tmp_path):
-    from scaffold.verify import verify_dir
+    from scaffold.verify.ladder import verify_dir
 
     elsewhere = tmp_path / "elsewhere" / "pkg"
     shutil.copytree(project.package, elsewhere)
@@ -485,7 +485,7 @@ def test_a_broken_symbolic_link_in_a_dataset_is_named(tmp_path, kind):
 
 
 def test_a_dangling_link_in_a_recorded_dataset_is_named_by_update(tmp_path):
-    from scaffold.update import update_dir
+    from scaffold.pipeline.update import update_dir
 
     split_folders(tmp_path / "ds")
     out = tmp_path / "out"
@@ -584,8 +584,8 @@ def test_images_that_disagree_are_refused_naming_two_files(tmp_path, case):
 
 # -- a recorded dataset that moved ---------------------------------------------------------------
 def test_a_moved_dataset_is_named_with_how_to_repoint_or_drop_it(tmp_path):
-    from scaffold.state import read_state
-    from scaffold.update import update_dir
+    from scaffold.pipeline.update import update_dir
+    from scaffold.write.state import read_state
 
     old = tmp_path / "a" / "parcels"
     split_folders(old)
@@ -625,7 +625,7 @@ def test_a_moved_dataset_is_named_with_how_to_repoint_or_drop_it(tmp_path):
 
 
 def test_dropping_the_last_dataset_brings_back_the_smoke_task_and_its_data(tmp_path):
-    from scaffold.update import update_dir
+    from scaffold.pipeline.update import update_dir
 
     split_folders(tmp_path / "parcels")
     out = tmp_path / "out"
@@ -657,7 +657,7 @@ def test_a_killed_new_backbone_leaves_a_temp_folder_that_the_next_run_removes(tm
     out = tmp_path / "out"
     left = Path(
         killed_while_writing(
-            "from pathlib import Path; from scaffold.generate import new_temp\n"
+            "from pathlib import Path; from scaffold.pipeline.new_backbone import new_temp\n"
             f"tmp, _ = new_temp(Path({str(out)!r}), inside=False)\n"
             "(tmp / 'benchmark.yaml').write_text('half')\n"
             "print(tmp, flush=True)"
@@ -671,7 +671,7 @@ def test_a_killed_new_backbone_leaves_a_temp_folder_that_the_next_run_removes(tm
 
 
 def test_a_temp_folder_a_live_run_holds_is_left_alone(tmp_path):
-    from scaffold.generate import new_temp, remove_leftovers
+    from scaffold.pipeline.new_backbone import new_temp, remove_leftovers
 
     out = tmp_path / "out"
     mine, fd = new_temp(out, inside=False)  # a run working right now
@@ -684,7 +684,7 @@ def test_a_temp_folder_a_live_run_holds_is_left_alone(tmp_path):
 
 
 def test_a_refused_run_leaves_the_leftovers_of_a_killed_one_alone(tmp_path):
-    from scaffold.generate import new_temp
+    from scaffold.pipeline.new_backbone import new_temp
 
     out = tmp_path / "out"
     left, fd = new_temp(out, inside=False)
@@ -722,7 +722,7 @@ def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
     killed_while_writing(
-        "from pathlib import Path; from scaffold.generate import new_temp\n"
+        "from pathlib import Path; from scaffold.pipeline.new_backbone import new_temp\n"
         f"tmp, _ = new_temp(Path({str(out)!r}), inside=True)\n"
         "print(tmp, flush=True)"
     )
@@ -737,14 +737,14 @@ def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
 def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project):
     from rich.console import Console
 
-    from scaffold.update import update_dir
+    from scaffold.pipeline.update import update_dir
 
     out = project.out
     left = killed_while_writing(
         "import tempfile\n"
         f"data = tempfile.mkdtemp(prefix='.data-new.', dir={str(out)!r})\n"
         "open(data + '/s0_img.tif', 'wb').write(b'half')\n"
-        "from scaffold.update import WRITE_TEMP_SUFFIX as tmp\n"
+        "from scaffold.pipeline.update import WRITE_TEMP_SUFFIX as tmp\n"
         f"fd, half = tempfile.mkstemp(prefix='.benchmark.yaml.', suffix=tmp, dir={str(out)!r})\n"
         f"fd, state = tempfile.mkstemp('.state.json.', suffix=tmp, dir={str(out / '.scaffold')!r})\n"
         "print(data, half, state, flush=True)"
@@ -925,7 +925,7 @@ def test_held_a_truncated_state_is_one_line(project):
 
 
 def test_held_python_tags_are_never_loaded(project, tmp_path):
-    from scaffold.results import collect
+    from scaffold.results.collect import collect
 
     witness = tmp_path / "ran"
     tag = f"!!python/object/apply:os.system ['touch {witness}']"

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from scaffold.errors import ScaffoldError
-from scaffold.generate import Options, generate
-from scaffold.state import encode_base, locked
-from scaffold.update import UpdateInterrupted, update_dir
-from scaffold.verify import Check, VerifyReport, verify_dir
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.pipeline.update import UpdateInterrupted, update_dir
+from scaffold.verify.ladder import Check, VerifyReport, verify_dir
+from scaffold.write.state import encode_base, locked
 
 from .conftest import MODELS, SCAFFOLD, copy_model, run_cli, run_json
 from .test_update import add_stage, snapshot
@@ -368,8 +368,8 @@ def test_bad_weights_are_refused_before_anything_is_written(tmp_path):
 def test_a_failed_check_never_ends_with_run_the_benchmark(tmp_path):
     from rich.console import Console
 
-    from scaffold.generate import GenerateResult
-    from scaffold.report import show_result
+    from scaffold.console import show_result
+    from scaffold.pipeline.new_backbone import GenerateResult
 
     result = GenerateResult(
         "bb", tmp_path, tmp_path / "bb", tmp_path / "benchmark.yaml", (1, 4, 8, 8), ()
@@ -390,7 +390,7 @@ def test_a_failed_check_never_ends_with_run_the_benchmark(tmp_path):
 
 # -- Ctrl-C and the lock -------------------------------------------------------------------------
 def test_ctrl_c_during_the_writes_finishes_them_and_says_what_was_done(project, monkeypatch):
-    import scaffold.update as update
+    import scaffold.pipeline.update as update
 
     model, result = project
     add_stage(model)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.analysis.static import analyse_file
 from scaffold.errors import ScaffoldError
+from scaffold.resolve.static import analyse_file
 
 SOURCE = """
 import torch

@@ -6,7 +6,7 @@ import pytest
 import torchvision
 
 from scaffold.errors import ScaffoldError
-from scaffold.target import parse_args, parse_input_shape, resolve_target, split_target
+from scaffold.resolve.target import parse_args, parse_input_shape, resolve_target, split_target
 
 from .conftest import MODELS
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from scaffold.generate import Options, generate
-from scaffold.verify import verify_dir
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.verify.ladder import verify_dir
 
 from .conftest import BIN, MODELS, ROOT, run_fresh
 
@@ -174,8 +174,8 @@ def test_terratorch_fit_trains_the_fit_config_on_two_processes(made):
 
 
 def test_update_keeps_a_hand_edit_of_a_fit_config_and_follows_a_hand_added_task(tmp_path):
-    from scaffold.state import read_state
-    from scaffold.update import update_dir
+    from scaffold.pipeline.update import update_dir
+    from scaffold.write.state import read_state
 
     result = generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "cnn"))
     smoke = result.out / "fit" / "smoke.yaml"

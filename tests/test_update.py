@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from scaffold.errors import ScaffoldError
-from scaffold.generate import Options, generate
-from scaffold.state import encode_base
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.write.state import encode_base
 
 from .conftest import copy_model, run_cli, run_json
 
@@ -252,7 +252,7 @@ def test_a_second_process_is_refused_while_one_holds_the_lock(project):
 
 
 def test_interrupted_update_leaves_each_file_old_or_new(project, monkeypatch):
-    import scaffold.update as update
+    import scaffold.pipeline.update as update
 
     model, result = project
     add_stage(model)
@@ -302,7 +302,7 @@ def test_update_of_a_directory_scaffold_did_not_make(tmp_path):
 
 
 def test_scaffold_error_for_update_dir_in_process(tmp_path):
-    from scaffold.update import update_dir
+    from scaffold.pipeline.update import update_dir
 
     with pytest.raises(ScaffoldError, match="no such directory"):
         update_dir(tmp_path / "nope")

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from rich.console import Console
 
-from scaffold.analysis import analyse
-from scaffold.analysis.static import analyse_file
+from scaffold.analyse import analyse
+from scaffold.console import print_checks
 from scaffold.errors import ScaffoldError
-from scaffold.generate import Options, generate
-from scaffold.report import print_checks
-from scaffold.target import parse_args, parse_input_shape, resolve_target
-from scaffold.verify import Check, VerifyReport
+from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.resolve.static import analyse_file
+from scaffold.resolve.target import parse_args, parse_input_shape, resolve_target
+from scaffold.verify.ladder import Check, VerifyReport
 
 from .conftest import MODELS, ROOT, SCAFFOLD, clean_env, run_cli
 
@@ -292,7 +292,7 @@ def test_generated_python_stays_within_88_columns(generated):
 
 
 def test_the_header_keeps_a_long_model_path_whole(tmp_path: Path):
-    from scaffold.render import LINE_LENGTH, generated_header
+    from scaffold.render.backbone import LINE_LENGTH, generated_header
 
     target = f"{'/a folder' * 12}/model.py:Net"
     lines = generated_header(target).splitlines()

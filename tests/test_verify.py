@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from scaffold.generate import Options, generate
-from scaffold.verify import verify_dir
+from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.verify.benchmark import read_metrics
+from scaffold.verify.ladder import verify_dir
 
 from .conftest import BIN, MODELS, SWIN3D, run_cli, run_fresh, run_json
 
@@ -117,8 +117,8 @@ def test_yaml_key_the_parser_rejects(fresh_copy):
 
 
 def test_weights_that_fit_and_weights_that_do_not(tmp_path):
-    from scaffold.analysis.trace import build_model
-    from scaffold.target import resolve_target
+    from scaffold.analyse.trace import build_model
+    from scaffold.resolve.target import resolve_target
 
     model = build_model(resolve_target(str(MODELS / "cnn.py")).obj, {}, "cpu")
     good = tmp_path / "good.pt"

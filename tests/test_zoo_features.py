@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 
-from scaffold.analysis import analyse
-from scaffold.analysis.features import classify, match_grid
+from scaffold.analyse import analyse
+from scaffold.analyse.features import classify, match_grid
 
 CASES = {
     # the head's channel expansion (conv_head, 1280) is head, not the last level

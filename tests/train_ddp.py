@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from scaffold.fit import merge  # the merge iterate applies, as the fit configs use it
+from scaffold.render.fit import merge  # the merge iterate applies, as the fit configs use it
 
 
 def main() -> None:

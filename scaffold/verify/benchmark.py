@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from scaffold.errors import one_line
-from scaffold.verify import CheckFailed
+from scaffold.verify.ladder import CheckFailed
 from scaffold.verify.shorten import overridden_problems, shortened_copy
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")

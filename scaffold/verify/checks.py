@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.render import CONFIG_FILE, names_for
-from scaffold.state import State
-from scaffold.verify import CheckFailed, read_config
+from scaffold.render.backbone import CONFIG_FILE, names_for
+from scaffold.verify.ladder import CheckFailed, read_config
+from scaffold.write.state import State
 
 BATCH = 2
 FORWARD_ARGS_KEY = "backbone_forward_args"  # per-task forward arguments in the YAML

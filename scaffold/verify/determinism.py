@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.verify import CheckFailed
 from scaffold.verify.checks import FORWARD_ARGS_KEY
+from scaffold.verify.ladder import CheckFailed
 
 SEEDS = (1, 2)
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from scaffold.state import State
-from scaffold.verify import CheckFailed, read_config
+from scaffold.verify.ladder import CheckFailed, read_config
+from scaffold.write.state import State
 
 OPENER = b"<<<<<<<"
 CLOSER = b">>>>>>>"

@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.ray_route import (
+from scaffold.render.ray import (
     RAY_CONFIG_FILE,
     SOCKET_PATH_MAX,
     TRIAL_RESOURCES,
     ray_socket_example,
     ray_sockets_fit,
 )
-from scaffold.verify import CheckFailed, read_config
+from scaffold.verify.ladder import CheckFailed, read_config
 
 WORKER_TIMEOUT_S = 300
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from scaffold.verify import CheckFailed
+from scaffold.verify.ladder import CheckFailed
 
 FAILS = "the real run would fail on it"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.verify import CheckFailed
+from scaffold.verify.ladder import CheckFailed
 
 SCALE = 2  # the second size: this many times the analysed height and width
 
@@ -104,7 +104,7 @@ def _sizes(context: Any, analysed: tuple[int, int]) -> dict[tuple[int, int], str
     """The sizes to check, each with what it is: the analysed size, SCALE times it, and the
     tile size of each dataset the YAML's tasks read (recorded by ``--data``)."""
     from scaffold.data import read_datasets
-    from scaffold.state import STATE_DIR
+    from scaffold.write.state import STATE_DIR
 
     sizes = {analysed: "the analysed size"}
     sizes[(SCALE * analysed[0], SCALE * analysed[1])] = f"twice the analysed {_hw(analysed)}"
@@ -152,7 +152,7 @@ def _on_grids(outs, channels, reductions, names, size: tuple[int, int], what: st
             f"at {_hw(size)} {what} returns {len(outs)} features, "
             f"feature_info lists {len(channels)}"
         )
-    from scaffold.analysis.features import VALID_LOSS, on_grid
+    from scaffold.analyse.features import VALID_LOSS, on_grid
 
     for i, (o, c, r, n) in enumerate(zip(outs, channels, reductions, names, strict=True)):
         fits = o.ndim == 4 and on_grid(o.shape[-2], height, r) and on_grid(o.shape[-1], width, r)
@@ -207,7 +207,7 @@ def _size_parameter(name: str) -> str | None:
     or among the arguments it was given (a builder that passes ``**kwargs`` on)."""
     import importlib
 
-    from scaffold.analysis.inputs import SIZE_PARAMS
+    from scaffold.analyse.inputs import SIZE_PARAMS
 
     try:
         backbone = importlib.import_module(f"{name}.backbone")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scaffold.analysis.trace import Call, Trace
+from scaffold.analyse.trace import Call, Trace
 from scaffold.spec import FeatureSpec
 
 

@@ -155,7 +155,7 @@ def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
 def write_fit_configs(dest: Path, out: Path, header: str) -> list[str]:
     """Write ``fit/<task>.yaml`` into the rendered folder `dest` (the output folder will be
     `out`) from its benchmark.yaml; return the files written (relative)."""
-    from scaffold.render import CONFIG_FILE
+    from scaffold.render.backbone import CONFIG_FILE
 
     texts = fit_texts((dest / CONFIG_FILE).read_text(encoding="utf-8"), out, header)
     for rel, content in texts.items():

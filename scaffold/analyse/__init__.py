@@ -19,18 +19,18 @@ def analyse(
     """Resolve TARGET, build the model with `args`, trace it and describe its features.
 
     `input_shape` is (C, H, W) or (C, T, H, W) without batch; when None it is inferred.
-    `forward_args` and `image_arg`: how the forward is called (see scaffold.analysis.call).
+    `forward_args` and `image_arg`: how the forward is called (see scaffold.analyse.call).
     """
     from torch import nn
 
-    from scaffold.analysis.call import per_band_shapes, trace_called
-    from scaffold.analysis.features import select_features
-    from scaffold.analysis.head import head_modules, removable_after
-    from scaffold.analysis.inputs import first_conv, guess_input
-    from scaffold.analysis.static import analyse_file
-    from scaffold.analysis.trace import BATCH, ForwardFailed, construct
+    from scaffold.analyse.call import per_band_shapes, trace_called
+    from scaffold.analyse.features import select_features
+    from scaffold.analyse.head import head_modules, removable_after
+    from scaffold.analyse.inputs import first_conv, guess_input
+    from scaffold.analyse.trace import BATCH, ForwardFailed, construct
     from scaffold.errors import ScaffoldError
-    from scaffold.target import resolve_target
+    from scaffold.resolve.static import analyse_file
+    from scaffold.resolve.target import resolve_target
 
     args = dict(args or {})
     resolved = resolve_target(target)
@@ -155,8 +155,8 @@ def _grown_cells(trace: Any, shape: tuple[int, ...]) -> frozenset[int]:
     pool gives one cell at every size). The calls up to where the larger forward raises count (a
     head that flattens one cell into a fixed linear runs at one size only); a model that raises
     before that layer leaves the analysed size to decide."""
-    from scaffold.analysis.features import grown_cells, one_cell_layers
-    from scaffold.analysis.trace import trace_forward
+    from scaffold.analyse.features import grown_cells, one_cell_layers
+    from scaffold.analyse.trace import trace_forward
 
     if trace.model is None or not one_cell_layers(trace, shape):
         return frozenset()
@@ -179,9 +179,9 @@ def _measure_frames(
     the forward is traced again at one frame more (a count that grows by one grid is frames of
     that grid) and, when no token count changes there, at twice the frames (temporal patches of
     several frames). (TokenFrames or None, notes for the person.)"""
-    from scaffold.analysis.call import trace_called
-    from scaffold.analysis.features import token_frames
-    from scaffold.analysis.trace import ForwardFailed
+    from scaffold.analyse.call import trace_called
+    from scaffold.analyse.features import token_frames
+    from scaffold.analyse.trace import ForwardFailed
 
     stack, tokens = [trace.root], False
     while stack and not tokens:
@@ -246,8 +246,8 @@ def _missing_input_hint(exc: BaseException, args: dict[str, Any], obj: Any, mode
     """When the forward failed for want of an input (a local never assigned, a None used), the
     constructor parameters that choose the inputs: those whose value is a list (``modalities``),
     as given or by default. "" when the error is another or there are none."""
-    from scaffold.analysis.inputs import _default_of as default_of
-    from scaffold.analysis.inputs import parameter_names
+    from scaffold.analyse.inputs import _default_of as default_of
+    from scaffold.analyse.inputs import parameter_names
 
     if not isinstance(exc, (UnboundLocalError, NameError, TypeError, AttributeError)):
         return ""

@@ -350,7 +350,7 @@ def resolve_invoker(
 ) -> tuple[Invoker, torch.Tensor | None]:
     """The first combination of forms the forward accepts (eval mode, no grad), and the first
     tensor of that call's output; raises the exception of the first combination when none does."""
-    from scaffold.analysis.trace import first_tensor
+    from scaffold.analyse.trace import first_tensor
 
     first: Exception | None = None
     model.eval()
@@ -382,7 +382,7 @@ def trace_called(
 
     Raises ForwardFailed when the forward rejects every form (on the meta device, the model is
     built on the CPU and tried again first), ScaffoldError when the options do not fit it."""
-    from scaffold.analysis.trace import (
+    from scaffold.analyse.trace import (
         BATCH,
         SMALL_MODEL_PARAMS,
         ForwardFailed,
@@ -441,7 +441,7 @@ def outputs_differ(
 ) -> bool:
     """Does a call with another random state differ from `first`, the output of a call on the
     same input `x` under the seed SEEDS[0]?"""
-    from scaffold.analysis.trace import first_tensor
+    from scaffold.analyse.trace import first_tensor
 
     torch.manual_seed(SEEDS[1])
     with torch.no_grad():

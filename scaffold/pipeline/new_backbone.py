@@ -29,7 +29,7 @@ from typing import Any
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
-from scaffold.state import STATE_DIR, Options, State, is_generated, write_state
+from scaffold.write.state import STATE_DIR, Options, State, is_generated, write_state
 
 __all__ = ["GenerateResult", "Options", "generate"]
 
@@ -45,7 +45,7 @@ class GenerateResult:
     baselines: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        from scaffold.baselines import summary
+        from scaffold.render.baselines import summary
 
         return {
             "backbone": self.backbone,
@@ -75,7 +75,7 @@ def out_label(out: Path, given: bool) -> str:
 
 def absolute_target(target: str) -> str:
     """A file target with an absolute path, so that the state works from any directory."""
-    from scaffold.target import is_file_target, split_target
+    from scaffold.resolve.target import is_file_target, split_target
 
     where, name = split_target(target)
     if is_file_target(where):
@@ -299,7 +299,7 @@ def taken_names() -> tuple[set[str], set[str], set[str]]:
 
 def model_module(target: str) -> str:
     """The dotted module TARGET names, without importing it."""
-    from scaffold.target import is_file_target, package_root, split_target
+    from scaffold.resolve.target import is_file_target, package_root, split_target
 
     where, _ = split_target(target)
     return package_root(Path(where).resolve())[1] if is_file_target(where) else where
@@ -307,7 +307,7 @@ def model_module(target: str) -> str:
 
 def model_import_root(target: str) -> Path | None:
     """The folder the generated package puts on ``sys.path`` for the model (None: installed)."""
-    from scaffold.target import is_file_target, package_root, split_target
+    from scaffold.resolve.target import is_file_target, package_root, split_target
 
     where, _ = split_target(target)
     return package_root(Path(where).resolve())[0] if is_file_target(where) else None
@@ -316,9 +316,9 @@ def model_import_root(target: str) -> Path | None:
 def output_folders() -> tuple[str, ...]:
     """The folders scaffold writes in DIR beside the package: a package by one of these names
     would share it with them."""
-    from scaffold.baselines import BASELINES_DIR
-    from scaffold.data.tasks import SPLITS_DIR
-    from scaffold.render import DATA_DIR, RUNS_DIR
+    from scaffold.render.backbone import DATA_DIR, RUNS_DIR
+    from scaffold.render.baselines import BASELINES_DIR
+    from scaffold.render.tasks import SPLITS_DIR
 
     return (DATA_DIR, RUNS_DIR, BASELINES_DIR, SPLITS_DIR)
 
@@ -363,7 +363,7 @@ def choose_name(
     """The requested name, checked, or a free default from the spec's class name. `module`
     (the model's module) and `root` (its import folder) stand in for the spec when only a
     requested name is checked; `out` is the output folder (which may sit beside the model)."""
-    from scaffold.render import default_name, names_for
+    from scaffold.render.backbone import default_name, names_for
 
     timm_names, terratorch_names, factory_names = taken_names()
     module = module or spec.module
@@ -414,8 +414,8 @@ def choose_name(
 
 def generate(options: Options, progress=None) -> GenerateResult:
     """Analyse the model, render everything into a temp folder, move it to the output dir."""
-    from scaffold.analysis import analyse
-    from scaffold.render import (
+    from scaffold.analyse import analyse
+    from scaffold.render.backbone import (
         CONFIG_FILE,
         DATA_DIR,
         NUM_CLASSES,
@@ -425,8 +425,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
         check_task,
         render,
     )
-    from scaffold.smoke import write_smoke_dataset
-    from scaffold.target import check_target_exists, split_target
+    from scaffold.render.smoke import write_smoke_dataset
+    from scaffold.resolve.target import check_target_exists, split_target
 
     if options.task not in TASKS:
         raise ScaffoldError(f"--task {options.task!r}: choose one of {', '.join(TASKS)}")
@@ -438,7 +438,7 @@ def generate(options: Options, progress=None) -> GenerateResult:
     if options.out is not None:
         check_output_dir(options.out.resolve())
     if options.baselines:
-        from scaffold.baselines import check_names
+        from scaffold.render.baselines import check_names
 
         with status(progress, "checking the baselines against TerraTorch"):
             check_names(options.baselines)
@@ -466,12 +466,12 @@ def generate(options: Options, progress=None) -> GenerateResult:
             target, options.args, options.input_shape, options.forward_args, options.image_arg
         )
     if progress is not None and spec.head_modules:
-        from scaffold.report import skipped_line
+        from scaffold.console import skipped_line
 
         progress.print(skipped_line(spec), markup=False, highlight=False)
     check_task(spec, options.task)
     if datasets:
-        from scaffold.data.tasks import input_layout
+        from scaffold.render.tasks import input_layout
 
         for ds in datasets:
             input_layout(ds, spec)

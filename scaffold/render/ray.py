@@ -161,7 +161,7 @@ def _replace_value(block: str, key: str, value: str) -> str:
 
 
 def _dump(value: dict[str, Any]) -> str:
-    from scaffold.render import dump
+    from scaffold.render.backbone import dump
 
     return dump(value) + "\n"
 
@@ -183,7 +183,7 @@ def ray_header(generated: str, out: Path, package: str) -> str:
 
 def write_ray_config(dest: Path, out: Path, package: str, generated_header: str) -> None:
     """Write RAY_CONFIG_FILE beside the rendered benchmark.yaml in `dest` (paths under `out`)."""
-    from scaffold.render import CONFIG_FILE
+    from scaffold.render.backbone import CONFIG_FILE
 
     classic = (dest / CONFIG_FILE).read_text(encoding="utf-8")
     text = ray_config_text(

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
-from scaffold.baselines import summary
 from scaffold.errors import ScaffoldError
-from scaffold.generate import say_older_temps, say_removed
+from scaffold.pipeline.new_backbone import say_older_temps, say_removed
 from scaffold.progress import status
-from scaffold.state import (
+from scaffold.render.baselines import summary
+from scaffold.write.state import (
     PRISTINE_DIR,
     STATE_DIR,
     STATE_FILE,
@@ -145,7 +145,7 @@ def update_dir(
         state = dataclasses.replace(state, options=options)
     added = tuple(b for b in dict.fromkeys(baselines) if b not in state.options.baselines)
     if added:
-        from scaffold.baselines import check_names
+        from scaffold.render.baselines import check_names
 
         check_names(added, own=state.options.name)
         options = dataclasses.replace(state.options, baselines=state.options.baselines + added)
@@ -177,10 +177,10 @@ def _update_locked(
     model: str | None,
     ray: bool | None,
 ) -> UpdateResult:
-    from scaffold.analysis import analyse
+    from scaffold.analyse import analyse
     from scaffold.data import read_datasets, survey_all, write_datasets
-    from scaffold.data.tasks import input_layout
-    from scaffold.render import CONFIG_FILE, RenderOptions, check_task, render
+    from scaffold.render.backbone import CONFIG_FILE, RenderOptions, check_task, render
+    from scaffold.render.tasks import input_layout
 
     # The folder may have moved (paths in the files follow DIR) and so may the model.
     options = dataclasses.replace(state.options, out=out, target=_where_model_is(out, state, model))
@@ -400,8 +400,8 @@ def _data_folders(
 def _where_model_is(out: Path, state: State, model: str | None) -> str:
     """The target to analyse: `model` (keeping the recorded class name when it names none), or
     the recorded one, with a hint when its file is gone."""
-    from scaffold.generate import absolute_target
-    from scaffold.target import is_file_target, split_target
+    from scaffold.pipeline.new_backbone import absolute_target
+    from scaffold.resolve.target import is_file_target, split_target
 
     recorded_where, recorded_name = split_target(state.options.target)
     if model is None:
@@ -423,8 +423,8 @@ def _baselines_of_merged_main(
 ) -> dict[str, bytes]:
     """The baseline configs derived from benchmark.yaml as this update leaves it (the render
     when that has a conflict or is not YAML), so that a task added to it by hand flows too."""
-    from scaffold.baselines import baseline_texts
-    from scaffold.render import CONFIG_FILE
+    from scaffold.render.backbone import CONFIG_FILE
+    from scaffold.render.baselines import baseline_texts
 
     rendered = theirs[CONFIG_FILE]
     plan = plan_file(out, CONFIG_FILE, read_pristine(out, state, CONFIG_FILE), rendered)
@@ -443,8 +443,8 @@ def _fit_of_merged_main(
 ) -> dict[str, bytes]:
     """`theirs` with the fit configs derived from benchmark.yaml as this update leaves it (as
     rendered when that has a conflict or is not YAML): a task added to it by hand gets one."""
-    from scaffold.fit import FIT_DIR, fit_texts
-    from scaffold.render import CONFIG_FILE, generated_header
+    from scaffold.render.backbone import CONFIG_FILE, generated_header
+    from scaffold.render.fit import FIT_DIR, fit_texts
 
     rendered = theirs[CONFIG_FILE]
     plan = plan_file(out, CONFIG_FILE, read_pristine(out, state, CONFIG_FILE), rendered)
@@ -544,7 +544,7 @@ def _data_key(spec, task: str) -> tuple[Any, ...]:
     return (spec.in_chans, spec.num_frames, tuple(spec.img_size), task)
 
 
-# The smoke files' names (scaffold.smoke), for states that did not record them.
+# The smoke files' names (scaffold.render.smoke), for states that did not record them.
 _SMOKE_NAME = re.compile(
     rf"{DATA_DIR}/(train|val|test)/(img/s\d+_img\.tif|lbl/s\d+_mask\.tif|class\d+/s\d+\.tif)"
 )
@@ -569,8 +569,8 @@ def _rewrite_data(out: Path, spec, task: str, old: list[str]) -> list[str]:
     """The smoke dataset follows the model's bands, frames and size: write it anew beside, then
     move each file into place and delete the old smoke files that are no longer made. Nothing
     else in data/ is touched. Returns the files now there (relative to DIR)."""
-    from scaffold.render import NUM_CLASSES
-    from scaffold.smoke import write_smoke_dataset
+    from scaffold.render.backbone import NUM_CLASSES
+    from scaffold.render.smoke import write_smoke_dataset
 
     fresh = Path(tempfile.mkdtemp(prefix=DATA_NEW, dir=out))  # same filesystem: renames
     try:

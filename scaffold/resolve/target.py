@@ -22,7 +22,7 @@ import yaml
 from scaffold.errors import ScaffoldError, one_line
 
 if TYPE_CHECKING:
-    from scaffold.analysis.static import FileAnalysis
+    from scaffold.resolve.static import FileAnalysis
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def check_file(path: Path) -> None:
 
 
 def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
-    from scaffold.analysis.static import analyse_file
+    from scaffold.resolve.static import analyse_file
 
     check_file(path)
     path = path.resolve()
@@ -192,7 +192,7 @@ def _file_of(module) -> Path | None:
 
 
 def _resolve_module(target: str, dotted: str, name: str) -> ResolvedTarget:
-    from scaffold.lightimport import import_lightly
+    from scaffold.resolve.lightimport import import_lightly
 
     module = import_lightly(dotted) or _import(dotted, None, where=dotted)
     file = getattr(module, "__file__", None)

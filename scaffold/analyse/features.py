@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaffold.analysis.trace import BATCH, Call, Trace
+from scaffold.analyse.trace import BATCH, Call, Trace
 from scaffold.spec import FeatureSpec
 
 MAX_PREFIX_TOKENS = 8  # class token plus register tokens

@@ -191,7 +191,7 @@ def trace_forward(
 ) -> Trace:
     """Run one forward pass on a random (B, *input_shape) input and record the call tree.
 
-    `call(model, x)` calls the model (the other forward arguments: scaffold.analysis.call);
+    `call(model, x)` calls the model (the other forward arguments: scaffold.analyse.call);
     None: ``model(x)``. `partial`: when the forward raises, the calls recorded up to there
     (an encoder that runs at any size before a head that does not), with no output."""
     root = Call(name="", type_name=type(model).__name__, call=0, parent=None, is_leaf=False)

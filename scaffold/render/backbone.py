@@ -103,15 +103,15 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
             unsafe=False,
         )
     if options.ray:  # made from the rendered benchmark.yaml, so the two cannot drift apart
-        from scaffold.ray_route import write_ray_config
+        from scaffold.render.ray import write_ray_config
 
         write_ray_config(dest, options.out, names_for(options.name).package, data["header"])
     if options.baselines:  # derived from the rendered benchmark.yaml
-        from scaffold.baselines import write_baselines
+        from scaffold.render.baselines import write_baselines
 
         write_baselines(dest, options.baselines, tuple(spec.input_shape))
     # One `terratorch fit` config per task, derived from the rendered benchmark.yaml.
-    from scaffold.fit import write_fit_configs
+    from scaffold.render.fit import write_fit_configs
 
     write_fit_configs(dest, options.out, data["header"])
     files = sorted(
@@ -121,7 +121,7 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
     )
     format_python(dest, [f for f in files if f.endswith(".py")])
     if options.datasets:
-        from scaffold.data.tasks import split_files
+        from scaffold.render.tasks import split_files
 
         lists = split_files(options.datasets, template_data(spec, options)["header"])
         for rel, text in lists.items():
@@ -363,14 +363,14 @@ def yaml_sections(
         ),
     }
     if options.datasets:  # real tasks from the survey of each --data folder
-        from scaffold.data.tasks import data_sections
+        from scaffold.render.tasks import data_sections
 
         sections |= data_sections(options.datasets, spec, terratorch_task, str(out), dump)
     return sections
 
 
 def datamodule(spec: BackboneSpec, task: str, data: Path) -> dict[str, Any]:
-    from scaffold.smoke import BAND_MEAN, BAND_STD
+    from scaffold.render.smoke import BAND_MEAN, BAND_STD
 
     args: dict[str, Any] = {"batch_size": SMOKE_BATCH, "num_workers": 0}
     if task == "classification":

@@ -135,10 +135,10 @@ class Results:
 # -- reading -------------------------------------------------------------------------------------
 def collect(directory: Path) -> Results:
     """The table's content for DIR: its backbone and baselines, one row per task."""
-    from scaffold.baselines import configs_of
-    from scaffold.render import CONFIG_FILE
-    from scaffold.state import read_state
+    from scaffold.render.backbone import CONFIG_FILE
+    from scaffold.render.baselines import configs_of
     from scaffold.verify.folder import moved_note
+    from scaffold.write.state import read_state
 
     directory = Path(directory).resolve()
     state = read_state(directory)

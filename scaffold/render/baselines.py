@@ -176,7 +176,7 @@ def baseline_texts(
 
 def write_baselines(dest: Path, names: tuple[str, ...], input_shape: tuple[int, ...]) -> None:
     """Write ``baselines/<name>.yaml`` into the rendered folder `dest`, from its benchmark.yaml."""
-    from scaffold.render import CONFIG_FILE
+    from scaffold.render.backbone import CONFIG_FILE
 
     if not names:
         return

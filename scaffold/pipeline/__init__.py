@@ -1,0 +1,1 @@
+"""The commands as one chain: resolve -> analyse -> plan -> render -> write -> verify."""

@@ -1,0 +1,1 @@
+"""Reading the MLflow runs of a benchmark, the report table and plot."""

@@ -1,0 +1,184 @@
+"""The verify stage: prove a generated backbone works, fast checks first, the benchmark run last.
+
+0. ``folder``: the YAML runs this folder (not the one it was copied or moved from), and no
+   generated file holds conflict markers;
+1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
+2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
+   ``determinism``: the same input twice gives the same features, every token there;
+   ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
+3. ``factory``: the config's factory builds the task's model; forward and backward run;
+   ``trainable``: on a real batch of the task, every trainable parameter gets a gradient (what
+   Lightning's DDP needs); ``fit configs``: TerraTorch's CLI parses each ``fit/<task>.yaml`` and
+   builds what it names;
+   ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
+4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
+5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
+   metric. All in one process, so TerraTorch is imported once;
+6. ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
+   imports the package by name and builds the backbone (scaffold/verify/ray_check.py). Ray is
+   started in a process of its own before the first check and its answer collected last, so
+   that Ray's start-up and the worker's import of TerraTorch run alongside the other checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaffold.errors import ScaffoldError
+from scaffold.progress import status
+from scaffold.render.ray import RAY_CONFIG_FILE
+from scaffold.write.state import STATE_DIR, locked
+
+
+class CheckFailed(Exception):
+    """A check's finding: what is wrong, said so that a person can act on it."""
+
+
+def read_config(config_path: Path) -> dict[str, Any]:
+    """A benchmark YAML as a mapping; a missing, unreadable or malformed file is a finding."""
+    import yaml
+
+    from scaffold.errors import one_line
+
+    if not config_path.is_file():
+        raise CheckFailed(f"{config_path} is missing")
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckFailed(f"{config_path}: {one_line(exc)}") from exc
+    if not isinstance(config, dict):
+        raise CheckFailed(f"{config_path}: not a YAML mapping")
+    return config
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "seconds": self.seconds}
+
+
+@dataclass
+class VerifyReport:
+    directory: Path
+    checks: list[Check] = field(default_factory=list)
+    log_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+
+def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyReport:
+    """Run the ladder on a directory made by `scaffold new-backbone` (stops before the
+    benchmark run when `quick`)."""
+    from scaffold.write.state import read_state
+
+    directory = Path(directory).resolve()
+    state = read_state(directory)  # ScaffoldError when DIR is not a generated backbone
+    with locked(directory):  # not while an update rewrites it
+        return _verify_locked(directory, state, quick, progress)
+
+
+def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyReport:
+    probe = None
+    if (directory / RAY_CONFIG_FILE).is_file():  # Ray starts now, alongside the other checks
+        from scaffold.verify.ray_check import start_probe
+
+        probe = start_probe(directory)
+    try:
+        return _ladder(directory, state, quick, progress, probe)
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyReport:
+    from scaffold.verify import checks
+    from scaffold.verify.folder import check_folder
+
+    context = checks.Context.load(directory, state)
+    report = VerifyReport(directory)
+
+    def run(name: str, fn: Callable[[], str]) -> bool:
+        start = time.perf_counter()
+        try:
+            with status(progress, f"verify: {name}"):
+                detail, ok = fn(), True
+        except CheckFailed as exc:
+            detail, ok = str(exc), False
+        except ScaffoldError:
+            raise
+        except Exception as exc:  # a bug in generated or hand-edited code: still a finding
+            from scaffold.errors import one_line
+
+            detail, ok = f"unexpected error: {one_line(exc)}", False
+        seconds = time.perf_counter() - start
+        report.checks.append(Check(name, ok, detail, seconds))
+        if progress is not None:
+            mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
+            progress.print(f"{mark} {name} ({seconds:.1f}s)", highlight=False)
+        return ok
+
+    if not run("folder", lambda: check_folder(directory, state, context.config_path)):
+        return report
+    if not run("import", context.check_import):
+        return report
+    from scaffold.verify.determinism import check_determinism, check_forward_args
+
+    passed = [
+        run("features", context.check_features),
+        run("determinism", lambda: check_determinism(context)),
+    ]
+    if state.spec.forward_call.get("per_band"):
+        passed.append(run("forward args", lambda: check_forward_args(context)))
+    passed.append(run("factory", context.check_factory))
+    from scaffold.verify.trainable import check_trainable
+
+    passed.append(run("trainable", lambda: check_trainable(context)))
+    from scaffold.verify.fit import check_fit, fit_files
+
+    if fit_files(state):
+        passed.append(run("fit configs", lambda: check_fit(context)))
+    from scaffold.verify.sizes import check_sizes
+
+    run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
+    if state.options.weights is not None:
+        passed.append(run("weights", context.check_weights))
+    if not quick and all(passed):
+        from scaffold.verify.benchmark import run_benchmark
+
+        log_dir = directory / STATE_DIR / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        report.log_dir = log_dir
+        if progress is not None:
+            progress.print(
+                f"running the benchmark YAML (log in {log_dir})", highlight=False, soft_wrap=True
+            )
+        run("benchmark", lambda: run_benchmark(context.config_path, log_dir))
+        from scaffold.render.baselines import configs_of
+
+        for name, path in configs_of(directory, state.options.baselines):
+            check = f"baseline {name}"
+            if not path.is_file():
+                report.checks.append(Check(check, False, f"{path} is missing (deleted?)"))
+                continue
+            run(
+                check,
+                lambda path=path, name=name: run_benchmark(path, log_dir / "baselines" / name),
+            )
+    elif not quick:
+        report.checks.append(Check("benchmark", False, "skipped: an earlier check failed"))
+    if probe is not None or (directory / RAY_CONFIG_FILE).is_file():
+        # Last: Ray's start-up and its worker's import have run alongside every other check.
+        from scaffold.verify.ray_check import check_ray
+
+        run("ray", lambda: check_ray(context, probe))
+    return report
