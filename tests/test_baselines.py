@@ -15,10 +15,10 @@ from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.render.baselines import (
     Baseline,
     baseline_config,
-    config_file,
     necks_for,
     probe_backbone,
 )
+from scaffold.write.names import baseline_config_file
 
 from .conftest import BIN, MODELS, run_cli, run_fresh, run_json
 
@@ -239,7 +239,7 @@ def test_old_state_without_baselines_reads():
 
     old = {"target": "m.py:M", "args": {}, "task": "segmentation"}
     assert StateOptions.from_dict(old).baselines == ()
-    assert config_file("hf-hub:a/b") == "baselines/hf-hub_a_b.yaml"
+    assert baseline_config_file("hf-hub:a/b") == "baselines/hf-hub_a_b.yaml"
 
 
 # -- real runs: verification of both configs, then the report ------------------------------------

@@ -71,7 +71,7 @@ EXPECTED = {  # layout -> (channels, reductions, feature map sizes (h, w)) of th
 
 
 def test_generated_backbones_in_a_fresh_interpreter(generated, tmp_path):
-    from scaffold.render.backbone import names_for
+    from scaffold.write.names import names_for
 
     jobs = [
         [str(r.out), r.backbone, names_for(r.backbone).factory_class, list(r.input_shape)]

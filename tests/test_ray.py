@@ -17,7 +17,8 @@ import yaml
 
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.pipeline.update import update_dir
-from scaffold.render.ray import RAY_CONFIG_FILE, route_difference, route_values
+from scaffold.render.ray import route_difference, route_values
+from scaffold.write.names import RAY_CONFIG_FILE
 from scaffold.write.state import Options as StateOptions
 from scaffold.write.state import encode_base, read_state
 

@@ -744,7 +744,7 @@ def test_a_killed_update_leaves_temp_files_that_the_next_update_removes(project)
         "import tempfile\n"
         f"data = tempfile.mkdtemp(prefix='.data-new.', dir={str(out)!r})\n"
         "open(data + '/s0_img.tif', 'wb').write(b'half')\n"
-        "from scaffold.pipeline.update import WRITE_TEMP_SUFFIX as tmp\n"
+        "from scaffold.write.names import WRITE_TEMP_SUFFIX as tmp\n"
         f"fd, half = tempfile.mkstemp(prefix='.benchmark.yaml.', suffix=tmp, dir={str(out)!r})\n"
         f"fd, state = tempfile.mkstemp('.state.json.', suffix=tmp, dir={str(out / '.scaffold')!r})\n"
         "print(data, half, state, flush=True)"

@@ -29,7 +29,16 @@ from typing import Any
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
-from scaffold.write.state import STATE_DIR, Options, State, is_generated, write_state
+from scaffold.write.names import (
+    BASELINES_DIR,
+    DATA_DIR,
+    RUNS_DIR,
+    SPLITS_DIR,
+    STATE_DIR,
+    TEMP_SUFFIX,
+    names_for,
+)
+from scaffold.write.state import Options, State, is_generated, write_state
 
 __all__ = ["GenerateResult", "Options", "generate"]
 
@@ -106,9 +115,6 @@ def _check_output_dir(out: Path, label: str) -> None:
         raise ScaffoldError(
             f"{label}: not empty and not made by scaffold; choose an empty or new directory"
         )
-
-
-TEMP_SUFFIX = ".scaffold-new"  # the temporary folder of a run: ".OUT.XXXXXXXX.scaffold-new"
 
 
 def _is_temp_of(out: Path, path: Path) -> bool:
@@ -316,9 +322,6 @@ def model_import_root(target: str) -> Path | None:
 def output_folders() -> tuple[str, ...]:
     """The folders scaffold writes in DIR beside the package: a package by one of these names
     would share it with them."""
-    from scaffold.render.backbone import DATA_DIR, RUNS_DIR
-    from scaffold.render.baselines import BASELINES_DIR
-    from scaffold.render.tasks import SPLITS_DIR
 
     return (DATA_DIR, RUNS_DIR, BASELINES_DIR, SPLITS_DIR)
 
@@ -363,7 +366,7 @@ def choose_name(
     """The requested name, checked, or a free default from the spec's class name. `module`
     (the model's module) and `root` (its import folder) stand in for the spec when only a
     requested name is checked; `out` is the output folder (which may sit beside the model)."""
-    from scaffold.render.backbone import default_name, names_for
+    from scaffold.render.backbone import default_name
 
     timm_names, terratorch_names, factory_names = taken_names()
     module = module or spec.module

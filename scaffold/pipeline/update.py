@@ -38,10 +38,17 @@ from scaffold.errors import ScaffoldError
 from scaffold.pipeline.new_backbone import say_older_temps, say_removed
 from scaffold.progress import status
 from scaffold.render.baselines import summary
-from scaffold.write.state import (
+from scaffold.write.names import (
+    CONFIG_FILE,
+    DATA_DIR,
+    DATA_NEW,
+    FIT_DIR,
     PRISTINE_DIR,
     STATE_DIR,
     STATE_FILE,
+    WRITE_TEMP_SUFFIX,
+)
+from scaffold.write.state import (
     State,
     locked,
     read_pristine,
@@ -110,9 +117,6 @@ class UpdateResult:
         }
 
 
-DATA_DIR = "data"  # as scaffold.render.DATA_DIR (not imported: render imports yaml and copier)
-
-
 def update_dir(
     directory: Path,
     dry_run: bool = False,
@@ -179,7 +183,7 @@ def _update_locked(
 ) -> UpdateResult:
     from scaffold.analyse import analyse
     from scaffold.data import read_datasets, survey_all, write_datasets
-    from scaffold.render.backbone import CONFIG_FILE, RenderOptions, check_task, render
+    from scaffold.render.backbone import RenderOptions, check_task, render
     from scaffold.render.tasks import input_layout
 
     # The folder may have moved (paths in the files follow DIR) and so may the model.
@@ -331,9 +335,6 @@ def _shape(shape) -> str:
     return "x".join(str(d) for d in tuple(shape)[1:])
 
 
-DATA_NEW = ".data-new."  # the smoke data written anew, beside data/, before it moves in
-
-
 def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
     """What an update killed while writing left in DIR (the new smoke data, a file half written
     beside its target by `write_atomic`): removed, and said. DIR's lock is held, so no live
@@ -354,10 +355,6 @@ def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
                 path.unlink(missing_ok=True)
     say_removed(progress, found, dry_run)
     say_older_temps(out, progress)
-
-
-# `write_atomic`'s file beside its target: ".NAME.XXXXXXXX.scaffold-tmp"
-WRITE_TEMP_SUFFIX = ".scaffold-tmp"
 
 
 def _is_write_temp(name: str, files: set[str]) -> bool:
@@ -423,7 +420,6 @@ def _baselines_of_merged_main(
 ) -> dict[str, bytes]:
     """The baseline configs derived from benchmark.yaml as this update leaves it (the render
     when that has a conflict or is not YAML), so that a task added to it by hand flows too."""
-    from scaffold.render.backbone import CONFIG_FILE
     from scaffold.render.baselines import baseline_texts
 
     rendered = theirs[CONFIG_FILE]
@@ -443,8 +439,8 @@ def _fit_of_merged_main(
 ) -> dict[str, bytes]:
     """`theirs` with the fit configs derived from benchmark.yaml as this update leaves it (as
     rendered when that has a conflict or is not YAML): a task added to it by hand gets one."""
-    from scaffold.render.backbone import CONFIG_FILE, generated_header
-    from scaffold.render.fit import FIT_DIR, fit_texts
+    from scaffold.render.backbone import generated_header
+    from scaffold.render.fit import fit_texts
 
     rendered = theirs[CONFIG_FILE]
     plan = plan_file(out, CONFIG_FILE, read_pristine(out, state, CONFIG_FILE), rendered)

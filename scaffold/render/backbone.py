@@ -20,18 +20,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
+from scaffold.render.dump import dump
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
+from scaffold.write.names import CONFIG_FILE, DATA_DIR, RUNS_DIR, Names, names_for
 
 TASKS = ("segmentation", "classification", "regression")
 NUM_CLASSES = 2
 SMOKE_BATCH = 4
-DATA_DIR = "data"
-RUNS_DIR = "runs"
-CONFIG_FILE = "benchmark.yaml"
 
 
 @dataclass(frozen=True)
@@ -44,18 +41,6 @@ class RenderOptions:
     datasets: tuple[Any, ...] = ()  # scaffold.data DatasetSpecs: real tasks instead of smoke
     ray: bool = False  # also write the Ray route's config
     baselines: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Names:
-    package: str
-    backbone_class: str
-    factory_class: str
-
-
-def names_for(name: str) -> Names:
-    camel = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
-    return Names(package=name, backbone_class=f"{camel}Backbone", factory_class=f"{camel}Factory")
 
 
 def default_name(qualname: str) -> str:
@@ -284,24 +269,6 @@ def necks_comment(spec: BackboneSpec) -> str:
 
 
 # -- the benchmark YAML --------------------------------------------------------------------------
-class _Dumper(yaml.SafeDumper):
-    """Block mappings, flow lists (``means: [0.5, 0.5]``), no anchors."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-_Dumper.add_representer(
-    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, True)
-)
-
-
-def dump(value: Any) -> str:
-    """A YAML block for `value`, without the trailing newline."""
-    text = yaml.dump(value, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
-    return text.rstrip("\n")
-
-
 def yaml_sections(
     spec: BackboneSpec, options: RenderOptions, names: Names, package_dir: Path
 ) -> dict[str, str]:
@@ -365,7 +332,7 @@ def yaml_sections(
     if options.datasets:  # real tasks from the survey of each --data folder
         from scaffold.render.tasks import data_sections
 
-        sections |= data_sections(options.datasets, spec, terratorch_task, str(out), dump)
+        sections |= data_sections(options.datasets, spec, terratorch_task, str(out))
     return sections
 
 

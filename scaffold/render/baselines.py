@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ from typing import Any
 import yaml
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.render.dump import dump
+from scaffold.write.names import CONFIG_FILE, baseline_config_file
 
-BASELINES_DIR = "baselines"
 FACTORY = "EncoderDecoderFactory"
 # backbone_* arguments that describe the data, not the backbone: a baseline keeps them.
 DATA_BACKBONE_ARGS = ("backbone_in_chans",)
@@ -42,11 +42,6 @@ class Baseline:
     pretrained: bool = False
     model_args: dict[str, Any] = field(default_factory=dict)  # extra backbone_* arguments
     notes: tuple[str, ...] = ()
-
-
-def config_file(name: str) -> str:
-    """``baselines/<name>.yaml``, relative to DIR (characters a file name cannot hold become _)."""
-    return f"{BASELINES_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.yaml"
 
 
 def experiment_name(main: str, name: str) -> str:
@@ -116,27 +111,6 @@ def _is_backbone_key(key: str) -> bool:
     return key in ("backbone", "necks") or key.startswith("backbone_")
 
 
-class _Dumper(yaml.SafeDumper):
-    """As benchmark.yaml is written: block mappings, lists of scalars in flow style
-    (``means: [0.5, 0.5]``), lists of mappings (tasks, necks) as blocks, no anchors."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    flow = not any(isinstance(item, (dict, list)) for item in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
-def dump(value: Any) -> str:
-    text = yaml.dump(value, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
-    return text.rstrip("\n")
-
-
 def baseline_yaml(main: Any, baseline: Baseline, header: str) -> str:
     """The baseline's YAML file: a comment that says what it is, then the derived config."""
     if not isinstance(main, dict) or "experiment_name" not in main:
@@ -147,7 +121,7 @@ def baseline_yaml(main: Any, baseline: Baseline, header: str) -> str:
         f"# Baseline `{baseline.name}` for the benchmark in ../benchmark.yaml: the same tasks,",
         "# datamodules, trainer settings, search space and trials; only the backbone differs",
         f"# (TerraTorch's {FACTORY}, with the necks this backbone's outputs need). Run it with:",
-        f"#   terratorch iterate --hpo --config {config_file(baseline.name)}",
+        f"#   terratorch iterate --hpo --config {baseline_config_file(baseline.name)}",
         "# custom_modules_path stays: importing that package lets MLflow use its file store.",
         *(f"# {note}" for note in baseline.notes),
     ]
@@ -169,14 +143,15 @@ def baseline_texts(
         "Edit freely: `scaffold update` keeps hand edits."
     )
     return {
-        config_file(name): baseline_yaml(main, probe_backbone(name, input_shape), header).encode()
+        baseline_config_file(name): baseline_yaml(
+            main, probe_backbone(name, input_shape), header
+        ).encode()
         for name in names
     }
 
 
 def write_baselines(dest: Path, names: tuple[str, ...], input_shape: tuple[int, ...]) -> None:
     """Write ``baselines/<name>.yaml`` into the rendered folder `dest`, from its benchmark.yaml."""
-    from scaffold.render.backbone import CONFIG_FILE
 
     if not names:
         return
@@ -328,7 +303,7 @@ def _wrap(text: str, width: int = 96) -> list[str]:
 
 def configs_of(directory: Path, names: tuple[str, ...]) -> list[tuple[str, Path]]:
     """(baseline name, its config path) for each baseline recorded for DIR."""
-    return [(name, directory / config_file(name)) for name in names]
+    return [(name, directory / baseline_config_file(name)) for name in names]
 
 
 def summary(directory: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:

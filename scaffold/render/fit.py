@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ from typing import Any
 import yaml
 
 from scaffold.errors import ScaffoldError
+from scaffold.render.dump import dump
+from scaffold.write.names import CONFIG_FILE, fit_config_file
 
-FIT_DIR = "fit"
 # terratorch-iterate's task types -> the TerraTorch task class it builds for each.
 TASK_CLASSES = {
     "segmentation": "terratorch.tasks.SemanticSegmentationTask",
@@ -36,11 +36,6 @@ TASK_CLASSES = {
 # iterate turns validation plots off for these task types.
 NO_PLOTS = ("segmentation", "regression")
 SEED = 0  # terratorch-iterate seeds every trial with 0 too
-
-
-def config_file(task: str) -> str:
-    """``fit/<task>.yaml``, relative to DIR (characters a file name cannot hold become _)."""
-    return f"{FIT_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', task)}.yaml"
 
 
 def middle(space: Any) -> Any:
@@ -108,22 +103,6 @@ def fit_config(main: dict[str, Any], task: dict[str, Any], out: Path) -> dict[st
     return config
 
 
-class _Dumper(yaml.SafeDumper):
-    """As benchmark.yaml is written: block mappings, lists of scalars in flow style, lists of
-    mappings as blocks, no anchors."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    flow = not any(isinstance(item, (dict, list)) for item in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
 def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
     """``{"fit/<task>.yaml": content}`` for each task of the benchmark config's text."""
     try:
@@ -136,8 +115,8 @@ def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
     for task in main.get("tasks") or []:
         if not isinstance(task, dict) or "name" not in task:
             continue
-        rel = config_file(str(task["name"]))
-        body = yaml.dump(fit_config(main, task, out), Dumper=_Dumper, sort_keys=False, width=100)
+        rel = fit_config_file(str(task["name"]))
+        body = dump(fit_config(main, task, out)) + "\n"
         where = shlex.quote(str(out / rel))
         comment = (
             f"{header}\n"
@@ -155,7 +134,6 @@ def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
 def write_fit_configs(dest: Path, out: Path, header: str) -> list[str]:
     """Write ``fit/<task>.yaml`` into the rendered folder `dest` (the output folder will be
     `out`) from its benchmark.yaml; return the files written (relative)."""
-    from scaffold.render.backbone import CONFIG_FILE
 
     texts = fit_texts((dest / CONFIG_FILE).read_text(encoding="utf-8"), out, header)
     for rel, content in texts.items():

@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-RAY_CONFIG_FILE = "benchmark_ray.yaml"
+from scaffold.render.dump import dump
+from scaffold.write.names import CONFIG_FILE, RAY_CONFIG_FILE
+
 # Route keys: the classic route's, and the Ray route's (ray_storage_path is read by both).
 CLASSIC_ONLY_KEYS = ("custom_modules_path",)
 RAY_KEYS = ("backbone_import", "tmp_dir", "ray_storage_path")
@@ -161,8 +163,6 @@ def _replace_value(block: str, key: str, value: str) -> str:
 
 
 def _dump(value: dict[str, Any]) -> str:
-    from scaffold.render.backbone import dump
-
     return dump(value) + "\n"
 
 
@@ -183,7 +183,6 @@ def ray_header(generated: str, out: Path, package: str) -> str:
 
 def write_ray_config(dest: Path, out: Path, package: str, generated_header: str) -> None:
     """Write RAY_CONFIG_FILE beside the rendered benchmark.yaml in `dest` (paths under `out`)."""
-    from scaffold.render.backbone import CONFIG_FILE
 
     classic = (dest / CONFIG_FILE).read_text(encoding="utf-8")
     text = ray_config_text(

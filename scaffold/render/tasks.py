@@ -6,14 +6,14 @@ from its DatasetSpec and the backbone's spec (bands, frames, whether in_chans ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from scaffold.data.spec import SPLITS, DatasetSpec
 from scaffold.errors import ScaffoldError
+from scaffold.render.dump import dump
 from scaffold.spec import BackboneSpec
+from scaffold.write.names import SPLITS_DIR
 
-SPLITS_DIR = "splits"
 BATCH_SIZE = 8
 MAX_EPOCHS = 50
 N_TRIALS = 10
@@ -201,7 +201,6 @@ def data_sections(
     spec: BackboneSpec,
     terratorch_task: dict[str, Any],
     out_dir: str,
-    dump: Callable[[Any], str],
 ) -> dict[str, str]:
     """YAML text for a benchmark of real tasks, in place of the template's smoke sections.
 

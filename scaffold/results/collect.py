@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.write.names import CONFIG_FILE
 
 REPEATED = "repeated"
 HPO = "hpo"
@@ -135,7 +136,6 @@ class Results:
 # -- reading -------------------------------------------------------------------------------------
 def collect(directory: Path) -> Results:
     """The table's content for DIR: its backbone and baselines, one row per task."""
-    from scaffold.render.backbone import CONFIG_FILE
     from scaffold.render.baselines import configs_of
     from scaffold.verify.folder import moved_note
     from scaffold.write.state import read_state

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.render.backbone import CONFIG_FILE, names_for
 from scaffold.verify.ladder import CheckFailed, read_config
+from scaffold.write.names import CONFIG_FILE, names_for
 from scaffold.write.state import State
 
 BATCH = 2

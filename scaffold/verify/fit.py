@@ -13,8 +13,8 @@ import io
 import sys
 
 from scaffold.errors import one_line
-from scaffold.render.fit import FIT_DIR
 from scaffold.verify.ladder import CheckFailed
+from scaffold.write.names import FIT_DIR
 
 
 def fit_files(state) -> list[str]:

@@ -30,8 +30,8 @@ from typing import Any
 
 from scaffold.errors import ScaffoldError
 from scaffold.progress import status
-from scaffold.render.ray import RAY_CONFIG_FILE
-from scaffold.write.state import STATE_DIR, locked
+from scaffold.write.names import RAY_CONFIG_FILE, STATE_DIR
+from scaffold.write.state import locked
 
 
 class CheckFailed(Exception):

@@ -36,13 +36,13 @@ from typing import Any
 
 from scaffold.errors import one_line
 from scaffold.render.ray import (
-    RAY_CONFIG_FILE,
     SOCKET_PATH_MAX,
     TRIAL_RESOURCES,
     ray_socket_example,
     ray_sockets_fit,
 )
 from scaffold.verify.ladder import CheckFailed, read_config
+from scaffold.write.names import RAY_CONFIG_FILE
 
 WORKER_TIMEOUT_S = 300
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from scaffold.render.dump import dump
 from scaffold.verify.ladder import CheckFailed
 
 FAILS = "the real run would fail on it"
@@ -57,8 +58,7 @@ def shortened_copy(config: Path, log_dir: Path) -> Path:
     cfg["ray_storage_path"] = str(log_dir / "ray")
     copy = log_dir / f"{config.stem}.short{config.suffix}"
     copy.write_text(
-        f"# A shortened copy of {config} for the verifying run.\n"
-        + yaml.safe_dump(cfg, sort_keys=False),
+        f"# A shortened copy of {config} for the verifying run.\n" + dump(cfg) + "\n",
         encoding="utf-8",
     )
     return copy

@@ -27,11 +27,7 @@ from typing import Any
 
 from scaffold.errors import ScaffoldError
 from scaffold.spec import BackboneSpec
-
-STATE_DIR = ".scaffold"
-STATE_FILE = "state.json"
-PRISTINE_DIR = "pristine"  # the bases as plain files: states of earlier scaffold versions
-LOCK_FILE = "lock"
+from scaffold.write.names import LOCK_FILE, PRISTINE_DIR, STATE_DIR, STATE_FILE
 
 
 @dataclass(frozen=True)

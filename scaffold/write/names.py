@@ -1,0 +1,52 @@
+"""The output folder's names: every file and folder scaffold writes, read by render, verify, update
+and results alike (so none of them imports another stage to learn a file name)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CONFIG_FILE = "benchmark.yaml"  # the benchmark terratorch-iterate runs
+RAY_CONFIG_FILE = "benchmark_ray.yaml"  # the same benchmark by the Ray route
+DATA_DIR = "data"  # the smoke dataset
+RUNS_DIR = "runs"  # MLflow and Ray storage of the runs
+FIT_DIR = "fit"  # one `terratorch fit` config per task
+BASELINES_DIR = "baselines"  # the benchmark with a timm backbone in place of the generated one
+SPLITS_DIR = "splits"  # split files of the real datasets
+STATE_DIR = ".scaffold"
+STATE_FILE = "state.json"
+PRISTINE_DIR = "pristine"  # the bases as plain files: states of earlier scaffold versions
+LOCK_FILE = "lock"
+TEMP_SUFFIX = ".scaffold-new"  # the temporary folder of a run: ".OUT.XXXXXXXX.scaffold-new"
+WRITE_TEMP_SUFFIX = (
+    ".scaffold-tmp"  # a file being written atomically: ".NAME.XXXXXXXX.scaffold-tmp"
+)
+DATA_NEW = ".data-new."  # the smoke data written anew, beside data/, before it moves in
+
+
+def _file_name(name: str) -> str:
+    """`name` with the characters a file name cannot hold as _."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def baseline_config_file(name: str) -> str:
+    """``baselines/<name>.yaml``, relative to DIR."""
+    return f"{BASELINES_DIR}/{_file_name(name)}.yaml"
+
+
+def fit_config_file(task: str) -> str:
+    """``fit/<task>.yaml``, relative to DIR."""
+    return f"{FIT_DIR}/{_file_name(task)}.yaml"
+
+
+@dataclass(frozen=True)
+class Names:
+    package: str
+    backbone_class: str
+    factory_class: str
+
+
+def names_for(name: str) -> Names:
+    """The package and class names a backbone name gives: ``my_net`` -> MyNetBackbone, MyNetFactory."""
+    camel = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+    return Names(package=name, backbone_class=f"{camel}Backbone", factory_class=f"{camel}Factory")
