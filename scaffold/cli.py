@@ -19,7 +19,10 @@ from typing import Annotated, Any, Literal
 import typer
 from typer.core import TyperCommand
 
+from scaffold.analyse import analyse
 from scaffold.errors import ScaffoldError
+from scaffold.resolve.lightimport import parents_deferred
+from scaffold.verify.ladder import verify_dir
 
 app = typer.Typer(
     name="scaffold",
@@ -157,7 +160,6 @@ def inspect(
     Example: scaffold inspect model.py:Net --arg in_chans=6
     Exit codes: 0 analysed, 2 bad input.
     """
-    from scaffold.analyse import analyse
     from scaffold.analyse.call import check_image_arg, parse_forward_args
     from scaffold.resolve.target import parse_args, parse_input_shape
 
@@ -165,7 +167,6 @@ def inspect(
     shape = parse_input_shape(input_shape)
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
-    from scaffold.resolve.lightimport import parents_deferred
 
     # Nothing else is imported in this process: the model's module is imported alone.
     with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"), parents_deferred():
@@ -249,7 +250,6 @@ def verify(
     Example: scaffold verify my_net --quick
     Exit codes: 0 all checks passed, 1 a check failed, 2 bad input.
     """
-    from scaffold.verify.ladder import verify_dir
 
     with _stdout_kept_for_json(as_json), _on_interrupt("verification stopped; run it again"):
         report = verify_dir(directory, quick=quick, progress=err())
@@ -388,8 +388,6 @@ def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:
     verification or the command itself (`failed`) failed."""
     report = None
     if run:
-        from scaffold.verify.ladder import verify_dir
-
         said = f"{result.out} is written; verification stopped: run `scaffold verify {result.out}`"
         with _stdout_kept_for_json(as_json), _on_interrupt(said):
             report = verify_dir(result.out, quick=False, progress=err())

@@ -86,3 +86,50 @@ def test_module_level_imports_form_a_dag():
 
 def test_no_module_imports_one_that_imports_it_back():
     assert cycle(graph(module_level_only=False)) is None
+
+
+# What an import inside a function may defer: the libraries that make start-up slow.
+HEAVY = {
+    "torch", "timm", "libcst", "copier", "terratorch", "terratorch_iterate", "yaml", "rich",
+    "numpy", "rasterio", "mlflow", "ray", "matplotlib", "lightning", "jinja2",
+}  # fmt: skip
+
+
+def external_imports(path: Path) -> set[str]:
+    """The top-level packages other than scaffold a file imports at module level."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_imports_inside_functions_only_defer_heavy_libraries():
+    found = modules()
+    edges = graph(module_level_only=True)
+
+    def heavy(name: str, seen: set[str]) -> bool:
+        if name in seen:
+            return False
+        seen.add(name)
+        return bool(external_imports(found[name]) & HEAVY) or any(
+            heavy(other, seen) for other in edges[name]
+        )
+
+    light = []
+    for name, path in sorted(found.items()):
+        tree = ast.parse(path.read_text(), str(path))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if id(node) in top or not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            target = next((t for t in targets if t in found), None)
+            if target is not None and not heavy(target, set()):
+                light.append(f"{name}:{node.lineno} imports {target}")
+    assert light == []
+    # the rule sees a heavy module as heavy, and a light one as light
+    assert heavy("scaffold.analyse.trace", set())
+    assert not heavy("scaffold.errors", set())

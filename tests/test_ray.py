@@ -120,8 +120,8 @@ def test_ray_config_differs_from_benchmark_yaml_only_in_route_keys(ray_out):
 
 
 def test_iterate_ray_parser_accepts_the_ray_config_and_not_the_classic_one(ray_out):
-    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.ray_check import parse_ray_config
+    from scaffold.verify.types import CheckFailed
 
     _, out = ray_out
     parsed, resources = parse_ray_config(out / RAY_CONFIG_FILE)
@@ -143,8 +143,8 @@ def test_ray_check_passes_then_names_the_workers_import_error(ray_out):
 
     # A package that its worker cannot import: the finding names the import error.
     from scaffold.verify import checks as ladder
-    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.ray_check import check_ray
+    from scaffold.verify.types import CheckFailed
 
     init = out / "ray_cnn" / "__init__.py"
     original = init.read_text()

@@ -80,7 +80,7 @@ def test_a_name_that_would_shadow_a_module_beside_the_model_is_refused(tmp_path)
 
 
 def test_an_empty_folder_or_the_output_folder_beside_the_model_does_not_take_the_name(tmp_path):
-    from scaffold.pipeline.new_backbone import choose_name
+    from scaffold.resolve.naming import choose_name
 
     models = tmp_path / "models"
     # A name of its own: the in-process analysis leaves the model's module imported.
@@ -162,7 +162,7 @@ OVERRIDDEN = {
 @pytest.mark.parametrize("case", list(OVERRIDDEN))
 def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generated, tmp_path, case):
     from scaffold.verify.benchmark import run_benchmark
-    from scaffold.verify.ladder import CheckFailed
+    from scaffold.verify.types import CheckFailed
 
     change, named = OVERRIDDEN[case]
     config = broken(generated["cnn"].benchmark_config, tmp_path / "benchmark.yaml", change)
@@ -182,8 +182,8 @@ def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generat
 
 
 def test_a_benchmark_yaml_that_is_not_a_mapping_is_one_line_naming_it(tmp_path):
-    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.shorten import shortened_copy
+    from scaffold.verify.types import CheckFailed
 
     config = tmp_path / "benchmark.yaml"
     config.write_text("- n_trials: 1\n- tasks: []\n")
@@ -202,8 +202,8 @@ def test_enable_checkpointing_of_the_real_file_is_not_a_finding(generated):
 
 def test_the_shortened_copy_keeps_early_stopping_so_the_run_checks_it(generated, tmp_path):
     from scaffold.verify.benchmark import run_benchmark
-    from scaffold.verify.ladder import CheckFailed
     from scaffold.verify.shorten import shortened_copy
+    from scaffold.verify.types import CheckFailed
 
     config = broken(
         generated["cnn"].benchmark_config,
@@ -657,7 +657,7 @@ def test_a_killed_new_backbone_leaves_a_temp_folder_that_the_next_run_removes(tm
     out = tmp_path / "out"
     left = Path(
         killed_while_writing(
-            "from pathlib import Path; from scaffold.pipeline.new_backbone import new_temp\n"
+            "from pathlib import Path; from scaffold.write.folder import new_temp\n"
             f"tmp, _ = new_temp(Path({str(out)!r}), inside=False)\n"
             "(tmp / 'benchmark.yaml').write_text('half')\n"
             "print(tmp, flush=True)"
@@ -671,7 +671,7 @@ def test_a_killed_new_backbone_leaves_a_temp_folder_that_the_next_run_removes(tm
 
 
 def test_a_temp_folder_a_live_run_holds_is_left_alone(tmp_path):
-    from scaffold.pipeline.new_backbone import new_temp, remove_leftovers
+    from scaffold.write.folder import new_temp, remove_leftovers
 
     out = tmp_path / "out"
     mine, fd = new_temp(out, inside=False)  # a run working right now
@@ -684,7 +684,7 @@ def test_a_temp_folder_a_live_run_holds_is_left_alone(tmp_path):
 
 
 def test_a_refused_run_leaves_the_leftovers_of_a_killed_one_alone(tmp_path):
-    from scaffold.pipeline.new_backbone import new_temp
+    from scaffold.write.folder import new_temp
 
     out = tmp_path / "out"
     left, fd = new_temp(out, inside=False)
@@ -722,7 +722,7 @@ def test_a_killed_run_into_an_empty_out_does_not_block_the_next(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
     killed_while_writing(
-        "from pathlib import Path; from scaffold.pipeline.new_backbone import new_temp\n"
+        "from pathlib import Path; from scaffold.write.folder import new_temp\n"
         f"tmp, _ = new_temp(Path({str(out)!r}), inside=True)\n"
         "print(tmp, flush=True)"
     )

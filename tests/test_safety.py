@@ -21,7 +21,8 @@ import torch
 from scaffold.errors import ScaffoldError
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.pipeline.update import UpdateInterrupted, update_dir
-from scaffold.verify.ladder import Check, VerifyReport, verify_dir
+from scaffold.verify.ladder import verify_dir
+from scaffold.verify.types import Check, VerifyReport
 from scaffold.write.state import encode_base, locked
 
 from .conftest import MODELS, SCAFFOLD, copy_model, run_cli, run_json

@@ -20,7 +20,7 @@ from scaffold.errors import ScaffoldError
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.resolve.static import analyse_file
 from scaffold.resolve.target import parse_args, parse_input_shape, resolve_target
-from scaffold.verify.ladder import Check, VerifyReport
+from scaffold.verify.types import Check, VerifyReport
 
 from .conftest import MODELS, ROOT, SCAFFOLD, clean_env, run_cli
 

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from typing import Any
 
+from scaffold.errors import ScaffoldError
 from scaffold.spec import BackboneSpec
 
 
@@ -28,7 +29,6 @@ def analyse(
     from scaffold.analyse.head import head_modules, removable_after
     from scaffold.analyse.inputs import first_conv, guess_input
     from scaffold.analyse.trace import BATCH, ForwardFailed, construct
-    from scaffold.errors import ScaffoldError
     from scaffold.resolve.static import analyse_file
     from scaffold.resolve.target import resolve_target
 
@@ -223,8 +223,6 @@ def _check_forward(model: Any, name: str) -> None:
     """A model whose class does not implement `forward` (nn.Module's placeholder) cannot be
     traced: say so, and name the forward-like methods it has."""
     from torch import nn
-
-    from scaffold.errors import ScaffoldError
 
     if "forward" in vars(model) or type(model).forward is not nn.Module.forward:
         return

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import os
 import re
 import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,10 +32,23 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
+from scaffold.analyse import analyse
+from scaffold.data import read_datasets, survey_all, write_datasets
 from scaffold.errors import ScaffoldError
-from scaffold.pipeline.new_backbone import say_older_temps, say_removed
 from scaffold.progress import status
 from scaffold.render.baselines import summary
+from scaffold.resolve.naming import absolute_target
+from scaffold.verify.folder import files_with_markers
+from scaffold.write.folder import say_older_temps, say_removed
+from scaffold.write.merge import (
+    UNTOUCHED,
+    WRITTEN,
+    FilePlan,
+    is_write_temp,
+    plan_file,
+    unified_diff,
+    write_atomic,
+)
 from scaffold.write.names import (
     CONFIG_FILE,
     DATA_DIR,
@@ -46,7 +57,6 @@ from scaffold.write.names import (
     PRISTINE_DIR,
     STATE_DIR,
     STATE_FILE,
-    WRITE_TEMP_SUFFIX,
 )
 from scaffold.write.state import (
     State,
@@ -55,17 +65,6 @@ from scaffold.write.state import (
     read_state,
     with_bases,
 )
-
-WRITTEN = ("updated", "merged", "conflict", "added")  # plan actions that write the new content
-UNTOUCHED = ("unchanged", "kept-deleted")  # plan actions that leave the disk as it is
-
-
-@dataclass
-class FilePlan:
-    rel: str
-    action: str  # "unchanged", "updated", "merged", "conflict", "added", "kept-deleted", "removed"
-    new: bytes | None  # the content to write; None: delete (or leave deleted)
-    old: bytes | None  # what is on disk now
 
 
 class UpdateInterrupted(KeyboardInterrupt):
@@ -136,7 +135,6 @@ def update_dir(
     moved; `ray`: write (True) or stop writing (False) the Ray route's config,
     None: as recorded; `baselines`: reference backbones to add to those recorded (a config
     each); `forward_args` and `image_arg` change the recorded ones."""
-    from scaffold.verify.folder import files_with_markers
 
     out = Path(directory).resolve()
     state = read_state(out)
@@ -181,8 +179,6 @@ def _update_locked(
     model: str | None,
     ray: bool | None,
 ) -> UpdateResult:
-    from scaffold.analyse import analyse
-    from scaffold.data import read_datasets, survey_all, write_datasets
     from scaffold.render.backbone import RenderOptions, check_task, render
     from scaffold.render.tasks import input_layout
 
@@ -345,7 +341,7 @@ def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
     found = [p for p in out.iterdir() if p.name.startswith(DATA_NEW) and p.is_dir()]
     for folder, files in names.items():
         if folder.is_dir():
-            found += [p for p in folder.iterdir() if p.is_file() and _is_write_temp(p.name, files)]
+            found += [p for p in folder.iterdir() if p.is_file() and is_write_temp(p.name, files)]
     found.sort()
     if not dry_run:
         for path in found:
@@ -355,12 +351,6 @@ def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
                 path.unlink(missing_ok=True)
     say_removed(progress, found, dry_run)
     say_older_temps(out, progress)
-
-
-def _is_write_temp(name: str, files: set[str]) -> bool:
-    """`write_atomic`'s temporary name for one of `files` (a person's ``.NAME.backup`` is not)."""
-    match = re.fullmatch(rf"\.(.+)\.[a-z0-9_]{{8}}{re.escape(WRITE_TEMP_SUFFIX)}", name)
-    return match is not None and match.group(1) in files
 
 
 def _data_folders(
@@ -397,7 +387,6 @@ def _data_folders(
 def _where_model_is(out: Path, state: State, model: str | None) -> str:
     """The target to analyse: `model` (keeping the recorded class name when it names none), or
     the recorded one, with a hint when its file is gone."""
-    from scaffold.pipeline.new_backbone import absolute_target
     from scaffold.resolve.target import is_file_target, split_target
 
     recorded_where, recorded_name = split_target(state.options.target)
@@ -453,87 +442,6 @@ def _fit_of_merged_main(
         return theirs
     kept = {rel: content for rel, content in theirs.items() if not rel.startswith(f"{FIT_DIR}/")}
     return kept | texts
-
-
-def plan_file(out: Path, rel: str, base: bytes | None, theirs: bytes | None) -> FilePlan:
-    """What to do with one file, given the last pristine render, the disk and the new render."""
-    path = out / rel
-    ours = path.read_bytes() if path.is_file() else None
-    if theirs is None:  # the new render no longer has this file
-        if ours is not None and ours == base:
-            return FilePlan(rel, "removed", None, ours)
-        return FilePlan(rel, "unchanged", ours, ours)
-    if ours is None:
-        if base is None:
-            return FilePlan(rel, "added", theirs, None)
-        return FilePlan(rel, "kept-deleted", None, None)  # the person deleted it
-    if theirs == base or ours == theirs:
-        return FilePlan(rel, "unchanged", ours, ours)
-    if ours == base:
-        return FilePlan(rel, "updated", theirs, ours)
-    merged, conflicts = merge3(ours, base or b"", theirs)
-    return FilePlan(rel, "conflict" if conflicts else "merged", merged, ours)
-
-
-def merge3(ours: bytes, base: bytes, theirs: bytes) -> tuple[bytes, int]:
-    """git merge-file: (merged content, number of conflicts)."""
-    with tempfile.TemporaryDirectory(prefix="scaffold-merge-") as tmp:
-        paths = []
-        for name, content in (("ours", ours), ("base", base), ("theirs", theirs)):
-            path = Path(tmp) / name
-            path.write_bytes(content)
-            paths.append(str(path))
-        try:
-            done = subprocess.run(
-                [
-                    "git",
-                    "merge-file",
-                    "-p",
-                    "-L",
-                    "yours (on disk)",
-                    "-L",
-                    "last generated",
-                    "-L",
-                    "regenerated",
-                    *paths,
-                ],
-                capture_output=True,
-            )
-        except FileNotFoundError as exc:
-            raise ScaffoldError(
-                "`scaffold update` merges with `git merge-file`: install git"
-            ) from exc
-    if done.returncode < 0 or done.returncode > 127:
-        raise RuntimeError(f"git merge-file failed: {done.stderr.decode(errors='replace')}")
-    return done.stdout, done.returncode
-
-
-def unified_diff(plans: list[FilePlan]) -> str:
-    chunks = []
-    for plan in plans:
-        if plan.action in UNTOUCHED:
-            continue
-        old = (plan.old or b"").decode(errors="replace").splitlines(keepends=True)
-        new = (plan.new or b"").decode(errors="replace").splitlines(keepends=True)
-        chunks.extend(difflib.unified_diff(old, new, f"a/{plan.rel}", f"b/{plan.rel}"))
-    return "".join(chunks)
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write beside the target, then rename over it: the file is either old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=WRITE_TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        if path.exists():
-            shutil.copymode(path, tmp)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _data_key(spec, task: str) -> tuple[Any, ...]:

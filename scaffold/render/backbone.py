@@ -8,13 +8,10 @@ them. Python files are formatted with ruff, so what a person opens is clean unde
 from __future__ import annotations
 
 import json
-import keyword
 import math
-import re
 import shlex
 import subprocess
 import sys
-import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -41,34 +38,6 @@ class RenderOptions:
     datasets: tuple[Any, ...] = ()  # scaffold.data DatasetSpecs: real tasks instead of smoke
     ray: bool = False  # also write the Ray route's config
     baselines: tuple[str, ...] = ()
-
-
-def default_name(qualname: str) -> str:
-    """``SwinTransformer3D`` -> ``swin_transformer3d``, ``TinyViT`` -> ``tinyvit``,
-    ``SmallCNN`` -> ``small_cnn``; ``resnet18`` stays."""
-    words = r"(?<=[A-Za-z0-9])(?=[A-Z][a-z]{2,})"  # before a capitalised word
-    acronym = r"(?<=[a-z])(?=[A-Z]{2,}(?:[^a-z]|$))"  # before a final acronym
-    snake = re.sub(f"{words}|{acronym}", "_", qualname).lower()
-    snake = re.sub(r"\W+", "_", snake).strip("_")
-    return snake if snake.isidentifier() else f"model_{snake}"
-
-
-def check_name_syntax(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise ScaffoldError(f"--name {name!r}: must be a Python identifier (letters, digits, _)")
-    normal = unicodedata.normalize("NFKC", name)
-    if normal != name:  # Python reads identifiers NFKC-normalised: `import ﬁnet` imports finet
-        raise ScaffoldError(f"--name {name!r}: Python reads this name as {normal!r}; use that")
-    if not names_for(name).backbone_class.removesuffix("Backbone")[:1].isalpha():
-        raise ScaffoldError(
-            f"--name {name!r}: needs a letter after its underscores, to name the classes "
-            "(--name my_net gives MyNetBackbone and MyNetFactory)"
-        )
-    if name.startswith(("timm_", "terratorch_")):
-        raise ScaffoldError(
-            f"--name {name!r}: TerraTorch reads a leading 'timm_' or 'terratorch_' as a registry "
-            "prefix; choose another name"
-        )
 
 
 def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:

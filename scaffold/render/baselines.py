@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from scaffold import __version__
 from scaffold.errors import ScaffoldError, one_line
 from scaffold.render.dump import dump
 from scaffold.write.names import CONFIG_FILE, baseline_config_file
@@ -132,7 +133,6 @@ def baseline_texts(
     main_text: str, names: tuple[str, ...], input_shape: tuple[int, ...]
 ) -> dict[str, bytes]:
     """``{"baselines/<name>.yaml": content}``, derived from the main config's text."""
-    from scaffold import __version__
 
     try:
         main = yaml.safe_load(main_text)

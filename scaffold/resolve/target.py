@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.resolve.lightimport import import_lightly
 
 if TYPE_CHECKING:
     from scaffold.resolve.static import FileAnalysis
@@ -192,7 +193,6 @@ def _file_of(module) -> Path | None:
 
 
 def _resolve_module(target: str, dotted: str, name: str) -> ResolvedTarget:
-    from scaffold.resolve.lightimport import import_lightly
 
     module = import_lightly(dotted) or _import(dotted, None, where=dotted)
     file = getattr(module, "__file__", None)

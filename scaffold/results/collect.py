@@ -33,7 +33,9 @@ from typing import Any
 import yaml
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.verify.folder import moved_note
 from scaffold.write.names import CONFIG_FILE
+from scaffold.write.state import read_state
 
 REPEATED = "repeated"
 HPO = "hpo"
@@ -137,8 +139,6 @@ class Results:
 def collect(directory: Path) -> Results:
     """The table's content for DIR: its backbone and baselines, one row per task."""
     from scaffold.render.baselines import configs_of
-    from scaffold.verify.folder import moved_note
-    from scaffold.write.state import read_state
 
     directory = Path(directory).resolve()
     state = read_state(directory)

@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 from scaffold.errors import one_line
-from scaffold.verify.ladder import CheckFailed
 from scaffold.verify.shorten import overridden_problems, shortened_copy
+from scaffold.verify.types import CheckFailed
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
 PARSER_KEY = re.compile(r'^Parser key "([^"]+)":$')

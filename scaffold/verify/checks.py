@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.verify.ladder import CheckFailed, read_config
+from scaffold.verify.types import CheckFailed, read_config
 from scaffold.write.names import CONFIG_FILE, names_for
 from scaffold.write.state import State
 

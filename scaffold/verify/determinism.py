@@ -16,7 +16,7 @@ from typing import Any
 
 from scaffold.errors import one_line
 from scaffold.verify.checks import FORWARD_ARGS_KEY
-from scaffold.verify.ladder import CheckFailed
+from scaffold.verify.types import CheckFailed
 
 SEEDS = (1, 2)
 

@@ -13,7 +13,7 @@ import io
 import sys
 
 from scaffold.errors import one_line
-from scaffold.verify.ladder import CheckFailed
+from scaffold.verify.types import CheckFailed
 from scaffold.write.names import FIT_DIR
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from scaffold.verify.ladder import CheckFailed, read_config
+from scaffold.verify.types import CheckFailed, read_config
 from scaffold.write.state import State
 
 OPENER = b"<<<<<<<"

@@ -24,63 +24,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ScaffoldError, one_line
 from scaffold.progress import status
+from scaffold.verify import checks
+from scaffold.verify.determinism import check_determinism, check_forward_args
+from scaffold.verify.fit import check_fit, fit_files
+from scaffold.verify.folder import check_folder
+from scaffold.verify.sizes import check_sizes
+from scaffold.verify.trainable import check_trainable
+from scaffold.verify.types import Check, CheckFailed, VerifyReport
 from scaffold.write.names import RAY_CONFIG_FILE, STATE_DIR
-from scaffold.write.state import locked
-
-
-class CheckFailed(Exception):
-    """A check's finding: what is wrong, said so that a person can act on it."""
-
-
-def read_config(config_path: Path) -> dict[str, Any]:
-    """A benchmark YAML as a mapping; a missing, unreadable or malformed file is a finding."""
-    import yaml
-
-    from scaffold.errors import one_line
-
-    if not config_path.is_file():
-        raise CheckFailed(f"{config_path} is missing")
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckFailed(f"{config_path}: {one_line(exc)}") from exc
-    if not isinstance(config, dict):
-        raise CheckFailed(f"{config_path}: not a YAML mapping")
-    return config
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "seconds": self.seconds}
-
-
-@dataclass
-class VerifyReport:
-    directory: Path
-    checks: list[Check] = field(default_factory=list)
-    log_dir: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
+from scaffold.write.state import locked, read_state
 
 
 def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyReport:
     """Run the ladder on a directory made by `scaffold new-backbone` (stops before the
     benchmark run when `quick`)."""
-    from scaffold.write.state import read_state
 
     directory = Path(directory).resolve()
     state = read_state(directory)  # ScaffoldError when DIR is not a generated backbone
@@ -102,8 +63,6 @@ def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyRepor
 
 
 def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyReport:
-    from scaffold.verify import checks
-    from scaffold.verify.folder import check_folder
 
     context = checks.Context.load(directory, state)
     report = VerifyReport(directory)
@@ -118,8 +77,6 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
         except ScaffoldError:
             raise
         except Exception as exc:  # a bug in generated or hand-edited code: still a finding
-            from scaffold.errors import one_line
-
             detail, ok = f"unexpected error: {one_line(exc)}", False
         seconds = time.perf_counter() - start
         report.checks.append(Check(name, ok, detail, seconds))
@@ -132,7 +89,6 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
         return report
     if not run("import", context.check_import):
         return report
-    from scaffold.verify.determinism import check_determinism, check_forward_args
 
     passed = [
         run("features", context.check_features),
@@ -141,14 +97,11 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
     if state.spec.forward_call.get("per_band"):
         passed.append(run("forward args", lambda: check_forward_args(context)))
     passed.append(run("factory", context.check_factory))
-    from scaffold.verify.trainable import check_trainable
 
     passed.append(run("trainable", lambda: check_trainable(context)))
-    from scaffold.verify.fit import check_fit, fit_files
 
     if fit_files(state):
         passed.append(run("fit configs", lambda: check_fit(context)))
-    from scaffold.verify.sizes import check_sizes
 
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
     if state.options.weights is not None:

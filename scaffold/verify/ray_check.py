@@ -41,7 +41,7 @@ from scaffold.render.ray import (
     ray_socket_example,
     ray_sockets_fit,
 )
-from scaffold.verify.ladder import CheckFailed, read_config
+from scaffold.verify.types import CheckFailed, read_config
 from scaffold.write.names import RAY_CONFIG_FILE
 
 WORKER_TIMEOUT_S = 300

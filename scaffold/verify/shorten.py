@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from scaffold.render.dump import dump
-from scaffold.verify.ladder import CheckFailed
+from scaffold.verify.types import CheckFailed
 
 FAILS = "the real run would fail on it"
 

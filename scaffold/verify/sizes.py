@@ -24,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scaffold.data import read_datasets
 from scaffold.errors import one_line
-from scaffold.verify.ladder import CheckFailed
+from scaffold.verify.types import CheckFailed
 from scaffold.write.names import STATE_DIR
 
 SCALE = 2  # the second size: this many times the analysed height and width
@@ -104,7 +105,6 @@ def _check_frames(models: tuple[Any, Any], context: Any, size: tuple[int, int], 
 def _sizes(context: Any, analysed: tuple[int, int]) -> dict[tuple[int, int], str]:
     """The sizes to check, each with what it is: the analysed size, SCALE times it, and the
     tile size of each dataset the YAML's tasks read (recorded by ``--data``)."""
-    from scaffold.data import read_datasets
 
     sizes = {analysed: "the analysed size"}
     sizes[(SCALE * analysed[0], SCALE * analysed[1])] = f"twice the analysed {_hw(analysed)}"

@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.verify.ladder import CheckFailed
+from scaffold.verify.types import CheckFailed
 
 
 def check_trainable(context) -> str:

@@ -50,3 +50,10 @@ def names_for(name: str) -> Names:
     """The package and class names a backbone name gives: ``my_net`` -> MyNetBackbone, MyNetFactory."""
     camel = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
     return Names(package=name, backbone_class=f"{camel}Backbone", factory_class=f"{camel}Factory")
+
+
+def output_folders() -> tuple[str, ...]:
+    """The folders scaffold writes in DIR beside the package: a package by one of these names
+    would share it with them."""
+
+    return (DATA_DIR, RUNS_DIR, BASELINES_DIR, SPLITS_DIR)
