@@ -20,6 +20,7 @@ import typer
 from typer.core import TyperCommand
 
 from scaffold.analyse import analyse
+from scaffold.console import print_checks, results_table, show_dry_run, show_result, spec_table
 from scaffold.errors import ScaffoldError
 from scaffold.resolve.lightimport import parents_deferred
 from scaffold.verify.ladder import verify_dir
@@ -174,7 +175,6 @@ def inspect(
     if as_json:
         _print_json(spec.to_dict())
         return
-    from scaffold.console import spec_table
 
     out().print(spec_table(spec))
 
@@ -256,8 +256,6 @@ def verify(
     if as_json:
         _print_json({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]})
     else:
-        from scaffold.console import print_checks
-
         print_checks(out(), report)
     if not report.ok:
         raise typer.Exit(1)
@@ -334,8 +332,6 @@ def update(
         if as_json:
             _print_json({**result.to_dict(), "verified": False, "diff": result.diff})
         else:
-            from scaffold.console import show_dry_run
-
             sys.stdout.write(result.diff or "")
             show_dry_run(err(), result)
         if result.conflicts:  # the real run would leave (or meets) conflict markers
@@ -374,7 +370,6 @@ def report(
     if as_json:
         _print_json(results.to_dict() | ({"plot": str(plot.resolve())} if plot else {}))
         return
-    from scaffold.console import results_table
 
     out().print(results_table(results))
     for line in results.notes:  # one line each, however long
@@ -395,8 +390,6 @@ def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:
         checks = {"checks": [c.to_dict() for c in report.checks]} if report else {}
         _print_json({**result.to_dict(), "verified": bool(report and report.ok), **checks})
     else:
-        from scaffold.console import show_result
-
         show_result(out(), err(), result, report)
     if failed or (report is not None and not report.ok):
         raise typer.Exit(1)

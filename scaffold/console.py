@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from scaffold.spec import BackboneSpec
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 
 def spec_table(spec: BackboneSpec) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     selected = set(spec.out_indices)
     title = (
         f"{spec.qualname} ({spec.kind}, {spec.num_params / 1e6:.1f}M params) "
@@ -66,6 +71,9 @@ _LOG = re.compile(r"\s*\(log: (?P<path>.+)\)$")
 def checks_table(report) -> Table:
     """The ladder as a table; log paths are left out of it (a narrow column would cut them),
     `print_checks` prints them whole below."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="verification", title_justify="left")
     table.add_column("check")
     table.add_column("result")
@@ -95,6 +103,8 @@ def plain(console: Console, line: str) -> None:
 
 def show_result(out: Console, err: Console, result, report) -> None:
     """What new-backbone and update did, the ladder's table, and how to run the benchmark."""
+    from rich.text import Text
+
     changes = getattr(result, "changes", None)
     if changes is None:  # new-backbone
         err.print(Text.assemble(("generated ", "green"), _quote(result.out)), soft_wrap=True)
@@ -148,6 +158,8 @@ def run_command(config) -> list[str]:
 
 def show_changes(err: Console, result) -> None:
     """An update's changes, the files of the person's kept in data/, and the conflicts."""
+    from rich.text import Text
+
     if result.unresolved:
         for path in result.unresolved:
             err.print(
@@ -208,6 +220,9 @@ def show_dry_run(err: Console, result) -> None:
 
 def results_table(results) -> Table:
     """`scaffold report`: tasks as rows, backbones as columns, the best per row marked with *."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"benchmark results in {results.directory}", title_justify="left")
     table.add_column("task")
     table.add_column("metric")
@@ -233,3 +248,9 @@ def results_table(results) -> Table:
     table.caption = Text("* best per task; ± std over seeds (repeated runs)")
     table.caption_justify = "left"
     return table
+
+
+def status(progress: Any, message: str) -> contextlib.AbstractContextManager[Any]:
+    """A spinner for a long step: ``progress.status(message)`` for a rich Console, a no-op for
+    None (library use)."""
+    return progress.status(message) if progress is not None else contextlib.nullcontext()

@@ -21,9 +21,9 @@ from typing import Any
 
 from scaffold import __version__
 from scaffold.analyse import analyse
+from scaffold.console import skipped_line, status
 from scaffold.data import survey_all, write_datasets
 from scaffold.errors import ScaffoldError, one_line
-from scaffold.progress import status
 from scaffold.resolve.naming import (
     absolute_target,
     check_name_syntax,
@@ -158,8 +158,6 @@ def generate(options: Options, progress=None) -> GenerateResult:
             target, options.args, options.input_shape, options.forward_args, options.image_arg
         )
     if progress is not None and spec.head_modules:
-        from scaffold.console import skipped_line
-
         progress.print(skipped_line(spec), markup=False, highlight=False)
     check_task(spec, options.task)
     if datasets:

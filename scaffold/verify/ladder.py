@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from scaffold.console import status
 from scaffold.errors import ScaffoldError, one_line
-from scaffold.progress import status
 from scaffold.verify import checks
 from scaffold.verify.determinism import check_determinism, check_forward_args
 from scaffold.verify.fit import check_fit, fit_files
