@@ -10,7 +10,7 @@ import timm
 import torch
 
 from scaffold.analyse import analyse
-from scaffold.analyse.features import classify, match_grid
+from scaffold.grid import classify, match_grid
 
 CASES = {
     # the head's channel expansion (conv_head, 1280) is head, not the last level

@@ -26,6 +26,7 @@ from typing import Any
 
 from scaffold.data import read_datasets
 from scaffold.errors import one_line
+from scaffold.grid import VALID_LOSS, on_grid
 from scaffold.verify.types import CheckFailed
 from scaffold.write.names import STATE_DIR
 
@@ -152,7 +153,6 @@ def _on_grids(outs, channels, reductions, names, size: tuple[int, int], what: st
             f"at {_hw(size)} {what} returns {len(outs)} features, "
             f"feature_info lists {len(channels)}"
         )
-    from scaffold.analyse.features import VALID_LOSS, on_grid
 
     for i, (o, c, r, n) in enumerate(zip(outs, channels, reductions, names, strict=True)):
         fits = o.ndim == 4 and on_grid(o.shape[-2], height, r) and on_grid(o.shape[-1], width, r)
