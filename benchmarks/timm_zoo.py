@@ -93,8 +93,8 @@ def inspect(entry: dict[str, Any], timeout: float) -> tuple[list[tuple[int, int]
 
 def inspect_in_process(entry: dict[str, Any]) -> tuple[list[tuple[int, int]] | None, str]:
     """The same analysis as `scaffold inspect`, called in this process."""
-    from scaffold.analyse import analyse
     from scaffold.errors import ScaffoldError
+    from scaffold.pipeline import analyse
 
     target = f"timm.models.{entry['family']}:{entry['model']}"
     try:

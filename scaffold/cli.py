@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 import typer
 from typer.core import TyperCommand
 
-from scaffold.analyse import analyse
 from scaffold.console import print_checks, results_table, show_dry_run, show_result, spec_table
 from scaffold.errors import ScaffoldError
+from scaffold.pipeline import analyse
 from scaffold.resolve.lightimport import parents_deferred
 from scaffold.verify.ladder import verify_dir
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torchvision
 
-from scaffold.analyse import analyse
 from scaffold.errors import ScaffoldError
+from scaffold.pipeline import analyse
 
 from .conftest import MODELS, SWIN3D
 

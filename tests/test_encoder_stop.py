@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from scaffold.analyse import analyse
+from scaffold.pipeline import analyse
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.verify.ladder import verify_dir
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from scaffold.analyse import analyse
 from scaffold.errors import ScaffoldError
+from scaffold.pipeline import analyse
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.spec import BackboneSpec
 from scaffold.verify.ladder import verify_dir

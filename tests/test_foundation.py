@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from scaffold.analyse import analyse
+from scaffold.pipeline import analyse
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.verify.ladder import verify_dir
 from scaffold.write.state import read_state

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from scaffold.analyse import analyse
 from scaffold.console import print_checks
 from scaffold.errors import ScaffoldError
+from scaffold.pipeline import analyse
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.resolve.static import analyse_file
 from scaffold.resolve.target import parse_args, parse_input_shape, resolve_target

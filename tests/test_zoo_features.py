@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 
-from scaffold.analyse import analyse
 from scaffold.grid import classify, match_grid
+from scaffold.pipeline import analyse
 
 CASES = {
     # the head's channel expansion (conv_head, 1280) is head, not the last level

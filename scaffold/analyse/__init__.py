@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaffold.errors import ScaffoldError
 from scaffold.spec import BackboneSpec
 
+if TYPE_CHECKING:
+    from scaffold.resolve.static import ModuleClass
+    from scaffold.resolve.target import ResolvedTarget
 
-def analyse(
-    target: str,
+
+def analyse_model(
+    resolved: ResolvedTarget,
+    source: ModuleClass | None,
     args: dict[str, Any] | None = None,
     input_shape: tuple[int, ...] | None = None,
     forward_args: dict[str, Any] | None = None,
     image_arg: str | None = None,
 ) -> BackboneSpec:
-    """Resolve TARGET, build the model with `args`, trace it and describe its features.
+    """Build the resolved model with `args`, trace it and describe its features.
 
-    `input_shape` is (C, H, W) or (C, T, H, W) without batch; when None it is inferred.
-    `forward_args` and `image_arg`: how the forward is called (see scaffold.analyse.call).
+    `source` is what the resolve stage read of the class's source (its constructor's parameters,
+    the hooks it defines), None when there is none. `input_shape` is (C, H, W) or (C, T, H, W)
+    without batch; when None it is inferred. `forward_args` and `image_arg`: how the forward is
+    called (see scaffold.analyse.call).
     """
     from torch import nn
 
@@ -29,11 +36,8 @@ def analyse(
     from scaffold.analyse.head import head_modules, removable_after
     from scaffold.analyse.inputs import first_conv, guess_input
     from scaffold.analyse.trace import BATCH, ForwardFailed, construct
-    from scaffold.resolve.static import analyse_file
-    from scaffold.resolve.target import resolve_target
 
     args = dict(args or {})
-    resolved = resolve_target(target)
     obj, name = resolved.obj, resolved.name
     model, device = construct(obj, args)
     guess = guess_input(obj, model, args)
@@ -97,15 +101,12 @@ def analyse(
 
     has: set[str] = set()
     constructor: tuple[dict[str, str | None], ...] = ()
-    if resolved.source_file is not None and resolved.kind == "class":
-        static = resolved.static or analyse_file(resolved.source_file)
-        info = static.get(name)
-        if info is not None:
-            has = set(info.has)
-            constructor = tuple(
-                {"name": p.name, "default": p.default, "annotation": p.annotation}
-                for p in info.init_params
-            )
+    if source is not None:
+        has = set(source.has)
+        constructor = tuple(
+            {"name": p.name, "default": p.default, "annotation": p.annotation}
+            for p in source.init_params
+        )
     has |= {h for h in ("feature_info", "forward_intermediates") if hasattr(model, h)}
     if hasattr(model, "prepare_features_for_image_model"):
         has.add("prepare_features_for_image_model")
@@ -119,7 +120,7 @@ def analyse(
     conv = first_conv(model)
     notes += [f"the class already has {h}" for h in sorted(has)]
     return BackboneSpec(
-        target=target,
+        target=resolved.target,
         module=resolved.module,
         qualname=name,
         kind=resolved.kind,

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
-from scaffold.analyse import analyse
 from scaffold.console import skipped_line, status
 from scaffold.data import survey_all, write_datasets
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.pipeline import analyse
 from scaffold.resolve.naming import (
     absolute_target,
     check_name_syntax,

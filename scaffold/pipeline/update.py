@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
-from scaffold.analyse import analyse
 from scaffold.console import status
 from scaffold.data import read_datasets, survey_all, write_datasets
 from scaffold.errors import ScaffoldError
+from scaffold.pipeline import analyse
 from scaffold.render.baselines import summary
 from scaffold.resolve.naming import absolute_target
 from scaffold.verify.folder import files_with_markers

@@ -23,7 +23,7 @@ from scaffold.errors import ScaffoldError, one_line
 from scaffold.resolve.lightimport import import_lightly
 
 if TYPE_CHECKING:
-    from scaffold.resolve.static import FileAnalysis
+    from scaffold.resolve.static import FileAnalysis, ModuleClass
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,17 @@ def resolve_target(target: str) -> ResolvedTarget:
             f"{target}: expected path/to/file.py, path/to/file.py:Name or package.module:Name"
         )
     return _resolve_module(target, where, name)
+
+
+def source_class(resolved: ResolvedTarget) -> ModuleClass | None:
+    """What the source shows of the resolved class (constructor parameters, hooks it defines),
+    read with libcst; None for a builder function or a class without a source file."""
+    if resolved.source_file is None or resolved.kind != "class":
+        return None
+    from scaffold.resolve.static import analyse_file
+
+    static = resolved.static or analyse_file(resolved.source_file)
+    return static.get(resolved.name)
 
 
 def check_target_exists(target: str) -> None:
