@@ -7,16 +7,112 @@ A spec round-trips through JSON; `scaffold inspect --json` prints exactly `Backb
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from scaffold.errors import ScaffoldError
 
 # NTLC: tokens of a temporal input, (B, prefix + T * h * w, C): `num_frames` frames of h x w
 # tokens each, time first (as a 3-D patch embedding flattens them), after `prefix_tokens`.
 Layout = Literal["NCHW", "NHWC", "NLC", "NCTHW", "NTHWC", "NTLC"]
-LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC", "NLC", "NCTHW", "NTHWC", "NTLC")
-TEMPORAL_LAYOUTS: tuple[str, ...] = ("NCTHW", "NTHWC", "NTLC")
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+TEMPORAL_LAYOUTS: tuple[Layout, ...] = ("NCTHW", "NTHWC", "NTLC")
 
-SPEC_VERSION = 1
+SPEC_VERSION = 1  # the newest spec this scaffold reads (and the one it writes)
+
+
+class _ReadsAsJson(Mapping[str, Any]):
+    """A typed part of the spec that also reads as the JSON mapping it is written as
+    (``call["args"]``, ``call == {...}``), so JSON readers and the typed code agree."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+@dataclass(frozen=True, eq=False)
+class Param(_ReadsAsJson):
+    """A constructor parameter as the source writes it (default and annotation as source text)."""
+
+    name: str
+    default: str | None = None
+    annotation: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "default": self.default, "annotation": self.annotation}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Param:
+        return cls(data["name"], data.get("default"), data.get("annotation"))
+
+
+ArgForm = Literal["value", "tensor", "batched"]
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardCall(_ReadsAsJson):
+    """How the forward is called (see scaffold.analyse.call); the default is ``model(x)``, whose
+    JSON is ``{}``.
+
+    - `image`: the parameter (or ``param.key``) that receives the image;
+    - `image_positional`: the image is passed as the first positional argument;
+    - `args`: ``{name or param.key: value}``, the other arguments, YAML values;
+    - `forms`: how each argument is passed: as given, as a tensor, as a tensor repeated over the
+      batch;
+    - `per_band`: the arguments that hold one value per input band;
+    - `fixed_noise`: random draws return a fixed ramp during the forward.
+    """
+
+    image: str = "x"
+    image_positional: bool = True
+    args: dict[str, Any] = field(default_factory=dict)
+    forms: dict[str, ArgForm] = field(default_factory=dict)
+    per_band: tuple[str, ...] = ()
+    fixed_noise: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Called as ``model(x)``: nothing to record."""
+        return (
+            self.image_positional
+            and "." not in self.image
+            and not self.args
+            and not self.fixed_noise
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.plain:
+            return {}
+        return {
+            "image": self.image,
+            "image_positional": self.image_positional,
+            "args": dict(self.args),
+            "forms": dict(self.forms),
+            "per_band": list(self.per_band),
+            "fixed_noise": self.fixed_noise,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ForwardCall:
+        if not data:
+            return cls()
+        return cls(
+            image=data["image"],
+            image_positional=data["image_positional"],
+            args=dict(data["args"]),
+            forms=dict(data["forms"]),
+            per_band=tuple(data["per_band"]),
+            fixed_noise=data["fixed_noise"],
+        )
 
 
 @dataclass(frozen=True)
@@ -35,7 +131,7 @@ class FeatureSpec:
     module: str
     num_chs: int
     reduction: int
-    layout: str
+    layout: Layout
     shape: tuple[int, ...]
     grid: tuple[int, int]
     source: Literal["hook", "input", "output"] = "hook"
@@ -81,8 +177,8 @@ class BackboneSpec:
     output_kind: str
     traced_on: str
     num_params: int
-    # The class's constructor parameters as written: {"name", "default", "annotation"} each.
-    constructor: tuple[dict[str, str | None], ...] = ()
+    # The class's constructor parameters as written.
+    constructor: tuple[Param, ...] = ()
     first_conv: str | None = None  # qualified name of the first convolution, if any
     first_conv_3d: bool = False
     has_feature_info: bool = False
@@ -91,9 +187,8 @@ class BackboneSpec:
     spec_version: int = SPEC_VERSION
     notes: tuple[str, ...] = field(default_factory=tuple)
     head_modules: tuple[str, ...] = ()
-    # How the forward is called when not as ``model(x)`` (see scaffold.analyse.call): the image's
-    # parameter, the other arguments, their forms, the per-band ones, fixed noise. Empty: model(x).
-    forward_call: dict[str, Any] = field(default_factory=dict)
+    # How the forward is called when not as ``model(x)`` (see scaffold.analyse.call).
+    forward_call: ForwardCall = field(default_factory=ForwardCall)
 
     # -- derived views ------------------------------------------------------------------------
     @property
@@ -119,6 +214,8 @@ class BackboneSpec:
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["constructor"] = [p.to_dict() for p in self.constructor]
+        data["forward_call"] = self.forward_call.to_dict()
         data["in_chans"] = self.in_chans
         data["num_frames"] = self.num_frames
         data["img_size"] = list(self.img_size)
@@ -128,7 +225,20 @@ class BackboneSpec:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+    def from_dict(cls, data: dict[str, Any], where: str = "the backbone spec") -> BackboneSpec:
+        """The spec `data` holds; `where` names it in the message that refuses a spec of a newer
+        scaffold (an older one reads: its missing fields take their defaults)."""
+        version = data.get("spec_version", SPEC_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ScaffoldError(f"{where}: spec_version {version!r} is not one scaffold writes")
+        if version > SPEC_VERSION:
+            raise ScaffoldError(
+                f"{where} was written by a newer scaffold (spec_version {version}, this one "
+                f"reads {SPEC_VERSION}); upgrade scaffold"
+            )
+        for f in data["features"]:
+            if f["layout"] not in LAYOUTS:
+                raise ScaffoldError(f"{where}: unknown feature layout {f['layout']!r}")
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["features"] = tuple(
@@ -144,9 +254,11 @@ class BackboneSpec:
             )
             for f in data["features"]
         )
-        for key in ("input_shape", "out_indices", "notes", "constructor", "head_modules"):
+        for key in ("input_shape", "out_indices", "notes", "head_modules"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
+        kwargs["constructor"] = tuple(Param.from_dict(p) for p in data.get("constructor", ()))
+        kwargs["forward_call"] = ForwardCall.from_dict(data.get("forward_call") or {})
         return cls(**kwargs)
 
     @classmethod

@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from scaffold.errors import ScaffoldError
-from scaffold.spec import BackboneSpec
+from scaffold.spec import BackboneSpec, Param
 
 if TYPE_CHECKING:
     from scaffold.resolve.static import ModuleClass
@@ -100,13 +100,10 @@ def analyse_model(
         )
 
     has: set[str] = set()
-    constructor: tuple[dict[str, str | None], ...] = ()
+    constructor: tuple[Param, ...] = ()
     if source is not None:
         has = set(source.has)
-        constructor = tuple(
-            {"name": p.name, "default": p.default, "annotation": p.annotation}
-            for p in source.init_params
-        )
+        constructor = tuple(Param(p.name, p.default, p.annotation) for p in source.init_params)
     has |= {h for h in ("feature_info", "forward_intermediates") if hasattr(model, h)}
     if hasattr(model, "prepare_features_for_image_model"):
         has.add("prepare_features_for_image_model")

@@ -14,7 +14,8 @@ random numbers in eval mode (an MAE shuffles its tokens even when it keeps them 
 with *fixed noise*: every continuous random draw returns an increasing ramp, so a shuffle by
 ``argsort(noise)`` keeps the grid order and the features are the same on every call.
 
-The spec records all this in ``BackboneSpec.forward_call``, a plain dict (empty: ``model(x)``):
+The spec records all this in ``BackboneSpec.forward_call``, a `ForwardCall` (its JSON is ``{}``
+for ``model(x)``):
 
 - ``image``: the parameter (or ``param.key``) that receives the image;
 - ``image_positional``: the image is passed as the first positional argument;
@@ -39,6 +40,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from scaffold.errors import ScaffoldError
+from scaffold.spec import ForwardCall
 
 FORMS = ("value", "tensor", "batched")
 SEEDS = (1, 2)  # random states of the two calls compared for determinism
@@ -453,18 +455,18 @@ def outputs_differ(
     )
 
 
-def forward_call_spec(plan: CallPlan, invoker: Invoker) -> dict[str, Any]:
-    """The spec's ``forward_call`` (empty: the model is called as ``model(x)``)."""
+def forward_call_spec(plan: CallPlan, invoker: Invoker) -> ForwardCall:
+    """The spec's ``forward_call`` (the default one: the model is called as ``model(x)``)."""
     if plan.trivial and not invoker.fixed_noise:
-        return {}
-    return {
-        "image": plan.image,
-        "image_positional": plan.image_positional,
-        "args": dict(plan.args),
-        "forms": dict(invoker.forms),
-        "per_band": list(plan.per_band),
-        "fixed_noise": invoker.fixed_noise,
-    }
+        return ForwardCall()
+    return ForwardCall(
+        image=plan.image,
+        image_positional=plan.image_positional,
+        args=dict(plan.args),
+        forms=dict(invoker.forms),
+        per_band=tuple(plan.per_band),
+        fixed_noise=invoker.fixed_noise,
+    )
 
 
 def describe_call(plan: CallPlan, forms: dict[str, str]) -> str:

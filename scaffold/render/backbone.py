@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
+from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError
 from scaffold.render.dump import dump
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
@@ -35,7 +36,7 @@ class RenderOptions:
     task: str
     target: str
     weights: Path | None = None
-    datasets: tuple[Any, ...] = ()  # scaffold.data DatasetSpecs: real tasks instead of smoke
+    datasets: tuple[DatasetSpec, ...] = ()  # real tasks (one per --data folder) instead of smoke
     ray: bool = False  # also write the Ray route's config
     baselines: tuple[str, ...] = ()
 
@@ -120,7 +121,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             "config_path_comment": shlex.quote(str(config_path)),
             "data_dir_comment": json.dumps(str(options.out / DATA_DIR)),
             "real_data": bool(options.datasets),
-            "forward_call": bool(spec.forward_call),
+            "forward_call": not spec.forward_call.plain,
         },
     }
 
@@ -211,15 +212,15 @@ def py_repr(value: Any) -> str:
 def forward_call_literals(spec: BackboneSpec) -> dict[str, str]:
     """How the forward is called (``spec.forward_call``), for the wrapper's literals."""
     call = spec.forward_call
-    if not call:
+    if call.plain:
         return {}
     return {
-        "image_arg": repr(call["image"]),
-        "image_positional": repr(call["image_positional"]),
-        "forward_args": py_repr(call["args"]),
-        "forward_forms": repr(call["forms"]),
-        "per_band_args": repr(tuple(call["per_band"])),
-        "fixed_noise": repr(call["fixed_noise"]),
+        "image_arg": repr(call.image),
+        "image_positional": repr(call.image_positional),
+        "forward_args": py_repr(call.args),
+        "forward_forms": repr(call.forms),
+        "per_band_args": repr(call.per_band),
+        "fixed_noise": repr(call.fixed_noise),
     }
 
 
@@ -251,9 +252,9 @@ def yaml_sections(
         "backbone_pretrained": options.weights is not None,
         "backbone_in_chans": spec.in_chans,
     }
-    if spec.forward_call.get("args"):
+    if spec.forward_call.args:
         # The forward's other arguments (wavelengths, ...): change them with the bands.
-        model_args["backbone_forward_args"] = dict(spec.forward_call["args"])
+        model_args["backbone_forward_args"] = dict(spec.forward_call.args)
     task_model_args: dict[str, Any]
     if task == "classification":
         task_model_args = {"decoder": "IdentityDecoder"}

@@ -107,8 +107,8 @@ def _all_tokens(
 def check_forward_args(context) -> str:
     """Each per-band forward argument has one value per band of backbone_in_chans."""
     spec = context.state.spec
-    per_band = list(spec.forward_call.get("per_band", []))
-    defaults = spec.forward_call.get("args", {})
+    per_band = list(spec.forward_call.per_band)
+    defaults = spec.forward_call.args
     checked = []
     for task, model_args in context.task_model_args():
         in_chans = model_args.get("backbone_in_chans", spec.in_chans)

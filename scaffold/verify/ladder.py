@@ -94,7 +94,7 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
         run("features", context.check_features),
         run("determinism", lambda: check_determinism(context)),
     ]
-    if state.spec.forward_call.get("per_band"):
+    if state.spec.forward_call.per_band:
         passed.append(run("forward args", lambda: check_forward_args(context)))
     passed.append(run("factory", context.check_factory))
 

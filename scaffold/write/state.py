@@ -141,7 +141,7 @@ def read_state(directory: Path) -> State:
         return State(
             version=data["scaffold_version"],
             options=Options.from_dict(data["options"]),
-            spec=BackboneSpec.from_dict(data["spec"]),
+            spec=BackboneSpec.from_dict(data["spec"], where=str(path)),
             files=tuple(data["files"]),
             bases=dict(data["bases"]) if data.get("bases") is not None else None,
             data_files=tuple(data["data_files"]) if "data_files" in data else None,
