@@ -6,10 +6,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaffold.analyse import analyse_model
+from scaffold.console import status
+from scaffold.data.spec import DatasetSpec
 from scaffold.spec import BackboneSpec
+from scaffold.write.state import Options
+
+if TYPE_CHECKING:
+    from scaffold.render.backbone import RenderOptions
 
 
 def analyse(
@@ -26,4 +32,39 @@ def analyse(
     resolved = resolve_target(target)
     return analyse_model(
         resolved, source_class(resolved), args, input_shape, forward_args, image_arg
+    )
+
+
+def analysed(
+    target: str, options: Options, datasets: tuple[DatasetSpec, ...], progress
+) -> BackboneSpec:
+    """The analysis both commands run: the spec of `target` with the options' arguments, checked
+    against the task and against each dataset's bands and frames."""
+    from scaffold.render.backbone import check_task
+    from scaffold.render.tasks import input_layout
+
+    with status(progress, f"analysing {options.target}"):
+        spec = analyse(
+            target, options.args, options.input_shape, options.forward_args, options.image_arg
+        )
+    check_task(spec, options.task)
+    for ds in datasets:
+        input_layout(ds, spec)
+    return spec
+
+
+def render_options(options: Options, datasets: tuple[DatasetSpec, ...]) -> RenderOptions:
+    """What rendering needs of the recorded options (name, output folder, target, ...)."""
+    from scaffold.render.backbone import RenderOptions
+
+    assert options.out is not None
+    return RenderOptions(
+        name=options.name or "",
+        out=options.out,
+        task=options.task,
+        target=options.target,
+        weights=options.weights,
+        datasets=datasets,
+        ray=options.ray,
+        baselines=options.baselines,
     )

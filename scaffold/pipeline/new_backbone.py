@@ -22,8 +22,9 @@ from typing import Any
 from scaffold import __version__
 from scaffold.console import skipped_line, status
 from scaffold.data import survey_all, write_datasets
+from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError, one_line
-from scaffold.pipeline import analyse
+from scaffold.pipeline import analysed, render_options
 from scaffold.resolve.naming import (
     absolute_target,
     check_name_syntax,
@@ -31,6 +32,7 @@ from scaffold.resolve.naming import (
     model_import_root,
     model_module,
 )
+from scaffold.spec import BackboneSpec
 from scaffold.write.folder import (
     check_output_dir,
     move_entries_up,
@@ -40,6 +42,8 @@ from scaffold.write.folder import (
     remove_leftovers,
 )
 from scaffold.write.names import (
+    CONFIG_FILE,
+    DATA_DIR,
     STATE_DIR,
 )
 from scaffold.write.state import Options, State, is_generated, write_state
@@ -109,26 +113,40 @@ def check_weights_file(weights: Path, given: Path) -> None:
 
 
 def generate(options: Options, progress=None) -> GenerateResult:
-    """Analyse the model, render everything into a temp folder, move it to the output dir."""
-    from scaffold.render.backbone import (
-        CONFIG_FILE,
-        DATA_DIR,
-        NUM_CLASSES,
-        TASKS,
-        RenderOptions,
-        check_task,
-        render,
-    )
-    from scaffold.render.smoke import write_smoke_dataset
-    from scaffold.resolve.target import check_target_exists, split_target
+    """Analyse the model, render everything into a temp folder, move it to the output dir.
+
+    Every check of the input happens in `plan_new`, which writes nothing; `write_new` then
+    refuses nothing more."""
+    return write_new(plan_new(options, progress), progress)
+
+
+@dataclass(frozen=True)
+class NewPlan:
+    """What `new-backbone` will write, every input checked: the spec and the options to record
+    (name, absolute output folder and target, resolved weights), the surveyed datasets."""
+
+    spec: BackboneSpec
+    recorded: Options
+    datasets: tuple[DatasetSpec, ...]
+    label: str  # how messages name the output folder
+
+    @property
+    def out(self) -> Path:
+        assert self.recorded.out is not None
+        return self.recorded.out
+
+
+def checked_inputs(options: Options, progress) -> tuple[DatasetSpec, ...]:
+    """Refuse what needs no analysis (task, name syntax, weights, output folder, baselines, data),
+    cheapest first; return the surveyed datasets."""
+    from scaffold.render.backbone import TASKS
 
     if options.task not in TASKS:
         raise ScaffoldError(f"--task {options.task!r}: choose one of {', '.join(TASKS)}")
     if options.name is not None:
         check_name_syntax(options.name)
-    weights = options.weights.resolve() if options.weights else None
-    if weights is not None:
-        check_weights_file(weights, options.weights)
+    if options.weights is not None:
+        check_weights_file(options.weights.resolve(), options.weights)
     if options.out is not None:
         check_output_dir(options.out.resolve())
     if options.baselines:
@@ -136,35 +154,31 @@ def generate(options: Options, progress=None) -> GenerateResult:
 
         with status(progress, "checking the baselines against TerraTorch"):
             check_names(options.baselines)
-
-    datasets = ()
     if options.data:  # bad data is refused before anything else runs
-        datasets = survey_all(options.data, progress)
-    target = absolute_target(options.target)
-    if options.name is not None:  # a taken name is refused before the analysis, not after it
-        check_target_exists(target)  # a missing file first: that needs no TerraTorch import
-        with status(progress, "checking the name against timm and TerraTorch"):
-            choose_name(
-                options.name,
-                module=model_module(target),
-                root=model_import_root(target),
-                out=options.out.resolve() if options.out else None,
-            )
-        if options.out is None:
-            default_out = Path.cwd() / options.name
-            check_output_dir(default_out, out_label(default_out, given=False))
-    with status(progress, f"analysing {options.target}"):
-        spec = analyse(
-            target, options.args, options.input_shape, options.forward_args, options.image_arg
-        )
-    if progress is not None and spec.head_modules:
-        progress.print(skipped_line(spec), markup=False, highlight=False)
-    check_task(spec, options.task)
-    if datasets:
-        from scaffold.render.tasks import input_layout
+        return survey_all(options.data, progress)
+    return ()
 
-        for ds in datasets:
-            input_layout(ds, spec)
+
+def checked_requested_name(options: Options, target: str, progress) -> None:
+    """A taken --name is refused before the analysis, not after it."""
+    from scaffold.resolve.target import check_target_exists
+
+    if options.name is None:
+        return
+    check_target_exists(target)  # a missing file first: that needs no TerraTorch import
+    with status(progress, "checking the name against timm and TerraTorch"):
+        choose_name(
+            options.name,
+            module=model_module(target),
+            root=model_import_root(target),
+            out=options.out.resolve() if options.out else None,
+        )
+    if options.out is None:
+        default_out = Path.cwd() / options.name
+        check_output_dir(default_out, out_label(default_out, given=False))
+
+
+def chosen_name(options: Options, spec: BackboneSpec, progress) -> str:
     if options.name is None:
         with status(progress, "checking the name against timm and TerraTorch"):
             name = choose_name(None, spec, out=options.out.resolve() if options.out else None)
@@ -172,32 +186,66 @@ def generate(options: Options, progress=None) -> GenerateResult:
         name = options.name
     if name in options.baselines:
         raise ScaffoldError(f"--baseline {name!r} is the backbone being benchmarked")
+    return name
+
+
+def plan_new(options: Options, progress=None) -> NewPlan:
+    """Every check of `new-backbone`'s input, in the order that refuses the cheapest first;
+    nothing is written (leftovers of killed runs are removed only once nothing is refused)."""
+    from scaffold.resolve.target import split_target
+
+    datasets = checked_inputs(options, progress)
+    target = absolute_target(options.target)
+    checked_requested_name(options, target, progress)
+    spec = analysed(target, options, datasets, progress)
+    if progress is not None and spec.head_modules:
+        progress.print(skipped_line(spec), markup=False, highlight=False)
+    name = chosen_name(options, spec, progress)
     out = (options.out or Path.cwd() / name).resolve()
     label = out_label(out, given=options.out is not None)
     check_output_dir(out, label)
-    remove_leftovers(out, progress)  # nothing is refused from here on
-
     # The class by name from now on: `update` must not silently pick another one.
     if split_target(target)[1] is None:
         target = f"{target}:{spec.qualname}"
         spec = dataclasses.replace(spec, target=target)
-    render_options = RenderOptions(
+    recorded = Options(
+        target=target,
+        args=dict(spec.args),
+        input_shape=options.input_shape,
         name=name,
         out=out,
+        weights=options.weights.resolve() if options.weights else None,
         task=options.task,
-        target=target,
-        weights=weights,
-        datasets=datasets,
+        data=tuple(ds.root for ds in datasets),
         ray=options.ray,
         baselines=options.baselines,
+        forward_args=dict(options.forward_args),
+        image_arg=options.image_arg,
     )
+    return NewPlan(spec, recorded, datasets, label)
+
+
+def write_new(plan: NewPlan, progress=None) -> GenerateResult:
+    """Render `plan` into a temporary folder and move it into place; on any error or Ctrl-C,
+    nothing of it is left."""
+    from scaffold.render.backbone import NUM_CLASSES, render
+    from scaffold.render.smoke import write_smoke_dataset
+
+    spec, recorded, datasets, out, label = (
+        plan.spec,
+        plan.recorded,
+        plan.datasets,
+        plan.out,
+        plan.label,
+    )
+    remove_leftovers(out, progress)  # nothing is refused from here on
     tmp: Path | None = None
     lock: int | None = None
     try:
         with status(progress, f"writing {out}"), os_errors_named(out, label):
             # An existing (empty) DIR is filled in place: the temp folder goes inside it.
             tmp, lock = new_temp(out, inside=out.is_dir())
-            files = render(spec, render_options, tmp)
+            files = render(spec, render_options(recorded, datasets), tmp)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             data_files = []
             if not datasets:  # the smoke task's data
@@ -206,23 +254,9 @@ def generate(options: Options, progress=None) -> GenerateResult:
                     bands=spec.in_chans,
                     frames=spec.num_frames,
                     size=spec.img_size,
-                    task=options.task,
+                    task=recorded.task,
                     num_classes=NUM_CLASSES,
                 )
-            recorded = Options(
-                target=target,
-                args=dict(spec.args),
-                input_shape=options.input_shape,
-                name=name,
-                out=out,
-                weights=weights,
-                task=options.task,
-                data=tuple(ds.root for ds in datasets),
-                ray=options.ray,
-                baselines=options.baselines,
-                forward_args=dict(options.forward_args),
-                image_arg=options.image_arg,
-            )
             data = tuple(sorted(str(p.relative_to(tmp)) for p in data_files))
             state = State(__version__, recorded, spec, tuple(files), data_files=data)
             write_state(tmp, state, pristine)
@@ -247,6 +281,8 @@ def generate(options: Options, progress=None) -> GenerateResult:
         if lock is not None:
             os.close(lock)
 
+    name = recorded.name
+    assert name is not None
     return GenerateResult(
         backbone=name,
         out=out,
@@ -256,5 +292,5 @@ def generate(options: Options, progress=None) -> GenerateResult:
         files=tuple(out / f for f in files)
         + ((out / DATA_DIR,) if not datasets else ())
         + (out / STATE_DIR,),
-        baselines=options.baselines,
+        baselines=recorded.baselines,
     )

@@ -35,7 +35,8 @@ from scaffold import __version__
 from scaffold.console import status
 from scaffold.data import read_datasets, survey_all, write_datasets
 from scaffold.errors import ScaffoldError
-from scaffold.pipeline import analyse
+from scaffold.pipeline import analysed
+from scaffold.pipeline import render_options as pipeline_render_options
 from scaffold.render.baselines import summary
 from scaffold.resolve.naming import absolute_target
 from scaffold.verify.folder import files_with_markers
@@ -179,8 +180,7 @@ def _update_locked(
     model: str | None,
     ray: bool | None,
 ) -> UpdateResult:
-    from scaffold.render.backbone import RenderOptions, check_task, render
-    from scaffold.render.tasks import input_layout
+    from scaffold.render.backbone import render
 
     # The folder may have moved (paths in the files follow DIR) and so may the model.
     options = dataclasses.replace(state.options, out=out, target=_where_model_is(out, state, model))
@@ -188,27 +188,8 @@ def _update_locked(
         options = dataclasses.replace(options, ray=ray)
     previous = read_datasets(out / STATE_DIR)
     datasets = survey_all(options.data, progress, previous) if options.data else ()
-    with status(progress, f"analysing {options.target}"):
-        spec = analyse(
-            options.target,
-            options.args,
-            options.input_shape,
-            options.forward_args,
-            options.image_arg,
-        )
-    check_task(spec, options.task)
-    for ds in datasets:
-        input_layout(ds, spec)
-    render_options = RenderOptions(
-        name=options.name or "",
-        out=out,
-        task=options.task,
-        target=options.target,
-        weights=options.weights,
-        datasets=datasets,
-        ray=options.ray,
-        baselines=options.baselines,
-    )
+    spec = analysed(options.target, options, datasets, progress)
+    render_options = pipeline_render_options(options, datasets)
     # Rendered in the system's temp folder: only the bytes are needed, and DIR's parent (or DIR)
     # may not be writable.
     tmp = Path(tempfile.mkdtemp(prefix="scaffold-update-"))
