@@ -276,6 +276,7 @@ def logged_best(out: Path, experiments: dict[str, str]) -> dict[str, float]:
     return found
 
 
+@pytest.mark.e2e
 def test_new_backbone_with_a_baseline_verifies_both(verified):
     out, code, data = verified
     assert code == 0, data
@@ -294,6 +295,7 @@ def test_new_backbone_with_a_baseline_verifies_both(verified):
     ]
 
 
+@pytest.mark.e2e
 def test_report_gives_every_task_and_backbone_and_marks_the_best(verified, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's file store, read here
     out, _, data = verified
@@ -320,6 +322,7 @@ def test_report_gives_every_task_and_backbone_and_marks_the_best(verified, monke
     assert cells[2 + best].startswith("* ") and not cells[3 - best].startswith("*")
 
 
+@pytest.mark.e2e
 def test_plot_writes_a_png_of_the_stated_size(verified, tmp_path):
     from matplotlib import image
 
@@ -333,6 +336,7 @@ def test_plot_writes_a_png_of_the_stated_size(verified, tmp_path):
     assert pixels.std() > 0.05  # drawn, not blank
 
 
+@pytest.mark.e2e
 def test_a_backbone_whose_runs_are_missing_shows_as_missing(verified, tmp_path):
     """A baseline added after the runs: its experiment never ran, its cells are missing."""
     import shutil

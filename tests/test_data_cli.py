@@ -37,6 +37,7 @@ def stack_pool(root: Path, channels: int, frames: int, n: int = 10) -> None:
         write_tif(root / "targets" / f"field{i}.tif", (img[0] / 100).astype(np.float32))
 
 
+@pytest.mark.e2e
 def test_new_backbone_with_two_datasets_verifies_each_task(tmp_path):
     split_folders(tmp_path / "parcels")  # 3 bands: the model's default is 4
     class_folders(tmp_path / "scenes")
@@ -73,6 +74,7 @@ def test_new_backbone_with_two_datasets_verifies_each_task(tmp_path):
     assert sizes == "3 features on their grids at 64x64, 128x128 and 32x32", sizes
 
 
+@pytest.mark.e2e
 def test_a_multitemporal_stack_verifies_and_the_yaml_runs_standalone(tmp_path):
     stack_pool(tmp_path / "fields", channels=2, frames=6)  # the model takes 6 frames
     out = tmp_path / "out"
@@ -180,6 +182,7 @@ def test_update_with_data_adds_a_task_and_keeps_hand_edits(tmp_path):
     assert config.read_bytes() == before and "surveying" not in done.stderr
 
 
+@pytest.mark.e2e
 def test_datasets_inside_a_wrapper_folder_verify(tmp_path):
     # As public datasets unpack: a top folder holding one folder that holds the class folders
     # (no split), and one holding two wrappers around the split folders.
@@ -213,6 +216,7 @@ def test_datasets_inside_a_wrapper_folder_verify(tmp_path):
     assert "scenes: best_val/Accuracy" in benchmark and "floods: best_val/mIoU" in benchmark
 
 
+@pytest.mark.e2e
 def test_region_folders_in_the_splits_verify(tmp_path):
     # test/regionA/img/*.tif and the like: the YAML reads each split through */img/*_img.tif,
     # and the verifying run trains and tests on every region's tiles.

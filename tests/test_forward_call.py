@@ -211,6 +211,7 @@ def test_per_band_argument_that_disagrees_with_in_chans(tmp_path):
 
 
 # -- end to end -----------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_dict_input_model_end_to_end_and_update_repeats_the_options(tmp_path):
     out = tmp_path / "dict_in"
     code, data = run_json(
@@ -245,6 +246,7 @@ def test_dict_input_model_end_to_end_and_update_repeats_the_options(tmp_path):
     assert "forward raised on an input of shape (2, 1, 64, 64): KeyError: 'chn_ids'" in done.stderr
 
 
+@pytest.mark.e2e
 def test_torchgeo_dofa_end_to_end(tmp_path):
     code, data = run_json(
         "new-backbone",
@@ -264,6 +266,7 @@ def test_torchgeo_dofa_end_to_end(tmp_path):
     )
 
 
+@pytest.mark.e2e
 def test_terratorch_prithvi_vit_end_to_end_without_flags(tmp_path):
     args = ["--arg", "embed_dim=192", "--arg", "depth=4", "--arg", "num_heads=3"]
     target = "terratorch.models.backbones.prithvi_mae:PrithviViT"

@@ -116,6 +116,7 @@ def test_temporal_vit_tokens_are_frames_of_a_grid_as_class_and_as_builder():
     assert [f[1:] for f in features(built)] == [f[1:] for f in TEMPORAL_FEATURES]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["TemporalViT", "temporal_vit_features"])
 def test_temporal_vit_features_are_its_stream_frame_by_frame(tmp_path, name):
     result = generate(Options(f"{TEMPORAL_VIT}:{name}", {}, out=tmp_path / "tvit"))
@@ -160,6 +161,7 @@ def test_the_old_reading_of_temporal_tokens_fails_the_sizes_check(tmp_path):
     assert detail.endswith("the features' layout does not follow the frames")
 
 
+@pytest.mark.e2e
 def test_terratorch_prithvi_vit_with_frames_end_to_end(tmp_path):
     from terratorch.models.backbones.prithvi_mae import PrithviViT
 
@@ -196,6 +198,7 @@ def summed_stream(layers, x: torch.Tensor, bias: torch.Tensor) -> list[torch.Ten
     return stream
 
 
+@pytest.mark.e2e
 def test_blocks_summed_in_python_are_tapped_at_the_stream(tmp_path):
     spec = analyse(str(MODELS / "summed_blocks.py"))
     # Not the attention sub-layers' outputs (the residual's delta): what flows on after each
@@ -224,6 +227,7 @@ def test_blocks_summed_in_python_are_tapped_at_the_stream(tmp_path):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.e2e
 def test_torchgeo_croma_end_to_end(tmp_path):
     from torchgeo.models.croma import CROMA
 
@@ -269,6 +273,7 @@ def test_torchgeo_croma_end_to_end(tmp_path):
 FIVE_BANDS = ["blue", "green", "red", "nir", "swir16"]
 
 
+@pytest.mark.e2e
 def test_a_list_of_band_names_is_a_band_list_not_a_channel_count(tmp_path):
     target = str(MODELS / "band_names.py")
     default = analyse(target)
@@ -303,6 +308,7 @@ WAVES_NM = [490, 560, 665, 842, 1610]
 WIDTHS_NM = [65, 35, 30, 115, 90]
 
 
+@pytest.mark.e2e
 def test_nan_metadata_is_python_that_runs_and_the_bands_do_not_follow_the_flag_order(tmp_path):
     from scaffold.analyse.call import parse_forward_args
 
@@ -356,6 +362,7 @@ def test_nan_metadata_is_python_that_runs_and_the_bands_do_not_follow_the_flag_o
 
 
 # -- 5. input guessing tries again ----------------------------------------------------------------
+@pytest.mark.e2e
 def test_a_conv3d_over_the_bands_of_an_image_is_guessed_temporal_then_2d(tmp_path):
     target = str(MODELS / "band_conv3d.py")
     spec = analyse(target)
@@ -404,6 +411,7 @@ def test_a_class_without_a_forward_says_so(tmp_path):
 
 
 # -- 6. outputs that are lists of dicts -----------------------------------------------------------
+@pytest.mark.e2e
 def test_a_forward_returning_a_list_of_dicts_is_searched_for_its_tensors(tmp_path):
     target = str(MODELS / "list_of_dicts.py")
     spec = analyse(target)

@@ -159,6 +159,7 @@ OVERRIDDEN = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", list(OVERRIDDEN))
 def test_a_value_the_shortened_copy_replaces_is_checked_in_the_real_file(generated, tmp_path, case):
     from scaffold.verify.benchmark import run_benchmark
@@ -200,6 +201,7 @@ def test_enable_checkpointing_of_the_real_file_is_not_a_finding(generated):
     assert overridden_problems(cfg) == []
 
 
+@pytest.mark.e2e
 def test_the_shortened_copy_keeps_early_stopping_so_the_run_checks_it(generated, tmp_path):
     from scaffold.verify.benchmark import run_benchmark
     from scaffold.verify.shorten import shortened_copy

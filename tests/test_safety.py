@@ -159,6 +159,7 @@ def test_update_rewrites_only_its_own_data_files_and_says_so(project):
 
 
 # -- 3. and 5. copied and moved folders, moved models --------------------------------------------
+@pytest.mark.e2e
 def test_verify_of_a_copied_folder_runs_the_copy_never_the_original(project, tmp_path):
     model, result = project
     out = result.out

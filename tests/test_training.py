@@ -120,6 +120,7 @@ def test_trainable_check_names_a_layer_the_forward_never_uses(tmp_path):
     assert detail.startswith("2 of 54 trainable tensors get no gradient, in `encoder.model.head`:")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["cnn", "unet"])
 def test_the_benchmark_task_trains_under_lightning_ddp(made, name):
     """Two CPU processes (gloo), strategy="ddp" with find_unused_parameters=False."""
@@ -135,6 +136,7 @@ def test_the_benchmark_task_trains_under_lightning_ddp(made, name):
     assert f"global_step {STEPS}" in done.stdout
 
 
+@pytest.mark.e2e
 def test_terratorch_fit_trains_the_fit_config_on_two_processes(made):
     result = made["unet"]
     config = result.out / "fit" / "smoke.yaml"

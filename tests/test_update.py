@@ -52,6 +52,7 @@ def python_files(result) -> list[Path]:
     return sorted(result.package.glob("*.py"))
 
 
+@pytest.mark.e2e
 def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
     model, result = project
     edited = [*python_files(result), result.benchmark_config]
@@ -98,6 +99,7 @@ def test_update_without_a_model_change_touches_nothing(project):
 FIVE = "widths: tuple[int, ...] = (24, 48, 96, 192, 384),"
 
 
+@pytest.mark.e2e
 def test_update_brings_a_fifth_stage_that_reaches_one_cell(tmp_path):
     # Four stride-2 stages after a stride-2 stem end at 2x2 (192 channels) at 64x64; a fifth
     # turns that into one cell with a strided conv: a level (it is 2x2 at 128x128), so the
@@ -163,6 +165,7 @@ def test_an_analysis_change_in_the_head_is_said_and_reaches_the_backbone(project
     assert "nothing changed" in again.stderr and "analysis changed" not in again.stderr
 
 
+@pytest.mark.e2e
 def test_conflict_on_the_lines_the_update_changes(project):
     model, result = project
     backbone = result.package / "backbone.py"

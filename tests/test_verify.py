@@ -20,6 +20,7 @@ def checks(report) -> dict[str, tuple[bool, str]]:
     return {c.name: (c.ok, c.detail) for c in report.checks}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "layout",
     ["cnn", "vit", "channels_last", "temporal", "dict_out", "list_out", "tokens", "swin3d"],
@@ -104,6 +105,7 @@ def test_factory_that_raises(fresh_copy):
     assert not report.ok
 
 
+@pytest.mark.e2e
 def test_yaml_key_the_parser_rejects(fresh_copy):
     out = fresh_copy()
     config = out / "benchmark.yaml"
@@ -165,6 +167,7 @@ def test_weights_that_fit_and_weights_that_do_not(tmp_path):
     assert "model.stage2.0.0.weight (32, 16, 5, 5) vs (32, 16, 3, 3)" in detail
 
 
+@pytest.mark.e2e
 def test_verify_cli_exit_codes_and_json(generated, tmp_path):
     code, data = run_json("verify", str(generated["channels_last"].out), "--quick")
     assert code == 0 and data["ok"] is True
@@ -196,6 +199,7 @@ def test_verify_cli_exits_1_on_a_failed_check(fresh_copy):
     assert failed[0]["detail"] == "feature 2 (`model.stage2`) has 32 channels, feature_info says 31"
 
 
+@pytest.mark.e2e
 def test_generated_yaml_runs_with_the_plain_terratorch_command(tmp_path):
     """As a person runs it: a fresh shell, another directory, no MLflow setting of their own."""
     code, data = run_json(
@@ -216,6 +220,7 @@ def test_generated_yaml_runs_with_the_plain_terratorch_command(tmp_path):
     assert Path(storage).is_dir() and Path(storage).is_relative_to(tmp_path / "swin")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("task", "model"), [("classification", "cnn"), ("regression", "vit")])
 def test_new_backbone_verifies_each_task(tmp_path, task, model):
     code, data = run_json(
