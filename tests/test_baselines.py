@@ -11,13 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from scaffold.analyse.baselines import Baseline, necks_for, probe_backbone
 from scaffold.pipeline.new_backbone import Options, generate
-from scaffold.render.baselines import (
-    Baseline,
-    baseline_config,
-    necks_for,
-    probe_backbone,
-)
+from scaffold.render.baselines import baseline_config
 from scaffold.write.names import baseline_config_file
 
 from .conftest import BIN, MODELS, run_cli, run_fresh, run_json

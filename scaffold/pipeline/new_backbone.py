@@ -62,7 +62,7 @@ class GenerateResult:
     baselines: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        from scaffold.render.baselines import summary
+        from scaffold.results.baselines import summary
 
         return {
             "backbone": self.backbone,

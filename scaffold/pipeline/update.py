@@ -37,8 +37,8 @@ from scaffold.data import read_datasets, survey_all, write_datasets
 from scaffold.errors import ScaffoldError
 from scaffold.pipeline import analysed
 from scaffold.pipeline import render_options as pipeline_render_options
-from scaffold.render.baselines import summary
 from scaffold.resolve.naming import absolute_target
+from scaffold.results.baselines import summary
 from scaffold.verify.folder import files_with_markers
 from scaffold.write.folder import say_older_temps, say_removed
 from scaffold.write.merge import (

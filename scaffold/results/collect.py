@@ -138,7 +138,7 @@ class Results:
 # -- reading -------------------------------------------------------------------------------------
 def collect(directory: Path) -> Results:
     """The table's content for DIR: its backbone and baselines, one row per task."""
-    from scaffold.render.baselines import configs_of
+    from scaffold.results.baselines import configs_of
 
     directory = Path(directory).resolve()
     state = read_state(directory)

@@ -116,7 +116,7 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
                 f"running the benchmark YAML (log in {log_dir})", highlight=False, soft_wrap=True
             )
         run("benchmark", lambda: run_benchmark(context.config_path, log_dir))
-        from scaffold.render.baselines import configs_of
+        from scaffold.results.baselines import configs_of
 
         for name, path in configs_of(directory, state.options.baselines):
             check = f"baseline {name}"
