@@ -25,6 +25,7 @@ from scaffold.data import survey_all, write_datasets
 from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError, one_line
 from scaffold.pipeline import analysed, render_options
+from scaffold.render import smoke
 from scaffold.resolve.naming import (
     absolute_target,
     check_name_syntax,
@@ -229,7 +230,6 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
     """Render `plan` into a temporary folder and move it into place; on any error or Ctrl-C,
     nothing of it is left."""
     from scaffold.render.backbone import NUM_CLASSES, render
-    from scaffold.render.smoke import write_smoke_dataset
 
     spec, recorded, datasets, out, label = (
         plan.spec,
@@ -249,7 +249,7 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             data_files = []
             if not datasets:  # the smoke task's data
-                data_files = write_smoke_dataset(
+                data_files = smoke.write_smoke_dataset(
                     tmp / DATA_DIR,
                     bands=spec.in_chans,
                     frames=spec.num_frames,

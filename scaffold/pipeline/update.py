@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -37,6 +36,8 @@ from scaffold.data import read_datasets, survey_all, write_datasets
 from scaffold.errors import ScaffoldError
 from scaffold.pipeline import analysed
 from scaffold.pipeline import render_options as pipeline_render_options
+from scaffold.render import smoke
+from scaffold.render.smoke import SMOKE_FILE
 from scaffold.resolve.naming import absolute_target
 from scaffold.results.baselines import summary
 from scaffold.verify.folder import files_with_markers
@@ -429,18 +430,16 @@ def _data_key(spec, task: str) -> tuple[Any, ...]:
     return (spec.in_chans, spec.num_frames, tuple(spec.img_size), task)
 
 
-# The smoke files' names (scaffold.render.smoke), for states that did not record them.
-_SMOKE_NAME = re.compile(
-    rf"{DATA_DIR}/(train|val|test)/(img/s\d+_img\.tif|lbl/s\d+_mask\.tif|class\d+/s\d+\.tif)"
-)
-
-
 def _smoke_files(out: Path, state: State) -> list[str]:
     """The files scaffold wrote under data/, relative to DIR."""
     if state.data_files is not None:
         return list(state.data_files)
     found = (str(p.relative_to(out)) for p in (out / DATA_DIR).rglob("*") if p.is_file())
-    return sorted(rel for rel in found if _SMOKE_NAME.fullmatch(rel))
+    return sorted(
+        rel
+        for rel in found
+        if rel.startswith(f"{DATA_DIR}/") and SMOKE_FILE.fullmatch(rel[len(DATA_DIR) + 1 :])
+    )
 
 
 def _other_data_files(out: Path, ours: list[str]) -> list[str]:
@@ -455,11 +454,10 @@ def _rewrite_data(out: Path, spec, task: str, old: list[str]) -> list[str]:
     move each file into place and delete the old smoke files that are no longer made. Nothing
     else in data/ is touched. Returns the files now there (relative to DIR)."""
     from scaffold.render.backbone import NUM_CLASSES
-    from scaffold.render.smoke import write_smoke_dataset
 
     fresh = Path(tempfile.mkdtemp(prefix=DATA_NEW, dir=out))  # same filesystem: renames
     try:
-        paths = write_smoke_dataset(
+        paths = smoke.write_smoke_dataset(
             fresh, spec.in_chans, spec.num_frames, spec.img_size, task, NUM_CLASSES
         )
         new = sorted(f"{DATA_DIR}/{p.relative_to(fresh)}" for p in paths)

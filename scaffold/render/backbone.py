@@ -20,7 +20,9 @@ from typing import Any
 from scaffold import __version__
 from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError
+from scaffold.render import smoke
 from scaffold.render.dump import dump
+from scaffold.render.tasks import DATAMODULES
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
 from scaffold.write.names import CONFIG_FILE, DATA_DIR, RUNS_DIR, Names, names_for
 
@@ -307,27 +309,22 @@ def yaml_sections(
 
 
 def datamodule(spec: BackboneSpec, task: str, data: Path) -> dict[str, Any]:
-    from scaffold.render.smoke import BAND_MEAN, BAND_STD
-
+    """The smoke task's datamodule: TerraTorch's generic one for `task`, on the smoke data."""
     args: dict[str, Any] = {"batch_size": SMOKE_BATCH, "num_workers": 0}
-    if task == "classification":
-        class_path = "terratorch.datamodules.GenericNonGeoClassificationDataModule"
+    class_path = DATAMODULES[task]
+    if task in ("segmentation", "classification"):
         args["num_classes"] = NUM_CLASSES
-        for split in ("train", "val", "test"):
+    if task == "classification":
+        for split in smoke.SPLITS:
             args[f"{split}_data_root"] = str(data / split)
     else:
-        if task == "segmentation":
-            class_path = "terratorch.datamodules.GenericNonGeoSegmentationDataModule"
-            args["num_classes"] = NUM_CLASSES
-        else:
-            class_path = "terratorch.datamodules.GenericNonGeoPixelwiseRegressionDataModule"
-        for split in ("train", "val", "test"):
-            args[f"{split}_data_root"] = str(data / split / "img")
-            args[f"{split}_label_data_root"] = str(data / split / "lbl")
-        args["img_grep"] = "*_img.tif"
-        args["label_grep"] = "*_mask.tif"
-    args["means"] = [BAND_MEAN] * spec.in_chans
-    args["stds"] = [BAND_STD] * spec.in_chans
+        for split in smoke.SPLITS:
+            args[f"{split}_data_root"] = str(data / split / smoke.IMAGE_DIR)
+            args[f"{split}_label_data_root"] = str(data / split / smoke.LABEL_DIR)
+        args["img_grep"] = smoke.IMAGE_GREP
+        args["label_grep"] = smoke.LABEL_GREP
+    args["means"] = [smoke.BAND_MEAN] * spec.in_chans
+    args["stds"] = [smoke.BAND_STD] * spec.in_chans
     if spec.temporal:
         # Files hold C*T bands, time-major; the datamodule makes (B, C, T, H, W) batches.
         bands = list(range(spec.in_chans))

@@ -9,20 +9,43 @@ Temporal inputs are stored as C*T bands, time-major, as ``expand_temporal_dimens
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-
-import numpy as np
 
 SPLITS = ("train", "val", "test")
 IMAGES_PER_SPLIT = 8
 BAND_MEAN = 0.5  # uniform [0, 1) noise
 BAND_STD = 0.29
+# The layout, as the writer below makes it, the smoke task's datamodule reads it and `update`
+# recognises the files of a state that did not record them.
+IMAGE_DIR, LABEL_DIR = "img", "lbl"
+IMAGE_GREP, LABEL_GREP = "*_img.tif", "*_mask.tif"
+
+
+def image_file(split: str, i: int) -> str:
+    return f"{split}/{IMAGE_DIR}/s{i}{IMAGE_GREP[1:]}"
+
+
+def label_file(split: str, i: int) -> str:
+    return f"{split}/{LABEL_DIR}/s{i}{LABEL_GREP[1:]}"
+
+
+def class_file(split: str, i: int, num_classes: int) -> str:
+    return f"{split}/class{i % num_classes}/s{i}.tif"
+
+
+# Any file `write_smoke_dataset` may write, relative to its root.
+SMOKE_FILE = re.compile(
+    rf"({'|'.join(SPLITS)})/({IMAGE_DIR}/s\d+{re.escape(IMAGE_GREP[1:])}"
+    rf"|{LABEL_DIR}/s\d+{re.escape(LABEL_GREP[1:])}|class\d+/s\d+\.tif)"
+)
 
 
 def write_smoke_dataset(
     root: Path, bands: int, frames: int | None, size: tuple[int, int], task: str, num_classes: int
 ) -> list[Path]:
     """Write the dataset under `root`; return the files written."""
+    import numpy as np
     import rasterio
     from rasterio.transform import from_origin
 
@@ -49,13 +72,13 @@ def write_smoke_dataset(
         for i in range(IMAGES_PER_SPLIT):
             image = rng.random((layers, height, width), dtype=np.float32)
             if task == "classification":
-                write(root / split / f"class{i % num_classes}" / f"s{i}.tif", image)
+                write(root / class_file(split, i, num_classes), image)
                 continue
-            write(root / split / "img" / f"s{i}_img.tif", image)
+            write(root / image_file(split, i), image)
             if task == "segmentation":
                 # Classes follow the first band, so there is something to learn.
                 label = np.minimum(image[0] * num_classes, num_classes - 1).astype(np.int16)
             else:
                 label = image[0].astype(np.float32)
-            write(root / split / "lbl" / f"s{i}_mask.tif", label[None])
+            write(root / label_file(split, i), label[None])
     return written
