@@ -122,14 +122,15 @@ def construct(obj: Any, args: dict[str, Any]) -> tuple[nn.Module, str]:
         raise
     except Exception as exc:
         cpu_error = exc  # a large model may still build on meta
+    meta: nn.Module | None = None
     try:
-        model = build_model(obj, args, "meta")
-        if cpu_error is None or _num_params(model) > SMALL_MODEL_PARAMS:
-            return model, "meta"
+        meta = build_model(obj, args, "meta")
     except ScaffoldError:
         raise
-    except Exception:
-        pass
+    except Exception:  # the person's constructor cannot run on meta: the CPU build decides
+        meta = None
+    if meta is not None and (cpu_error is None or _num_params(meta) > SMALL_MODEL_PARAMS):
+        return meta, "meta"
     try:
         if cpu_error is not None:
             raise cpu_error
@@ -172,10 +173,9 @@ def _build_small(obj: Any, args: dict[str, Any]) -> nn.Module:
 
 
 def _numel(tensor: torch.Tensor) -> int:
-    try:
-        return tensor.numel()
-    except Exception:  # an uninitialised (lazy) parameter has no size yet
-        return 0
+    if isinstance(tensor, nn.parameter.UninitializedTensorMixin):
+        return 0  # an uninitialised (lazy) parameter has no size yet
+    return tensor.numel()
 
 
 def _num_params(model: nn.Module) -> int:

@@ -44,12 +44,12 @@ def import_lightly(dotted: str) -> Any | None:
     parts = dotted.split(".")
     if _roots is None or len(parts) < 2 or parts[0] in sys.modules:
         return None
+    for i in range(1, len(parts)):
+        _stand_in(".".join(parts[:i]))
+    _roots.append(parts[0])
     try:
-        for i in range(1, len(parts)):
-            _stand_in(".".join(parts[:i]))
-        _roots.append(parts[0])
         return importlib.import_module(dotted)
-    except Exception:
+    except Exception:  # the person's module: it needs its packages' __init__, or fails anyway
         _forget(parts[0])
         if parts[0] in _roots:
             _roots.remove(parts[0])

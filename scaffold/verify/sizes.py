@@ -209,12 +209,16 @@ def _size_parameter(name: str) -> str | None:
 
     from scaffold.analyse.inputs import SIZE_PARAMS
 
-    try:
+    try:  # the generated package and the person's model: the import check reports a failure
         backbone = importlib.import_module(f"{name}.backbone")
-        params = inspect.signature(backbone.load_model_class()).parameters
-        given = getattr(backbone, "MODEL_ARGS", {})
+        model_class = backbone.load_model_class()
     except Exception:
         return None
+    try:
+        params = inspect.signature(model_class).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin, an odd callable)
+        return None
+    given = getattr(backbone, "MODEL_ARGS", {})
     return next((p for p in SIZE_PARAMS if p in params or p in given), None)
 
 
