@@ -161,8 +161,12 @@ def inspect(
     Example: scaffold inspect model.py:Net --arg in_chans=6
     Exit codes: 0 analysed, 2 bad input.
     """
-    from scaffold.analyse.call import check_image_arg, parse_forward_args
-    from scaffold.resolve.target import parse_args, parse_input_shape
+    from scaffold.resolve.target import (
+        check_image_arg,
+        parse_args,
+        parse_forward_args,
+        parse_input_shape,
+    )
 
     args = parse_args(arg)
     shape = parse_input_shape(input_shape)
@@ -215,9 +219,13 @@ def new_backbone(
     Example: scaffold new-backbone model.py:Net --arg in_chans=6 --out my_net
     Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
     """
-    from scaffold.analyse.call import check_image_arg, parse_forward_args
     from scaffold.pipeline.new_backbone import Options, generate
-    from scaffold.resolve.target import parse_args, parse_input_shape
+    from scaffold.resolve.target import (
+        check_image_arg,
+        parse_args,
+        parse_forward_args,
+        parse_input_shape,
+    )
 
     options = Options(
         target=target,
@@ -310,8 +318,8 @@ def update(
     Example: scaffold update my_net --dry-run
     Exit codes: 0 updated, 1 verification failed or a merge conflict, 2 bad input.
     """
-    from scaffold.analyse.call import check_image_arg, parse_forward_args
     from scaffold.pipeline.update import update_dir
+    from scaffold.resolve.target import check_image_arg, parse_forward_args
 
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)

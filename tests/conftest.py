@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,11 @@ SCAFFOLD = str(BIN / "scaffold")
 
 def clean_env() -> dict[str, str]:
     """The environment of a fresh shell: nothing of MLflow's set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return clean_env_of(os.environ)
+
+
+def clean_env_of(environ) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if not k.startswith(("MLFLOW_", "PL_"))}
     env.pop("PYTHONPATH", None)
     return env
 
@@ -33,8 +38,66 @@ def run_fresh(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedPr
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `scaffold ARGS` as a person would, in a fresh process."""
+    """Run `scaffold ARGS` as a person would: the real command line, in this process (the stack
+    is imported once per test session, not once per command), with a fresh shell's environment,
+    `cwd` as the working directory and file descriptors 1 and 2 captured, as a subprocess would
+    see them. `run_cli_fresh` runs it in a fresh process, for what only a fresh process shows."""
+    return _run_in_process(["scaffold", *args], cwd)
+
+
+def run_cli_fresh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `scaffold ARGS` in a fresh process (start-up, imports, signals, a new interpreter)."""
     return run_fresh([SCAFFOLD, *args], cwd=cwd)
+
+
+def _run_in_process(argv: list[str], cwd: Path | None) -> subprocess.CompletedProcess:
+    from scaffold import cli
+
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    saved_streams = sys.stdout, sys.stderr
+    files = [tempfile.TemporaryFile(mode="w+b") for _ in range(2)]  # noqa: SIM115
+    for stream in saved_streams:
+        stream.flush()
+    saved_fds = [os.dup(1), os.dup(2)]
+    code = 0
+    try:
+        os.environ.clear()
+        os.environ.update(clean_env_of(saved_env))
+        sys.argv = argv
+        if cwd is not None:
+            os.chdir(cwd)
+        for fd, file in zip((1, 2), files, strict=True):
+            os.dup2(file.fileno(), fd)
+        # Streams on the redirected descriptors, never closed: a logging handler that keeps one
+        # writes into a finished run's file rather than into a closed stream.
+        sys.stdout = open(os.dup(1), "w", encoding="utf-8", buffering=1, closefd=True)  # noqa: SIM115
+        sys.stderr = open(os.dup(2), "w", encoding="utf-8", buffering=1, closefd=True)  # noqa: SIM115
+        cli._console.cache_clear()  # rich consoles made for the new streams
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), saved_fds, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        sys.stdout, sys.stderr = saved_streams
+        cli._console.cache_clear()
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    out, err = (_read(file) for file in files)
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def _read(file) -> str:
+    file.seek(0)
+    text = file.read().decode("utf-8", errors="replace")
+    file.close()
+    return text
 
 
 def run_json(*args: str, cwd: Path | None = None) -> tuple[int, dict]:

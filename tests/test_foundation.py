@@ -310,7 +310,7 @@ WIDTHS_NM = [65, 35, 30, 115, 90]
 
 @pytest.mark.e2e
 def test_nan_metadata_is_python_that_runs_and_the_bands_do_not_follow_the_flag_order(tmp_path):
-    from scaffold.analyse.call import parse_forward_args
+    from scaffold.resolve.target import parse_forward_args
 
     target = str(MODELS / "spectral_meta.py")
     flags = {

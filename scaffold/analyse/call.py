@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -75,39 +74,6 @@ RANDOM_FUNCTIONS = frozenset(
 # The draws fixed noise replaces (continuous noise and permutations: what token shuffles use).
 FIXED_FUNCTIONS = frozenset({"rand", "rand_like", "randn", "randn_like", "randperm"})
 FIXED_INPLACE = frozenset({"uniform_", "normal_"})
-
-
-# -- the person's options ---------------------------------------------------------------------
-def parse_forward_args(pairs: list[str] | None) -> dict[str, Any]:
-    """``["wavelengths=[0.49, 0.56]", "x_dict.chn_ids=[1, 2]"]`` -> a dict of YAML values."""
-    args: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not _dotted(key):
-            raise ScaffoldError(
-                f"--forward-arg {pair!r}: expected NAME=VALUE or PARAM.KEY=VALUE, "
-                "e.g. --forward-arg wavelengths=[0.49,0.56,0.665]"
-            )
-        try:
-            args[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
-            raise ScaffoldError(
-                f"--forward-arg {pair!r}: the value is not valid YAML ({first})"
-            ) from exc
-    return args
-
-
-def check_image_arg(image_arg: str | None) -> str | None:
-    if image_arg is not None and not _dotted(image_arg):
-        raise ScaffoldError(f"--image-arg {image_arg!r}: expected NAME or PARAM.KEY, e.g. x")
-    return image_arg
-
-
-def _dotted(key: str) -> bool:
-    parts = key.split(".")
-    return 1 <= len(parts) <= 2 and all(p.isidentifier() for p in parts)
 
 
 # -- the plan: which argument gets what -------------------------------------------------------

@@ -109,6 +109,38 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     return dims
 
 
+def parse_forward_args(pairs: list[str] | None) -> dict[str, Any]:
+    """``["wavelengths=[0.49, 0.56]", "x_dict.chn_ids=[1, 2]"]`` -> a dict of YAML values."""
+    args: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not _dotted(key):
+            raise ScaffoldError(
+                f"--forward-arg {pair!r}: expected NAME=VALUE or PARAM.KEY=VALUE, "
+                "e.g. --forward-arg wavelengths=[0.49,0.56,0.665]"
+            )
+        try:
+            args[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ScaffoldError(
+                f"--forward-arg {pair!r}: the value is not valid YAML ({first})"
+            ) from exc
+    return args
+
+
+def check_image_arg(image_arg: str | None) -> str | None:
+    if image_arg is not None and not _dotted(image_arg):
+        raise ScaffoldError(f"--image-arg {image_arg!r}: expected NAME or PARAM.KEY, e.g. x")
+    return image_arg
+
+
+def _dotted(key: str) -> bool:
+    parts = key.split(".")
+    return 1 <= len(parts) <= 2 and all(p.isidentifier() for p in parts)
+
+
 # The smallest height and width an --input-shape may have: a few stride-2 stages must still
 # leave maps larger than 1x1, or every reduction reads as 1 and pooling cannot be told apart.
 MIN_SIDE = 16
@@ -168,9 +200,9 @@ def check_file(path: Path) -> None:
 
 
 def _resolve_file(target: str, path: Path, name: str | None) -> ResolvedTarget:
+    check_file(path)  # before libcst is imported: a wrong path is said at once
     from scaffold.resolve.static import analyse_file
 
-    check_file(path)
     path = path.resolve()
     analysis = analyse_file(path)  # syntax errors surface here, with file and line
     if name is None and analysis.classes:

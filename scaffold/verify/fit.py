@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from collections.abc import Iterator
 
 from scaffold.errors import one_line
 from scaffold.verify.types import CheckFailed
@@ -32,7 +33,11 @@ def check_fit(context) -> str:
         errors = io.StringIO()
         try:
             # LightningCLI prints (the seed, a parser's usage); --json keeps stdout for itself.
-            with contextlib.redirect_stdout(sys.stderr), contextlib.redirect_stderr(errors):
+            with (
+                contextlib.redirect_stdout(sys.stderr),
+                contextlib.redirect_stderr(errors),
+                _argv_of_its_own(),
+            ):
                 build_lightning_cli(args=["--config", str(path)], run=False)
         except SystemExit as exc:  # the parser's own exit, its message on stderr
             lines = [line for line in errors.getvalue().splitlines() if line.strip()]
@@ -41,3 +46,15 @@ def check_fit(context) -> str:
         except Exception as exc:
             raise CheckFailed(f"terratorch fit cannot build {path}: {one_line(exc)}") from exc
     return f"terratorch fit parses and builds {', '.join(files)}"
+
+
+@contextlib.contextmanager
+def _argv_of_its_own() -> Iterator[None]:
+    """LightningCLI given `args` warns when ``sys.argv`` holds arguments too (scaffold's own):
+    it parses as ``terratorch fit --config FILE`` would, with nothing else on the line."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
