@@ -100,8 +100,8 @@ def _read(file) -> str:
     return text
 
 
-def run_json(*args: str, cwd: Path | None = None) -> tuple[int, dict]:
-    done = run_cli(*args, "--json", cwd=cwd)
+def run_json(*args: str, cwd: Path | None = None, fresh: bool = False) -> tuple[int, dict]:
+    done = (run_cli_fresh if fresh else run_cli)(*args, "--json", cwd=cwd)
     assert done.stdout.strip(), done.stderr
     return done.returncode, json.loads(done.stdout)
 

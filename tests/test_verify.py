@@ -13,7 +13,7 @@ from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.verify.benchmark import read_metrics
 from scaffold.verify.ladder import verify_dir
 
-from .conftest import BIN, MODELS, SWIN3D, run_cli, run_fresh, run_json
+from .conftest import BIN, MODELS, SWIN3D, run_cli, run_cli_fresh, run_fresh, run_json
 
 
 def checks(report) -> dict[str, tuple[bool, str]]:
@@ -169,7 +169,8 @@ def test_weights_that_fit_and_weights_that_do_not(tmp_path):
 
 @pytest.mark.e2e
 def test_verify_cli_exit_codes_and_json(generated, tmp_path):
-    code, data = run_json("verify", str(generated["channels_last"].out), "--quick")
+    # The exit codes and the JSON as a person's shell gets them: fresh processes.
+    code, data = run_json("verify", str(generated["channels_last"].out), "--quick", fresh=True)
     assert code == 0 and data["ok"] is True
     names = [c["name"] for c in data["checks"]]
     assert names == [
@@ -184,9 +185,9 @@ def test_verify_cli_exit_codes_and_json(generated, tmp_path):
     ]
     not_generated = tmp_path / "plain"
     not_generated.mkdir()
-    done = run_cli("verify", str(not_generated))
+    done = run_cli_fresh("verify", str(not_generated))
     assert done.returncode == 2 and "not made by `scaffold new-backbone`" in done.stderr
-    done = run_cli("verify", str(tmp_path / "nowhere"))
+    done = run_cli_fresh("verify", str(tmp_path / "nowhere"))
     assert done.returncode == 2 and "no such directory" in done.stderr
 
 
@@ -203,7 +204,7 @@ def test_verify_cli_exits_1_on_a_failed_check(fresh_copy):
 def test_generated_yaml_runs_with_the_plain_terratorch_command(tmp_path):
     """As a person runs it: a fresh shell, another directory, no MLflow setting of their own."""
     code, data = run_json(
-        "new-backbone", str(SWIN3D), "--out", str(tmp_path / "swin"), "--no-verify"
+        "new-backbone", str(SWIN3D), "--out", str(tmp_path / "swin"), "--no-verify", fresh=True
     )
     assert code == 0
     config = Path(data["benchmark_config"])
@@ -223,8 +224,15 @@ def test_generated_yaml_runs_with_the_plain_terratorch_command(tmp_path):
 @pytest.mark.e2e
 @pytest.mark.parametrize(("task", "model"), [("classification", "cnn"), ("regression", "vit")])
 def test_new_backbone_verifies_each_task(tmp_path, task, model):
+    # One of them from start to verified in a fresh process, as the README's first command runs.
     code, data = run_json(
-        "new-backbone", str(MODELS / f"{model}.py"), "--out", str(tmp_path / task), "--task", task
+        "new-backbone",
+        str(MODELS / f"{model}.py"),
+        "--out",
+        str(tmp_path / task),
+        "--task",
+        task,
+        fresh=task == "classification",
     )
     assert code == 0 and data["verified"] is True, data
     config = yaml.safe_load(Path(data["benchmark_config"]).read_text())
