@@ -356,3 +356,37 @@ def test_pickled_labels_are_read_without_importing_their_classes(tmp_path):
             h5.attrs["pickle"] = str(data)
     [task] = survey_geobench(tmp_path)
     assert (task.task, task.num_classes) == ("classification", 3)
+
+
+def test_the_band_weights_check_fails_when_a_task_loads_another_bands_weights(suite, tmp_path):
+    # A hand edit that loads every band from the checkpoint's first channel: the tasks still
+    # build and run, and only the band-weights check can tell.
+    sys.path.insert(0, str(MODELS))
+    try:
+        from cnn import SmallCNN
+    finally:
+        sys.path.remove(str(MODELS))
+    torch.manual_seed(4)
+    ckpt = tmp_path / "pretrained.pt"
+    torch.save(SmallCNN(in_chans=len(MODEL_BANDS)).state_dict(), ckpt)
+    out = tmp_path / "out"
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--name", "gb_edit",
+        "--geobench", str(suite), "--bands", GIVEN_BANDS, "--weights", str(ckpt), "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    code, data = run_json("verify", str(out), "--quick")
+    checks = {c["name"]: c for c in data["checks"]}
+    assert code == 0 and checks["band weights"]["ok"], data
+    registration = out / "gb_edit" / "registration.py"
+    text = registration.read_text()
+    picked = "columns.append(weight[:, PRETRAINED_BANDS.index(band)])"
+    assert text.count(picked) == 1
+    registration.write_text(text.replace(picked, "columns.append(weight[:, 0])"))
+    code, data = run_json("verify", str(out), "--quick")
+    checks = {c["name"]: c for c in data["checks"]}
+    assert code == 1 and checks["weights"]["ok"], data
+    assert not checks["band weights"]["ok"]
+    # GREEN is the first band whose channel is not the checkpoint's first one.
+    detail = checks["band weights"]["detail"]
+    assert "channel 1 (GREEN) is not the checkpoint's weights of that band" in detail, detail
