@@ -390,3 +390,22 @@ def test_the_band_weights_check_fails_when_a_task_loads_another_bands_weights(su
     # GREEN is the first band whose channel is not the checkpoint's first one.
     detail = checks["band weights"]["detail"]
     assert "channel 1 (GREEN) is not the checkpoint's weights of that band" in detail, detail
+
+
+def test_the_plan_reads_the_bands_and_plans_each_task_writing_nothing(suite, tmp_path):
+    from scaffold.errors import ScaffoldError
+    from scaffold.pipeline.new_backbone import Options, plan_new
+
+    target = str(MODELS / "cnn.py")
+    out = tmp_path / "out"
+    given = tuple(GIVEN_BANDS.split(","))
+    plan = plan_new(Options(target, {}, out=out, geobench=str(suite), bands=given))
+    assert not out.exists()
+    assert plan.recorded.bands == tuple(MODEL_BANDS)  # by TerraTorch's names from here on
+    assert plan.recorded.geobench == str(suite.resolve())
+    assert {p.task.name: list(p.bands) for p in plan.planned} == EXPECTED_BANDS
+    with pytest.raises(ScaffoldError, match=r"--partition 0\.10x_train: a GEO-Bench partition"):
+        plan_new(Options(target, {}, out=out, partition="0.10x_train"))
+    with pytest.raises(ScaffoldError, match=r"no dataset has any of --bands THERMAL_INFRARED_1"):
+        plan_new(Options(target, {}, out=out, geobench=str(suite), bands=("thermal_infrared_1",)))
+    assert list(tmp_path.iterdir()) == []
