@@ -20,6 +20,7 @@ import typer
 from typer.core import TyperCommand
 
 from scaffold.console import print_checks, results_table, show_dry_run, show_result, spec_table
+from scaffold.data.bands import band_line, parse_bands
 from scaffold.errors import ScaffoldError
 from scaffold.pipeline import analyse
 from scaffold.resolve.lightimport import parents_deferred
@@ -112,6 +113,32 @@ DataOpt = Annotated[
         "--data", metavar="DIR", help="A dataset folder: one benchmark task each. Repeatable."
     ),
 ]
+GeobenchOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--geobench",
+        metavar="ROOT",
+        help="A GEO-Bench v1 download: each dataset found under ROOT becomes a task on "
+        "TerraTorch's datamodule for it.",
+    ),
+]
+PartitionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--partition",
+        metavar="NAME",
+        help="The GEO-Bench partition (default, 0.10x_train, ...; default: default).",
+    ),
+]
+BandsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bands",
+        metavar="NAME,...",
+        help="The model's input bands in order, by TerraTorch's names (BLUE,GREEN,RED,"
+        "NIR_NARROW; Sentinel-2 ids such as B02 or B8A too). Each task reads those its data has.",
+    ),
+]
 BaselineOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -154,6 +181,7 @@ def inspect(
     forward_arg: ForwardArgOpt = None,
     image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
+    bands: BandsOpt = None,
 ) -> None:
     """Analyse a model and show its feature maps. Writes nothing.
 
@@ -172,15 +200,18 @@ def inspect(
     shape = parse_input_shape(input_shape)
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
+    band_names = parse_bands(bands) if bands is not None else ()
 
     # Nothing else is imported in this process: the model's module is imported alone.
     with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"), parents_deferred():
         spec = analyse(target, args, shape, forward_args, image_arg)
     if as_json:
-        _print_json(spec.to_dict())
+        _print_json(spec.to_dict() | ({"bands": list(band_names)} if bands is not None else {}))
         return
 
     out().print(spec_table(spec))
+    if band_names:
+        out().print(band_line(band_names, spec.in_chans), markup=False, highlight=False)
 
 
 @app.command("new-backbone", cls=_Command)
@@ -212,6 +243,9 @@ def new_backbone(
         bool, typer.Option("--ray", help="Also write benchmark_ray.yaml, for iterate's Ray route.")
     ] = False,
     baseline: BaselineOpt = None,
+    geobench: GeobenchOpt = None,
+    partition: PartitionOpt = None,
+    bands: BandsOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -240,6 +274,9 @@ def new_backbone(
         baselines=tuple(dict.fromkeys(baseline or ())),
         forward_args=parse_forward_args(forward_arg),
         image_arg=check_image_arg(image_arg),
+        geobench=str(geobench) if geobench else None,
+        partition=partition or "default",
+        bands=_band_list(bands) or (),
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -308,6 +345,9 @@ def update(
             "same update, NEW takes its place (a moved dataset). Repeatable.",
         ),
     ] = None,
+    geobench: GeobenchOpt = None,
+    partition: PartitionOpt = None,
+    bands: BandsOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -335,6 +375,9 @@ def update(
             forward_args=forward_args,
             image_arg=image_arg,
             drop_data=tuple(str(d) for d in drop_data or ()),
+            geobench=str(geobench) if geobench else None,
+            partition=partition,
+            bands=_band_list(bands),
         )
     if dry_run:
         if as_json:
@@ -384,6 +427,17 @@ def report(
         err().print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         err().print(f"plot: {plot.resolve()}", markup=False, highlight=False)
+
+
+def _band_list(text: str | None) -> tuple[str, ...] | None:
+    """``--bands A,B,C`` as given: the names are checked once the data is read (the datasets'
+    own band names are known then)."""
+    if text is None:
+        return None
+    names = tuple(b.strip() for b in text.split(",") if b.strip())
+    if not names:
+        raise ScaffoldError("--bands: no band names given (e.g. --bands BLUE,GREEN,RED)")
+    return names
 
 
 def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:

@@ -3,7 +3,11 @@
 - `layout`: splits, image/label pairs and class folders, from folder and file names alone;
 - `read`: rasterio reads: metadata, label values, streaming band statistics;
 - `survey`: one folder -> one `DatasetSpec` (the checks that make bad data one clear error);
-- `tasks`: DatasetSpec + BackboneSpec -> the YAML's tasks and split files.
+- `bands`: band names (TerraTorch's, Sentinel-2 ids as aliases), their wavelengths, and the
+  per-band values of a task's bands;
+- `geobench`: a GEO-Bench v1 download (``--geobench ROOT``) -> one `GeobenchTask` per dataset.
+
+The YAML's tasks and split files are rendered from these in `scaffold.render.tasks`.
 """
 
 from __future__ import annotations

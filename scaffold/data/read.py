@@ -33,6 +33,7 @@ class RasterInfo:
     width: int
     nodata: float | None
     driver: str = ""  # GDAL's name for the format: GTiff, PNG, JP2OpenJPEG, ...
+    descriptions: tuple[str | None, ...] = ()  # the bands' descriptions (GDAL's), if any
 
 
 def raster_info(path: Path) -> RasterInfo:
@@ -48,6 +49,7 @@ def raster_info(path: Path) -> RasterInfo:
                 src.width,
                 _nodata(src.nodata),
                 src.driver,
+                tuple(src.descriptions),
             )
     except rasterio.errors.RasterioError as exc:
         raise ScaffoldError(f"{path}: rasterio cannot read it ({one_line(exc)})") from exc

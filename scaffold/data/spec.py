@@ -79,6 +79,8 @@ class DatasetSpec:
     # Names, sizes and times of the folder's files when surveyed: an unchanged folder is not
     # read again.
     fingerprint: str = ""
+    # The bands by TerraTorch's names, when every band's GeoTIFF description is one.
+    band_names: tuple[str, ...] = ()
 
     def split(self, name: str) -> SplitSpec:
         return next(s for s in self.splits if s.name == name)
@@ -98,7 +100,7 @@ class DatasetSpec:
             SplitSpec(**{**s, "images": tuple(s["images"]), "labels": tuple(s.get("labels") or ())})
             for s in data["splits"]
         )
-        for key in ("size", "classes", "means", "stds", "notes"):
+        for key in ("size", "classes", "means", "stds", "notes", "band_names"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

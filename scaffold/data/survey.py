@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from scaffold.data.bands import names_from_descriptions
 from scaffold.data.layout import Layout, Pair, Samples, find_layout, grep_for, grep_matches
 from scaffold.data.read import (
     DEFAULT_MAX_PIXELS,
@@ -148,6 +149,7 @@ def survey(
         pixels_total=total,
         notes=tuple(notes),
         fingerprint=print_,
+        band_names=names_from_descriptions(first.descriptions),
     )
 
 

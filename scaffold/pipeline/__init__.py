@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from scaffold.analyse import analyse_model
 from scaffold.console import status
+from scaffold.data.geobench import PlannedTask
 from scaffold.data.spec import DatasetSpec
 from scaffold.spec import BackboneSpec
 from scaffold.write.state import Options
@@ -39,7 +40,8 @@ def analysed(
     target: str, options: Options, datasets: tuple[DatasetSpec, ...], progress
 ) -> BackboneSpec:
     """The analysis both commands run: the spec of `target` with the options' arguments, checked
-    against the task and against each dataset's bands and frames."""
+    against the task and against each dataset's bands and frames (`options.bands`: the model's
+    bands by TerraTorch's names, as `pipeline.bands.surveyed_bands` read them)."""
     from scaffold.render.backbone import check_task
     from scaffold.render.tasks import input_layout
 
@@ -49,12 +51,17 @@ def analysed(
         )
     check_task(spec, options.task)
     for ds in datasets:
-        input_layout(ds, spec)
+        input_layout(ds, spec, options.bands)
     return spec
 
 
-def render_options(options: Options, datasets: tuple[DatasetSpec, ...]) -> RenderOptions:
-    """What rendering needs of the recorded options (name, output folder, target, ...)."""
+def render_options(
+    options: Options,
+    datasets: tuple[DatasetSpec, ...],
+    geobench: tuple[PlannedTask, ...] = (),
+) -> RenderOptions:
+    """What rendering needs of the recorded options (name, output folder, target, bands, ...),
+    the surveyed datasets and the planned GEO-Bench tasks."""
     from scaffold.render.backbone import RenderOptions
 
     assert options.out is not None
@@ -67,4 +74,6 @@ def render_options(options: Options, datasets: tuple[DatasetSpec, ...]) -> Rende
         datasets=datasets,
         ray=options.ray,
         baselines=options.baselines,
+        geobench=geobench,
+        bands=options.bands,
     )

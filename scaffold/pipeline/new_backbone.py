@@ -22,9 +22,11 @@ from typing import Any
 from scaffold import __version__
 from scaffold.console import skipped_line, status
 from scaffold.data import survey_all, write_datasets
+from scaffold.data.geobench import GeobenchTask, PlannedTask, write_tasks
 from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError, one_line
 from scaffold.pipeline import analysed, render_options
+from scaffold.pipeline.bands import check_bands_fit_weights, planned_tasks, surveyed_bands
 from scaffold.render import smoke
 from scaffold.resolve.naming import (
     absolute_target,
@@ -124,12 +126,15 @@ def generate(options: Options, progress=None) -> GenerateResult:
 @dataclass(frozen=True)
 class NewPlan:
     """What `new-backbone` will write, every input checked: the spec and the options to record
-    (name, absolute output folder and target, resolved weights), the surveyed datasets."""
+    (name, absolute output folder and target, resolved weights, bands by TerraTorch's names),
+    the surveyed datasets, the surveyed GEO-Bench datasets and the tasks planned of them."""
 
     spec: BackboneSpec
     recorded: Options
     datasets: tuple[DatasetSpec, ...]
     label: str  # how messages name the output folder
+    geobench: tuple[GeobenchTask, ...] = ()
+    planned: tuple[PlannedTask, ...] = ()
 
     @property
     def out(self) -> Path:
@@ -196,9 +201,14 @@ def plan_new(options: Options, progress=None) -> NewPlan:
     from scaffold.resolve.target import split_target
 
     datasets = checked_inputs(options, progress)
+    geobench, bands = surveyed_bands(options, datasets, progress)
+    options = dataclasses.replace(options, bands=bands)
     target = absolute_target(options.target)
     checked_requested_name(options, target, progress)
     spec = analysed(target, options, datasets, progress)
+    planned = planned_tasks(geobench, spec, bands, progress, datasets)
+    if options.weights is not None and bands:
+        check_bands_fit_weights(options.weights.resolve(), spec, bands)
     if progress is not None and spec.head_modules:
         progress.print(skipped_line(spec), markup=False, highlight=False)
     name = chosen_name(options, spec, progress)
@@ -222,8 +232,11 @@ def plan_new(options: Options, progress=None) -> NewPlan:
         baselines=options.baselines,
         forward_args=dict(options.forward_args),
         image_arg=options.image_arg,
+        geobench=str(Path(options.geobench).resolve()) if options.geobench else None,
+        partition=options.partition,
+        bands=bands,
     )
-    return NewPlan(spec, recorded, datasets, label)
+    return NewPlan(spec, recorded, datasets, label, geobench, planned)
 
 
 def write_new(plan: NewPlan, progress=None) -> GenerateResult:
@@ -245,10 +258,10 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
         with status(progress, f"writing {out}"), os_errors_named(out, label):
             # An existing (empty) DIR is filled in place: the temp folder goes inside it.
             tmp, lock = new_temp(out, inside=out.is_dir())
-            files = render(spec, render_options(recorded, datasets), tmp)
+            files = render(spec, render_options(recorded, datasets, plan.planned), tmp)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             data_files = []
-            if not datasets:  # the smoke task's data
+            if not datasets and not plan.planned:  # the smoke task's data
                 data_files = smoke.write_smoke_dataset(
                     tmp / DATA_DIR,
                     bands=spec.in_chans,
@@ -262,6 +275,8 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
             write_state(tmp, state, pristine)
             if datasets:
                 write_datasets(tmp / STATE_DIR, datasets)
+            if plan.geobench:
+                write_tasks(tmp / STATE_DIR, plan.geobench)
             if tmp.parent == out:
                 move_entries_up(tmp)
             else:
@@ -290,7 +305,7 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
         benchmark_config=out / CONFIG_FILE,
         input_shape=tuple(spec.input_shape),
         files=tuple(out / f for f in files)
-        + ((out / DATA_DIR,) if not datasets else ())
+        + ((out / DATA_DIR,) if not datasets and not plan.planned else ())
         + (out / STATE_DIR,),
         baselines=recorded.baselines,
     )

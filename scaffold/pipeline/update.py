@@ -33,9 +33,11 @@ from typing import Any
 from scaffold import __version__
 from scaffold.console import status
 from scaffold.data import read_datasets, survey_all, write_datasets
+from scaffold.data.geobench import write_tasks
 from scaffold.errors import ScaffoldError
 from scaffold.pipeline import analysed
 from scaffold.pipeline import render_options as pipeline_render_options
+from scaffold.pipeline.bands import check_bands_fit_weights, planned_tasks, surveyed_bands
 from scaffold.render import smoke
 from scaffold.render.smoke import SMOKE_FILE
 from scaffold.resolve.naming import absolute_target
@@ -129,6 +131,9 @@ def update_dir(
     forward_args: dict[str, Any] | None = None,
     image_arg: str | None = None,
     drop_data: tuple[str, ...] = (),
+    geobench: str | None = None,
+    partition: str | None = None,
+    bands: tuple[str, ...] | None = None,
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `drop_data`: recorded ones to remove (a folder of `data` takes the place of one
@@ -136,10 +141,19 @@ def update_dir(
     (path/to/file.py[:Name] or package.module:Name) says where the model lives now when it
     moved; `ray`: write (True) or stop writing (False) the Ray route's config,
     None: as recorded; `baselines`: reference backbones to add to those recorded (a config
-    each); `forward_args` and `image_arg` change the recorded ones."""
+    each); `forward_args` and `image_arg` change the recorded ones; `geobench` (ROOT),
+    `partition` and `bands` replace the recorded ones (None: as recorded)."""
 
     out = Path(directory).resolve()
     state = read_state(out)
+    if geobench is not None or partition is not None or bands is not None:
+        options = dataclasses.replace(
+            state.options,
+            geobench=str(Path(geobench).resolve()) if geobench else state.options.geobench,
+            partition=partition or state.options.partition,
+            bands=tuple(bands) if bands is not None else state.options.bands,
+        )
+        state = dataclasses.replace(state, options=options)
     if forward_args or image_arg:
         options = dataclasses.replace(
             state.options,
@@ -189,8 +203,13 @@ def _update_locked(
         options = dataclasses.replace(options, ray=ray)
     previous = read_datasets(out / STATE_DIR)
     datasets = survey_all(options.data, progress, previous) if options.data else ()
+    geobench, bands = surveyed_bands(options, datasets, progress)
+    options = dataclasses.replace(options, bands=bands)
     spec = analysed(options.target, options, datasets, progress)
-    render_options = pipeline_render_options(options, datasets)
+    planned = planned_tasks(geobench, spec, bands, progress, datasets)
+    if options.weights is not None and bands and options.weights.is_file():
+        check_bands_fit_weights(options.weights, spec, bands)
+    render_options = pipeline_render_options(options, datasets, planned)
     # Rendered in the system's temp folder: only the bytes are needed, and DIR's parent (or DIR)
     # may not be writable.
     tmp = Path(tempfile.mkdtemp(prefix="scaffold-update-"))
@@ -215,8 +234,13 @@ def _update_locked(
     old_data = _smoke_files(out, state)
     # The smoke data follows the model's bands; with real data (--data) there is none to follow.
     # (None there either when the last dataset was dropped: the smoke task needs its data.)
-    data_changed = not datasets and (
-        _data_key(state.spec, state.options.task) != _data_key(spec, options.task) or not old_data
+    data_changed = (
+        not datasets
+        and not planned
+        and (
+            _data_key(state.spec, state.options.task) != _data_key(spec, options.task)
+            or not old_data
+        )
     )
     result.data_rewritten = data_changed
     result.data_kept = _other_data_files(out, old_data) if data_changed else []
@@ -248,6 +272,7 @@ def _update_locked(
                     (out / plan.rel).unlink(missing_ok=True)
                     done.append(plan.rel)
             write_datasets(out / STATE_DIR, datasets)
+            write_tasks(out / STATE_DIR, geobench)
             write_atomic(state_path, new_state.to_json().encode())
             done.append(f"{STATE_DIR}/{STATE_FILE}")
             # The bases now live in state.json: the plain copies of an older state go.

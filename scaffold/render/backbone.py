@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
+from scaffold.data.geobench import PlannedTask
 from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError
 from scaffold.render import smoke
@@ -41,6 +42,8 @@ class RenderOptions:
     datasets: tuple[DatasetSpec, ...] = ()  # real tasks (one per --data folder) instead of smoke
     ray: bool = False  # also write the Ray route's config
     baselines: tuple[str, ...] = ()
+    geobench: tuple[PlannedTask, ...] = ()  # GEO-Bench datasets as tasks (--geobench)
+    bands: tuple[str, ...] = ()  # the model's input bands by TerraTorch's names (--bands)
 
 
 def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
@@ -122,7 +125,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             # A command a person may paste: quoted for the shell.
             "config_path_comment": shlex.quote(str(config_path)),
             "data_dir_comment": json.dumps(str(options.out / DATA_DIR)),
-            "real_data": bool(options.datasets),
+            "real_data": bool(options.datasets or options.geobench),
             "forward_call": not spec.forward_call.plain,
         },
     }
@@ -191,6 +194,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "first_conv_3d": repr(conv3d),
         "default_cfgs": default_cfgs,
         "necks": repr(default_necks(spec)),
+        "pretrained_bands": repr(tuple(options.bands)),
         **forward_call_literals(spec),
     }
 
@@ -301,10 +305,18 @@ def yaml_sections(
             }
         ),
     }
-    if options.datasets:  # real tasks from the survey of each --data folder
+    if options.datasets or options.geobench:  # real tasks: --data folders, GEO-Bench datasets
         from scaffold.render.tasks import data_sections
 
-        sections |= data_sections(options.datasets, spec, terratorch_task, str(out))
+        sections |= data_sections(
+            options.datasets,
+            spec,
+            terratorch_task,
+            str(out),
+            geobench=options.geobench,
+            bands=options.bands,
+            pretrained=options.weights is not None,
+        )
     return sections
 
 

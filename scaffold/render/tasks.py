@@ -1,13 +1,23 @@
 """Benchmark tasks from dataset specs: the YAML's task entries, split files and search settings.
 
-Rendering calls `data_sections` when the person gave ``--data``; everything a task needs comes
-from its DatasetSpec and the backbone's spec (bands, frames, whether in_chans can be set).
+Rendering calls `data_sections` when the person gave ``--data`` or ``--geobench``; everything a
+task needs comes from its DatasetSpec (or GEO-Bench PlannedTask) and the backbone's spec (bands,
+frames, whether in_chans can be set).
+
+With ``--bands`` (the model's input bands, in order, by name) a task reads the model's bands
+that its dataset has, in the model's order: a ``--data`` task whose GeoTIFF band descriptions
+are band names through the generic datamodules' ``dataset_bands``/``output_bands`` (with those
+bands' statistics), a GEO-Bench task through its datamodule's ``bands``.
 """
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Sequence
 from typing import Any
 
+from scaffold.data.bands import describe, per_band_args, task_bands
+from scaffold.data.geobench import PlannedTask, summary
 from scaffold.data.spec import SPLITS, DatasetSpec
 from scaffold.errors import ScaffoldError
 from scaffold.render.dump import dump
@@ -27,6 +37,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "segmentation": ("val/mIoU", "max"),
     "classification": ("val/Accuracy", "max"),
     "regression": ("val/RMSE", "min"),
+    "multilabel_classification": ("val/Multilabel_Accuracy", "max"),
 }
 DATAMODULES = {
     "segmentation": "terratorch.datamodules.GenericNonGeoSegmentationDataModule",
@@ -35,11 +46,14 @@ DATAMODULES = {
 }
 
 
-def input_layout(ds: DatasetSpec, spec: BackboneSpec) -> tuple[int, int | None]:
+def input_layout(
+    ds: DatasetSpec, spec: BackboneSpec, bands: Sequence[str] = ()
+) -> tuple[int, int | None]:
     """(channels, frames) the data gives the model; ScaffoldError when the model cannot take them.
 
     A temporal model reads each file's bands as frames x channels, time-major (as TerraTorch's
-    ``expand_temporal_dimension`` does), with the model's number of frames.
+    ``expand_temporal_dimension`` does), with the model's number of frames. With `bands` (the
+    model's, by name) a dataset with named bands gives the model's bands it has.
     """
     frames = spec.num_frames
     if frames:
@@ -55,13 +69,27 @@ def input_layout(ds: DatasetSpec, spec: BackboneSpec) -> tuple[int, int | None]:
             )
         channels = ds.bands // frames
     else:
-        channels = ds.bands
+        channels = len(selected_bands(ds, spec, bands)) or ds.bands
     if spec.in_chans_arg is None and channels != spec.in_chans:
         raise ScaffoldError(
             f"--data {ds.root}: the data has {channels} band(s), {spec.qualname} takes "
             f"{spec.in_chans} input channels and has no in_chans-like parameter to change that"
         )
     return channels, frames
+
+
+def selected_bands(ds: DatasetSpec, spec: BackboneSpec, bands: Sequence[str]) -> tuple[str, ...]:
+    """The bands a ``--data`` task reads (``()``: all, by position). A multitemporal model reads
+    its stack by position; a dataset with none of the model's bands is refused."""
+    if not bands or not ds.band_names or spec.num_frames:
+        return ()
+    chosen = task_bands(bands, ds.band_names)
+    if not chosen:
+        raise ScaffoldError(
+            f"--data {ds.root}: its bands ({', '.join(ds.band_names)}) include none of "
+            f"--bands {','.join(bands)}"
+        )
+    return chosen
 
 
 def split_file(ds: DatasetSpec, split: str) -> str:
@@ -145,8 +173,10 @@ def datamodule(ds: DatasetSpec, channels: int, frames: int | None, out_dir: str)
     return {"class_path": DATAMODULES[ds.task], "init_args": args}
 
 
-def task_entry(ds: DatasetSpec, spec: BackboneSpec, out_dir: str) -> dict[str, Any]:
-    channels, frames = input_layout(ds, spec)
+def task_entry(
+    ds: DatasetSpec, spec: BackboneSpec, out_dir: str, bands: Sequence[str] = ()
+) -> dict[str, Any]:
+    channels, frames = input_layout(ds, spec, bands)
     metric, direction = METRICS[ds.task]
     model_args: dict[str, Any] = {"backbone_in_chans": channels}
     terratorch_task: dict[str, Any] = {}
@@ -167,7 +197,7 @@ def task_entry(ds: DatasetSpec, spec: BackboneSpec, out_dir: str) -> dict[str, A
             terratorch_task["ignore_index"] = ds.ignore_index
         model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
     terratorch_task["model_args"] = model_args
-    return {
+    entry = {
         "name": ds.name,
         "type": ds.task,
         "direction": direction,
@@ -176,6 +206,29 @@ def task_entry(ds: DatasetSpec, spec: BackboneSpec, out_dir: str) -> dict[str, A
         "terratorch_task": terratorch_task,
         "datamodule": datamodule(ds, channels, frames, out_dir),
     }
+    return _with_bands(entry, ds, spec, bands)
+
+
+def _with_bands(
+    entry: dict[str, Any], ds: DatasetSpec, spec: BackboneSpec, bands: Sequence[str]
+) -> dict[str, Any]:
+    """The task `entry` reading the model's bands of `ds` by name (unchanged without them)."""
+    chosen = selected_bands(ds, spec, bands)
+    if not chosen:
+        return entry
+    args = entry["datamodule"]["init_args"]
+    index = [ds.band_names.index(b) for b in chosen]
+    args["dataset_bands"] = list(ds.band_names)
+    args["output_bands"] = list(chosen)
+    args["means"] = [args["means"][i] for i in index]
+    args["stds"] = [args["stds"][i] for i in index]
+    model_args = entry["terratorch_task"]["model_args"]
+    model_args["backbone_in_chans"] = len(chosen)
+    model_args["backbone_bands"] = list(chosen)
+    forward, _ = per_band_args(spec.forward_call, bands, chosen)
+    if forward:
+        model_args["backbone_forward_args"] = forward
+    return entry
 
 
 def task_comment(ds: DatasetSpec) -> str:
@@ -196,11 +249,106 @@ def task_comment(ds: DatasetSpec) -> str:
     return "\n".join(f"# {line}" for line in lines)
 
 
+def bands_comment(
+    ds: DatasetSpec, spec: BackboneSpec, bands: Sequence[str], pretrained: bool
+) -> str:
+    """The bands a ``--data`` task reads by name (and, with weights, where its first layer
+    comes from); empty when it reads its bands by position."""
+    chosen = selected_bands(ds, spec, bands)
+    if not chosen:
+        return ""
+    line = f"# bands: {', '.join(chosen)} (the model's bands, by the files' band descriptions)."
+    if pretrained:
+        line += f"\n# first layer {describe(chosen, [])}."
+    return line
+
+
+# -- GEO-Bench tasks (scaffold.data.geobench) on TerraTorch's own datamodules ----------------------
+# A reader that hands integer arrays on unconverted fails in the datamodule's Normalize:
+# these transforms make every image float32 (values unchanged), then a tensor.
+TO_FLOAT = [
+    {"class_path": "albumentations.ToFloat", "init_args": {"max_value": 1}},
+    {"class_path": "albumentations.pytorch.ToTensorV2"},
+]
+# Task comments stay within the generated files' 88 columns (their indent and "# " included).
+COMMENT_WIDTH = 82
+
+
+def geobench_datamodule(p: PlannedTask) -> dict[str, Any]:
+    task = p.task
+    args: dict[str, Any] = {
+        "data_root": task.data_root,
+        "partition": task.partition,
+        "bands": list(p.bands),
+        "batch_size": min(BATCH_SIZE, task.split_sizes[0]),
+        "num_workers": NUM_WORKERS,
+    }
+    if not task.dtype.startswith("float"):
+        for split in SPLITS:
+            args[f"{split}_transform"] = TO_FLOAT
+    return {"class_path": task.datamodule, "init_args": args}
+
+
+def geobench_entry(p: PlannedTask, model_bands: Sequence[str]) -> dict[str, Any]:
+    task = p.task
+    metric, direction = METRICS[task.task]
+    model_args: dict[str, Any] = {"backbone_in_chans": len(p.bands)}
+    if model_bands:
+        model_args["backbone_bands"] = list(p.bands)
+    if p.forward_args:
+        model_args["backbone_forward_args"] = p.forward_args
+    terratorch_task: dict[str, Any]
+    if task.task == "segmentation":
+        terratorch_task = {"loss": "ce", "ignore_index": DEFAULT_IGNORE}
+        model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
+    elif task.task == "multilabel_classification":
+        terratorch_task = {"loss": "bce"}
+        model_args["decoder"] = "IdentityDecoder"
+    else:
+        terratorch_task = {"loss": "ce"}
+        model_args["decoder"] = "IdentityDecoder"
+    model_args["num_classes"] = task.num_classes
+    terratorch_task["model_args"] = model_args
+    return {
+        "name": task.name,
+        "type": task.task,
+        "direction": direction,
+        "metric": metric,
+        "early_stop_patience": EARLY_STOP_PATIENCE,
+        "terratorch_task": terratorch_task,
+        "datamodule": geobench_datamodule(p),
+    }
+
+
+def geobench_comment(p: PlannedTask, model_bands: Sequence[str], pretrained: bool) -> str:
+    """Comment lines of a GEO-Bench task: the dataset, its labels, the bands it reads and, with
+    weights, which of the first layer's bands the checkpoint gives and which are new."""
+    task = p.task
+    lines = [
+        f"{task.name}: GEO-Bench {task.folder} under {task.data_root}, read by "
+        f"{task.datamodule.rsplit('.', 1)[-1]};",
+        f"{summary(task)}.",
+    ]
+    if model_bands:
+        lines.append(f"bands: {', '.join(p.bands)} (the model's bands this dataset has).")
+        if pretrained:
+            new = [b for b in p.bands if b not in model_bands]
+            loaded = [b for b in p.bands if b in model_bands]
+            lines.append(f"first layer {describe(loaded, new)}.")
+    if p.forward_source:
+        lines.append(f"forward args per band: {p.forward_source}.")
+    wrapped = [w for line in lines for w in textwrap.wrap(line, COMMENT_WIDTH)]
+    return "\n".join(f"# {line}" for line in wrapped)
+
+
 def data_sections(
     datasets: tuple[DatasetSpec, ...],
     spec: BackboneSpec,
     terratorch_task: dict[str, Any],
     out_dir: str,
+    geobench: tuple[PlannedTask, ...] = (),
+    bands: Sequence[str] = (),
+    pretrained: bool = False,
 ) -> dict[str, str]:
     """YAML text for a benchmark of real tasks, in place of the template's smoke sections.
 
@@ -213,7 +361,14 @@ def data_sections(
         "model_args": {k: v for k, v in terratorch_task["model_args"].items() if k in shared},
     }
     tasks = [
-        task_comment(ds) + "\n" + _item(dump(task_entry(ds, spec, out_dir))) for ds in datasets
+        "\n".join(filter(None, [task_comment(ds), bands_comment(ds, spec, bands, pretrained)]))
+        + "\n"
+        + _item(dump(task_entry(ds, spec, out_dir, bands)))
+        for ds in datasets
+    ]
+    tasks += [
+        geobench_comment(p, bands, pretrained) + "\n" + _item(dump(geobench_entry(p, bands)))
+        for p in geobench
     ]
     return {
         "terratorch_task": dump(defaults),

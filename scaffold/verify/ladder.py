@@ -12,6 +12,8 @@
    builds what it names;
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
+   ``band weights`` (with ``--weights`` and ``--bands``): each task's first layer holds the
+   checkpoint's weights of its bands, by name (``band_weights.py``);
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
    metric. All in one process, so TerraTorch is imported once;
 6. ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
@@ -29,6 +31,7 @@ from pathlib import Path
 from scaffold.console import status
 from scaffold.errors import ScaffoldError, one_line
 from scaffold.verify import checks
+from scaffold.verify.band_weights import check_band_weights
 from scaffold.verify.determinism import check_determinism, check_forward_args
 from scaffold.verify.fit import check_fit, fit_files
 from scaffold.verify.folder import check_folder
@@ -106,6 +109,8 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
     if state.options.weights is not None:
         passed.append(run("weights", context.check_weights))
+        if state.options.bands:
+            passed.append(run("band weights", lambda: check_band_weights(context)))
     if not quick and all(passed):
         from scaffold.verify.benchmark import run_benchmark
 

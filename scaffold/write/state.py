@@ -47,6 +47,11 @@ class Options:
     # How the forward is called: --forward-arg NAME=VALUE (or PARAM.KEY=VALUE) and --image-arg.
     forward_args: dict[str, Any] = field(default_factory=dict)
     image_arg: str | None = None
+    # GEO-Bench v1 datasets under this folder as tasks (--geobench), their partition, and the
+    # model's input bands by TerraTorch's names (--bands).
+    geobench: str | None = None
+    partition: str = "default"
+    bands: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -55,6 +60,7 @@ class Options:
         data["input_shape"] = list(self.input_shape) if self.input_shape else None
         data["data"] = list(self.data)
         data["baselines"] = list(self.baselines)
+        data["bands"] = list(self.bands)
         return data
 
     @classmethod
@@ -72,6 +78,9 @@ class Options:
             baselines=tuple(data.get("baselines") or ()),
             forward_args=data.get("forward_args") or {},
             image_arg=data.get("image_arg"),
+            geobench=data.get("geobench"),
+            partition=data.get("partition") or "default",
+            bands=tuple(data.get("bands") or ()),
         )
 
 
