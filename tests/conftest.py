@@ -54,6 +54,7 @@ def _run_in_process(argv: list[str], cwd: Path | None) -> subprocess.CompletedPr
     from scaffold import cli
 
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    saved_modules, saved_path = set(sys.modules), list(sys.path)
     saved_streams = sys.stdout, sys.stderr
     files = [tempfile.TemporaryFile(mode="w+b") for _ in range(2)]  # noqa: SIM115
     for stream in saved_streams:
@@ -89,8 +90,54 @@ def _run_in_process(argv: list[str], cwd: Path | None) -> subprocess.CompletedPr
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
+        sys.path[:] = saved_path
+        _forget_imported(set(sys.modules) - saved_modules)
     out, err = (_read(file) for file in files)
     return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def _forget_imported(added: set[str]) -> None:
+    """What a fresh process would not carry into the next command: the modules a run imported
+    from outside the environment (the person's model, a generated package) and the names
+    those registered with timm and TerraTorch. The installed libraries stay imported."""
+    keep = (sys.prefix, sys.base_prefix, str(ROOT / "scaffold"), str(ROOT / "templates"))
+    gone = {
+        name
+        for name in added
+        if (file := getattr(sys.modules.get(name), "__file__", None)) is not None
+        and not str(Path(file).resolve()).startswith(keep)
+    }
+    for name in gone:
+        del sys.modules[name]
+    if "timm.models._registry" in sys.modules:
+        from timm.models import _registry as timm_registry
+
+        models = {
+            model
+            for model, entry in timm_registry._model_entrypoints.items()
+            if getattr(entry, "__module__", None) in gone
+        }
+        for table in (
+            timm_registry._model_entrypoints,
+            timm_registry._model_to_module,
+            timm_registry._model_default_cfgs,
+            timm_registry._model_with_tags,
+            timm_registry._deprecated_models,
+        ):
+            for model in models & set(table):
+                del table[model]
+        timm_registry._model_has_pretrained.difference_update(models)
+        for tag in [t for t in timm_registry._model_pretrained_cfgs if t.split(".")[0] in models]:
+            del timm_registry._model_pretrained_cfgs[tag]
+        for names in timm_registry._module_to_models.values():  # keyed by the last part
+            names.difference_update(models)
+    if "terratorch.registry" in sys.modules:
+        from terratorch.registry import MODEL_FACTORY_REGISTRY, TERRATORCH_BACKBONE_REGISTRY
+
+        for registry in (MODEL_FACTORY_REGISTRY, TERRATORCH_BACKBONE_REGISTRY):
+            table = registry._registry
+            for key in [k for k, v in table.items() if getattr(v, "__module__", None) in gone]:
+                del table[key]
 
 
 def _read(file) -> str:
