@@ -208,6 +208,14 @@ def new_backbone(
         bool, typer.Option("--ray", help="Also write benchmark_ray.yaml, for iterate's Ray route.")
     ] = False,
     baseline: BaselineOpt = None,
+    iterate2: Annotated[
+        bool,
+        typer.Option(
+            "--iterate2",
+            help="Also write iterate2/: a trial script and an HPO YAML per task, for "
+            "terratorch-iterate's `iterate` (locally, Slurm or LSF).",
+        ),
+    ] = False,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -229,6 +237,7 @@ def new_backbone(
         task=task,
         data=tuple(str(d) for d in data or ()),
         ray=ray,
+        iterate2=iterate2,
         baselines=tuple(dict.fromkeys(baseline or ())),
         forward_args=parse_forward_args(forward_arg),
         image_arg=check_image_arg(image_arg),
@@ -300,6 +309,15 @@ def update(
             "same update, NEW takes its place (a moved dataset). Repeatable.",
         ),
     ] = None,
+    iterate2: Annotated[
+        bool | None,
+        typer.Option(
+            "--iterate2/--no-iterate2",
+            help="Start (or stop) writing iterate2/, for terratorch-iterate's `iterate` "
+            "(default: as recorded).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -327,6 +345,7 @@ def update(
             forward_args=forward_args,
             image_arg=image_arg,
             drop_data=tuple(str(d) for d in drop_data or ()),
+            iterate2=iterate2,
         )
     if dry_run:
         if as_json:

@@ -66,5 +66,6 @@ def render_options(options: Options, datasets: tuple[DatasetSpec, ...]) -> Rende
         weights=options.weights,
         datasets=datasets,
         ray=options.ray,
+        iterate2=options.iterate2,
         baselines=options.baselines,
     )
