@@ -246,6 +246,14 @@ def new_backbone(
     geobench: GeobenchOpt = None,
     partition: PartitionOpt = None,
     bands: BandsOpt = None,
+    iterate2: Annotated[
+        bool,
+        typer.Option(
+            "--iterate2",
+            help="Also write iterate2/: a trial script and an HPO YAML per task, for "
+            "terratorch-iterate's `iterate` (locally, Slurm or LSF).",
+        ),
+    ] = False,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -271,6 +279,7 @@ def new_backbone(
         task=task,
         data=tuple(str(d) for d in data or ()),
         ray=ray,
+        iterate2=iterate2,
         baselines=tuple(dict.fromkeys(baseline or ())),
         forward_args=parse_forward_args(forward_arg),
         image_arg=check_image_arg(image_arg),
@@ -348,6 +357,15 @@ def update(
     geobench: GeobenchOpt = None,
     partition: PartitionOpt = None,
     bands: BandsOpt = None,
+    iterate2: Annotated[
+        bool | None,
+        typer.Option(
+            "--iterate2/--no-iterate2",
+            help="Start (or stop) writing iterate2/, for terratorch-iterate's `iterate` "
+            "(default: as recorded).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -378,6 +396,7 @@ def update(
             geobench=str(geobench) if geobench else None,
             partition=partition,
             bands=_band_list(bands),
+            iterate2=iterate2,
         )
     if dry_run:
         if as_json:

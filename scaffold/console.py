@@ -145,6 +145,23 @@ def show_result(out: Console, err: Console, result, report) -> None:
                 ["python", "-m", "terratorch_iterate.benchmark_ray", "--config", str(ray_config)]
             ),
         )
+    show_iterate2(err, result.out)
+
+
+def show_iterate2(err: Console, out) -> None:
+    """How to run the tasks with iterate2 (with ``iterate2/``): here, through Slurm and LSF."""
+    from scaffold.render.iterate2 import shell_lines
+
+    if not shell_lines(out):
+        return
+    for wlm, title in (
+        (None, "with terratorch-iterate's iterate (iterate2), on this machine:"),
+        ("slurm", "with iterate, each trial on a Slurm node (run it where srun works):"),
+        ("lsf", "with iterate, each trial on an LSF node (run it where bsub works):"),
+    ):
+        plain(err, title)
+        for line in shell_lines(out, wlm):
+            plain(err, f"  {line}")
 
 
 def _quote(path) -> str:

@@ -73,6 +73,7 @@ def render_options(
         weights=options.weights,
         datasets=datasets,
         ray=options.ray,
+        iterate2=options.iterate2,
         baselines=options.baselines,
         geobench=geobench,
         bands=options.bands,

@@ -65,6 +65,7 @@ class GenerateResult:
     baselines: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        from scaffold.render.iterate2 import summary as iterate2_summary
         from scaffold.results.baselines import summary
 
         return {
@@ -75,6 +76,7 @@ class GenerateResult:
             "input_shape": list(self.input_shape),
             "files": [str(f) for f in self.files],
             "baselines": summary(self.out, self.baselines),
+            **iterate2_summary(self.out),
         }
 
 
@@ -229,6 +231,7 @@ def plan_new(options: Options, progress=None) -> NewPlan:
         task=options.task,
         data=tuple(ds.root for ds in datasets),
         ray=options.ray,
+        iterate2=options.iterate2,
         baselines=options.baselines,
         forward_args=dict(options.forward_args),
         image_arg=options.image_arg,

@@ -25,7 +25,7 @@ import shlex
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,8 @@ class UpdateResult:
         return [p.rel for p in self.plans if p.action == "conflict"] + self.unresolved
 
     def to_dict(self) -> dict[str, Any]:
+        from scaffold.render.iterate2 import summary as iterate2_summary
+
         written = [p.rel for p in self.plans if p.action in WRITTEN]
         return {
             "backbone": self.backbone,
@@ -117,6 +119,7 @@ class UpdateResult:
             "data_kept": [str(self.out / rel) for rel in self.data_kept],
             "baselines": summary(self.out, self.baselines),
             "analysis_changes": list(self.analysis),
+            **iterate2_summary(self.out),
         }
 
 
@@ -134,15 +137,17 @@ def update_dir(
     geobench: str | None = None,
     partition: str | None = None,
     bands: tuple[str, ...] | None = None,
+    iterate2: bool | None = None,
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `drop_data`: recorded ones to remove (a folder of `data` takes the place of one
     dropped in the same update: a moved dataset is re-pointed so); `model`
     (path/to/file.py[:Name] or package.module:Name) says where the model lives now when it
     moved; `ray`: write (True) or stop writing (False) the Ray route's config,
-    None: as recorded; `baselines`: reference backbones to add to those recorded (a config
-    each); `forward_args` and `image_arg` change the recorded ones; `geobench` (ROOT),
-    `partition` and `bands` replace the recorded ones (None: as recorded)."""
+    None: as recorded (`iterate2` the same for iterate2's files); `baselines`: reference
+    backbones to add to those recorded (a config each); `forward_args` and `image_arg` change
+    the recorded ones; `geobench` (ROOT), `partition` and `bands` replace the recorded ones
+    (None: as recorded)."""
 
     out = Path(directory).resolve()
     state = read_state(out)
@@ -183,7 +188,7 @@ def update_dir(
             state.options, data=_data_folders(out, state.options.data, drop_data, data)
         )
         state = dataclasses.replace(state, options=options)
-        return _update_locked(out, state, result, dry_run, progress, model, ray)
+        return _update_locked(out, state, result, dry_run, progress, model, ray, iterate2)
 
 
 def _update_locked(
@@ -194,13 +199,18 @@ def _update_locked(
     progress,
     model: str | None,
     ray: bool | None,
+    iterate2: bool | None,
 ) -> UpdateResult:
     from scaffold.render.backbone import render
+    from scaffold.render.fit import fit_texts
+    from scaffold.render.iterate2 import hpo_texts, is_hpo_file
 
     # The folder may have moved (paths in the files follow DIR) and so may the model.
     options = dataclasses.replace(state.options, out=out, target=_where_model_is(out, state, model))
     if ray is not None:
         options = dataclasses.replace(options, ray=ray)
+    if iterate2 is not None:
+        options = dataclasses.replace(options, iterate2=iterate2)
     previous = read_datasets(out / STATE_DIR)
     datasets = survey_all(options.data, progress, previous) if options.data else ()
     geobench, bands = surveyed_bands(options, datasets, progress)
@@ -220,7 +230,10 @@ def _update_locked(
         shutil.rmtree(tmp, ignore_errors=True)
     if options.baselines:  # derived from benchmark.yaml as merged: hand edits flow too
         theirs |= _baselines_of_merged_main(out, state, theirs, options.baselines, spec)
-    theirs = _fit_of_merged_main(out, state, theirs, options.target)  # the same for fit/
+    # The same for fit/ and iterate2's HPO YAMLs.
+    theirs = _of_merged_main(out, state, theirs, options.target, fit_texts, _is_fit_file)
+    if options.iterate2:
+        theirs = _of_merged_main(out, state, theirs, options.target, hpo_texts, is_hpo_file)
 
     plans = [
         plan_file(out, rel, read_pristine(out, state, rel), theirs.get(rel))
@@ -430,13 +443,22 @@ def _baselines_of_merged_main(
     return baseline_texts(rendered.decode(), names, shape)
 
 
-def _fit_of_merged_main(
-    out: Path, state: State, theirs: dict[str, bytes], target: str
+def _is_fit_file(rel: str) -> bool:
+    return rel.startswith(f"{FIT_DIR}/")
+
+
+def _of_merged_main(
+    out: Path,
+    state: State,
+    theirs: dict[str, bytes],
+    target: str,
+    texts: Callable[[str, Path, str], dict[str, bytes]],
+    derived: Callable[[str], bool],
 ) -> dict[str, bytes]:
-    """`theirs` with the fit configs derived from benchmark.yaml as this update leaves it (as
-    rendered when that has a conflict or is not YAML): a task added to it by hand gets one."""
+    """`theirs` with the files `texts` derives from benchmark.yaml (those `derived` names)
+    derived from it as this update leaves it (as rendered when that has a conflict or is not
+    YAML): a task added to it by hand gets one, a search space edited there flows on."""
     from scaffold.render.backbone import generated_header
-    from scaffold.render.fit import fit_texts
 
     rendered = theirs[CONFIG_FILE]
     plan = plan_file(out, CONFIG_FILE, read_pristine(out, state, CONFIG_FILE), rendered)
@@ -444,11 +466,11 @@ def _fit_of_merged_main(
     if plan.action == "conflict" or merged is None or merged == rendered:
         return theirs
     try:
-        texts = fit_texts(merged.decode(errors="replace"), out, generated_header(target))
-    except ScaffoldError:  # broken by hand: the render's configs stand
+        new = texts(merged.decode(errors="replace"), out, generated_header(target))
+    except ScaffoldError:  # broken by hand: the render's files stand
         return theirs
-    kept = {rel: content for rel, content in theirs.items() if not rel.startswith(f"{FIT_DIR}/")}
-    return kept | texts
+    kept = {rel: content for rel, content in theirs.items() if not derived(rel)}
+    return kept | new
 
 
 def _data_key(spec, task: str) -> tuple[Any, ...]:

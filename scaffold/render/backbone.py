@@ -41,6 +41,7 @@ class RenderOptions:
     weights: Path | None = None
     datasets: tuple[DatasetSpec, ...] = ()  # real tasks (one per --data folder) instead of smoke
     ray: bool = False  # also write the Ray route's config
+    iterate2: bool = False  # also iterate2's trial script and HPO YAMLs (render/iterate2.py)
     baselines: tuple[str, ...] = ()
     geobench: tuple[PlannedTask, ...] = ()  # GEO-Bench datasets as tasks (--geobench)
     bands: tuple[str, ...] = ()  # the model's input bands by TerraTorch's names (--bands)
@@ -66,6 +67,10 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         from scaffold.render.ray import write_ray_config
 
         write_ray_config(dest, options.out, names_for(options.name).package, data["header"])
+    if options.iterate2:  # derived from the rendered benchmark.yaml too
+        from scaffold.render.iterate2 import write_iterate2
+
+        write_iterate2(dest, options.out, data["header"])
     if options.baselines:  # derived from the rendered benchmark.yaml
         from scaffold.render.baselines import write_baselines
 

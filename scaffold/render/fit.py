@@ -39,9 +39,9 @@ SEED = 0  # terratorch-iterate seeds every trial with 0 too
 
 
 def middle(space: Any) -> Any:
-    """The value a search space entry stands for when nothing is searched: the first choice
-    of a list, the middle of a range (geometric when `log`), or, for a mapping of entries
-    (``model_args: {decoder_channels: [...]}``), a mapping of their middles."""
+    """The value a search space entry stands for when nothing is searched: the first
+    choice of a list, the middle of a range (geometric when `log`), or, for a mapping of
+    entries (``model_args: {decoder_channels: [...]}``), a mapping of their middles."""
     if isinstance(space, list):
         return space[0] if space else None
     if isinstance(space, dict) and {"min", "max"} <= space.keys():
@@ -51,7 +51,7 @@ def middle(space: Any) -> Any:
         else:
             value = (low + high) / 2
         if str(space.get("type", "real")) == "int":
-            return int(round(value))
+            return round(value)
         return float(f"{value:.3g}")
     if isinstance(space, dict):
         return {key: middle(value) for key, value in space.items()}
@@ -59,7 +59,8 @@ def middle(space: Any) -> Any:
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` merged into a copy of `base`, mappings key by key (as iterate merges them)."""
+    """`over` merged into a copy of `base`, mappings key by key (as iterate merges
+    them)."""
     merged = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -69,24 +70,36 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def fit_config(main: dict[str, Any], task: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The LightningCLI config of `task` of the benchmark config `main` (output folder `out`)."""
+def fit_config(
+    main: dict[str, Any],
+    task: dict[str, Any],
+    out: Path,
+    space: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The LightningCLI config of `task` of the benchmark config `main` (output folder
+    `out`), with the hyperparameters `space` (nested as ``optimization_space``; default:
+    the middle of each searched one). Kept within 88 columns: the trial script of
+    iterate2 holds a copy of it."""
     defaults = main.get("defaults") or {}
     task_type = str(task.get("type", "segmentation"))
     if task_type not in TASK_CLASSES:
-        raise ScaffoldError(f"benchmark.yaml: task {task.get('name')!r} has type {task_type!r}")
-    space = middle(main.get("optimization_space") or {})
+        name = task.get("name")
+        raise ScaffoldError(f"benchmark.yaml: task {name!r} has type {task_type!r}")
+    searched = main.get("optimization_space") or {}
+    space = middle(searched) if space is None else copy.deepcopy(space)
     batch_size = space.pop("batch_size", None)
-    init_args = merge(defaults.get("terratorch_task") or {}, task.get("terratorch_task") or {})
-    init_args = merge(init_args, space)
+    base = defaults.get("terratorch_task") or {}
+    init_args = merge(merge(base, task.get("terratorch_task") or {}), space)
     if task_type in NO_PLOTS:
         init_args.setdefault("plot_on_val", False)
     trainer = copy.deepcopy(defaults.get("trainer_args") or {})
-    trainer.setdefault("default_root_dir", str(out / "runs" / "fit" / str(task.get("name"))))
-    if task.get("early_stop_patience") is not None:
+    root = out / "runs" / "fit" / str(task.get("name"))
+    trainer.setdefault("default_root_dir", str(root))
+    patience = task.get("early_stop_patience")
+    if patience is not None:
         early_stop = {
             "class_path": "lightning.pytorch.callbacks.EarlyStopping",
-            "init_args": {"monitor": "val/loss", "patience": task["early_stop_patience"]},
+            "init_args": {"monitor": "val/loss", "patience": patience},
         }
         trainer["callbacks"] = [*(trainer.get("callbacks") or []), early_stop]
     datamodule = copy.deepcopy(task.get("datamodule") or {})

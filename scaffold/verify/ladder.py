@@ -16,6 +16,8 @@
    checkpoint's weights of its bands, by name (``band_weights.py``);
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
    metric. All in one process, so TerraTorch is imported once;
+   ``iterate2`` (with ``iterate2/``): one trial per task through terratorch-iterate's
+   ``iterate``; the value Optuna stored is the one the trial printed (``iterate2.py``);
 6. ``ray`` (with ``benchmark_ray.yaml``): iterate's Ray CLI parses it; a Ray worker elsewhere
    imports the package by name and builds the backbone (scaffold/verify/ray_check.py). Ray is
    started in a process of its own before the first check and its answer collected last, so
@@ -132,6 +134,10 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
                 check,
                 lambda path=path, name=name: run_benchmark(path, log_dir / "baselines" / name),
             )
+        from scaffold.verify.iterate2 import check_iterate2, iterate2_files
+
+        if iterate2_files(state):  # one trial per task through terratorch-iterate's `iterate`
+            run("iterate2", lambda: check_iterate2(directory, log_dir))
     elif not quick:
         report.checks.append(Check("benchmark", False, "skipped: an earlier check failed"))
     if probe is not None or (directory / RAY_CONFIG_FILE).is_file():

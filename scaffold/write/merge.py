@@ -123,8 +123,8 @@ def write_atomic(path: Path, content: bytes) -> None:
             f.write(content)
         if path.exists():
             shutil.copymode(path, tmp)
-        else:
-            os.chmod(tmp, 0o644)
+        else:  # a script (iterate2/trial.py, run as a program) is executable
+            os.chmod(tmp, 0o755 if content.startswith(b"#!") else 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,12 @@ DATA_DIR = "data"  # the smoke dataset
 RUNS_DIR = "runs"  # MLflow and Ray storage of the runs
 FIT_DIR = "fit"  # one `terratorch fit` config per task
 BASELINES_DIR = "baselines"  # the benchmark with a timm backbone in place of the generated one
+ITERATE2_DIR = "iterate2"  # terratorch-iterate's `iterate`: the trial script, an HPO YAML per task
+TRIAL_SCRIPT = f"{ITERATE2_DIR}/trial.py"
+# Where `iterate` runs go: the Optuna storage, and a working folder per task (iterate writes
+# trial_N.out / trial_N.err into the folder it is started in).
+ITERATE2_RUNS = f"{RUNS_DIR}/iterate2"
+ITERATE2_STORAGE_FILE = "optuna.db"
 SPLITS_DIR = "splits"  # split files of the real datasets
 STATE_DIR = ".scaffold"
 STATE_FILE = "state.json"
@@ -37,6 +43,16 @@ def baseline_config_file(name: str) -> str:
 def fit_config_file(task: str) -> str:
     """``fit/<task>.yaml``, relative to DIR."""
     return f"{FIT_DIR}/{_file_name(task)}.yaml"
+
+
+def hpo_config_file(task: str) -> str:
+    """``iterate2/<task>.yaml``, relative to DIR: iterate's HPO YAML of `task`."""
+    return f"{ITERATE2_DIR}/{_file_name(task)}.yaml"
+
+
+def iterate2_workdir(task: str) -> str:
+    """``runs/iterate2/<task>``, relative to DIR: where `iterate` is started for `task`."""
+    return f"{ITERATE2_RUNS}/{_file_name(task)}"
 
 
 @dataclass(frozen=True)

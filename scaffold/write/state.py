@@ -43,6 +43,7 @@ class Options:
     task: str = "segmentation"
     data: tuple[str, ...] = ()  # dataset folders (--data), absolute: one real task each
     ray: bool = False  # also the Ray route's config, benchmark_ray.yaml
+    iterate2: bool = False  # also iterate2's trial script and HPO YAMLs, under iterate2/
     baselines: tuple[str, ...] = ()  # reference backbones, one config each under baselines/
     # How the forward is called: --forward-arg NAME=VALUE (or PARAM.KEY=VALUE) and --image-arg.
     forward_args: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class Options:
             task=data.get("task", "segmentation"),
             data=tuple(data.get("data") or ()),
             ray=bool(data.get("ray", False)),
+            iterate2=bool(data.get("iterate2", False)),
             baselines=tuple(data.get("baselines") or ()),
             forward_args=data.get("forward_args") or {},
             image_arg=data.get("image_arg"),

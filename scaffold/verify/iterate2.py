@@ -1,0 +1,158 @@
+"""The ``iterate2`` check: one trial of each task through terratorch-iterate's ``iterate``.
+
+iterate2 maximises what it reads back from the trial's output and records 0.0, with only a
+warning, for a metric it does not find; a trial that exits non-zero is marked failed and the
+launcher carries on (exit 0). So a run that "worked" proves nothing: the check runs the real
+``iterate`` CLI on this machine, one trial per task on the verifying run's shortened copy of
+benchmark.yaml (scaffold/verify/shorten.py: the same batch limits), then reads the study back
+from its Optuna storage. The stored value must be the value the trial printed, and finite; a
+failed trial, a missing metric line (iterate2's silent 0.0) or a different value is a finding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaffold.render.dump import dump
+from scaffold.render.iterate2 import LAUNCHER_VARIABLE, command, task_names
+from scaffold.verify.shorten import shortened_copy
+from scaffold.verify.types import CheckFailed
+from scaffold.write.names import CONFIG_FILE, ITERATE2_DIR, TRIAL_SCRIPT, hpo_config_file
+
+NUMBER = r"[-+]?(?:\d*\.?\d+(?:[eE][-+]?\d+)?|inf|nan)"
+
+
+def iterate2_files(state) -> list[str]:
+    """The generated files under iterate2/ (none: the check does not run)."""
+    return sorted(rel for rel in state.files if rel.startswith(f"{ITERATE2_DIR}/"))
+
+
+def printed_values(text: str, metric: str) -> list[float]:
+    """The values the trial printed as ``METRIC: VALUE`` lines (its own lines, whole)."""
+    pattern = re.compile(rf"^{re.escape(metric)}: ({NUMBER})\s*$", re.MULTILINE)
+    return [float(v) for v in pattern.findall(text)]
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "no output"
+    lines = [line for line in lines if line and not line.startswith("[trial-")]
+    return lines[-1] if lines else "no output"
+
+
+def _hpo(directory: Path, task: str) -> dict[str, Any]:
+    path = directory / hpo_config_file(task)
+    try:
+        hpo = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckFailed(f"{path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(hpo, dict) or not isinstance(hpo.get("static"), dict):
+        raise CheckFailed(f"{path}: not iterate2's HPO YAML (no `static` mapping)")
+    metrics = hpo.get("metrics")
+    if not isinstance(metrics, list) or not metrics:
+        raise CheckFailed(f"{path}: names no `metrics`: iterate2 would look for `score`")
+    static = hpo["static"]
+    config = directory / CONFIG_FILE
+    if str(static.get("task")) != task:
+        raise CheckFailed(f"{path}: static.task is {static.get('task')!r}, not {task!r}")
+    if not isinstance(static.get("config"), str) or Path(static["config"]) != config:
+        raise CheckFailed(
+            f"{path}: static.config is {static.get('config')!r}, not {str(config)!r} (copied "
+            "or moved? `scaffold update` rewrites the paths)"
+        )
+    return hpo
+
+
+def run_trial(directory: Path, config: Path, task: str, main: dict[str, Any], log_dir: Path) -> str:
+    """One trial of `task` through ``iterate``, with `config` (a shortened copy of
+    benchmark.yaml) in place of benchmark.yaml; what the study stored, checked."""
+    import optuna
+
+    hpo = _hpo(directory, task)
+    hpo["static"]["config"] = str(config)
+    work = log_dir / Path(hpo_config_file(task)).stem  # trial_0.out / trial_0.err land here
+    work.mkdir(parents=True, exist_ok=True)
+    hpo_copy = work / "hpo.yaml"
+    hpo_copy.write_text(dump(hpo) + "\n", encoding="utf-8")
+    storage = f"sqlite:///{work / 'optuna.db'}"
+    argv = command(directory, main, task)
+    for flag, value in (("--hpo-yaml", str(hpo_copy)), ("--optuna-db-path", storage)):
+        argv[argv.index(flag) + 1] = value
+    argv[argv.index("--optuna-n-trials") + 1] = "1"
+    study = argv[argv.index("--optuna-study-name") + 1]
+    env = {k: v for k, v in os.environ.items() if k != LAUNCHER_VARIABLE}  # on this machine
+    # The trial script's `#!/usr/bin/env python3` finds this Python first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    log = work / "iterate.log"
+    with log.open("wb") as handle:
+        done = subprocess.run(argv, cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise CheckFailed(f"task {task}: iterate exited {done.returncode}: {_last_line(log)}")
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    if len(trials) != 1:
+        raise CheckFailed(f"task {task}: iterate ran {len(trials)} trials, not 1 (see {log})")
+    trial = trials[0]
+    out, err = work / "trial_0.out", work / "trial_0.err"
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        raise CheckFailed(
+            f"task {task}: the trial failed ({trial.state.name}): {_last_line(err)} "
+            f"(its output: {out}, {err})"
+        )
+    text = out.read_text(errors="replace") if out.is_file() else ""
+    found = []
+    for metric, stored in zip(hpo["metrics"], trial.values or [], strict=False):
+        printed = printed_values(text, str(metric))
+        if not printed:
+            why = (
+                "its 0.0 for a metric it cannot find"
+                if stored == 0.0
+                else f"it found `{metric}` inside another name"
+            )
+            raise CheckFailed(
+                f"task {task}: the trial printed no `{metric}: VALUE` line; iterate2 stored "
+                f"{stored!r} ({why}) (see {out})"
+            )
+        if not math.isfinite(stored):
+            raise CheckFailed(f"task {task}: iterate2 stored {metric} = {stored!r}")
+        if stored != printed[-1]:
+            raise CheckFailed(
+                f"task {task}: the trial printed {metric}: {printed[-1]!r}, iterate2 stored "
+                f"{stored!r} (it takes the last `{metric}` it finds in stdout and stderr)"
+            )
+        found.append(f"{metric} = {stored:.4g}")
+    if len(found) != len(hpo["metrics"]):
+        raise CheckFailed(f"task {task}: iterate2 stored {trial.values!r} for {hpo['metrics']}")
+    return f"{task}: {', '.join(found)}"
+
+
+def check_iterate2(directory: Path, log_dir: Path) -> str:
+    """One trial of each task with an HPO YAML through ``iterate``, logs under `log_dir`."""
+    script = directory / TRIAL_SCRIPT
+    if not script.is_file():
+        raise CheckFailed(f"{script} is missing (deleted?)")
+    if not os.access(script, os.X_OK):
+        raise CheckFailed(
+            f"{script} is not executable, and iterate runs it as a program: chmod +x it"
+        )
+    main, names = task_names(directory)
+    if not names:
+        raise CheckFailed(f"{directory / ITERATE2_DIR} holds no HPO YAML of a benchmark task")
+    log_dir = log_dir / "iterate2"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    short = shortened_copy(directory / CONFIG_FILE, log_dir)
+    stored = [run_trial(directory, short, name, main, log_dir) for name in names]
+    return (
+        "iterate ran one trial per task; Optuna stored what each printed: "
+        + "; ".join(stored)
+        + f" (logs in {log_dir})"
+    )
