@@ -292,21 +292,22 @@ def test_taps_on_an_item_of_a_blocks_output(tmp_path):
     """Blocks that return (aux, tokens): the wrapper's hooks take item 1 of each block, the
     features_only model returns the model's own token stream, and quick verify passes."""
     out = tmp_path / "tb"
+    # (not tuple_net: a model file of tests/test_analysis.py by that name is importable here)
     done = run_cli(
         "new-backbone",
         str(MODELS / "tuple_blocks.py"),
         "--out",
         str(out),
         "--name",
-        "tuple_net",
+        "tuple_blocks_net",
         "--no-verify",
     )
     assert done.returncode == 0, done.stderr
-    source = (out / "tuple_net" / "backbone.py").read_text()
+    source = (out / "tuple_blocks_net" / "backbone.py").read_text()
     for i in range(4):
         assert f"'module': 'model.blocks.{i}'" in source.replace('"', "'")
     assert source.replace('"', "'").count("'key': 1") == 4
-    done = run_fresh([sys.executable, "-c", ITEM_CHECK, str(out), "tuple_net"], cwd=tmp_path)
+    done = run_fresh([sys.executable, "-c", ITEM_CHECK, str(out), "tuple_blocks_net"], cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-3000:]
     done = run_cli("verify", str(out), "--quick")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
