@@ -1,7 +1,7 @@
 """The `scaffold` command line: parse, call one stage function, print. Nothing else lives here.
 
-Heavy imports (torch, timm, libcst, copier, terratorch) happen inside the commands, so that
-`scaffold --help` starts as fast as Typer itself.
+Heavy imports (torch, timm, libcst, copier, terratorch), and each command's own stages, are
+imported inside the commands, so that `scaffold --help` starts as fast as Typer itself.
 """
 
 from __future__ import annotations
@@ -19,12 +19,7 @@ from typing import Annotated, Any, Literal
 import typer
 from typer.core import TyperCommand
 
-from scaffold.console import print_checks, results_table, show_dry_run, show_result, spec_table
-from scaffold.data.bands import band_line, parse_bands
 from scaffold.errors import ScaffoldError
-from scaffold.pipeline import analyse
-from scaffold.resolve.lightimport import parents_deferred
-from scaffold.verify.ladder import verify_dir
 
 app = typer.Typer(
     name="scaffold",
@@ -189,6 +184,10 @@ def inspect(
     Example: scaffold inspect model.py:Net --arg in_chans=6
     Exit codes: 0 analysed, 2 bad input.
     """
+    from scaffold.console import spec_table
+    from scaffold.data.bands import band_line, parse_bands
+    from scaffold.pipeline import analyse
+    from scaffold.resolve.lightimport import parents_deferred
     from scaffold.resolve.target import (
         check_image_arg,
         parse_args,
@@ -304,6 +303,8 @@ def verify(
     Example: scaffold verify my_net --quick
     Exit codes: 0 all checks passed, 1 a check failed, 2 bad input.
     """
+    from scaffold.console import print_checks
+    from scaffold.verify.ladder import verify_dir
 
     with _stdout_kept_for_json(as_json), _on_interrupt("verification stopped; run it again"):
         report = verify_dir(directory, quick=quick, progress=err())
@@ -376,6 +377,7 @@ def update(
     Example: scaffold update my_net --dry-run
     Exit codes: 0 updated, 1 verification failed or a merge conflict, 2 bad input.
     """
+    from scaffold.console import show_dry_run
     from scaffold.pipeline.update import update_dir
     from scaffold.resolve.target import check_image_arg, parse_forward_args
 
@@ -431,6 +433,7 @@ def report(
     Example: scaffold report my_net --plot comparison.png
     Exit codes: 0 shown (missing runs are shown as missing), 2 bad input.
     """
+    from scaffold.console import results_table
     from scaffold.results.collect import collect, plot_results
 
     with _stdout_kept_for_json(as_json), err().status("reading the runs"):
@@ -462,6 +465,9 @@ def _band_list(text: str | None) -> tuple[str, ...] | None:
 def _verify_and_emit(result, run: bool, as_json: bool, failed: bool) -> None:
     """After new-backbone or update: the ladder (when `run`), then the result; exit 1 when
     verification or the command itself (`failed`) failed."""
+    from scaffold.console import show_result
+    from scaffold.verify.ladder import verify_dir
+
     report = None
     if run:
         said = f"{result.out} is written; verification stopped: run `scaffold verify {result.out}`"

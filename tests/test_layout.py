@@ -127,7 +127,8 @@ def test_imports_inside_functions_only_defer_heavy_libraries():
                 continue
             targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
             target = next((t for t in targets if t in found), None)
-            if target is not None and not heavy(target, set()):
+            # The CLI defers each command's own stages too: `scaffold --help` loads none.
+            if target is not None and name != "scaffold.cli" and not heavy(target, set()):
                 light.append(f"{name}:{node.lineno} imports {target}")
     assert light == []
     # the rule sees a heavy module as heavy, and a light one as light
