@@ -116,18 +116,23 @@ def fit_config(
     return config
 
 
-def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
-    """``{"fit/<task>.yaml": content}`` for each task of the benchmark config's text."""
+def benchmark_tasks(main_text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The benchmark config's mapping and its tasks (those with a name)."""
     try:
         main = yaml.safe_load(main_text)
     except yaml.YAMLError as exc:
         raise ScaffoldError(f"benchmark.yaml: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(main, dict):
         raise ScaffoldError("benchmark.yaml: not a YAML mapping")
+    tasks = [t for t in main.get("tasks") or [] if isinstance(t, dict) and "name" in t]
+    return main, tasks
+
+
+def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
+    """``{"fit/<task>.yaml": content}`` for each task of the benchmark config's text."""
+    main, tasks = benchmark_tasks(main_text)
     texts: dict[str, bytes] = {}
-    for task in main.get("tasks") or []:
-        if not isinstance(task, dict) or "name" not in task:
-            continue
+    for task in tasks:
         rel = fit_config_file(str(task["name"]))
         body = dump(fit_config(main, task, out)) + "\n"
         where = shlex.quote(str(out / rel))

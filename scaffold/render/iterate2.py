@@ -32,8 +32,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaffold.errors import ScaffoldError
 from scaffold.render import fit
 from scaffold.render.dump import dump
@@ -127,21 +125,9 @@ def hpo_config(main: dict[str, Any], task: dict[str, Any], out: Path) -> dict[st
     }
 
 
-def benchmark_tasks(main_text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The benchmark config's mapping and its tasks (those with a name)."""
-    try:
-        main = yaml.safe_load(main_text)
-    except yaml.YAMLError as exc:
-        raise ScaffoldError(f"benchmark.yaml: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(main, dict):
-        raise ScaffoldError("benchmark.yaml: not a YAML mapping")
-    tasks = [t for t in main.get("tasks") or [] if isinstance(t, dict) and "name" in t]
-    return main, tasks
-
-
 def hpo_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
     """``{"iterate2/<task>.yaml": content}`` for each task of the benchmark config's text."""
-    main, tasks = benchmark_tasks(main_text)
+    main, tasks = fit.benchmark_tasks(main_text)
     texts: dict[str, bytes] = {}
     for task in tasks:
         name = str(task["name"])
@@ -228,7 +214,7 @@ def task_names(out: Path) -> tuple[dict[str, Any], list[str]]:
     if not (out / TRIAL_SCRIPT).is_file():
         return {}, []
     try:
-        main, tasks = benchmark_tasks((out / CONFIG_FILE).read_text(encoding="utf-8"))
+        main, tasks = fit.benchmark_tasks((out / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ScaffoldError):
         return {}, []
     names = [str(t["name"]) for t in tasks if (out / hpo_config_file(str(t["name"]))).is_file()]
