@@ -100,7 +100,10 @@ def _forget_imported(added: set[str]) -> None:
     """What a fresh process would not carry into the next command: the modules a run imported
     from outside the environment (the person's model, a generated package) and the names
     those registered with timm and TerraTorch. The installed libraries stay imported."""
-    keep = (sys.prefix, sys.base_prefix, str(ROOT / "scaffold"), str(ROOT / "templates"))
+    # Installed libraries: the environment's prefixes and every site-packages folder on the
+    # path (a virtual environment layered over another one reaches the other's through a .pth).
+    sites = tuple(p for p in sys.path if Path(p).name in ("site-packages", "dist-packages"))
+    keep = (sys.prefix, sys.base_prefix, *sites, str(ROOT / "scaffold"), str(ROOT / "templates"))
     gone = {
         name
         for name in added
