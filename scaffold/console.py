@@ -52,6 +52,7 @@ def spec_table(spec: BackboneSpec) -> Table:
     caption += list(spec.notes)
     if spec.head_modules:
         caption.append(skipped_line(spec))
+    caption += [f"unsure: {d}" for d in spec.doubts]
     table.caption = Text("; ".join(caption))
     table.caption_justify = "left"
     return table
@@ -116,6 +117,13 @@ def show_result(out: Console, err: Console, result, report) -> None:
         print_checks(out, report)
     if getattr(result, "conflicts", None):
         return  # show_changes said what to resolve
+    doubts = [c for c in report.checks if c.name == "doubts" and not c.ok] if report else []
+    if doubts and all(c.ok for c in report.checks if c.name != "doubts"):
+        err.print(
+            Text.assemble(("generated, not verified", "yellow"), f": {doubts[0].detail}"),
+            soft_wrap=True,
+        )
+        return
     if report is not None and not report.ok:
         failed = ", ".join(c.name for c in report.checks if not c.ok)
         err.print(

@@ -116,6 +116,33 @@ class ForwardCall(_ReadsAsJson):
 
 
 @dataclass(frozen=True)
+class Doubt:
+    """Evidence the analysis found too weak to call the backbone right (one tap in a deep model,
+    a reduction two grids explain, a time axis found by elimination, a declared input never fed,
+    ...). A spec with doubts is generated but never "verified": the ladder's ``doubts`` check
+    fails with each one until the person settles it.
+
+    - `kind`: a short stable id (``"single-tap"``, ``"time-axis"``, ...), what tests and JSON key on;
+    - `message`: one sentence saying what was seen, naming the modules;
+    - `flag`: the option that settles it (``--taps stages.3``, ``--input-shape C,T,H,W``).
+    """
+
+    kind: str
+    message: str
+    flag: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "flag": self.flag}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Doubt:
+        return cls(str(data["kind"]), str(data["message"]), str(data.get("flag", "")))
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.flag})" if self.flag else self.message
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     """One feature map the backbone can return, as measured on a forward pass.
 
@@ -189,6 +216,8 @@ class BackboneSpec:
     head_modules: tuple[str, ...] = ()
     # How the forward is called when not as ``model(x)`` (see scaffold.analyse.call).
     forward_call: ForwardCall = field(default_factory=ForwardCall)
+    # What the analysis is unsure of: a spec with doubts is generated, never "verified".
+    doubts: tuple[Doubt, ...] = ()
 
     # -- derived views ------------------------------------------------------------------------
     @property
@@ -216,6 +245,7 @@ class BackboneSpec:
         data = asdict(self)
         data["constructor"] = [p.to_dict() for p in self.constructor]
         data["forward_call"] = self.forward_call.to_dict()
+        data["doubts"] = [d.to_dict() for d in self.doubts]
         data["in_chans"] = self.in_chans
         data["num_frames"] = self.num_frames
         data["img_size"] = list(self.img_size)
@@ -259,6 +289,7 @@ class BackboneSpec:
                 kwargs[key] = tuple(kwargs[key])
         kwargs["constructor"] = tuple(Param.from_dict(p) for p in data.get("constructor", ()))
         kwargs["forward_call"] = ForwardCall.from_dict(data.get("forward_call") or {})
+        kwargs["doubts"] = tuple(Doubt.from_dict(d) for d in data.get("doubts") or ())
         return cls(**kwargs)
 
     @classmethod

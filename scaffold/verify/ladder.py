@@ -3,6 +3,8 @@
 0. ``folder``: the YAML runs this folder (not the one it was copied or moved from), and no
    generated file holds conflict markers;
 1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
+   ``doubts`` (when the analysis recorded any): each doubt with the flag that settles it; the
+   other checks still run, but the backbone is not "verified";
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
    ``determinism``: the same input twice gives the same features, every token there;
    ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
@@ -67,6 +69,12 @@ def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyRepor
             probe.close()
 
 
+def check_doubts(doubts) -> str:
+    """The analysis's doubts (``BackboneSpec.doubts``) as a finding: each one, with the flag that
+    settles it. A backbone the analysis is unsure of is generated, never "verified"."""
+    raise CheckFailed("; ".join(str(d) for d in doubts))
+
+
 def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyReport:
 
     context = checks.Context.load(directory, state)
@@ -94,6 +102,8 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
         return report
     if not run("import", context.check_import):
         return report
+    if state.spec.doubts:  # weak evidence is never "verified"; the checks still run
+        run("doubts", lambda: check_doubts(state.spec.doubts))
 
     passed = [
         run("features", context.check_features),
