@@ -91,7 +91,7 @@ def test_no_module_imports_one_that_imports_it_back():
 # What an import inside a function may defer: the libraries that make start-up slow.
 HEAVY = {
     "torch", "timm", "libcst", "copier", "terratorch", "terratorch_iterate", "yaml", "rich",
-    "numpy", "rasterio", "mlflow", "ray", "matplotlib", "lightning", "jinja2",
+    "numpy", "scipy", "rasterio", "mlflow", "ray", "matplotlib", "lightning", "jinja2",
 }  # fmt: skip
 
 
