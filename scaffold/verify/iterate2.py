@@ -24,9 +24,17 @@ import yaml
 from scaffold.render.dump import dump
 from scaffold.render.iterate2 import LAUNCHER_VARIABLE, command, task_names
 from scaffold.verify.shorten import shortened_copy
+from scaffold.verify.storage import local_folder, storage_problem
 from scaffold.verify.types import CheckFailed
-from scaffold.write.names import CONFIG_FILE, ITERATE2_DIR, TRIAL_SCRIPT, hpo_config_file
+from scaffold.write.names import (
+    CONFIG_FILE,
+    ITERATE2_DIR,
+    TRIAL_SCRIPT,
+    hpo_config_file,
+    iterate2_workdir,
+)
 
+TRIAL_RUNS = "iterate2"  # trial.py's run_folder: <parent of storage_uri>/iterate2/<task>/...
 NUMBER = r"[-+]?(?:\d*\.?\d+(?:[eE][-+]?\d+)?|inf|nan)"
 
 
@@ -135,6 +143,20 @@ def run_trial(directory: Path, config: Path, task: str, main: dict[str, Any], lo
     return f"{task}: {', '.join(found)}"
 
 
+def storage_problems(directory: Path, main: dict[str, Any], names: list[str]) -> list[str]:
+    """What the real run could not create (the check's trials write under its log folder
+    instead): the launcher's Optuna database and working folders, and the trials' run folders
+    (``runs/iterate2/`` beside benchmark.yaml's ``storage_uri``, as trial.py puts them)."""
+    argv = command(directory, main, names[0])
+    found = [("--optuna-db-path", argv[argv.index("--optuna-db-path") + 1])]
+    found += [(f"the working folder of {n}", str(directory / iterate2_workdir(n))) for n in names]
+    storage = main.get("storage_uri")
+    if isinstance(storage, str) and local_folder(storage) is not None:
+        runs = local_folder(storage).parent / TRIAL_RUNS
+        found.append((f"storage_uri's trial folders ({runs})", str(runs)))
+    return [p for key, value in found if (p := storage_problem(key, value))]
+
+
 def check_iterate2(directory: Path, log_dir: Path) -> str:
     """One trial of each task with an HPO YAML through ``iterate``, logs under `log_dir`."""
     script = directory / TRIAL_SCRIPT
@@ -147,6 +169,9 @@ def check_iterate2(directory: Path, log_dir: Path) -> str:
     main, names = task_names(directory)
     if not names:
         raise CheckFailed(f"{directory / ITERATE2_DIR} holds no HPO YAML of a benchmark task")
+    problems = storage_problems(directory, main, names)
+    if problems:
+        raise CheckFailed("; ".join(problems))
     log_dir = log_dir / "iterate2"
     log_dir.mkdir(parents=True, exist_ok=True)
     short = shortened_copy(directory / CONFIG_FILE, log_dir)
