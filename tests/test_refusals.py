@@ -366,6 +366,27 @@ def test_report_ignores_runs_of_another_backbone(project, monkeypatch):
         f"{project.backbone!r} as benchmark.yaml says: ignored"
     ]
 
+    # --repeat's seed runs record the task's model_args as params (Lightning's MLflow logger)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=str(project.out / "runs" / "hpo_repeated_exp"))
+    exp = client.create_experiment(f"{project.backbone}_repeated_exp")
+    seeds = {}
+    for seed, value, tags in ((1, 0.5, iterate_tags(project.out)), (2, 0.05, other)):
+        run = client.create_run(exp, run_name=f"smoke_{seed}", start_time=1_800_000_000_000 + seed)
+        for key in ("backbone", "decoder"):
+            client.log_param(run.info.run_id, f"model_args/{key}", tags[key])
+        client.log_metric(run.info.run_id, "test_test/loss", value)
+        client.set_terminated(run.info.run_id)
+        seeds[seed] = run.info.run_id
+    results = collect(project.out)
+    (row,) = results.tasks
+    assert row.source == "repeated" and row.cells[project.backbone].values == [0.5]
+    assert results.notes[-1] == (
+        f"{project.backbone}: seed run smoke_2 (run {seeds[2]}) trained backbone 'resnet18', not "
+        f"{project.backbone!r} as benchmark.yaml says: ignored"
+    )
+
 
 def _experiment_dir(out: Path) -> Path:
     store = out / "runs" / "hpo"

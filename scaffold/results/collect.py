@@ -11,7 +11,13 @@ and experiment. Two kinds of finished runs are read there, as terratorch-iterate
 
 A task's row uses repeated runs when any backbone has them for that task (a validation and a
 test number are never compared), else HPO results. A value that is not there is missing
-(None), never zero; a config whose experiment never ran is named in the notes.
+(None), never zero; a config whose experiment never ran is named in the notes, and a task whose
+newest run is still running is said to be. Every run is read (MLflow's search, page after
+page). Only this config's runs count: a task's HPO run is tagged with its ``backbone`` and
+``decoder`` when its search ends, a seed run records them among its params
+(``model_args/backbone``); a run that names others (another config writing to the same store
+and experiment) is named in the notes and ignored. The config's path is not recorded by
+terratorch-iterate, so it cannot be compared.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ SEARCH_PAGE = 1000  # runs per page of MLflow's search; every page is read
 # The tags terratorch-iterate sets on a task's run when its search ends, from the task's merged
 # ``terratorch_task.model_args``: a run whose tags differ trained another configuration.
 IDENTITY_TAGS = ("backbone", "decoder")
+PARAMS_PREFIX = "model_args/"  # the same, in a repeated run's params (its task's hparams)
 PLOT_DPI = 100
 PLOT_HEIGHT = 4.0  # inches
 PLOT_WIDTH_PER_TASK = 3.0
@@ -195,7 +202,14 @@ def collect(directory: Path) -> Results:
             store = f"{storage}_repeated_exp" if storage else ""
             with stores.reading(name, store):
                 repeated[name] = _repeated_cells(
-                    storage, stores.view(store), backbone.experiment, config_tasks, notes, name
+                    storage,
+                    stores.view(store),
+                    backbone.experiment,
+                    config_tasks,
+                    _identities(config),
+                    notes,
+                    name,
+                    path.name,
                 )
             if not backbone.ran and not backbone.running:
                 rel = path.relative_to(directory)
@@ -264,14 +278,16 @@ def _identities(config: dict[str, Any]) -> dict[str, dict[str, str]]:
     return found
 
 
-def _other_config(run, want: dict[str, str], config_name: str) -> str | None:
-    """How the task's run `run` is not of this config (what it recorded), else None."""
-    tags = run.data.tags
+def _other_config(
+    recorded: dict[str, str], want: dict[str, str], config_name: str, prefix: str = ""
+) -> str | None:
+    """How a run that recorded `recorded` (its tags, or its params: ``model_args/<key>`` as
+    Lightning's MLflow logger writes the task's hyperparameters) is not of this config."""
     for key, value in want.items():
-        if key not in tags:
-            return f"records no {key} (terratorch-iterate tags each task's run with it)"
-        if tags[key] != value:
-            return f"trained {key} {tags[key]!r}, not {value!r} as {config_name} says"
+        if prefix + key not in recorded:
+            return f"records no {prefix}{key} (terratorch-iterate's runs record it)"
+        if recorded[prefix + key] != value:
+            return f"trained {key} {recorded[prefix + key]!r}, not {value!r} as {config_name} says"
     return None
 
 
@@ -342,7 +358,8 @@ def _hpo_cells(
         if run.info.status != "FINISHED":
             continue
         key = f"best_{tasks[task][0]}" if task in tasks else None
-        other = _other_config(run, identities.get(task, {}), config_name) if key else None
+        want = identities.get(task, {})
+        other = _other_config(run.data.tags, want, config_name) if key else None
         if other is not None:
             if key in run.data.metrics:  # a result, not this config's
                 notes.append(f"{who}: run {run.info.run_id} of {task!r} {other}: ignored")
@@ -518,11 +535,14 @@ def _repeated_cells(
     store: str,
     experiment: str,
     tasks: dict[str, tuple[str, str]],
+    identities: dict[str, dict[str, str]],
     notes: list[str],
     who: str,
+    config_name: str,
 ) -> dict[str, Cell]:
     """Each task's finished seeds in the repeated-runs store (`store`, as read):
-    ``test_test/<metric>``; a seed whose value is not finite is left out and said in `notes`."""
+    ``test_test/<metric>``; a seed whose value is not finite is left out and said in `notes`,
+    and so is one whose recorded ``model_args`` name another backbone or decoder."""
     if not storage or storage.startswith(("http", "sqlite")):
         return {}
     if not Path(store).is_dir():
@@ -541,10 +561,16 @@ def _repeated_cells(
             continue
         if run.info.status != "FINISHED":
             continue
-        seen.add(name)
         task = match.group(1)
         key = "test_" + _test_metric(tasks[task][0])
         value = run.data.metrics.get(key)
+        want = identities.get(task, {})
+        other = _other_config(run.data.params, want, config_name, PARAMS_PREFIX)
+        if other is not None:
+            if value is not None:
+                notes.append(f"{who}: seed run {name} (run {run.info.run_id}) {other}: ignored")
+            continue
+        seen.add(name)
         if _finite(value):
             cell = cells.setdefault(task, Cell([]))
             cell.values.append(float(value))
