@@ -248,6 +248,28 @@ def test_a_metric_the_trial_does_not_print_is_not_taken_as_zero(smoke, tmp_path)
         check_iterate2(folder, tmp_path / "log")
 
 
+@pytest.mark.e2e
+def test_a_min_metric_printed_without_its_minus_sign_is_a_finding(smoke, tmp_path):
+    """trial.py hand-edited to print the loss as it is: iterate2 would maximise the loss. The
+    value Optuna stored is the printed one, so only the logged loss shows the wrong sign."""
+    out, _ = smoke
+    folder = _copy(out, tmp_path / "copy")
+    script = folder / "iterate2" / "trial.py"
+    negated = '    value = -best if direction == "min" else best\n'
+    assert negated in script.read_text()
+    script.write_text(script.read_text().replace(negated, "    value = best\n"))
+    with pytest.raises(CheckFailed) as failed:
+        check_iterate2(folder, tmp_path / "log")
+    (stored,) = stored_trial(tmp_path / "log", "smoke").values
+    losses = logged(tmp_path / "log", "smoke", "val/loss")
+    assert stored == pytest.approx(min(losses), rel=1e-6) and stored > 0  # un-negated
+    assert str(failed.value).startswith(
+        f"task smoke: the trial printed neg_val_loss: {stored!r}, but the best val/loss "
+        f"Lightning logged is {min(losses)!r}"
+    )
+    assert "a min-direction metric must be printed negated" in str(failed.value)
+
+
 def test_update_adds_iterate2_and_keeps_it_in_step(tmp_path):
     out = tmp_path / "out"
     done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--no-verify")

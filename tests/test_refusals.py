@@ -228,9 +228,36 @@ def project(tmp_path, request):
     return generate(Options(str(model), {}, name=f"{name}_bb", out=tmp_path / "out"))
 
 
-def log_hpo(out: Path, experiment: str, values: list[float], task: str = "smoke") -> list[str]:
+def iterate_tags(out: Path) -> dict[str, str]:
+    """The tags terratorch-iterate sets on a task's run when its search ends (backbone_benchmark.py:
+    the backbone and decoder of the task's merged ``terratorch_task.model_args``, ...)."""
+    config = yaml.safe_load((out / "benchmark.yaml").read_text())
+    args = config["defaults"]["terratorch_task"]["model_args"]
+    args = args | config["tasks"][0]["terratorch_task"]["model_args"]
+    return {
+        "backbone": str(args["backbone"]),
+        "decoder": str(args["decoder"]),
+        "task": "segmentation",
+        "partition_name": "default",
+        "early_stop_patience": "None",
+        "n_trials": "1",
+    }
+
+
+def log_hpo(
+    out: Path,
+    experiment: str,
+    values: list[float],
+    task: str = "smoke",
+    trials: int = 0,
+    finished: bool = True,
+    tags: dict[str, str] | None = None,
+) -> list[str]:
     """HPO results as terratorch-iterate logs them, oldest first: a top-level run per
-    benchmark, the task's run under it with ``best_val/loss``. Returns the task runs' ids."""
+    benchmark, the task's run under it (its tags and ``best_val/loss`` once the search is
+    done), and under that one run per trial (``val/loss``), started after the task's run.
+    Unless `finished`, every run is left RUNNING, as during the search: no tags, no best.
+    Returns the task runs' ids."""
     from mlflow.tracking import MlflowClient
 
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
@@ -238,15 +265,29 @@ def log_hpo(out: Path, experiment: str, values: list[float], task: str = "smoke"
     found = client.get_experiment_by_name(experiment)
     exp = found.experiment_id if found else client.create_experiment(experiment)
     ids = []
-    for i, value in enumerate(values):
-        start = 1_700_000_000_000 + 1000 * i
+    earlier = len(client.search_runs([exp]))  # each call's runs start after the last call's
+    for i, value in enumerate(values, earlier):
+        start = 1_700_000_000_000 + 100_000 * i
         top = client.create_run(exp, run_name="benchmark", start_time=start)
         child = client.create_run(
             exp, run_name=task, start_time=start + 1, tags={"mlflow.parentRunId": top.info.run_id}
         )
-        client.log_metric(child.info.run_id, "best_val/loss", value)
-        client.set_terminated(child.info.run_id)
-        client.set_terminated(top.info.run_id)
+        for t in range(trials):
+            trial = client.create_run(
+                exp,
+                run_name=f"{task}_{t}",
+                start_time=start + 2 + t,
+                tags={"mlflow.parentRunId": child.info.run_id},
+            )
+            client.log_metric(trial.info.run_id, "val/loss", value + t)
+            if finished or t < trials - 1:  # the last trial is still training
+                client.set_terminated(trial.info.run_id)
+        if finished:
+            for key, tag in (iterate_tags(out) if tags is None else tags).items():
+                client.set_tag(child.info.run_id, key, tag)
+            client.log_metric(child.info.run_id, "best_val/loss", value)
+            client.set_terminated(child.info.run_id)
+            client.set_terminated(top.info.run_id)
         ids.append(child.info.run_id)
     return ids
 
@@ -278,6 +319,73 @@ def test_report_says_that_a_single_run_produced_nan(project, monkeypatch):
     results = collect(project.out)
     assert smoke_value(results) is None
     assert len(results.notes) == 1 and "produced best_val/loss = nan" in results.notes[0]
+
+
+def test_report_reads_every_page_of_runs(project, monkeypatch):
+    """More runs than one page of MLflow's search: the benchmark's top-level run, oldest,
+    is on the last page, and its task's result still counts."""
+    import scaffold.results.collect
+    from scaffold.results.collect import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setattr(scaffold.results.collect, "SEARCH_PAGE", 3)
+    log_hpo(project.out, project.backbone, [0.4], trials=5)  # 7 runs: 3 pages
+    results = collect(project.out)
+    assert results.notes == []
+    assert results.backbones[0].ran
+    assert smoke_value(results) == pytest.approx(0.4)
+
+
+def test_report_says_still_running_for_running_runs(project, monkeypatch):
+    from scaffold.results.collect import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    (task_run,) = log_hpo(project.out, project.backbone, [0.4], trials=2, finished=False)
+    results = collect(project.out)
+    assert smoke_value(results) is None
+    assert results.notes == [
+        f"{project.backbone}: task 'smoke' is still running (run {task_run}); no result yet"
+    ]
+    report = results.to_dict()
+    assert report["not_run"] == [] and report["running"] == ["benchmark.yaml"]
+
+
+def test_report_ignores_runs_of_another_backbone(project, monkeypatch):
+    """Another session wrote to the same store and experiment with another backbone: its
+    newer, better run is not this output's result."""
+    from scaffold.results.collect import collect
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    log_hpo(project.out, project.backbone, [0.4])
+    other = iterate_tags(project.out) | {"backbone": "resnet18"}
+    (theirs,) = log_hpo(project.out, project.backbone, [0.1], tags=other)
+    results = collect(project.out)
+    assert smoke_value(results) == pytest.approx(0.4)
+    assert results.notes == [
+        f"{project.backbone}: run {theirs} of 'smoke' trained backbone 'resnet18', not "
+        f"{project.backbone!r} as benchmark.yaml says: ignored"
+    ]
+
+    # --repeat's seed runs record the task's model_args as params (Lightning's MLflow logger)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=str(project.out / "runs" / "hpo_repeated_exp"))
+    exp = client.create_experiment(f"{project.backbone}_repeated_exp")
+    seeds = {}
+    for seed, value, tags in ((1, 0.5, iterate_tags(project.out)), (2, 0.05, other)):
+        run = client.create_run(exp, run_name=f"smoke_{seed}", start_time=1_800_000_000_000 + seed)
+        for key in ("backbone", "decoder"):
+            client.log_param(run.info.run_id, f"model_args/{key}", tags[key])
+        client.log_metric(run.info.run_id, "test_test/loss", value)
+        client.set_terminated(run.info.run_id)
+        seeds[seed] = run.info.run_id
+    results = collect(project.out)
+    (row,) = results.tasks
+    assert row.source == "repeated" and row.cells[project.backbone].values == [0.5]
+    assert results.notes[-1] == (
+        f"{project.backbone}: seed run smoke_2 (run {seeds[2]}) trained backbone 'resnet18', not "
+        f"{project.backbone!r} as benchmark.yaml says: ignored"
+    )
 
 
 def _experiment_dir(out: Path) -> Path:

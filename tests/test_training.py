@@ -99,7 +99,11 @@ def test_trainable_check_names_a_layer_the_forward_never_uses(tmp_path):
         True,
         "all 52 trainable tensors get a gradient on a 4x4x64x64 batch of the task",
     )
-    assert found["fit configs"] == (True, "terratorch fit parses and builds fit/smoke.yaml")
+    assert found["fit configs"] == (
+        True,
+        "terratorch fit parses and builds fit/smoke.yaml; one training batch of each task's "
+        "data runs through its model",
+    )
 
     backbone_py = result.package / "backbone.py"
     source = backbone_py.read_text()

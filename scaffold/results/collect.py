@@ -11,7 +11,13 @@ and experiment. Two kinds of finished runs are read there, as terratorch-iterate
 
 A task's row uses repeated runs when any backbone has them for that task (a validation and a
 test number are never compared), else HPO results. A value that is not there is missing
-(None), never zero; a config whose experiment never ran is named in the notes.
+(None), never zero; a config whose experiment never ran is named in the notes, and a task whose
+newest run is still running is said to be. Every run is read (MLflow's search, page after
+page). Only this config's runs count: a task's HPO run is tagged with its ``backbone`` and
+``decoder`` when its search ends, a seed run records them among its params
+(``model_args/backbone``); a run that names others (another config writing to the same store
+and experiment) is named in the notes and ignored. The config's path is not recorded by
+terratorch-iterate, so it cannot be compared.
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ from scaffold.write.state import read_state
 REPEATED = "repeated"
 HPO = "hpo"
 IQM_MIN_SEEDS = 5  # fewer seeds than this make an interquartile mean meaningless
+SEARCH_PAGE = 1000  # runs per page of MLflow's search; every page is read
+# The tags terratorch-iterate sets on a task's run when its search ends, from the task's merged
+# ``terratorch_task.model_args``: a run whose tags differ trained another configuration.
+IDENTITY_TAGS = ("backbone", "decoder")
+PARAMS_PREFIX = "model_args/"  # the same, in a repeated run's params (its task's hparams)
 PLOT_DPI = 100
 PLOT_HEIGHT = 4.0  # inches
 PLOT_WIDTH_PER_TASK = 3.0
@@ -78,6 +89,7 @@ class Backbone:
     config: Path
     baseline: bool
     ran: bool = False  # the experiment exists in the store with a finished run
+    running: bool = False  # a task's newest run is still running
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +98,7 @@ class Backbone:
             "config": str(self.config),
             "baseline": self.baseline,
             "ran": self.ran,
+            "running": self.running,
         }
 
 
@@ -130,7 +143,8 @@ class Results:
             "directory": str(self.directory),
             "backbones": [b.to_dict() for b in self.backbones],
             "tasks": [t.to_dict() for t in self.tasks],
-            "not_run": [b.config.name for b in self.backbones if not b.ran],
+            "not_run": [b.config.name for b in self.backbones if not b.ran and not b.running],
+            "running": [b.config.name for b in self.backbones if b.running],
             "notes": self.notes,
         }
 
@@ -172,15 +186,32 @@ def collect(directory: Path) -> Results:
                 tasks.setdefault(task, spec)
             storage = str(config.get("storage_uri") or "")
             with stores.reading(name, storage):
-                hpo[name], backbone.ran = _hpo_cells(
-                    stores.view(storage), backbone.experiment, config_tasks, notes, name
+                hpo[name], backbone.ran, running = _hpo_cells(
+                    stores.view(storage),
+                    backbone.experiment,
+                    config_tasks,
+                    _identities(config),
+                    notes,
+                    name,
+                    path.name,
                 )
+            backbone.running = bool(running)
+            for task, run_id in running.items():
+                shown = "the table shows its last finished run" if backbone.ran else "no result yet"
+                notes.append(f"{name}: task {task!r} is still running (run {run_id}); {shown}")
             store = f"{storage}_repeated_exp" if storage else ""
             with stores.reading(name, store):
                 repeated[name] = _repeated_cells(
-                    storage, stores.view(store), backbone.experiment, config_tasks, notes, name
+                    storage,
+                    stores.view(store),
+                    backbone.experiment,
+                    config_tasks,
+                    _identities(config),
+                    notes,
+                    name,
+                    path.name,
                 )
-            if not backbone.ran:
+            if not backbone.ran and not backbone.running:
                 rel = path.relative_to(directory)
                 notes.append(
                     f"{name}: experiment {backbone.experiment!r} never ran; run "
@@ -234,6 +265,49 @@ def _tasks_of(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _identities(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Each task's IDENTITY_TAGS as terratorch-iterate records them for this config: the
+    task's ``model_args`` over the defaults'."""
+    defaults = ((config.get("defaults") or {}).get("terratorch_task") or {}).get("model_args")
+    found = {}
+    for task in config.get("tasks") or []:
+        if isinstance(task, dict) and task.get("name"):
+            own = (task.get("terratorch_task") or {}).get("model_args")
+            args = {**(defaults or {}), **(own or {})}
+            found[str(task["name"])] = {k: str(args[k]) for k in IDENTITY_TAGS if k in args}
+    return found
+
+
+def _other_config(
+    recorded: dict[str, str], want: dict[str, str], config_name: str, prefix: str = ""
+) -> str | None:
+    """How a run that recorded `recorded` (its tags, or its params: ``model_args/<key>`` as
+    Lightning's MLflow logger writes the task's hyperparameters) is not of this config."""
+    for key, value in want.items():
+        if prefix + key not in recorded:
+            return f"records no {prefix}{key} (terratorch-iterate's runs record it)"
+        if recorded[prefix + key] != value:
+            return f"trained {key} {recorded[prefix + key]!r}, not {value!r} as {config_name} says"
+    return None
+
+
+def _all_runs(client, experiment_id: str) -> list:
+    """Every run of the experiment, newest first: MLflow's search gives a page at a time."""
+    runs: list = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            order_by=["attributes.start_time DESC"],
+            max_results=SEARCH_PAGE,
+            page_token=token,
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def _client(storage: str):
     from mlflow.tracking import MlflowClient
 
@@ -248,35 +322,52 @@ def _hpo_cells(
     storage: str,
     experiment: str,
     tasks: dict[str, tuple[str, str]],
+    identities: dict[str, dict[str, str]],
     notes: list[str],
     who: str,
-) -> tuple[dict[str, Cell], bool]:
-    """Each task's newest finished HPO run under a top-level run: ``best_<metric>``. A newest
-    run whose value is not finite is said in `notes` (for the backbone `who`), and no older
-    run stands in for it."""
+    config_name: str,
+) -> tuple[dict[str, Cell], bool, dict[str, str]]:
+    """Each task's newest finished HPO run under a top-level run: ``best_<metric>``; whether
+    any run of this config finished; the tasks whose newest run is still running (-> its id).
+    A newest run whose value is not finite is said in `notes` (for the backbone `who`), and no
+    older run stands in for it. A run whose tags name another backbone or decoder than the
+    task's in `identities` (another config sharing the store and experiment) is ignored, and
+    said."""
     if not storage or (not storage.startswith(("http", "sqlite")) and not Path(storage).is_dir()):
-        return {}, False
+        return {}, False, {}
     client = _client(storage)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        return {}, False
-    runs = client.search_runs(
-        [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=5000
-    )
+        return {}, False, {}
+    runs = _all_runs(client, found.experiment_id)
     tops = {r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags}
     cells: dict[str, Cell] = {}
     seen: set[str] = set()
+    newest: set[str] = set()  # tasks whose newest run was met
+    running: dict[str, str] = {}
     ran = False
     for run in runs:  # newest first
         if run.data.tags.get("mlflow.parentRunId") not in tops:
             continue
+        task = run.info.run_name
+        if run.info.status == "RUNNING":  # tagged only when its search ends: not checkable yet
+            if task in tasks and task not in newest:
+                running[task] = run.info.run_id
+            newest.add(task)
+            continue
         if run.info.status != "FINISHED":
             continue
+        key = f"best_{tasks[task][0]}" if task in tasks else None
+        want = identities.get(task, {})
+        other = _other_config(run.data.tags, want, config_name) if key else None
+        if other is not None:
+            if key in run.data.metrics:  # a result, not this config's
+                notes.append(f"{who}: run {run.info.run_id} of {task!r} {other}: ignored")
+            continue
         ran = True
-        task = run.info.run_name
+        newest.add(task)
         if task not in tasks or task in seen:
             continue
-        key = f"best_{tasks[task][0]}"
         value = run.data.metrics.get(key)
         if value is None:
             continue  # no result in this run: an older one may have one
@@ -288,7 +379,7 @@ def _hpo_cells(
                 f"{who}: the newest run of {task!r} (run {run.info.run_id}) produced "
                 f"{key} = {value}; shown as missing"
             )
-    return cells, ran
+    return cells, ran, running
 
 
 class Stores:
@@ -444,11 +535,14 @@ def _repeated_cells(
     store: str,
     experiment: str,
     tasks: dict[str, tuple[str, str]],
+    identities: dict[str, dict[str, str]],
     notes: list[str],
     who: str,
+    config_name: str,
 ) -> dict[str, Cell]:
     """Each task's finished seeds in the repeated-runs store (`store`, as read):
-    ``test_test/<metric>``; a seed whose value is not finite is left out and said in `notes`."""
+    ``test_test/<metric>``; a seed whose value is not finite is left out and said in `notes`,
+    and so is one whose recorded ``model_args`` name another backbone or decoder."""
     if not storage or storage.startswith(("http", "sqlite")):
         return {}
     if not Path(store).is_dir():
@@ -457,9 +551,7 @@ def _repeated_cells(
     found = client.get_experiment_by_name(f"{experiment}_repeated_exp")
     if found is None:
         return {}
-    runs = client.search_runs(
-        [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=5000
-    )
+    runs = _all_runs(client, found.experiment_id)
     cells: dict[str, Cell] = {}
     seen: set[str] = set()
     for run in runs:  # newest first: a seed run again replaces the older one
@@ -469,10 +561,16 @@ def _repeated_cells(
             continue
         if run.info.status != "FINISHED":
             continue
-        seen.add(name)
         task = match.group(1)
         key = "test_" + _test_metric(tasks[task][0])
         value = run.data.metrics.get(key)
+        want = identities.get(task, {})
+        other = _other_config(run.data.params, want, config_name, PARAMS_PREFIX)
+        if other is not None:
+            if value is not None:
+                notes.append(f"{who}: seed run {name} (run {run.info.run_id}) {other}: ignored")
+            continue
+        seen.add(name)
         if _finite(value):
             cell = cells.setdefault(task, Cell([]))
             cell.values.append(float(value))

@@ -24,6 +24,7 @@ import yaml
 
 from scaffold.errors import one_line
 from scaffold.verify.shorten import overridden_problems, shortened_copy
+from scaffold.verify.storage import storage_problem
 from scaffold.verify.types import CheckFailed
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
@@ -71,6 +72,8 @@ def _check_overridden(config: Path) -> None:
     except (OSError, yaml.YAMLError):
         return  # the run itself reports the unreadable config
     problems = overridden_problems(cfg)
+    if isinstance(cfg, dict):  # the real run's MLflow store and Optuna folder beside it
+        problems += [p for p in [storage_problem("storage_uri", cfg.get("storage_uri"))] if p]
     if problems:
         raise CheckFailed(
             f"{config.name}: {'; '.join(problems)}; the verifying run's shortened copy replaces "

@@ -11,6 +11,7 @@ failed trial, a missing metric line (iterate2's silent 0.0) or a different value
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
@@ -24,9 +25,17 @@ import yaml
 from scaffold.render.dump import dump
 from scaffold.render.iterate2 import LAUNCHER_VARIABLE, command, task_names
 from scaffold.verify.shorten import shortened_copy
+from scaffold.verify.storage import local_folder, storage_problem
 from scaffold.verify.types import CheckFailed
-from scaffold.write.names import CONFIG_FILE, ITERATE2_DIR, TRIAL_SCRIPT, hpo_config_file
+from scaffold.write.names import (
+    CONFIG_FILE,
+    ITERATE2_DIR,
+    TRIAL_SCRIPT,
+    hpo_config_file,
+    iterate2_workdir,
+)
 
+TRIAL_RUNS = "iterate2"  # trial.py's run_folder: <parent of storage_uri>/iterate2/<task>/...
 NUMBER = r"[-+]?(?:\d*\.?\d+(?:[eE][-+]?\d+)?|inf|nan)"
 
 
@@ -132,7 +141,64 @@ def run_trial(directory: Path, config: Path, task: str, main: dict[str, Any], lo
         found.append(f"{metric} = {stored:.4g}")
     if len(found) != len(hpo["metrics"]):
         raise CheckFailed(f"task {task}: iterate2 stored {trial.values!r} for {hpo['metrics']}")
+    _check_sign(task, main, str(hpo["metrics"][0]), trial.values[0], err)
     return f"{task}: {', '.join(found)}"
+
+
+def _check_sign(task: str, main: dict[str, Any], name: str, printed: float, err: Path) -> None:
+    """iterate2 maximises what the trial printed: the task's metric as Lightning logged it at
+    its best epoch, negated for a min-direction task. Checked against the trial's own log (the
+    CSV in the folder its stderr names), since what Optuna stored is only what it printed."""
+    spec = next((t for t in main.get("tasks") or [] if str(t.get("name")) == task), {})
+    metric = str(spec.get("metric", "val/loss"))
+    direction = str(spec.get("direction", "max"))
+    logged = logged_values(err, metric)
+    if not logged:
+        raise CheckFailed(
+            f"task {task}: found no {metric} that the trial logged (Lightning's metrics.csv in the "
+            f"folder its stderr names, {err}), so the sign of the printed {name} is unchecked"
+        )
+    best = min(logged) if direction == "min" else max(logged)
+    want = -best if direction == "min" else best
+    if not math.isclose(printed, want, rel_tol=1e-6, abs_tol=1e-9):
+        how = "negated" if direction == "min" else "as logged"
+        raise CheckFailed(
+            f"task {task}: the trial printed {name}: {printed!r}, but the best {metric} "
+            f"Lightning logged is {best!r}; iterate2 maximises, so a {direction}-direction "
+            f"metric must be printed {how} ({want!r})"
+        )
+
+
+def logged_values(err: Path, metric: str) -> list[float]:
+    """`metric` in each row of the CSV logs under the folder the trial names on stderr
+    (``...; logs in FOLDER``)."""
+    text = err.read_text(errors="replace") if err.is_file() else ""
+    folders = re.findall(r"; logs in (.+)$", text, re.MULTILINE)
+    if not folders:
+        return []
+    values = []
+    for path in sorted(Path(folders[-1].strip()).glob("**/metrics.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    values.append(float(row.get(metric) or "nan"))
+                except ValueError:
+                    continue
+    return [v for v in values if not math.isnan(v)]
+
+
+def storage_problems(directory: Path, main: dict[str, Any], names: list[str]) -> list[str]:
+    """What the real run could not create (the check's trials write under its log folder
+    instead): the launcher's Optuna database and working folders, and the trials' run folders
+    (``runs/iterate2/`` beside benchmark.yaml's ``storage_uri``, as trial.py puts them)."""
+    argv = command(directory, main, names[0])
+    found = [("--optuna-db-path", argv[argv.index("--optuna-db-path") + 1])]
+    found += [(f"the working folder of {n}", str(directory / iterate2_workdir(n))) for n in names]
+    storage = main.get("storage_uri")
+    if isinstance(storage, str) and local_folder(storage) is not None:
+        runs = local_folder(storage).parent / TRIAL_RUNS
+        found.append((f"storage_uri's trial folders ({runs})", str(runs)))
+    return [p for key, value in found if (p := storage_problem(key, value))]
 
 
 def check_iterate2(directory: Path, log_dir: Path) -> str:
@@ -147,6 +213,9 @@ def check_iterate2(directory: Path, log_dir: Path) -> str:
     main, names = task_names(directory)
     if not names:
         raise CheckFailed(f"{directory / ITERATE2_DIR} holds no HPO YAML of a benchmark task")
+    problems = storage_problems(directory, main, names)
+    if problems:
+        raise CheckFailed("; ".join(problems))
     log_dir = log_dir / "iterate2"
     log_dir.mkdir(parents=True, exist_ok=True)
     short = shortened_copy(directory / CONFIG_FILE, log_dir)

@@ -10,8 +10,9 @@
    ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
 3. ``factory``: the config's factory builds the task's model; forward and backward run;
    ``trainable``: on a real batch of the task, every trainable parameter gets a gradient (what
-   Lightning's DDP needs); ``fit configs``: TerraTorch's CLI parses each ``fit/<task>.yaml`` and
-   builds what it names;
+   Lightning's DDP needs); ``fit configs``: each ``fit/<task>.yaml`` as ``terratorch fit``
+   meets it: its settings and paths, TerraTorch's CLI builds what it names, and one training
+   batch of its data goes through the task's model (``fit.py``);
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
    ``band weights`` (with ``--weights`` and ``--bands``): each task's first layer holds the

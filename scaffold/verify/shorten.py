@@ -102,7 +102,7 @@ def overridden_problems(cfg: Any) -> list[str]:
     defaults = cfg.get("defaults")
     trainer = defaults.get("trainer_args") if isinstance(defaults, dict) else None
     if isinstance(trainer, dict):
-        problems += _trainer_problems(trainer)
+        problems += trainer_problems(trainer, "defaults.trainer_args")
     for i, task in enumerate(cfg.get("tasks") or []):
         args = (task.get("datamodule") or {}).get("init_args") if isinstance(task, dict) else None
         if isinstance(args, dict) and "num_workers" in args:
@@ -119,11 +119,16 @@ def overridden_problems(cfg: Any) -> list[str]:
 NO_BATCH = {"limit_train_batches": "train", "limit_val_batches": "validate"}
 
 
-def _trainer_problems(trainer: dict[str, Any]) -> list[str]:
-    where = "defaults.trainer_args"
+def trainer_problems(trainer: dict[str, Any], where: str, iterate: bool = True) -> list[str]:
+    """What Lightning's Trainer would refuse, or do nothing with, among `trainer`'s epochs and
+    batch limits (the mapping at `where`). `iterate`: terratorch-iterate's rules too (it
+    requires ``max_epochs``; `terratorch fit` leaves it to Lightning's default)."""
     problems = []
     if "max_epochs" not in trainer:
-        problems.append(f"{where}.max_epochs: missing: terratorch-iterate requires it ({FAILS})")
+        if iterate:
+            problems.append(
+                f"{where}.max_epochs: missing: terratorch-iterate requires it ({FAILS})"
+            )
     else:
         epochs = trainer["max_epochs"]
         number = isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
