@@ -202,7 +202,12 @@ def inspect(
     band_names = parse_bands(bands) if bands is not None else ()
 
     # Nothing else is imported in this process: the model's module is imported alone.
-    with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"), parents_deferred():
+    with (
+        _stdout_kept_for_json(as_json),
+        _on_interrupt("nothing was written"),
+        err().status(f"analysing {target}"),
+        parents_deferred(),
+    ):
         spec = analyse(target, args, shape, forward_args, image_arg)
     if as_json:
         _print_json(spec.to_dict() | ({"bands": list(band_names)} if bands is not None else {}))
@@ -436,7 +441,11 @@ def report(
     from scaffold.console import results_table
     from scaffold.results.collect import collect, plot_results
 
-    with _stdout_kept_for_json(as_json), err().status("reading the runs"):
+    with (
+        _stdout_kept_for_json(as_json),
+        _on_interrupt("nothing was written"),
+        err().status("reading the runs"),
+    ):
         results = collect(directory)
         if plot is not None:
             plot_results(results, plot)
@@ -503,11 +512,12 @@ def _stdout_kept_for_json(as_json: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _on_interrupt(said: str) -> Iterator[None]:
-    """Ctrl-C: one line saying what was completed (`said`, or the exception's own), exit 130."""
+    """Ctrl-C or SIGTERM: one line saying what was completed (the exception's own message when
+    it has one, else `said`: a bare Ctrl-C has none), exit 130."""
     try:
         yield
     except KeyboardInterrupt as exc:
-        err().print(f"interrupted: {exc or said}", markup=False, highlight=False)
+        err().print(f"interrupted: {str(exc) or said}", markup=False, highlight=False)
         raise typer.Exit(130) from None
 
 
