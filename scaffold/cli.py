@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -521,7 +522,25 @@ def _on_interrupt(said: str) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM (kill, a scheduler's time limit) stops scaffold as Ctrl-C does: the same cleanup
+    # (the processes it started end, an update's writes finish), the same line, exit 130.
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (scaffold called from a thread of a program)
+        previous = None
+    try:
+        _main_guarded()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_guarded() -> None:
     try:
         app()
     except ScaffoldError as exc:

@@ -265,16 +265,18 @@ def test_sigterm_during_the_iterate2_check_leaves_no_process_behind(tmp_path):
                 break
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
-    out, err = waited(process, [])
+    try:
+        out, err = waited(process, [])
+        time.sleep(1)  # an orphan would still be running now
+        alive = []
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(" ".join(child.cmdline()))
+    finally:
+        for child in children:  # never left to the next test
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    assert alive == []
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted: verification stopped; run it again"
-    time.sleep(1)  # an orphan would still be running now
-    alive = []
-    for child in children:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(" ".join(child.cmdline()))
-    for child in children:  # never leave them to the next test
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    assert alive == []
