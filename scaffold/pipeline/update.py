@@ -160,60 +160,9 @@ def update_dir(
 
     out = Path(directory).resolve()
     read_state(out)  # refuses a folder scaffold did not make
-    with locked(out):
+    with locked(out):  # an update killed half way is rolled back first
         rolled_back = _roll_back_interrupted(out, dry_run, progress)
-        result = _update_dir_locked(
-            out,
-            read_state(out),
-            dry_run,
-            progress,
-            data,
-            model,
-            ray,
-            baselines,
-            forward_args,
-            image_arg,
-            drop_data,
-            geobench,
-            partition,
-            bands,
-            iterate2,
-        )
-        result.rolled_back = rolled_back
-        return result
-
-
-def _roll_back_interrupted(out: Path, dry_run: bool, progress) -> RolledBack | None:
-    """An update killed half way left its journal: roll it back first (a dry run refuses)."""
-    if dry_run and journal_path(out).is_file():
-        raise ScaffoldError(
-            f"{out}: an earlier update was interrupted while writing ({journal_path(out)} is "
-            f"its journal); run `scaffold update {shlex.quote(str(out))}` (or verify) to roll it "
-            "back first: a dry run changes nothing"
-        )
-    done = roll_back(out)
-    if done is not None:
-        say_rolled_back(progress, done)
-    return done
-
-
-def _update_dir_locked(
-    out: Path,
-    state: State,
-    dry_run: bool,
-    progress,
-    data: tuple[str, ...],
-    model: str | None,
-    ray: bool | None,
-    baselines: tuple[str, ...],
-    forward_args: dict[str, Any] | None,
-    image_arg: str | None,
-    drop_data: tuple[str, ...],
-    geobench: str | None,
-    partition: str | None,
-    bands: tuple[str, ...] | None,
-    iterate2: bool | None,
-) -> UpdateResult:
+    state = read_state(out)
     if geobench is not None or partition is not None or bands is not None:
         options = dataclasses.replace(
             state.options,
@@ -236,21 +185,37 @@ def _update_dir_locked(
         check_names(added, own=state.options.name)
         options = dataclasses.replace(state.options, baselines=state.options.baselines + added)
         state = dataclasses.replace(state, options=options)
-    result = UpdateResult(
-        out=out,
-        backbone=state.options.name or "",
-        benchmark_config=out / "benchmark.yaml",
-        input_shape=tuple(state.spec.input_shape),
-    )
-    _remove_leftovers(out, state, dry_run, progress)
-    result.unresolved = files_with_markers(out, state.files)
-    if result.unresolved:  # merging over markers would bury them: resolve first
-        return result
-    options = dataclasses.replace(
-        state.options, data=_data_folders(out, state.options.data, drop_data, data)
-    )
-    state = dataclasses.replace(state, options=options)
-    return _update_locked(out, state, result, dry_run, progress, model, ray, iterate2)
+    with locked(out):
+        result = UpdateResult(
+            out=out,
+            backbone=state.options.name or "",
+            benchmark_config=out / "benchmark.yaml",
+            input_shape=tuple(state.spec.input_shape),
+            rolled_back=rolled_back,
+        )
+        _remove_leftovers(out, state, dry_run, progress)
+        result.unresolved = files_with_markers(out, state.files)
+        if result.unresolved:  # merging over markers would bury them: resolve first
+            return result
+        options = dataclasses.replace(
+            state.options, data=_data_folders(out, state.options.data, drop_data, data)
+        )
+        state = dataclasses.replace(state, options=options)
+        return _update_locked(out, state, result, dry_run, progress, model, ray, iterate2)
+
+
+def _roll_back_interrupted(out: Path, dry_run: bool, progress) -> RolledBack | None:
+    """An update killed half way left its journal: roll it back first (a dry run refuses)."""
+    if dry_run and journal_path(out).is_file():
+        raise ScaffoldError(
+            f"{out}: an earlier update was interrupted while writing ({journal_path(out)} is "
+            f"its journal); run `scaffold update {shlex.quote(str(out))}` (or verify) to roll it "
+            "back first: a dry run changes nothing"
+        )
+    done = roll_back(out)
+    if done is not None:
+        say_rolled_back(progress, done)
+    return done
 
 
 def _update_locked(
