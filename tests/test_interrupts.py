@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from scaffold.errors import ScaffoldError
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.pipeline.update import update_dir
 from scaffold.verify.checks import Context
@@ -280,3 +281,33 @@ def test_sigterm_during_the_iterate2_check_leaves_no_process_behind(tmp_path):
     assert alive == []
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted: verification stopped; run it again"
+
+
+def test_a_write_that_fails_half_way_is_undone_at_once(killable, monkeypatch):
+    import errno
+
+    import scaffold.pipeline.update as update
+
+    def files(out: Path) -> dict[str, bytes]:
+        found = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        found.pop(".scaffold/lock", None)
+        return found
+
+    model, result = killable
+    before = files(result.out)
+    set_bands(model, 5)  # the data, benchmark.yaml, fit/ and the package change
+    real = update.write_atomic
+
+    def full_disk(path, content):
+        if path.name == "backbone.py":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, content)
+
+    monkeypatch.setattr(update, "write_atomic", full_disk)
+    with pytest.raises(ScaffoldError) as refused:
+        update_dir(result.out)
+    assert str(refused.value) == (
+        f"{result.out}: cannot write there (No space left on device); what was written is undone"
+    )
+    assert files(result.out) == before  # data/ and benchmark.yaml included, no journal
+    assert bands_of(result.out) == {"train": {4}, "val": {4}, "test": {4}}
