@@ -206,7 +206,8 @@ def _interrupts_passed_on() -> Iterator[None]:
 
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(signum) != signal.SIG_IGN:  # an ignored one stays ignored
+            # An ignored one stays ignored (None: a handler not set from Python, left alone).
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
                 previous[signum] = signal.signal(signum, recorded)
     except ValueError:  # not the main thread: signals are not handled here
         yield
