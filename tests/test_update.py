@@ -73,6 +73,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
         "import",
         "features",
         "determinism",
+        "data",
         "factory",
         "trainable",
         "fit configs",
