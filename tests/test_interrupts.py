@@ -311,3 +311,24 @@ def test_a_write_that_fails_half_way_is_undone_at_once(killable, monkeypatch):
     )
     assert files(result.out) == before  # data/ and benchmark.yaml included, no journal
     assert bands_of(result.out) == {"train": {4}, "val": {4}, "test": {4}}
+
+
+def test_a_dry_run_over_an_interrupted_update_changes_nothing_and_says_what_to_run(killable):
+    from scaffold.write import journal
+
+    _, result = killable
+    out = result.out
+    yaml_file = out / "benchmark.yaml"
+    old = yaml_file.read_bytes()
+    journal.begin(out, {"benchmark.yaml": (old, old + b"# new\n")}, None)
+    yaml_file.write_bytes(old + b"# new\n")  # what the interrupted update wrote
+    done = run_cli("update", str(out), "--dry-run")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: {out}: an earlier update was interrupted while writing "
+        f"({out}/.scaffold/journal.json is its journal); run `scaffold update {out}` (or "
+        "verify) to roll it back first: a dry run changes nothing"
+    )
+    assert yaml_file.read_bytes() == old + b"# new\n"
+    update_dir(out)  # the real run rolls it back
+    assert yaml_file.read_bytes() == old and not journal.journal_path(out).exists()
