@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,7 +203,12 @@ def inspect(
     band_names = parse_bands(bands) if bands is not None else ()
 
     # Nothing else is imported in this process: the model's module is imported alone.
-    with _stdout_kept_for_json(as_json), err().status(f"analysing {target}"), parents_deferred():
+    with (
+        _stdout_kept_for_json(as_json),
+        _on_interrupt("nothing was written"),
+        err().status(f"analysing {target}"),
+        parents_deferred(),
+    ):
         spec = analyse(target, args, shape, forward_args, image_arg)
     if as_json:
         _print_json(spec.to_dict() | ({"bands": list(band_names)} if bands is not None else {}))
@@ -436,7 +442,11 @@ def report(
     from scaffold.console import results_table
     from scaffold.results.collect import collect, plot_results
 
-    with _stdout_kept_for_json(as_json), err().status("reading the runs"):
+    with (
+        _stdout_kept_for_json(as_json),
+        _on_interrupt("nothing was written"),
+        err().status("reading the runs"),
+    ):
         results = collect(directory)
         if plot is not None:
             plot_results(results, plot)
@@ -503,15 +513,34 @@ def _stdout_kept_for_json(as_json: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _on_interrupt(said: str) -> Iterator[None]:
-    """Ctrl-C: one line saying what was completed (`said`, or the exception's own), exit 130."""
+    """Ctrl-C or SIGTERM: one line saying what was completed (the exception's own message when
+    it has one, else `said`: a bare Ctrl-C has none), exit 130."""
     try:
         yield
     except KeyboardInterrupt as exc:
-        err().print(f"interrupted: {exc or said}", markup=False, highlight=False)
+        err().print(f"interrupted: {str(exc) or said}", markup=False, highlight=False)
         raise typer.Exit(130) from None
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM (kill, a scheduler's time limit) stops scaffold as Ctrl-C does: the same cleanup
+    # (the processes it started end, an update's writes finish), the same line, exit 130.
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (scaffold called from a thread of a program)
+        previous = None
+    try:
+        _main_guarded()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_guarded() -> None:
     try:
         app()
     except ScaffoldError as exc:

@@ -231,6 +231,7 @@ def test_dict_input_model_end_to_end_and_update_repeats_the_options(tmp_path):
         "features",
         "determinism",
         "forward args",
+        "data",
         "factory",
         "trainable",
         "fit configs",

@@ -11,9 +11,11 @@ scaffold wrote there are replaced, and every other file in ``data/`` is left alo
 A folder that was moved or copied is re-pointed at its new place; ``model`` re-points a model
 file that moved.
 
-The new contents are computed in full before anything is written; the writes then replace each
-file atomically (write beside it, ``os.replace``), with Ctrl-C held back until they are done, and
-the state is written last.
+The new contents are computed in full before anything is written (the new smoke data beside
+``data/``); a journal of the writes is written next (scaffold/write/journal.py); the writes then
+replace each file atomically (write beside it, ``os.replace``), with Ctrl-C and SIGTERM held back
+until they are done, and the state is written last, then the journal goes. An update killed in
+between is rolled back by the next `update` (or `verify`), never merged as if it were a hand edit.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from scaffold.render.smoke import SMOKE_FILE
 from scaffold.resolve.naming import absolute_target
 from scaffold.results.baselines import summary
 from scaffold.verify.folder import files_with_markers
+from scaffold.write import journal
 from scaffold.write.folder import say_older_temps, say_removed
+from scaffold.write.journal import DataSwap, RolledBack, journal_path, roll_back, say_rolled_back
 from scaffold.write.merge import (
     UNTOUCHED,
     WRITTEN,
@@ -57,7 +61,9 @@ from scaffold.write.names import (
     CONFIG_FILE,
     DATA_DIR,
     DATA_NEW,
+    DATA_OLD,
     FIT_DIR,
+    JOURNAL_FILE,
     PRISTINE_DIR,
     STATE_DIR,
     STATE_FILE,
@@ -90,6 +96,8 @@ class UpdateResult:
     baselines: tuple[str, ...] = ()
     # How the re-analysis differs from the recorded one (said even when no file changes).
     analysis: list[str] = field(default_factory=list)
+    # An earlier update that was killed half way, rolled back before this one.
+    rolled_back: RolledBack | None = None
 
     @property
     def changes(self) -> list[tuple[str, str]]:
@@ -119,6 +127,7 @@ class UpdateResult:
             "data_kept": [str(self.out / rel) for rel in self.data_kept],
             "baselines": summary(self.out, self.baselines),
             "analysis_changes": list(self.analysis),
+            "rolled_back": dataclasses.asdict(self.rolled_back) if self.rolled_back else None,
             **iterate2_summary(self.out),
         }
 
@@ -150,6 +159,9 @@ def update_dir(
     (None: as recorded)."""
 
     out = Path(directory).resolve()
+    read_state(out)  # refuses a folder scaffold did not make
+    with locked(out):  # an update killed half way is rolled back first
+        rolled_back = _roll_back_interrupted(out, dry_run, progress)
     state = read_state(out)
     if geobench is not None or partition is not None or bands is not None:
         options = dataclasses.replace(
@@ -179,6 +191,7 @@ def update_dir(
             backbone=state.options.name or "",
             benchmark_config=out / "benchmark.yaml",
             input_shape=tuple(state.spec.input_shape),
+            rolled_back=rolled_back,
         )
         _remove_leftovers(out, state, dry_run, progress)
         result.unresolved = files_with_markers(out, state.files)
@@ -189,6 +202,20 @@ def update_dir(
         )
         state = dataclasses.replace(state, options=options)
         return _update_locked(out, state, result, dry_run, progress, model, ray, iterate2)
+
+
+def _roll_back_interrupted(out: Path, dry_run: bool, progress) -> RolledBack | None:
+    """An update killed half way left its journal: roll it back first (a dry run refuses)."""
+    if dry_run and journal_path(out).is_file():
+        raise ScaffoldError(
+            f"{out}: an earlier update was interrupted while writing ({journal_path(out)} is "
+            f"its journal); run `scaffold update {shlex.quote(str(out))}` (or verify) to roll it "
+            "back first: a dry run changes nothing"
+        )
+    done = roll_back(out)
+    if done is not None:
+        say_rolled_back(progress, done)
+    return done
 
 
 def _update_locked(
@@ -270,11 +297,20 @@ def _update_locked(
         return result  # nothing to do: not a single file is touched
     _check_writable(out, plans, data_changed)
     done: list[str] = []
+    swap: DataSwap | None = None
+    begun = False
     try:
         with status(progress, "writing"), _interrupts_deferred(done):
-            if data_changed:
-                written = _rewrite_data(out, spec, options.task, old_data)
-                new_state = dataclasses.replace(new_state, data_files=tuple(written))
+            if data_changed:  # written beside data/ first: nothing in data/ is touched yet
+                swap = _new_data(out, spec, options.task, old_data)
+                new_state = dataclasses.replace(new_state, data_files=swap.new_files)
+            changes = {p.rel: (p.old, p.new) for p in plans if p.action not in UNTOUCHED}
+            new_json = new_state.to_json().encode()
+            changes[f"{STATE_DIR}/{STATE_FILE}"] = (state_path.read_bytes(), new_json)
+            journal.begin(out, changes, swap)  # from here on a killed run is rolled back
+            begun = True
+            if swap is not None:
+                journal.swap_data(out, swap)
                 done.append(f"{DATA_DIR}/")
             for plan in plans:
                 if plan.action in WRITTEN:
@@ -286,12 +322,21 @@ def _update_locked(
                     done.append(plan.rel)
             write_datasets(out / STATE_DIR, datasets)
             write_tasks(out / STATE_DIR, geobench)
-            write_atomic(state_path, new_state.to_json().encode())
+            write_atomic(state_path, new_json)
             done.append(f"{STATE_DIR}/{STATE_FILE}")
+            journal.finish(out, swap)
             # The bases now live in state.json: the plain copies of an older state go.
             shutil.rmtree(out / STATE_DIR / PRISTINE_DIR, ignore_errors=True)
     except OSError as exc:
-        what = f"wrote {', '.join(done)} before it" if done else "nothing was written"
+        what = "nothing was written"
+        if begun:
+            try:
+                journal.roll_back(out)
+                what = "what was written is undone"
+            except (OSError, ScaffoldError):
+                what = f"wrote {', '.join(done)}; the next `scaffold update` rolls it back"
+        elif swap is not None:
+            shutil.rmtree(out / swap.new, ignore_errors=True)
         raise ScaffoldError(f"{out}: cannot write there ({exc.strerror or exc}); {what}") from exc
     return result
 
@@ -352,13 +397,15 @@ def _shape(shape) -> str:
 
 
 def _remove_leftovers(out: Path, state: State, dry_run: bool, progress) -> None:
-    """What an update killed while writing left in DIR (the new smoke data, a file half written
-    beside its target by `write_atomic`): removed, and said. DIR's lock is held, so no live
+    """What an update killed while writing left in DIR and no journal claims (the new smoke data
+    made before the journal, the old one after it, a file half written beside its target by
+    `write_atomic`): removed, and said. DIR's lock is held, so no live
     scaffold process is writing them. A dry run only says what would go."""
     names: dict[Path, set[str]] = {}  # folder -> the files scaffold writes there
-    for rel in (*state.files, f"{STATE_DIR}/{STATE_FILE}"):
+    for rel in (*state.files, f"{STATE_DIR}/{STATE_FILE}", f"{STATE_DIR}/{JOURNAL_FILE}"):
         names.setdefault((out / rel).parent, set()).add((out / rel).name)
-    found = [p for p in out.iterdir() if p.name.startswith(DATA_NEW) and p.is_dir()]
+    # (the journal is rolled back before: the data folders it names are gone by now)
+    found = [p for p in out.iterdir() if p.name.startswith((DATA_NEW, DATA_OLD)) and p.is_dir()]
     for folder, files in names.items():
         if folder.is_dir():
             found += [p for p in folder.iterdir() if p.is_file() and is_write_temp(p.name, files)]
@@ -496,39 +543,24 @@ def _other_data_files(out: Path, ours: list[str]) -> list[str]:
     return sorted(rel for rel in found if rel not in mine)
 
 
-def _rewrite_data(out: Path, spec, task: str, old: list[str]) -> list[str]:
-    """The smoke dataset follows the model's bands, frames and size: write it anew beside, then
-    move each file into place and delete the old smoke files that are no longer made. Nothing
-    else in data/ is touched. Returns the files now there (relative to DIR)."""
+def _new_data(out: Path, spec, task: str, old: list[str]) -> DataSwap:
+    """The smoke dataset for the model's bands, frames and size, written beside ``data/`` (in a
+    folder of DIR: the same filesystem, so its files move in by renames), and how it replaces
+    the old smoke files (`old`, relative to DIR). Nothing else in data/ is ever touched."""
     from scaffold.render.backbone import NUM_CLASSES
 
-    fresh = Path(tempfile.mkdtemp(prefix=DATA_NEW, dir=out))  # same filesystem: renames
+    fresh = Path(tempfile.mkdtemp(prefix=DATA_NEW, dir=out))
+    fresh.chmod(0o755)  # mkdtemp makes it private; its folders move into data/
     try:
         paths = smoke.write_smoke_dataset(
-            fresh, spec.in_chans, spec.num_frames, spec.img_size, task, NUM_CLASSES
+            fresh / DATA_DIR, spec.in_chans, spec.num_frames, spec.img_size, task, NUM_CLASSES
         )
-        new = sorted(f"{DATA_DIR}/{p.relative_to(fresh)}" for p in paths)
-        for rel in sorted(set(old) - set(new)):
-            (out / rel).unlink(missing_ok=True)
-            _remove_empty_parents(out / rel, out / DATA_DIR)
-        for rel in new:
-            target = out / rel
-            target.parent.mkdir(parents=True, exist_ok=True)  # ordinary folders (umask)
-            os.replace(fresh / Path(rel).relative_to(DATA_DIR), target)
-        return new
-    finally:
+        replaced = Path(tempfile.mkdtemp(prefix=DATA_OLD, dir=out))
+    except BaseException:
         shutil.rmtree(fresh, ignore_errors=True)
-
-
-def _remove_empty_parents(path: Path, stop: Path) -> None:
-    """Remove the folders above `path` up to `stop` (excluded) while they are empty."""
-    for parent in path.parents:
-        if parent == stop or not parent.is_relative_to(stop):
-            return
-        try:
-            parent.rmdir()
-        except OSError:  # not empty (a file of the person's, or another split): stays
-            return
+        raise
+    new = tuple(sorted(str(p.relative_to(fresh)) for p in paths))
+    return DataSwap(fresh.name, replaced.name, new, tuple(old))
 
 
 def _check_writable(out: Path, plans: list[FilePlan], data_changed: bool) -> None:
@@ -545,18 +577,22 @@ def _check_writable(out: Path, plans: list[FilePlan], data_changed: bool) -> Non
 
 @contextlib.contextmanager
 def _interrupts_deferred(done: list[str]) -> Iterator[None]:
-    """Hold SIGINT until the block ends, so Ctrl-C cannot stop the writes half way; then say
-    what was written."""
+    """Hold SIGINT and SIGTERM until the block ends, so that neither stops the writes half way;
+    then say what was written."""
     received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
     try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        previous = {
+            s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held
+        }
     except ValueError:  # not the main thread: signals cannot be handled here anyway
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if received:
         raise UpdateInterrupted(
             f"the update's writes were finished first ({', '.join(done)}); not verified"

@@ -14,11 +14,13 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,7 +44,13 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     package = _forget_package(config)
     try:
         # iterate writes experiment_logs/ into the working directory: keep it with the log.
-        with _output_to(log), _argv(argv), contextlib.chdir(log_dir), warnings.catch_warnings():
+        with (
+            _interrupts_passed_on(),
+            _output_to(log),
+            _argv(argv),
+            contextlib.chdir(log_dir),
+            warnings.catch_warnings(),
+        ):
             warnings.filterwarnings("ignore", message="Overwriting")
             from terratorch_iterate.main import main
 
@@ -178,6 +186,45 @@ def _output_to(log: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+@contextlib.contextmanager
+def _interrupts_passed_on() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) during the run stops verify, whatever the libraries do with it.
+
+    Lightning's ``_call_and_handle_interrupt`` catches the KeyboardInterrupt, ignores SIGINT from
+    then on, and exits 1 (the run then reads as a failed benchmark); code that catches every
+    exception carries on. So each such signal is recorded as it passes (the handler in place
+    still raises as before), and raised again once the run has returned, however it returned;
+    the handlers of before, SIGINT's included, are put back first."""
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def recorded(signum: int, frame: Any) -> None:
+        received.append(signum)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        raise KeyboardInterrupt
+
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # An ignored one stays ignored (None: a handler not set from Python, left alone).
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                previous[signum] = signal.signal(signum, recorded)
+    except ValueError:  # not the main thread: signals are not handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)  # raises as the signal itself would have
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -11,10 +11,12 @@ failed trial, a missing metric line (iterate2's silent 0.0) or a different value
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +84,20 @@ def _hpo(directory: Path, task: str) -> dict[str, Any]:
     return hpo
 
 
+def run_as_group(argv: list[str], **popen: Any) -> int:
+    """Run `argv` in a process group of its own and wait for it; the exit code. Whatever stops
+    the wait (Ctrl-C, SIGTERM, an error) first ends the whole group: iterate and the trial
+    processes it started (they share its group) never outlive scaffold. And when iterate
+    exits, a trial it left behind goes too."""
+    process = subprocess.Popen(argv, start_new_session=True, **popen)
+    try:
+        return process.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def run_trial(directory: Path, config: Path, task: str, main: dict[str, Any], log_dir: Path) -> str:
     """One trial of `task` through ``iterate``, with `config` (a shortened copy of
     benchmark.yaml) in place of benchmark.yaml; what the study stored, checked."""
@@ -104,9 +120,9 @@ def run_trial(directory: Path, config: Path, task: str, main: dict[str, Any], lo
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     log = work / "iterate.log"
     with log.open("wb") as handle:
-        done = subprocess.run(argv, cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise CheckFailed(f"task {task}: iterate exited {done.returncode}: {_last_line(log)}")
+        code = run_as_group(argv, cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise CheckFailed(f"task {task}: iterate exited {code}: {_last_line(log)}")
     trials = optuna.load_study(study_name=study, storage=storage).trials
     if len(trials) != 1:
         raise CheckFailed(f"task {task}: iterate ran {len(trials)} trials, not 1 (see {log})")

@@ -8,7 +8,9 @@
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
    ``determinism``: the same input twice gives the same features, every token there;
    ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
-3. ``factory``: the config's factory builds the task's model; forward and backward run;
+3. ``data`` (with the smoke data): each smoke file has the bands and size the smoke task reads
+   (``smoke_data.py``);
+   ``factory``: the config's factory builds the task's model; forward and backward run;
    ``trainable``: on a real batch of the task, every trainable parameter gets a gradient (what
    Lightning's DDP needs); ``fit configs``: each ``fit/<task>.yaml`` as ``terratorch fit``
    meets it: its settings and paths, TerraTorch's CLI builds what it names, and one training
@@ -41,8 +43,10 @@ from scaffold.verify.determinism import check_determinism, check_forward_args
 from scaffold.verify.fit import check_fit, fit_files
 from scaffold.verify.folder import check_folder
 from scaffold.verify.sizes import check_sizes
+from scaffold.verify.smoke_data import check_smoke_data
 from scaffold.verify.trainable import check_trainable
 from scaffold.verify.types import Check, CheckFailed, VerifyReport
+from scaffold.write.journal import roll_back, say_rolled_back
 from scaffold.write.names import RAY_CONFIG_FILE, STATE_DIR
 from scaffold.write.state import locked, read_state
 
@@ -52,9 +56,13 @@ def verify_dir(directory: Path, quick: bool = False, progress=None) -> VerifyRep
     benchmark run when `quick`)."""
 
     directory = Path(directory).resolve()
-    state = read_state(directory)  # ScaffoldError when DIR is not a generated backbone
+    read_state(directory)  # ScaffoldError when DIR is not a generated backbone
     with locked(directory):  # not while an update rewrites it
-        return _verify_locked(directory, state, quick, progress)
+        # An update killed half way is rolled back first: verify what the state describes.
+        done = roll_back(directory)
+        if done is not None:
+            say_rolled_back(progress, done)
+        return _verify_locked(directory, read_state(directory), quick, progress)
 
 
 def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyReport:
@@ -112,6 +120,8 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
     ]
     if state.spec.forward_call.per_band:
         passed.append(run("forward args", lambda: check_forward_args(context)))
+    if state.data_files:  # the smoke data: what the smoke task reads
+        passed.append(run("data", lambda: check_smoke_data(context)))
     passed.append(run("factory", context.check_factory))
 
     passed.append(run("trainable", lambda: check_trainable(context)))

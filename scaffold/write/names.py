@@ -21,6 +21,7 @@ ITERATE2_STORAGE_FILE = "optuna.db"
 SPLITS_DIR = "splits"  # split files of the real datasets
 STATE_DIR = ".scaffold"
 STATE_FILE = "state.json"
+JOURNAL_FILE = "journal.json"  # an update's writes while they run (scaffold/write/journal.py)
 PRISTINE_DIR = "pristine"  # the bases as plain files: states of earlier scaffold versions
 LOCK_FILE = "lock"
 TEMP_SUFFIX = ".scaffold-new"  # the temporary folder of a run: ".OUT.XXXXXXXX.scaffold-new"
@@ -28,6 +29,7 @@ WRITE_TEMP_SUFFIX = (
     ".scaffold-tmp"  # a file being written atomically: ".NAME.XXXXXXXX.scaffold-tmp"
 )
 DATA_NEW = ".data-new."  # the smoke data written anew, beside data/, before it moves in
+DATA_OLD = ".data-old."  # the smoke data it replaces, kept until the update is complete
 
 
 def _file_name(name: str) -> str:

@@ -120,6 +120,15 @@ def encode_base(content: bytes) -> dict[str, str]:
     }
 
 
+def decode_base(entry: dict[str, str]) -> bytes | None:
+    """The content `encode_base` stored; None when it is damaged (its sha256 does not match)."""
+    try:
+        content = zlib.decompress(base64.b64decode(entry["zlib_base64"], validate=True))
+    except (KeyError, TypeError, ValueError, zlib.error):
+        return None
+    return content if hashlib.sha256(content).hexdigest() == entry.get("sha256") else None
+
+
 def with_bases(state: State, bases: dict[str, bytes]) -> State:
     """`state` holding `bases` (rel -> content as rendered)."""
     from dataclasses import replace
@@ -173,12 +182,8 @@ def read_pristine(directory: Path, state: State, rel: str) -> bytes | None:
     if entry is None:
         return None
     where = directory / STATE_DIR / STATE_FILE
-    try:
-        content = zlib.decompress(base64.b64decode(entry["zlib_base64"], validate=True))
-        intact = hashlib.sha256(content).hexdigest() == entry["sha256"]
-    except (KeyError, TypeError, ValueError, zlib.error):
-        intact = False
-    if not intact:
+    content = decode_base(entry)
+    if content is None:
         raise ScaffoldError(
             f"{where}: the stored base of {rel} was changed after scaffold wrote it (its sha256 "
             "does not match), so it cannot be trusted for the merge; restore state.json (from a "
