@@ -99,7 +99,7 @@ def sample_file(dataset: Any, index: int, count: int) -> str | None:
     inner, indices = getattr(dataset, "dataset", None), getattr(dataset, "indices", None)
     if inner is not None and indices is not None and len(indices) == count:
         return sample_file(inner, int(indices[index]), len(inner))
-    for value in vars(dataset).values():
+    for value in getattr(dataset, "__dict__", {}).values():
         if not isinstance(value, (list, tuple)) or len(value) != count:
             continue
         item = value[index]
