@@ -299,9 +299,14 @@ def _scan(folder: Path, reader: Reader, ids: dict[str, list[str]], where: str) -
                 for key in band_keys:
                     array = h5[key]
                     shape, dtype = tuple(array.shape), str(array.dtype)
+                    if len(shape) != 2:
+                        raise ScaffoldError(
+                            f"--geobench: {name}: band {key} has shape {shape}; TerraTorch's "
+                            "reader stacks 2-D bands"
+                        )
                     if not found.dtype:
                         found.dtype, found.size = dtype, shape  # type: ignore[assignment]
-                    if len(shape) != 2 or shape != found.size or dtype != found.dtype:
+                    if shape != found.size or dtype != found.dtype:
                         raise ScaffoldError(
                             f"--geobench: {name}: band {key} is {dtype} "
                             f"{'x'.join(map(str, shape))}, the partition's first band is "
