@@ -588,17 +588,21 @@ def test_a_data_task_and_a_geobench_task_of_one_name_both_get_their_files(tmp_pa
 
 
 def test_a_sample_that_breaks_a_loader_worker_is_named_by_the_trainable_check(tmp_path):
+    from scaffold.data.geobench import PlannedTask, survey_geobench
+    from scaffold.render.tasks import geobench_datamodule
+    from scaffold.verify.trainable import first_batch
+    from scaffold.verify.types import CheckFailed
+
     where = write_geobench(tmp_path / "root", "m-eurosat", all_bands("m-eurosat"), "map")
-    out = tmp_path / "out"
-    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out),
-                   "--geobench", str(tmp_path / "root"), "--no-verify")  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    [task] = survey_geobench(tmp_path / "root")
+    datamodule = geobench_datamodule(PlannedTask(task, task.bands, {}, ""))  # as the YAML has it
+    assert datamodule["init_args"]["num_workers"] > 0
+    config = {"tasks": [{"name": task.name, "datamodule": datamodule}]}
+    assert first_batch(config)["image"].shape[0] == 4
     # A training sample damaged after generation (a copy cut short): the datamodule's
     # DataLoader worker processes read it, and their error names the worker only.
     broken = where / "train_002.hdf5"
     broken.write_bytes(broken.read_bytes()[:1000])
-    code, data = run_json("verify", str(out), "--quick")
-    checks = {c["name"]: c for c in data["checks"]}
-    assert code == 1 and not checks["trainable"]["ok"], data
-    detail = checks["trainable"]["detail"]
-    assert f"training sample 2 ({broken}): OSError" in detail, detail
+    with pytest.raises(CheckFailed) as failed:
+        first_batch(config)
+    assert f"training sample 2 ({broken}): OSError" in str(failed.value)
