@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import typer
 from typer.core import TyperCommand
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ScaffoldError, check_utf8_path, not_utf8, printable
 
 app = typer.Typer(
     name="scaffold",
@@ -526,6 +526,14 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _check_argv(argv: list[str]) -> None:
+    """An argument with a byte that is not UTF-8 (a path's) is refused, naming its option."""
+    for i, arg in enumerate(argv):
+        if not_utf8(arg) is not None:
+            before = argv[i - 1] if i else ""
+            check_utf8_path(before if before.startswith("-") else "argument", arg)
+
+
 def main() -> None:
     # SIGTERM (kill, a scheduler's time limit) stops scaffold as Ctrl-C does: the same cleanup
     # (the processes it started end, an update's writes finish), the same line, exit 130.
@@ -542,11 +550,12 @@ def main() -> None:
 
 def _main_guarded() -> None:
     try:
+        _check_argv(sys.argv[1:])
         app()
     except ScaffoldError as exc:
         from rich.text import Text
 
-        err().print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
+        err().print(Text.assemble(("error: ", "red"), printable(str(exc))), soft_wrap=True)
         sys.exit(2)
     except Exception as exc:
         if _state["debug"]:
@@ -554,6 +563,7 @@ def _main_guarded() -> None:
         from rich.text import Text
 
         message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        message = printable(message)
         err().print(Text.assemble(("internal error: ", "red"), message), soft_wrap=True)
         sys.exit(3)
 

@@ -5,9 +5,13 @@ pretrained first layer is sliced to them, and per-band forward arguments follow 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -350,9 +354,10 @@ def test_pickled_labels_are_read_without_importing_their_classes(tmp_path):
     for i, path in enumerate(sorted(where.glob("*.hdf5"))):
         attrs = {"label": np.int64(i % 3), "bands_info": [BandInfo("RED")]}
         with h5py.File(path, "a") as h5:
-            # As if pickled by a package that is not installed here: importing it would fail.
+            # As geobench pickles its band infos; geobench is not installed here: importing
+            # the class would fail.
             data = pickle.dumps(attrs, protocol=0)
-            data = data.replace(BandInfo.__module__.encode(), b"geobench_not_installed")
+            data = data.replace(BandInfo.__module__.encode(), b"geobench.dataset")
             h5.attrs["pickle"] = str(data)
     [task] = survey_geobench(tmp_path)
     assert (task.task, task.num_classes) == ("classification", 3)
@@ -409,3 +414,195 @@ def test_the_plan_reads_the_bands_and_plans_each_task_writing_nothing(suite, tmp
     with pytest.raises(ScaffoldError, match=r"no dataset has any of --bands THERMAL_INFRARED_1"):
         plan_new(Options(target, {}, out=out, geobench=str(suite), bands=("thermal_infrared_1",)))
     assert list(tmp_path.iterdir()) == []
+
+
+# -- what a GEO-Bench folder may hold ------------------------------------------------------------
+
+
+class Payload:
+    """Pickles as a call of os.system: unpickling it runs the command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _plant_payload(sample: Path, marker: Path) -> None:
+    with h5py.File(sample, "a") as h5:
+        h5.attrs["pickle"] = str(pickle.dumps({"label": 1, "x": Payload(f"touch {marker}")}))
+
+
+SYSTEM = f"{os.system.__module__}.system"  # how a pickle names os.system (posix.system)
+
+
+def test_a_pickle_that_would_run_code_is_refused_before_anything_reads_it(tmp_path):
+    root = tmp_path / "root"
+    where = write_geobench(root, "m-pv4ger", all_bands("m-pv4ger"), "pickle", num_classes=2)
+    marker = tmp_path / "MARKER"
+    _plant_payload(where / "valid_001.hdf5", marker)
+    out = tmp_path / "out"
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out),
+                   "--geobench", str(root), "--no-verify")  # fmt: skip
+    _one_line_error(done, str(where / "valid_001.hdf5"), f"would load {SYSTEM}")
+    assert not marker.exists() and not out.exists()
+
+
+def test_verify_and_update_check_the_pickles_again_before_any_reader(tmp_path):
+    root = tmp_path / "root"
+    where = write_geobench(root, "m-pv4ger", all_bands("m-pv4ger"), "pickle", num_classes=2)
+    out = tmp_path / "out"
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out),
+                   "--geobench", str(root), "--no-verify")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    marker = tmp_path / "MARKER"
+    _plant_payload(where / "train_000.hdf5", marker)  # the folder changed after generation
+    code, data = run_json("verify", str(out), "--quick")
+    checks = {c["name"]: c for c in data["checks"]}
+    assert code == 1 and not checks["geobench data"]["ok"], data
+    detail = checks["geobench data"]["detail"]
+    assert str(where / "train_000.hdf5") in detail and f"would load {SYSTEM}" in detail
+    assert list(checks) == ["folder", "geobench data"]  # no reader ran after it
+    before = (out / "benchmark.yaml").read_text()
+    done = run_cli("update", str(out), "--no-verify")
+    _one_line_error(done, str(where / "train_000.hdf5"), f"would load {SYSTEM}")
+    assert (out / "benchmark.yaml").read_text() == before
+    assert not marker.exists()
+
+
+def test_the_pickle_check_builds_what_geobench_writes_and_refuses_the_rest():
+    from scaffold.data.pickles import UnsafePickle, load_attributes, unsafe_global
+
+    # geobench's own attributes: plain values, numpy arrays and scalars, dates, a band info.
+    attrs = {
+        "label": np.int64(2),
+        "bands_order": ["02 - Blue"],
+        "02 - Blue": {"date": __import__("datetime").date(2020, 1, 2), "data": np.ones((2, 2))},
+    }
+    for protocol in (0, 2, 4, 5):
+        got = load_attributes(str(pickle.dumps(attrs, protocol=protocol)))
+        assert got["label"] == 2 and got["bands_order"] == ["02 - Blue"], protocol
+        assert got["02 - Blue"]["data"].tolist() == [[1.0, 1.0], [1.0, 1.0]], protocol
+    # An array of Python objects would have numpy unpickle its items: refused too.
+    objects = np.array([Payload("true")], dtype=object)
+    assert unsafe_global(str(pickle.dumps({"label": 0, "x": objects}))) is not None
+    assert unsafe_global(str(pickle.dumps({"label": 0, "x": Payload("true")}))) == SYSTEM
+    with pytest.raises(UnsafePickle, match="builtins.eval"):
+        load_attributes(str(b"cbuiltins\neval\n(S'1'\ntR."))
+
+
+def _nan_band(sample: Path) -> str:
+    with h5py.File(sample, "a") as h5:
+        key = sorted(k for k in h5 if "label" not in k)[2]
+        data = np.array(h5[key])
+        data[3, 4] = np.nan
+        h5[key][...] = data
+    return key
+
+
+def test_a_nan_band_in_a_sample_is_one_line_naming_the_file(tmp_path):
+    where = write_geobench(tmp_path / "root", "m-eurosat", all_bands("m-eurosat"), "map")
+    key = _nan_band(where / "valid_002.hdf5")
+    out = tmp_path / "out"
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out),
+                   "--geobench", str(tmp_path / "root"), "--no-verify")  # fmt: skip
+    _one_line_error(done, str(where / "valid_002.hdf5"), f"band {key} holds NaN")
+    assert not out.exists()
+
+
+def test_a_test_sample_missing_a_band_is_one_line_naming_it(tmp_path):
+    where = write_geobench(tmp_path / "root", "m-eurosat", all_bands("m-eurosat"), "map")
+    with h5py.File(where / "test_003.hdf5", "a") as h5:
+        del h5[sorted(h5)[5]]
+    out = tmp_path / "out"
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out),
+                   "--geobench", str(tmp_path / "root"), "--no-verify")  # fmt: skip
+    _one_line_error(done, "test_003.hdf5 holds 12 band arrays", "reads 13")
+    assert not out.exists()
+
+
+def _set_label(sample: Path, label: np.ndarray) -> None:
+    with h5py.File(sample, "a") as h5:
+        del h5["label"]
+        h5.create_dataset("label", data=label)
+
+
+def test_a_nan_label_is_exit_2_naming_the_file(tmp_path):
+    where = write_geobench(tmp_path / "root", "m-chesapeake", all_bands("m-chesapeake"), "mask")
+    label = np.zeros((32, 32), np.float32)
+    label[0, 0] = np.nan
+    _set_label(where / "train_001.hdf5", label)
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "out"),
+                   "--geobench", str(tmp_path / "root"), "--no-verify")  # fmt: skip
+    _one_line_error(done, str(where / "train_001.hdf5"), "label array label holds NaN")
+
+
+def test_a_255_label_is_the_ignore_index_not_a_class(tmp_path):
+    where = write_geobench(tmp_path / "root", "m-chesapeake", all_bands("m-chesapeake"), "mask")
+    with h5py.File(where / "train_002.hdf5", "r") as h5:
+        label = np.array(h5["label"])
+    label[7, 7] = 255  # one pixel of "no label" among the classes 0..2
+    _set_label(where / "train_002.hdf5", label)
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "out"),
+                   "--geobench", str(tmp_path / "root"), "--no-verify")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "chesapeake: segmentation (3 classes, ignore value 255" in done.stderr
+    [task] = yaml.safe_load((tmp_path / "out" / "benchmark.yaml").read_text())["tasks"]
+    assert task["terratorch_task"]["ignore_index"] == 255
+    assert task["terratorch_task"]["model_args"]["num_classes"] == 3
+    # A value beyond the training classes that is no "no label" value is refused.
+    with h5py.File(where / "test_000.hdf5", "r") as h5:
+        label = np.array(h5["label"])
+    label[0, 0] = 5
+    _set_label(where / "test_000.hdf5", label)
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "out2"),
+                   "--geobench", str(tmp_path / "root"), "--no-verify")  # fmt: skip
+    _one_line_error(done, "test_000.hdf5: label value(s) [5] outside the classes 0..2")
+
+
+def test_a_data_task_and_a_geobench_task_of_one_name_both_get_their_files(tmp_path):
+    from .test_data_cli import class_folders
+
+    class_folders(tmp_path / "eurosat")  # a --data folder named like GEO-Bench's m-eurosat
+    write_geobench(tmp_path / "root", "m-eurosat", all_bands("m-eurosat"), "map")
+    out = tmp_path / "out"
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--data",
+        str(tmp_path / "eurosat"), "--geobench", str(tmp_path / "root"), "--iterate2",
+        "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((out / "benchmark.yaml").read_text())
+    names = [t["name"] for t in config["tasks"]]
+    assert names == ["eurosat", "eurosat_2"]
+    readers = {}
+    for name in names:  # each task its own fit config and iterate2 HPO YAML
+        fit = yaml.safe_load((out / "fit" / f"{name}.yaml").read_text())
+        readers[name] = fit["data"]["class_path"].rsplit(".", 1)[-1]
+        assert (out / "iterate2" / f"{name}.yaml").is_file(), name
+    assert readers == {
+        "eurosat": "GenericNonGeoClassificationDataModule",
+        "eurosat_2": "MEuroSATNonGeoDataModule",
+    }
+
+
+def test_a_sample_that_breaks_a_loader_worker_is_named_by_the_trainable_check(tmp_path):
+    from scaffold.data.geobench import PlannedTask, survey_geobench
+    from scaffold.render.tasks import geobench_datamodule
+    from scaffold.verify.trainable import first_batch
+    from scaffold.verify.types import CheckFailed
+
+    where = write_geobench(tmp_path / "root", "m-eurosat", all_bands("m-eurosat"), "map")
+    [task] = survey_geobench(tmp_path / "root")
+    datamodule = geobench_datamodule(PlannedTask(task, task.bands, {}, ""))  # as the YAML has it
+    assert datamodule["init_args"]["num_workers"] > 0
+    config = {"tasks": [{"name": task.name, "datamodule": datamodule}]}
+    assert first_batch(config)["image"].shape[0] == 4
+    # A training sample damaged after generation (a copy cut short): the datamodule's
+    # DataLoader worker processes read it, and their error names the worker only.
+    broken = where / "train_002.hdf5"
+    broken.write_bytes(broken.read_bytes()[:1000])
+    with pytest.raises(CheckFailed) as failed:
+        first_batch(config)
+    assert f"training sample 2 ({broken}): OSError" in str(failed.value)

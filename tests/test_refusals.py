@@ -1063,3 +1063,59 @@ def test_held_three_parallel_runs_into_one_out_leave_one_backbone(tmp_path):
             ] or errors[0].startswith(f"error: --out {out}: already holds a generated backbone")
     nothing_but(tmp_path, "out")
     assert (out / ".scaffold" / "state.json").is_file()
+
+
+def test_a_nan_training_loss_fails_the_benchmark_though_the_metric_is_finite(tmp_path, monkeypatch):
+    """A NaN loss trains nothing, yet argmax of NaN logits gives an accuracy: the benchmark
+    check reads every logged value of the run's task and trial runs, not only the best metric."""
+    from mlflow.tracking import MlflowClient
+
+    from scaffold.verify.benchmark import checked_results, read_metrics
+    from scaffold.verify.types import CheckFailed
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store, config = tmp_path / "hpo", tmp_path / "benchmark.short.yaml"
+    config.write_text(yaml.safe_dump({"storage_uri": str(store), "experiment_name": "bench"}))
+    client = MlflowClient(tracking_uri=str(store))
+    exp = client.create_experiment("bench")
+    start = 1_700_000_000_000
+    # As terratorch-iterate logs a run: the benchmark, a task under it, a trial under that.
+    top = client.create_run(exp, run_name="bench", start_time=start).info.run_id
+    parent = {"mlflow.parentRunId": top}
+    task = client.create_run(exp, run_name="eurosat", start_time=start + 1, tags=parent)
+    parent = {"mlflow.parentRunId": task.info.run_id}
+    trial = client.create_run(exp, run_name="trial_0", start_time=start + 2, tags=parent)
+    trial_id, task_id = trial.info.run_id, task.info.run_id
+    client.log_metric(trial_id, "train/loss", float("nan"), step=0)
+    client.log_metric(trial_id, "train/loss", 0.7, step=1)  # the last value alone is finite
+    client.log_metric(trial_id, "val/Accuracy", 0.5, step=1)
+    client.log_metric(task_id, "best_val/Accuracy", 0.5)
+    assert read_metrics(config, start) == {"eurosat: best_val/Accuracy": 0.5}  # all finite
+    with pytest.raises(CheckFailed, match=r"not finite: trial_0: train/loss = nan at step 0"):
+        checked_results(config, start, tmp_path / "iterate.log")
+
+
+def _odd(path: Path, name: bytes) -> str:
+    """`path`/`name`, where `name` holds a byte that is not UTF-8, as Python's argv holds it."""
+    return os.fsdecode(os.fsencode(path) + b"/" + name)
+
+
+def test_an_out_that_is_not_utf8_is_one_line_exit_2(tmp_path):
+    out = _odd(tmp_path, b"out\xff")
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", out, "--no-verify")
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: --out ") and "out\\xff: " in line, done.stderr
+    assert "not UTF-8" in line and not os.path.exists(out)
+
+
+def test_a_dataset_file_name_that_is_not_utf8_is_one_line_exit_2(tmp_path):
+    split_folders(tmp_path / "tiles")
+    image = tmp_path / "tiles" / "val" / "images" / "tile1_img.tif"
+    os.rename(image, _odd(image.parent, b"tile1\xe9_img.tif"))  # Latin-1, not UTF-8
+    done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "out"),
+                   "--data", str(tmp_path / "tiles"), "--no-verify")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: --data ") and "val/images/tile1\\xe9_img.tif" in line
+    assert "not UTF-8" in line and not (tmp_path / "out").exists()

@@ -22,7 +22,7 @@ from scaffold.data.read import (
     raster_info,
 )
 from scaffold.data.spec import SPLITS, DatasetSpec, SplitSpec
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ScaffoldError, check_utf8_path, printable
 
 MAX_CLASSES = 256  # float labels with more distinct integral values than this are regression
 
@@ -48,6 +48,7 @@ def fingerprint(root: Path) -> str:
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name
+            check_utf8_path(f"--data {printable(str(root))}: the file", path)
             try:
                 stat = path.stat()
             except OSError as exc:
@@ -303,6 +304,26 @@ class _LabelInfo:
         self.dtype, self.nodata = dtype, nodata
 
 
+def no_label_value(values: set[float], nodata: float | None = None) -> int | None:
+    """The "no label" value among a segmentation's label values: a declared nodata, a negative
+    value, or a top value (255, 65535) set apart from the classes; None when there is none, a
+    ScaffoldError when several look like one."""
+    candidates: set[int] = set()
+    if nodata is not None and math.isfinite(nodata):
+        candidates.add(int(nodata))
+    candidates |= {int(v) for v in values if v < 0}
+    top = max(values) if values else 0
+    rest = sorted(v for v in values if v != top and v >= 0)
+    if top in (255, 65535) and (not rest or rest[-1] < top - 1):
+        candidates.add(int(top))
+    if len(candidates) > 1:
+        raise ScaffoldError(
+            f"label values {sorted(candidates)} all look like 'no label' values; "
+            "keep one of them (a negative value, 255, or the label files' nodata)"
+        )
+    return candidates.pop() if candidates else None
+
+
 def _label_survey(root: Path, layout: Layout):
     """(task, classes, ignore value, label info) from the values of every label file."""
     per_file = {}
@@ -333,22 +354,7 @@ def _label_survey(root: Path, layout: Layout):
     for path, lv in per_file.items():
         if path in train_labels:
             train_values |= lv.values
-    # The "no label" value: a declared nodata, a negative value, or a top value (255, 65535)
-    # set apart from the classes.
-    candidates: set[int] = set()
-    if info.nodata is not None and math.isfinite(info.nodata):
-        candidates.add(int(info.nodata))
-    candidates |= {int(v) for v in values if v < 0}
-    top = max(values) if values else 0
-    rest = sorted(v for v in values if v != top and v >= 0)
-    if top in (255, 65535) and (not rest or rest[-1] < top - 1):
-        candidates.add(int(top))
-    if len(candidates) > 1:
-        raise ScaffoldError(
-            f"label values {sorted(candidates)} all look like 'no label' values; "
-            "keep one of them (a negative value, 255, or the label files' nodata)"
-        )
-    ignore = candidates.pop() if candidates else None
+    ignore = no_label_value(values, info.nodata)
     classes = sorted(int(v) for v in train_values if int(v) != ignore)
     if len(classes) < 2:
         raise ScaffoldError(

@@ -31,7 +31,8 @@ def surveyed_bands(
         )
     geobench: tuple[GeobenchTask, ...] = ()
     if options.geobench:
-        geobench = survey_geobench(options.geobench, options.partition, progress)
+        taken = {ds.name for ds in datasets}  # a task name is never given twice
+        geobench = survey_geobench(options.geobench, options.partition, progress, taken)
     if not options.bands:
         return geobench, ()
     known = [b for t in geobench for b in t.bands]

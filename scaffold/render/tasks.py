@@ -299,7 +299,8 @@ def geobench_entry(p: PlannedTask, model_bands: Sequence[str]) -> dict[str, Any]
         model_args["backbone_forward_args"] = p.forward_args
     terratorch_task: dict[str, Any]
     if task.task == "segmentation":
-        terratorch_task = {"loss": "ce", "ignore_index": DEFAULT_IGNORE}
+        ignore = task.ignore_index if task.ignore_index is not None else DEFAULT_IGNORE
+        terratorch_task = {"loss": "ce", "ignore_index": ignore}
         model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
     elif task.task == "multilabel_classification":
         terratorch_task = {"loss": "bce"}

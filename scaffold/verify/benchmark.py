@@ -63,6 +63,12 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
         raise CheckFailed(f"the run raised {one_line(exc)} (log: {log})") from exc
     if package is not None:
         _check_imported_from(package)
+    return checked_results(config, started_ms, log)
+
+
+def checked_results(config: Path, started_ms: int, log: Path) -> str:
+    """The best metric of each task, when the run logged them and every loss and metric it
+    logged on the way is finite (a NaN training loss can end in a finite accuracy)."""
     metrics = read_metrics(config, started_ms)
     if not metrics:
         cause = _root_cause(log)
@@ -70,6 +76,10 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
         raise CheckFailed(f"metric not finite: {bad} (log: {log})")
+    logged = not_finite(config, started_ms)
+    if logged:
+        shown = "; ".join(logged[:4]) + (" ..." if len(logged) > 4 else "")
+        raise CheckFailed(f"the run logged values that are not finite: {shown} (log: {log})")
     return ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items())
 
 
@@ -112,8 +122,9 @@ def _check_imported_from(package: Path) -> None:
         raise CheckFailed(f"the run imported '{package.name}' {found}, not from {package}")
 
 
-def read_metrics(config: Path, started_ms: int) -> dict[str, float]:
-    """``{"<task>: best_val/loss": value}`` from the newest top-level run of this experiment."""
+def _runs(config: Path, started_ms: int) -> tuple[Any, str, list[Any]] | None:
+    """(client, id of the newest top-level run, every run since `started_ms`) of the config's
+    experiment in its MLflow store; None when there is none."""
     from mlflow.tracking import MlflowClient
 
     # The generated package opts into MLflow's file store for the run; reading it needs the same.
@@ -123,7 +134,7 @@ def read_metrics(config: Path, started_ms: int) -> dict[str, float]:
     client = MlflowClient(tracking_uri=storage)
     experiment = client.get_experiment_by_name(cfg["experiment_name"])
     if experiment is None:
-        return {}
+        return None
     runs = client.search_runs(
         [experiment.experiment_id],
         filter_string=f"attributes.start_time >= {started_ms}",
@@ -131,8 +142,16 @@ def read_metrics(config: Path, started_ms: int) -> dict[str, float]:
     )
     tops = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     if not tops:
+        return None
+    return client, tops[0].info.run_id, runs
+
+
+def read_metrics(config: Path, started_ms: int) -> dict[str, float]:
+    """``{"<task>: best_val/loss": value}`` from the newest top-level run of this experiment."""
+    found = _runs(config, started_ms)
+    if found is None:
         return {}
-    top_id = tops[0].info.run_id
+    _, top_id, runs = found
     metrics: dict[str, float] = {}
     for run in runs:
         if run.data.tags.get("mlflow.parentRunId") == top_id:
@@ -141,6 +160,38 @@ def read_metrics(config: Path, started_ms: int) -> dict[str, float]:
                 if key.startswith("best_"):
                     metrics[f"{name}: {key}"] = value
     return metrics
+
+
+def not_finite(config: Path, started_ms: int) -> list[str]:
+    """Every value that is not finite in the history of every metric (losses included) of the
+    newest top-level run and the runs below it (the tasks', their trials'), as
+    ``"<run>: <metric> = nan at step N"``."""
+    found = _runs(config, started_ms)
+    if found is None:
+        return []
+    client, top_id, runs = found
+    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+
+    def below_top(run_id: str | None) -> bool:
+        seen: set[str] = set()
+        while run_id is not None and run_id not in seen:
+            if run_id == top_id:
+                return True
+            seen.add(run_id)
+            run_id = parent.get(run_id)
+        return False
+
+    bad = []
+    for run in runs:
+        if not below_top(run.info.run_id):
+            continue
+        name = run.data.tags.get("mlflow.runName", run.info.run_id)
+        for key in sorted(run.data.metrics):
+            for point in client.get_metric_history(run.info.run_id, key):
+                if not math.isfinite(point.value):
+                    bad.append(f"{name}: {key} = {point.value} at step {point.step}")
+                    break
+    return bad
 
 
 def _root_cause(log: Path) -> str | None:

@@ -2,6 +2,8 @@
 
 0. ``folder``: the YAML runs this folder (not the one it was copied or moved from), and no
    generated file holds conflict markers;
+   ``geobench data`` (with GEO-Bench tasks): no sample's pickled attributes name anything
+   GEO-Bench does not write (TerraTorch's readers unpickle them); a failure stops the ladder;
 1. ``import``: the package imports; timm, BACKBONE_REGISTRY and MODEL_FACTORY_REGISTRY know it;
    ``doubts`` (when the analysis recorded any): each doubt with the flag that settles it; the
    other checks still run, but the backbone is not "verified";
@@ -42,6 +44,7 @@ from scaffold.verify.band_weights import check_band_weights
 from scaffold.verify.determinism import check_determinism, check_forward_args
 from scaffold.verify.fit import check_fit, fit_files
 from scaffold.verify.folder import check_folder
+from scaffold.verify.geobench import check_geobench_data, reads_geobench
 from scaffold.verify.sizes import check_sizes
 from scaffold.verify.smoke_data import check_smoke_data
 from scaffold.verify.trainable import check_trainable
@@ -108,6 +111,9 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
         return ok
 
     if not run("folder", lambda: check_folder(directory, state, context.config_path)):
+        return report
+    # Before anything lets a TerraTorch reader open a sample: its pickles could run code.
+    if reads_geobench(context) and not run("geobench data", lambda: check_geobench_data(context)):
         return report
     if not run("import", context.check_import):
         return report

@@ -51,20 +51,63 @@ def first_batch(config: dict[str, Any]) -> Any:
     spec = task.get("datamodule") or {}
     class_path = str(spec.get("class_path", ""))
     module, _, name = class_path.rpartition(".")
+    datamodule = loader = None
     try:
         cls = getattr(importlib.import_module(module), name)
         datamodule = cls(**(spec.get("init_args") or {}))
         datamodule.setup("fit")
-        batch = next(iter(datamodule.train_dataloader()))
+        loader = datamodule.train_dataloader()
+        batch = next(iter(loader))
     except Exception as exc:
+        # A reader's error (a worker process's above all) names no sample: find it here.
+        dataset = getattr(loader, "dataset", None) or getattr(datamodule, "train_dataset", None)
+        broken = broken_sample(dataset) if dataset is not None else None
         raise CheckFailed(
             f"task {task.get('name', '?')!r}: its datamodule {class_path} gave no training batch: "
-            f"{one_line(exc)}"
+            + (broken or one_line(exc))
         ) from exc
     aug = getattr(datamodule, "train_aug", None) or getattr(datamodule, "aug", None)
     if callable(aug) and isinstance(batch, dict):
         batch = aug(batch)
     return batch
+
+
+SCAN_LIMIT = 2000  # samples read one by one, at most, to find the one that breaks a batch
+
+
+def broken_sample(dataset: Any) -> str | None:
+    """The first sample of `dataset` that raises when read in this process, named by its index
+    and, where the dataset lists its files, its file: ``sample 3 (path): ValueError: ...``."""
+    try:
+        count = len(dataset)
+    except TypeError:
+        return None
+    for index in range(min(count, SCAN_LIMIT)):
+        try:
+            dataset[index]
+        except Exception as exc:
+            file = sample_file(dataset, index, count)
+            return f"training sample {index}{f' ({file})' if file else ''}: {one_line(exc)}"
+    return None
+
+
+def sample_file(dataset: Any, index: int, count: int) -> str | None:
+    """The file of sample `index`: from a list of the dataset's with one path (or one (path,
+    ...) tuple, as torchvision's ImageFolder keeps) per sample; through a Subset's indices."""
+    import os
+
+    inner, indices = getattr(dataset, "dataset", None), getattr(dataset, "indices", None)
+    if inner is not None and indices is not None and len(indices) == count:
+        return sample_file(inner, int(indices[index]), len(inner))
+    for value in getattr(dataset, "__dict__", {}).values():
+        if not isinstance(value, (list, tuple)) or len(value) != count:
+            continue
+        item = value[index]
+        if isinstance(item, (list, tuple)) and item:
+            item = item[0]
+        if isinstance(item, (str, os.PathLike)):
+            return str(item)
+    return None
 
 
 def modules_without_gradient(model, dead: set[str]) -> list[str]:

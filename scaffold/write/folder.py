@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ScaffoldError, check_utf8_path
 from scaffold.write.names import STATE_DIR, TEMP_SUFFIX
 from scaffold.write.state import is_generated
 
@@ -41,6 +41,7 @@ def check_output_dir(out: Path, label: str | None = None) -> None:
 
 
 def _check_output_dir(out: Path, label: str) -> None:
+    check_utf8_path("the output folder", out)
     if out.exists() and not out.is_dir():
         raise ScaffoldError(f"{label}: exists and is not a directory")
     ancestor = next(p for p in (out, *out.parents) if p.exists())  # "/" at the latest
