@@ -3,7 +3,7 @@ shared by the frames (the frames folded into the batch), a temporal attention th
 frames per pixel into one map, then a strided conv. Runs at any number of frames.
 
 When the environment names a file in RECORD_INPUTS, each forward appends the shape it receives
-to it (a test reads what the benchmark feeds the model)."""
+to it, and whether it was training (a test reads what the benchmark feeds the model)."""
 
 import os
 
@@ -41,7 +41,7 @@ class FramesFirstEncoder(nn.Module):
         record = os.environ.get("RECORD_INPUTS")
         if record:
             with open(record, "a") as f:
-                f.write(",".join(map(str, x.shape)) + "\n")
+                f.write(",".join(map(str, [int(self.training), *x.shape])) + "\n")
         b, t = x.shape[:2]
         frames = self.encoder(x.flatten(0, 1)).unflatten(0, (b, t))  # B, T, C, h, w
         return self.down(self.temporal(frames))
