@@ -97,8 +97,9 @@ def analyse_model(
         raise ScaffoldError(f"{name}: forward returned {trace.output_kind} with no tensor in it")
     frames = None
     if len(shape) == 4:
+        known = {axis.other_frames: axis.other} if axis is not None and axis.other else {}
         frames, frame_notes = _measure_frames(
-            obj, args, model, device, shape, trace, forward_args, image_arg, layout
+            obj, args, model, device, shape, trace, forward_args, image_arg, layout, known
         )
         call_notes = [*call_notes, *frame_notes]
     cells = _grown_cells(trace, shape)
@@ -199,7 +200,9 @@ def _time_axis(
     def run(at: tuple[int, ...], layout: str, built: Any = None) -> Any:
         on, where = built or (model, device)
         given = dict(forward_args or {})
-        return trace_called(obj, args, on, where, at, given, image_arg, layout, shape[1])
+        return trace_called(
+            obj, args, on, where, at, given, image_arg, layout, shape[1], compare=at == shape
+        )
 
     run_other = None
     if guess.frames_arg is not None:
@@ -223,14 +226,17 @@ def _measure_frames(
     forward_args: dict[str, Any] | None,
     image_arg: str | None,
     layout: str = "BCTHW",
+    known: dict[int, Any] | None = None,
 ) -> tuple[Any, list[str]]:
     """Which token tensors of a temporal input hold frames, as grids are measured by reductions:
     the forward is traced again at one frame more (a count that grows by one grid is frames of
     that grid) and, when no token count changes there, at twice the frames (temporal patches of
-    several frames). (TokenFrames or None, notes for the person.)"""
+    several frames). `known`: traces at other frame counts already made (the time axis's).
+    (TokenFrames or None, notes for the person.)"""
     from scaffold.analyse.call import trace_called
     from scaffold.analyse.features import token_frames
     from scaffold.analyse.trace import ForwardFailed
+    from scaffold.grid import TokenFrames
 
     stack, tokens = [trace.root], False
     while stack and not tokens:
@@ -241,10 +247,11 @@ def _measure_frames(
         return None, []
     t = shape[1]
     min_step, tried = 1, []
+    vectors: frozenset[int] = frozenset()  # counts of one vector per frame
     for other in (t + 1, 2 * t):
         tried.append(str(other))
         try:
-            second, _, _ = trace_called(
+            second = (known or {}).get(other) or trace_called(
                 obj,
                 args,
                 model,
@@ -254,21 +261,25 @@ def _measure_frames(
                 image_arg,
                 layout,
                 t,
-            )
+                compare=False,
+            )[0]
         except ForwardFailed:
             continue
         found = token_frames(trace, second, shape, other, min_step)
-        if found is not None and not found.counts:  # only vectors per frame: no frame grids
-            return found, [
-                f"token tensors of {', '.join(map(str, sorted(found.per_frame)))} tokens hold "
-                f"one vector per frame (their counts at {t} and {other} frames): not maps"
-            ]
-        if found is not None:
+        if found is not None and found.counts:
+            found = TokenFrames(found.frames, found.counts, found.per_frame | vectors)
             return found, [
                 f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
                 f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
             ]
+        if found is not None:
+            vectors |= found.per_frame
         min_step = 2  # one frame more changed no count: temporal patches of several frames
+    if vectors:  # only vectors per frame (a day-of-year embedding): no frame grids
+        return TokenFrames(0, frozenset(), vectors), [
+            f"token tensors of {', '.join(map(str, sorted(vectors)))} tokens hold one vector per "
+            "frame (their counts follow the frames): not maps"
+        ]
     return None, [
         f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
         "tensors are read as one grid"
