@@ -21,7 +21,6 @@ from scaffold.errors import ScaffoldError
 from scaffold.pipeline import analyse
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.spec import BackboneSpec
-from scaffold.verify.ladder import verify_dir
 
 from .conftest import MODELS, run_cli, run_json
 
@@ -37,8 +36,12 @@ def taps(spec):
     return [(f.module, f.call, f.num_chs, f.reduction, f.layout) for f in spec.features]
 
 
-def checks(report) -> dict[str, tuple[bool, str]]:
-    return {c.name: (c.ok, c.detail) for c in report.checks}
+def verify_quick(out: Path) -> dict[str, tuple[bool, str]]:
+    """`scaffold verify OUT --quick`, run as a person would (in process): it passes."""
+    code, data = run_json("verify", str(out), "--quick")
+    found = {c["name"]: (c["ok"], c["detail"]) for c in data["checks"]}
+    assert code == 0 and data["ok"], found
+    return found
 
 
 def fresh_backbone(name: str, out: Path, **kwargs):
@@ -110,6 +113,9 @@ def test_time_before_channels_is_measured_and_the_readme_order_is_taken():
     # Guessed from the constructor, the same.
     guessed = analyse(FRAMES_FIRST)
     assert guessed.input_shape == (1, 4, 5, 64, 64) and guessed.input_layout == "BTCHW"
+    # As many bands as frames: the shapes fit either order, another frame count tells.
+    square = analyse(FRAMES_FIRST, {}, (4, 4, 32, 32))
+    assert square.input_layout == "BTCHW" and square.doubts == ()
     # A model that takes TerraTorch's order keeps it.
     assert analyse(str(MODELS / "temporal.py")).input_layout == "BCTHW"
 
@@ -143,8 +149,7 @@ def test_frames_first_backbone_equals_the_model_at_two_sizes_and_two_frame_count
         want = hooked(plain, ["temporal", "down"], lambda m, x=x: m(x.transpose(1, 2)))
         with torch.no_grad():
             assert_same(backbone(x), want)
-    report = verify_dir(result.out, quick=True)
-    assert report.ok, checks(report)
+    assert verify_quick(result.out)["sizes"][1].endswith("32x32 with 10 frames")
 
 
 # -- 6. per-frame arguments ----------------------------------------------------------------------
@@ -186,8 +191,7 @@ def test_frame_vit_backbone_follows_the_frames_with_its_days(tmp_path):
     want = hooked(plain, blocks, lambda m: m(x.transpose(1, 2), torch.tensor([own, own])))
     with torch.no_grad():
         assert_same(mine(x), want)
-    report = verify_dir(result.out, quick=True)
-    assert report.ok, checks(report)
+    assert verify_quick(result.out)["sizes"][1].endswith("32x32 with 12 frames")
 
 
 # -- 7. a module called once per frame -----------------------------------------------------------
@@ -208,8 +212,7 @@ def test_conv_lstm_backbone_reads_the_last_frame_at_any_frame_count(tmp_path):
         want = hooked(plain, ["cell", "down"], lambda m, x=x: m(x), which="last")
         with torch.no_grad():
             assert_same(backbone(x), want)
-    report = verify_dir(result.out, quick=True)
-    assert report.ok, checks(report)
+    assert verify_quick(result.out)["sizes"][1].endswith("32x32 with 10 frames")
 
 
 # -- 11. forward-argument forms, per argument ----------------------------------------------------
@@ -270,13 +273,12 @@ def test_datacube_backbone_equals_the_model(tmp_path):
         want = hooked(plain, [f"blocks.{i}" for i in range(3)], lambda m, c=cube: m(c))
         with torch.no_grad():
             assert_same(backbone(x), want)
-    report = verify_dir(result.out, quick=True)
-    assert report.ok, checks(report)
+    verify_quick(result.out)
 
 
 # -- 13. a model file that parses sys.argv when imported -----------------------------------------
 def test_a_model_file_that_parses_the_command_line_at_import(tmp_path):
-    code, data = run_json("inspect", ARGV_MODEL, "--json")
+    code, data = run_json("inspect", ARGV_MODEL)
     assert code == 0 and data["qualname"] == "ScriptNet", data
     assert [f["num_chs"] for f in data["features"]] == [8, 16]  # its own default width
 
