@@ -245,6 +245,7 @@ def test_an_argument_no_form_fits_is_named_not_the_input_shape():
         analyse(DATACUBE, {}, (6, 32, 32), given, "datacube.pixels")
     message = str(caught.value)
     assert "the forward argument datacube.latlon could not be placed in any form" in message
+    assert "mat1 and mat2 shapes cannot be multiplied" in message  # its tensor form's error
     assert "--input-shape" not in message
 
 

@@ -79,8 +79,6 @@ def analyse_model(
         hint = (
             "" if input_shape else "; pass --input-shape C,H,W (or C,T,H,W) if it expects another"
         )
-        if isinstance(exc.cause, ArgumentsUnplaced):
-            hint = ""  # the arguments are at fault, not the input's shape
         gpu = next((f for _, f in failures if _needs_gpu(f.cause)), None)
         if gpu is not None:
             raise ScaffoldError(
@@ -88,6 +86,8 @@ def analyse_model(
                 "or the meta device: put tensors on the input's device (x.device) rather than "
                 "calling .cuda()"
             ) from gpu.cause
+        if isinstance(exc.cause, ArgumentsUnplaced):
+            raise ScaffoldError(f"{name}: on an input of shape {(BATCH, *shape)}, {exc.cause}")
         missing = _missing_input_hint(exc.cause, args, obj, model)
         raise ScaffoldError(
             f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{missing or hint}"

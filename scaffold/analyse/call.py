@@ -381,13 +381,14 @@ class Invoker:
 
 
 class ArgumentsUnplaced(Exception):
-    """No form of the forward arguments `names` lets the forward run (raised from its error)."""
+    """No form of the forward arguments `names` lets the forward run (raised from its error:
+    the one of the form that got furthest)."""
 
     def __init__(self, names: list[str], cause: BaseException) -> None:
-        listed = ", ".join(names)
         super().__init__(
-            f"{one_line(cause)}; the forward argument {listed} could not be placed in any form "
-            "(as given, as a tensor, as a tensor repeated over the batch): check its value"
+            f"the forward argument {', '.join(names)} could not be placed in any form (as "
+            f"given, as a tensor, as a tensor repeated over the batch): check its value; the "
+            f"forward raised {one_line(cause)}"
         )
         self.names = names
 
@@ -445,18 +446,21 @@ def resolve_invoker(
             if not improved:
                 break
     assert best.error is not None
-    unplaced = _unplaced(options, best, attempt)
+    unplaced, telling = _unplaced(options, best, attempt)
     if unplaced:
-        raise ArgumentsUnplaced(unplaced, best.error) from best.error
+        raise ArgumentsUnplaced(unplaced, telling) from telling
     raise best.error
 
 
-def _unplaced(options: dict[str, tuple[str, ...]], best: _Attempt, attempt) -> list[str]:
+def _unplaced(
+    options: dict[str, tuple[str, ...]], best: _Attempt, attempt
+) -> tuple[list[str], Exception]:
     """The arguments at the failure of `best`: every other form of theirs fails no earlier but
     otherwise (another error), so the forward reads them there and no form fits. An argument
     whose other forms fail earlier is placed (read before, rightly); one whose forms change
-    nothing is not read yet."""
-    found = []
+    nothing is not read yet. Also the error of their form that got furthest (the last form of
+    a tie: a tensor says more of a wrong length than a list does)."""
+    found, telling = [], best
     for key, forms in options.items():
         others = [
             attempt({**best.invoker.forms, key: f}) for f in forms if f != best.invoker.forms[key]
@@ -467,7 +471,9 @@ def _unplaced(options: dict[str, tuple[str, ...]], best: _Attempt, attempt) -> l
             and any(o.reached != best.reached or str(o.error) != str(best.error) for o in others)
         ):
             found.append(key)
-    return found
+            telling = max([telling, *others][::-1], key=lambda a: a.reached)
+    assert telling.error is not None
+    return found, telling.error
 
 
 def trace_called(
