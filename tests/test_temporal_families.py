@@ -9,6 +9,7 @@ frame counts, through the generated backbone built by timm."""
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -279,8 +280,10 @@ def test_datacube_backbone_equals_the_model(tmp_path):
 
 # -- 13. a model file that parses sys.argv when imported -----------------------------------------
 def test_a_model_file_that_parses_the_command_line_at_import(tmp_path):
-    code, data = run_json("inspect", ARGV_MODEL)
-    assert code == 0 and data["qualname"] == "ScriptNet", data
+    done = run_cli("inspect", ARGV_MODEL, "--json")
+    data = json.loads(done.stdout)  # what it prints at import is not on stdout ...
+    assert done.returncode == 0 and data["qualname"] == "ScriptNet", data
+    assert "training for 1 epoch(s)" in done.stderr  # ... but on stderr
     assert [f["num_chs"] for f in data["features"]] == [8, 16]  # its own default width
 
     required = tmp_path / "script_net.py"

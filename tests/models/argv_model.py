@@ -9,6 +9,7 @@ parser = argparse.ArgumentParser(description="train the tiny net")
 parser.add_argument("--width", type=int, default=8)
 parser.add_argument("--epochs", type=int, default=1)
 ARGS = parser.parse_args()
+print(f"training for {ARGS.epochs} epoch(s)")
 
 
 class ScriptNet(nn.Module):
