@@ -131,6 +131,24 @@ def test_a_swapped_shape_that_happens_to_run_is_a_doubt():
     assert "elimination" in spec.doubts[0].message
 
 
+def test_a_model_that_takes_either_order_alike_is_a_doubt(tmp_path):
+    # It pools bands and frames together: no trace can tell which axis is time.
+    model = tmp_path / "pooled.py"
+    model.write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "class Pooled(nn.Module):\n"
+        "    def __init__(self) -> None:\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 8, 3, 2, 1)\n\n"
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+        "        return self.conv(x.mean(dim=(1, 2))[:, None])\n"
+    )
+    spec = analyse(str(model), {}, (3, 4, 32, 32))
+    assert spec.input_layout == "BCTHW"
+    assert [(d.kind, d.flag) for d in spec.doubts] == [("time-axis", "--input-shape C,T,H,W")]
+    assert "either order alike" in spec.doubts[0].message
+
+
 def test_old_spec_without_the_layout_reads_as_terratorchs_order():
     spec = analyse(str(MODELS / "temporal.py"))
     data = spec.to_dict()
