@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from scaffold.errors import ScaffoldError
+from scaffold.grid import TokenFrames
 from scaffold.spec import BackboneSpec, Param
 
 if TYPE_CHECKING:
@@ -236,7 +237,6 @@ def _measure_frames(
     from scaffold.analyse.call import trace_called
     from scaffold.analyse.features import token_frames
     from scaffold.analyse.trace import ForwardFailed
-    from scaffold.grid import TokenFrames
 
     stack, tokens = [trace.root], False
     while stack and not tokens:
