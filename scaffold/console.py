@@ -23,6 +23,8 @@ def spec_table(spec: BackboneSpec) -> Table:
         f"{spec.qualname} ({spec.kind}, {spec.num_params / 1e6:.1f}M params) "
         f"input {tuple(spec.input_shape)} traced on {spec.traced_on}"
     )
+    if spec.temporal and spec.input_layout != "BCTHW":
+        title += f", fed to the model as {spec.input_layout}"
     table = Table(title=Text(title), title_justify="left")
     columns = ["#", "module", "channels", "reduction", "layout", "shape", "selected"]
     if any(f.why for f in spec.features):
@@ -31,6 +33,8 @@ def spec_table(spec: BackboneSpec) -> Table:
         table.add_column(col, justify="right" if col in ("#", "channels", "reduction") else "left")
     for i, f in enumerate(spec.features):
         module = f.module if f.call == 0 else f"{f.module} (call {f.call})"
+        if f.call == -1:
+            module = f"{f.module} (last call)"  # once per frame: its last call at any frames
         if f.source == "hook" and f.key is not None:
             module += f"[{f.key!r}]"  # an item of what the module returns
         if f.source == "input":

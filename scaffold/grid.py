@@ -30,6 +30,9 @@ class TokenFrames:
 
     frames: int
     counts: frozenset[int]
+    # Token counts that are one vector per frame (a day-of-year embedding, (B, T, C)): their
+    # count follows the frames one by one, so they are no map of the grid.
+    per_frame: frozenset[int] = frozenset()
 
 
 def classify(
@@ -45,6 +48,8 @@ def classify(
     height, width = input_shape[-2], input_shape[-1]
     frames = input_shape[2] if len(input_shape) == 5 else None
     dims = shape[1:]
+    if len(dims) == 2 and token_frames is not None and dims[0] in token_frames.per_frame:
+        return None
     if len(dims) == 2 and token_frames is not None and dims[0] in token_frames.counts:
         place = _classify_frame_tokens(dims[0], dims[1], height, width, token_frames.frames)
         if place is not None:

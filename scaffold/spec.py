@@ -56,6 +56,9 @@ class Param(_ReadsAsJson):
 
 
 ArgForm = Literal["value", "tensor", "batched"]
+# The order of the axes in which a temporal model's forward takes its series: TerraTorch's
+# (B, C, T, H, W), or time before channels, (B, T, C, H, W).
+InputLayout = Literal["BCTHW", "BTCHW"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +72,9 @@ class ForwardCall(_ReadsAsJson):
     - `forms`: how each argument is passed: as given, as a tensor, as a tensor repeated over the
       batch;
     - `per_band`: the arguments that hold one value per input band;
-    - `fixed_noise`: random draws return a fixed ramp during the forward.
+    - `fixed_noise`: random draws return a fixed ramp during the forward;
+    - `per_frame`: the arguments that hold one value per input frame (day of year, acquisition
+      dates): their length follows the frames, never the bands.
     """
 
     image: str = "x"
@@ -78,6 +83,7 @@ class ForwardCall(_ReadsAsJson):
     forms: dict[str, ArgForm] = field(default_factory=dict)
     per_band: tuple[str, ...] = ()
     fixed_noise: bool = False
+    per_frame: tuple[str, ...] = ()
 
     @property
     def plain(self) -> bool:
@@ -92,7 +98,7 @@ class ForwardCall(_ReadsAsJson):
     def to_dict(self) -> dict[str, Any]:
         if self.plain:
             return {}
-        return {
+        data = {
             "image": self.image,
             "image_positional": self.image_positional,
             "args": dict(self.args),
@@ -100,6 +106,9 @@ class ForwardCall(_ReadsAsJson):
             "per_band": list(self.per_band),
             "fixed_noise": self.fixed_noise,
         }
+        if self.per_frame:  # written only where there are some: older readers are not surprised
+            data["per_frame"] = list(self.per_frame)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ForwardCall:
@@ -112,6 +121,7 @@ class ForwardCall(_ReadsAsJson):
             forms=dict(data["forms"]),
             per_band=tuple(data["per_band"]),
             fixed_noise=data["fixed_noise"],
+            per_frame=tuple(data.get("per_frame", ())),
         )
 
 
@@ -188,6 +198,9 @@ class BackboneSpec:
       (a classifier, a decoder): the backbone's forward stops before them, and is built without
       those that run only there (each feature's `after`).
     - `forward_call`: how the forward is called, when not as ``model(x)``.
+    - `input_layout`: the order in which a temporal model's forward takes the series: the spec's
+      `input_shape` is always TerraTorch's (B, C, T, H, W); "BTCHW": the model wants time before
+      channels and the backbone swaps the two axes.
     """
 
     target: str
@@ -218,6 +231,8 @@ class BackboneSpec:
     forward_call: ForwardCall = field(default_factory=ForwardCall)
     # What the analysis is unsure of: a spec with doubts is generated, never "verified".
     doubts: tuple[Doubt, ...] = ()
+    # The order of the axes of a temporal model's input (see above).
+    input_layout: InputLayout = "BCTHW"
 
     # -- derived views ------------------------------------------------------------------------
     @property

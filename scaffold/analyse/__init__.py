@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from scaffold.errors import ScaffoldError
+from scaffold.grid import TokenFrames
 from scaffold.spec import BackboneSpec, Param
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ def analyse_model(
     """
     from torch import nn
 
-    from scaffold.analyse.call import per_band_shapes, trace_called
+    from scaffold.analyse.call import ArgumentsUnplaced, per_band_shapes, trace_called
     from scaffold.analyse.features import select_features
+    from scaffold.analyse.frames import per_frame_taps
     from scaffold.analyse.head import head_modules, removable_after
     from scaffold.analyse.inputs import first_conv, guess_input
     from scaffold.analyse.trace import BATCH, ForwardFailed, construct
@@ -52,17 +54,24 @@ def analyse_model(
         shapes = guess.shapes
         if guess.in_chans_arg is None:
             conv = first_conv(model)
+            frames = shapes[0][1] if len(shapes[0]) == 4 else None
             shapes = per_band_shapes(
-                shapes, forward_args or {}, conv[1].in_channels if conv else None
+                shapes, forward_args or {}, conv[1].in_channels if conv else None, frames
             )
 
     _check_forward(model, name)
     failures: list[tuple[tuple[int, ...], ForwardFailed]] = []
+    layout, axis = "BCTHW", None
     for shape in shapes:
         try:
-            trace, forward_call, call_notes = trace_called(
-                obj, args, model, device, shape, dict(forward_args or {}), image_arg
-            )
+            if len(shape) == 4:  # a time series: which axis is time is measured
+                axis = _time_axis(obj, args, model, device, shape, forward_args, image_arg, guess)
+                (trace, forward_call, call_notes), layout = axis.traced, axis.layout
+                call_notes = [*call_notes, axis.note]
+            else:
+                trace, forward_call, call_notes = trace_called(
+                    obj, args, model, device, shape, dict(forward_args or {}), image_arg
+                )
             break
         except ForwardFailed as exc:
             failures.append((shape, exc))
@@ -78,6 +87,8 @@ def analyse_model(
                 "or the meta device: put tensors on the input's device (x.device) rather than "
                 "calling .cuda()"
             ) from gpu.cause
+        if isinstance(exc.cause, ArgumentsUnplaced):
+            raise ScaffoldError(f"{name}: on an input of shape {(BATCH, *shape)}, {exc.cause}")
         missing = _missing_input_hint(exc.cause, args, obj, model)
         raise ScaffoldError(
             f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{missing or hint}"
@@ -87,8 +98,9 @@ def analyse_model(
         raise ScaffoldError(f"{name}: forward returned {trace.output_kind} with no tensor in it")
     frames = None
     if len(shape) == 4:
+        known = {axis.other_frames: axis.other} if axis is not None and axis.other else {}
         frames, frame_notes = _measure_frames(
-            obj, args, model, device, shape, trace, forward_args, image_arg
+            obj, args, model, device, shape, trace, forward_args, image_arg, layout, known
         )
         call_notes = [*call_notes, *frame_notes]
     cells = _grown_cells(trace, shape)
@@ -114,6 +126,11 @@ def analyse_model(
             selection.features, removable_after(trace, selection.features), strict=True
         )
     )
+    if axis is not None:  # a module called once per frame is tapped at its last call
+        features, frame_notes = per_frame_taps(
+            features, trace, axis.other, shape[1], axis.other_frames
+        )
+        call_notes = [*call_notes, *frame_notes]
     conv = first_conv(model)
     notes += [f"the class already has {h}" for h in sorted(has)]
     return BackboneSpec(
@@ -140,6 +157,8 @@ def analyse_model(
         notes=(*notes, *call_notes, *selection.notes),
         head_modules=head_modules(trace, selection.features, selection.out_indices),
         forward_call=forward_call,
+        doubts=(axis.doubt,) if axis is not None and axis.doubt is not None else (),
+        input_layout=layout,  # type: ignore[arg-type]
     )
 
 
@@ -163,6 +182,41 @@ def _grown_cells(trace: Any, shape: tuple[int, ...]) -> frozenset[int]:
     return grown_cells(trace, shape, again, larger)
 
 
+def _time_axis(
+    obj: Any,
+    args: dict[str, Any],
+    model: Any,
+    device: str,
+    shape: tuple[int, ...],
+    forward_args: dict[str, Any] | None,
+    image_arg: str | None,
+    guess: Any,
+) -> Any:
+    """Which axis of a (C, T, H, W) series the model takes as time (scaffold.analyse.frames). At
+    the second frame count a model whose constructor takes the frames is built for them."""
+    from scaffold.analyse.call import trace_called
+    from scaffold.analyse.frames import find_time_axis
+    from scaffold.analyse.trace import construct
+
+    def run(at: tuple[int, ...], layout: str, built: Any = None) -> Any:
+        on, where = built or (model, device)
+        given = dict(forward_args or {})
+        return trace_called(
+            obj, args, on, where, at, given, image_arg, layout, shape[1], compare=at == shape
+        )
+
+    run_other = None
+    if guess.frames_arg is not None:
+        rebuilt: list[Any] = []
+
+        def run_other(at: tuple[int, ...], layout: str) -> Any:
+            if not rebuilt:
+                rebuilt.append(construct(obj, {**args, guess.frames_arg: at[1]}))
+            return run(at, layout, rebuilt[0])
+
+    return find_time_axis(run, shape, run_other)
+
+
 def _measure_frames(
     obj: Any,
     args: dict[str, Any],
@@ -172,11 +226,14 @@ def _measure_frames(
     trace: Any,
     forward_args: dict[str, Any] | None,
     image_arg: str | None,
+    layout: str = "BCTHW",
+    known: dict[int, Any] | None = None,
 ) -> tuple[Any, list[str]]:
     """Which token tensors of a temporal input hold frames, as grids are measured by reductions:
     the forward is traced again at one frame more (a count that grows by one grid is frames of
     that grid) and, when no token count changes there, at twice the frames (temporal patches of
-    several frames). (TokenFrames or None, notes for the person.)"""
+    several frames). `known`: traces at other frame counts already made (the time axis's).
+    (TokenFrames or None, notes for the person.)"""
     from scaffold.analyse.call import trace_called
     from scaffold.analyse.features import token_frames
     from scaffold.analyse.trace import ForwardFailed
@@ -190,10 +247,11 @@ def _measure_frames(
         return None, []
     t = shape[1]
     min_step, tried = 1, []
+    vectors: frozenset[int] = frozenset()  # counts of one vector per frame
     for other in (t + 1, 2 * t):
         tried.append(str(other))
         try:
-            second, _, _ = trace_called(
+            second = (known or {}).get(other) or trace_called(
                 obj,
                 args,
                 model,
@@ -201,16 +259,27 @@ def _measure_frames(
                 (shape[0], other, *shape[2:]),
                 dict(forward_args or {}),
                 image_arg,
-            )
+                layout,
+                t,
+                compare=False,
+            )[0]
         except ForwardFailed:
             continue
         found = token_frames(trace, second, shape, other, min_step)
-        if found is not None:
+        if found is not None and found.counts:
+            found = TokenFrames(found.frames, found.counts, found.per_frame | vectors)
             return found, [
                 f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
                 f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
             ]
+        if found is not None:
+            vectors |= found.per_frame
         min_step = 2  # one frame more changed no count: temporal patches of several frames
+    if vectors:  # only vectors per frame (a day-of-year embedding): no frame grids
+        return TokenFrames(0, frozenset(), vectors), [
+            f"token tensors of {', '.join(map(str, sorted(vectors)))} tokens hold one vector per "
+            "frame (their counts follow the frames): not maps"
+        ]
     return None, [
         f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
         "tensors are read as one grid"

@@ -5,8 +5,17 @@ dict with the image and per-band ids, another a named modality, an MAE a mask ra
 the arguments (``--forward-arg NAME=VALUE``, ``PARAM.KEY=VALUE`` for an item of a dict parameter)
 and where the image goes (``--image-arg NAME`` or ``PARAM.KEY``; default the first parameter).
 
-The form each argument takes is found by trying, in order: the value as given, as a tensor, as a
-tensor repeated over the batch. The first combination the forward accepts is recorded.
+The form each argument takes is found by trying the value as given, as a tensor, as a tensor
+repeated over the batch. Where the combinations are few (MAX_COMBINATIONS) all are tried, fewest
+changed forms first, whatever the order of the flags; else each argument's form is searched on
+its own, the others held: the form with which the forward gets furthest (counted in torch calls
+before it raises) is kept, until the forward runs. When none runs, the arguments whose form
+changes the failure without getting past it are named as the ones that could not be placed.
+
+A temporal model may take its series as (B, T, C, H, W): the image is then passed with its time
+and channel axes swapped (`layout`, see scaffold.analyse.frames). An argument that holds one value
+per frame (a list as long as the frames, not as the bands: day of year) is per-frame: at another
+frame count it is resampled to that many frames.
 
 Masking and randomness: a forward parameter whose name says mask and whose default is a ratio
 above 0 (``mask_ratio=0.75``) is set to 0 unless the person gave it. A forward that still draws
@@ -22,13 +31,15 @@ for ``model(x)``):
 - ``args``: ``{name or param.key: value}``, the other arguments, YAML values;
 - ``forms``: ``{name or param.key: "value" | "tensor" | "batched"}``;
 - ``per_band``: the arguments that hold one value per input band;
-- ``fixed_noise``: random draws return a fixed ramp during the forward.
+- ``fixed_noise``: random draws return a fixed ramp during the forward;
+- ``per_frame``: the arguments that hold one value per input frame.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +49,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ScaffoldError, one_line
 from scaffold.spec import ForwardCall
 
 FORMS = ("value", "tensor", "batched")
@@ -84,6 +95,7 @@ class CallPlan:
     args: dict[str, Any]  # name or "param.key" -> value
     per_band: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    per_frame: tuple[str, ...] = ()
 
     @property
     def trivial(self) -> bool:
@@ -95,8 +107,10 @@ def plan_call(
     forward_args: dict[str, Any],
     image_arg: str | None,
     in_chans: int,
+    frames: int | None = None,
 ) -> CallPlan:
-    """Check the options against the forward's signature; switch masking off."""
+    """Check the options against the forward's signature; switch masking off. `frames`: the
+    frames of a temporal input the arguments were given for (a list that long is per-frame)."""
     owner = f"{type(model).__name__}.forward"
     try:
         params = list(inspect.signature(model.forward).parameters.values())
@@ -171,24 +185,31 @@ def plan_call(
         and first.name == image_param
         and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
     )
-    per_band = tuple(k for k, v in args.items() if _per_band(v, in_chans))
-    return CallPlan(image_arg, positional, args, per_band, notes)
+    per_frame = tuple(k for k, v in args.items() if _per_frame(v, frames, in_chans))
+    per_band = tuple(k for k, v in args.items() if k not in per_frame and _per_band(v, in_chans))
+    return CallPlan(image_arg, positional, args, per_band, notes, per_frame)
 
 
 def per_band_shapes(
     shapes: tuple[tuple[int, ...], ...],
     forward_args: dict[str, Any],
     first_layer_chans: int | None = None,
+    frames: int | None = None,
 ) -> tuple[tuple[int, ...], ...]:
     """For a model without a channel parameter: forward arguments that list numbers (one per
     band, such as wavelengths) give the channel count, tried before the guessed one. Whatever
     the order of the flags: the count the model's first layer reads (`first_layer_chans`) when
     a list has that length, else the length most lists agree on (the longest of a tie: a
-    4-item metadata list beside 13 wavelengths and 13 bandwidths does not count the bands)."""
+    4-item metadata list beside 13 wavelengths and 13 bandwidths does not count the bands).
+    A list as long as the `frames` of a temporal input (day of year) is per-frame: it counts
+    no bands."""
     counts = [
         len(v)
         for v in forward_args.values()
-        if isinstance(v, list) and len(v) > 1 and all(isinstance(i, (int, float)) for i in v)
+        if isinstance(v, list)
+        and len(v) > 1
+        and len(v) != frames
+        and all(isinstance(i, (int, float)) for i in v)
     ]
     if not counts:
         return shapes
@@ -209,12 +230,48 @@ def _per_band(value: Any, in_chans: int) -> bool:
     )
 
 
+def _per_frame(value: Any, frames: int | None, in_chans: int) -> bool:
+    """A list as long as the input's frames (and not as its bands): one value per frame."""
+    return (
+        frames is not None
+        and frames != in_chans
+        and isinstance(value, (list, tuple))
+        and len(value) == frames
+        and all(isinstance(v, (int, float, list, tuple)) for v in value)
+    )
+
+
+def resample_frames(value: list[Any], frames: int) -> list[Any]:
+    """Per-frame values for `frames` frames: linearly resampled over the frames, first and last
+    kept (integers stay integers, rounded)."""
+    if len(value) == frames:
+        return list(value)
+    tensor = torch.as_tensor(value, dtype=torch.float64)
+    if len(value) == 1:
+        out = tensor.expand(frames, *tensor.shape[1:])
+    else:
+        flat = tensor.reshape(len(value), -1).T[None]  # 1, values per frame, frames
+        out = torch.nn.functional.interpolate(flat, frames, mode="linear", align_corners=True)
+        out = out[0].T.reshape(frames, *tensor.shape[1:])
+    if not torch.as_tensor(value).is_floating_point():
+        return out.round().long().tolist()
+    return out.tolist()
+
+
+def form_options(plan: CallPlan) -> dict[str, tuple[str, ...]]:
+    """The forms each argument may take; None, strings, booleans and dicts stay as given."""
+    return {k: ("value",) if _only_as_given(v) else FORMS for k, v in plan.args.items()}
+
+
 def form_choices(plan: CallPlan) -> Iterator[dict[str, str]]:
-    """Combinations of forms to try, "as given" first. None, strings and booleans stay as given."""
-    keys = list(plan.args)
-    options = [("value",) if _only_as_given(plan.args[k]) else FORMS for k in keys]
-    for combo in itertools.islice(itertools.product(*options), MAX_COMBINATIONS):
-        yield dict(zip(keys, combo, strict=True))
+    """Every combination of forms, the fewest changed from "as given" first (the order of the
+    arguments decides nothing but ties)."""
+    options = form_options(plan)
+    combos = sorted(
+        itertools.product(*options.values()), key=lambda c: sum(f != "value" for f in c)
+    )
+    for combo in combos:
+        yield dict(zip(options, combo, strict=True))
 
 
 def _only_as_given(value: Any) -> bool:
@@ -268,11 +325,13 @@ class RandomDraws(TorchFunctionMode):
         super().__init__()
         self.fixed = fixed
         self.draws: dict[str, int] = {}
+        self.calls = 0  # torch functions called: how far a forward got
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         out = func(*args, **kwargs)
+        self.calls += 1
         if name in RANDOM_FUNCTIONS:
             self.draws[name] = self.draws.get(name, 0) + 1
             if self.fixed and isinstance(out, torch.Tensor):
@@ -296,44 +355,125 @@ def ramp_like(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Invoker:
-    """Calls a model on an image as the plan and `forms` say; counts the random draws."""
+    """Calls a model on an image as the plan and `forms` say; counts the random draws. A
+    "BTCHW" `layout`: the (B, C, T, H, W) image is passed with time before channels."""
 
     plan: CallPlan
     forms: dict[str, str]
     fixed_noise: bool = False
     draws: dict[str, int] = field(default_factory=dict)
+    layout: str = "BCTHW"
+    reached: int = 0  # torch functions the last call ran (how far it got when it raised)
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> Any:
+        if self.layout == "BTCHW" and x.ndim == 5:
+            x = x.transpose(1, 2)
         args, kwargs = forward_inputs(self.plan, self.forms, x)
         mode = RandomDraws(self.fixed_noise)
-        with mode:
-            output = model(*args, **kwargs)
+        try:
+            with mode:
+                output = model(*args, **kwargs)
+        finally:
+            self.reached = mode.calls
         for name, count in mode.draws.items():
             self.draws[name] = self.draws.get(name, 0) + count
         return output
 
 
+class ArgumentsUnplaced(Exception):
+    """No form of the forward arguments `names` lets the forward run (raised from its error:
+    the one of the form that got furthest)."""
+
+    def __init__(self, names: list[str], cause: BaseException) -> None:
+        super().__init__(
+            f"the forward argument {', '.join(names)} could not be placed in any form (as "
+            f"given, as a tensor, as a tensor repeated over the batch): check its value; the "
+            f"forward raised {one_line(cause)}"
+        )
+        self.names = names
+
+
+@dataclass
+class _Attempt:
+    invoker: Invoker
+    output: torch.Tensor | None
+    error: Exception | None
+    reached: int
+
+
 def resolve_invoker(
-    model: nn.Module, plan: CallPlan, x: torch.Tensor
+    model: nn.Module, plan: CallPlan, x: torch.Tensor, layout: str = "BCTHW"
 ) -> tuple[Invoker, torch.Tensor | None]:
-    """The first combination of forms the forward accepts (eval mode, no grad), and the first
-    tensor of that call's output; raises the exception of the first combination when none does."""
+    """A combination of forms the forward accepts (eval mode, no grad), and the first tensor of
+    that call's output. All combinations where they are few, else each argument's form on its
+    own (see the module's doc). When none runs: ArgumentsUnplaced naming the arguments that
+    could not be placed, or the forward's own error when no argument's form changes it."""
     from scaffold.analyse.trace import first_tensor
 
-    first: Exception | None = None
     model.eval()
-    for forms in form_choices(plan):
-        invoker = Invoker(plan, forms)
-        try:
-            torch.manual_seed(SEEDS[0])
-            with torch.no_grad():
-                output = first_tensor(invoker(model, x))
-        except Exception as exc:
-            first = first or exc
-            continue
-        return invoker, output
-    assert first is not None
-    raise first
+    options = form_options(plan)
+    tried: dict[tuple[str, ...], _Attempt] = {}
+
+    def attempt(forms: dict[str, str]) -> _Attempt:
+        key = tuple(forms.values())
+        if key not in tried:
+            invoker = Invoker(plan, forms, layout=layout)
+            try:
+                torch.manual_seed(SEEDS[0])
+                with torch.no_grad():
+                    output = first_tensor(invoker(model, x))
+                tried[key] = _Attempt(invoker, output, None, invoker.reached)
+            except Exception as exc:
+                tried[key] = _Attempt(invoker, None, exc, invoker.reached)
+        return tried[key]
+
+    if math.prod(len(o) for o in options.values()) <= MAX_COMBINATIONS:
+        for forms in form_choices(plan):
+            if (done := attempt(forms)).error is None:
+                return done.invoker, done.output
+        best = max(tried.values(), key=lambda a: a.reached)  # the first that got furthest
+    else:
+        best = attempt({k: "value" for k in options})
+        for _ in options:  # a pass per argument at most: each pass places one more
+            improved = False
+            for key, forms in options.items():
+                for form in forms:
+                    trial = attempt({**best.invoker.forms, key: form})
+                    if trial.error is None:
+                        return trial.invoker, trial.output
+                    if trial.reached > best.reached:
+                        best, improved = trial, True
+            if not improved:
+                break
+    assert best.error is not None
+    unplaced, telling = _unplaced(options, best, attempt)
+    if unplaced:
+        raise ArgumentsUnplaced(unplaced, telling) from telling
+    raise best.error
+
+
+def _unplaced(
+    options: dict[str, tuple[str, ...]], best: _Attempt, attempt
+) -> tuple[list[str], Exception]:
+    """The arguments at the failure of `best`: every other form of theirs fails no earlier but
+    otherwise (another error), so the forward reads them there and no form fits. An argument
+    whose other forms fail earlier is placed (read before, rightly); one whose forms change
+    nothing is not read yet. Also the error of their form that got furthest (the last form of
+    a tie: a tensor says more of a wrong length than a list does)."""
+    found, telling = [], best
+    for key, forms in options.items():
+        others = [
+            attempt({**best.invoker.forms, key: f}) for f in forms if f != best.invoker.forms[key]
+        ]
+        if (
+            others
+            and all(o.error is not None and o.reached >= best.reached for o in others)
+            and any(o.reached != best.reached or str(o.error) != str(best.error) for o in others)
+        ):
+            found.append(key)
+            telling = max([telling, *others][::-1], key=lambda a: a.reached)
+    assert telling.error is not None
+    return found, telling.error
 
 
 def trace_called(
@@ -344,9 +484,17 @@ def trace_called(
     shape: tuple[int, ...],
     forward_args: dict[str, Any],
     image_arg: str | None,
+    layout: str = "BCTHW",
+    given_frames: int | None = None,
+    compare: bool = True,
 ) -> tuple[Any, dict[str, Any], list[str]]:
     """Find how the forward is called on a (B, *shape) image, switch masking and random draws
     off, and trace it: (the Trace, the spec's forward_call, notes for the person).
+
+    `layout`: how a temporal model takes the series (see Invoker); `given_frames`: the frames
+    the forward arguments were given for, when `shape` has others (per-frame arguments are
+    resampled to its frames); `compare`: call it twice more to see that it is deterministic
+    (a probe at another frame count need not).
 
     Raises ForwardFailed when the forward rejects every form (on the meta device, the model is
     built on the CPU and tried again first), ScaffoldError when the options do not fit it."""
@@ -359,10 +507,13 @@ def trace_called(
         run_trace,
     )
 
-    plan = plan_call(model, forward_args, image_arg, shape[0])
+    frames = shape[1] if len(shape) == 4 else None
+    plan = plan_call(model, forward_args, image_arg, shape[0], given_frames or frames)
+    if frames is not None:
+        plan.args.update({k: resample_frames(plan.args[k], frames) for k in plan.per_frame})
     x = torch.randn(BATCH, *shape, device=device)
     try:
-        invoker, output = resolve_invoker(model, plan, x)
+        invoker, output = resolve_invoker(model, plan, x, layout)
     except Exception as exc:
         if device != "meta":
             raise ForwardFailed(exc) from exc
@@ -374,7 +525,7 @@ def trace_called(
             raise ForwardFailed(exc) from build_exc
         x = torch.randn(BATCH, *shape)
         try:
-            invoker, output = resolve_invoker(model, plan, x)
+            invoker, output = resolve_invoker(model, plan, x, layout)
         except Exception as cpu_exc:
             raise ForwardFailed(cpu_exc) from cpu_exc
     notes = list(plan.notes)
@@ -387,11 +538,11 @@ def trace_called(
             "increasing ramp, so tokens keep their grid order and the features are the same on "
             "every call"
         )
-        invoker = Invoker(plan, invoker.forms, fixed_noise=True)
+        invoker = Invoker(plan, invoker.forms, fixed_noise=True, layout=layout)
         output = None
     trace = run_trace(obj, args, model, device, shape, call=invoker)
     small = sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMS
-    if trace.device == "cpu" and device == "cpu" and small:
+    if compare and trace.device == "cpu" and device == "cpu" and small:
         if output is None:  # the call with fixed noise, under the first seed
             torch.manual_seed(SEEDS[0])
             with torch.no_grad():
@@ -432,6 +583,7 @@ def forward_call_spec(plan: CallPlan, invoker: Invoker) -> ForwardCall:
         forms=dict(invoker.forms),
         per_band=tuple(plan.per_band),
         fixed_noise=invoker.fixed_noise,
+        per_frame=tuple(plan.per_frame),
     )
 
 

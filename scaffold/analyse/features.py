@@ -63,14 +63,17 @@ def token_frames(
     win. None when no token count changes with the frames."""
     t1, (height, width) = input_shape[1], input_shape[-2:]
     found: dict[int, set[int]] = {}
+    vectors: set[int] = set()  # one vector per frame: counts that follow the frames one by one
     for n1, n2 in _changed_token_counts(first, second):
         frames = _frames_of(n1, n2, t1, other_frames, height, width, min_step)
         if frames is not None:
             found.setdefault(frames, set()).add(n1)
+        elif n2 - n1 == other_frames - t1 and 0 <= n1 - t1 <= MAX_PREFIX_TOKENS:
+            vectors.add(n1)
     if not found:
-        return None
+        return TokenFrames(0, frozenset(), frozenset(vectors)) if vectors else None
     frames = max(found, key=lambda f: (len(found[f]), f))
-    return TokenFrames(frames, frozenset(found[frames]))
+    return TokenFrames(frames, frozenset(found[frames]), frozenset(vectors))
 
 
 def _frames_of(
@@ -83,7 +86,8 @@ def _frames_of(
                 continue
             cells = (n2 - n1) // (f2 - f1)
             prefix = n1 - f1 * cells
-            if cells < 1 or not 0 <= prefix <= MAX_PREFIX_TOKENS:
+            # one cell per frame is a vector per frame (a day-of-year embedding), not a map
+            if cells < 2 or not 0 <= prefix <= MAX_PREFIX_TOKENS:
                 continue
             place = classify_tokens(cells, 1, height, width)
             if place is not None and place.prefix_tokens == 0:

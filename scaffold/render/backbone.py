@@ -192,6 +192,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "in_chans": repr(spec.in_chans),
         "img_size": repr(tuple(spec.img_size)),
         "num_frames": repr(spec.num_frames),
+        "input_layout": repr(spec.input_layout),
         "features": "[" + "".join(f"{e!r}," for e in features) + "]",
         "out_indices": repr(tuple(spec.out_indices)),
         "package": repr(options.name),
@@ -231,6 +232,7 @@ def forward_call_literals(spec: BackboneSpec) -> dict[str, str]:
         "forward_args": py_repr(call.args),
         "forward_forms": repr(call.forms),
         "per_band_args": repr(call.per_band),
+        "per_frame_args": repr(call.per_frame),
         "fixed_noise": repr(call.fixed_noise),
     }
 

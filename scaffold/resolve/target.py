@@ -8,11 +8,13 @@ imports such as torchvision's ``from ..utils import x`` work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -237,7 +239,9 @@ def _file_of(module) -> Path | None:
 
 def _resolve_module(target: str, dotted: str, name: str) -> ResolvedTarget:
 
-    module = import_lightly(dotted) or _import(dotted, None, where=dotted)
+    with neutral_argv(dotted):
+        module = import_lightly(dotted)
+    module = module or _import(dotted, None, where=dotted)
     file = getattr(module, "__file__", None)
     return _finish(target, module, dotted, None, Path(file) if file else None, name, ())
 
@@ -289,11 +293,67 @@ def package_root(path: Path) -> tuple[Path, str]:
     return folder, ".".join(parts)
 
 
+@contextlib.contextmanager
+def neutral_argv(where: str) -> Iterator[None]:
+    """While a person's module is imported: ``sys.argv`` holds only its path (a training script
+    that parses the command line at import reads no option of scaffold's), what it prints goes to
+    stderr (``--json`` keeps stdout to itself), and a ``SystemExit`` (argparse refusing options
+    it requires) is one ScaffoldError naming the file, with the last line it printed (what it
+    wrote to stderr is held until the import ends, and shown unless it exited)."""
+    saved, sys.argv = sys.argv, [where]
+    held = _HeldStream(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr), contextlib.redirect_stderr(held):
+            yield
+    except SystemExit as exc:
+        lines = [line for line in held.release(show=False).splitlines() if line.strip()]
+        last = f" ({lines[-1].strip()})" if lines else ""
+        raise ScaffoldError(
+            f"{where}: importing it exited (SystemExit {exc.code}){last}: the module parses the "
+            'command line when imported; move that under `if __name__ == "__main__":`'
+        ) from None
+    finally:
+        sys.argv = saved
+        held.release()
+
+
+class _HeldStream:
+    """A stream that holds what is written until `release`, then writes through to `real` (a
+    logging handler made during the import keeps a stream that works afterwards)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._held: list[str] | None = []
+
+    def write(self, text: str) -> int:
+        if self._held is None:
+            return self._real.write(text)
+        self._held.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._held is None:
+            self._real.flush()
+
+    def release(self, show: bool = True) -> str:
+        """End holding; write what was held to the real stream when `show`; return it."""
+        text, self._held = "".join(self._held or []), None
+        if show and text:
+            self._real.write(text)
+        return text
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 def _import(dotted: str, root: Path | None, where: str):
     if root is not None and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
-        return importlib.import_module(dotted)
+        with neutral_argv(where):
+            return importlib.import_module(dotted)
+    except ScaffoldError:
+        raise
     except ModuleNotFoundError as exc:
         if exc.name and (dotted == exc.name or dotted.startswith(exc.name + ".")):
             raise ScaffoldError(f"{where}: no module named '{exc.name}'") from exc
