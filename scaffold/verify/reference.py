@@ -487,6 +487,8 @@ def _other_size(
         tries = [(size, list(size))] + ([(square, square[0])] if height == width else [])
         for size, value in tries:
             built = f" (built with {arg}={value})"
+            if size == square:  # a size of one number: no non-square size to compare at
+                built = f" (built with {arg}={value}; not non-square: {one_line(exc)})"
             try:
                 reference = plain_model(spec, context.in_chans, {arg: value})
                 kwargs = context.channel_kwargs() | {arg: value}
