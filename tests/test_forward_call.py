@@ -229,6 +229,7 @@ def test_dict_input_model_end_to_end_and_update_repeats_the_options(tmp_path):
         "folder",
         "import",
         "features",
+        "features match model",
         "determinism",
         "forward args",
         "data",

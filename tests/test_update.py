@@ -72,6 +72,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
         "folder",
         "import",
         "features",
+        "features match model",
         "determinism",
         "data",
         "factory",

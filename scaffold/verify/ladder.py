@@ -8,6 +8,8 @@
    ``doubts`` (when the analysis recorded any): each doubt with the flag that settles it; the
    other checks still run, but the backbone is not "verified";
 2. ``features``: timm's feature rules on ``features_only`` and on the backbone's own forward;
+   ``features match model``: the features' values are those of hooks on a plain instance of the
+   model at the recorded taps, at two sizes, and each carries a gradient (``reference.py``);
    ``determinism``: the same input twice gives the same features, every token there;
    ``forward args`` (per-band forward arguments): one value per band of ``backbone_in_chans``;
 3. ``data`` (with the smoke data): each smoke file has the bands and size the smoke task reads
@@ -45,6 +47,7 @@ from scaffold.verify.determinism import check_determinism, check_forward_args
 from scaffold.verify.fit import check_fit, fit_files
 from scaffold.verify.folder import check_folder
 from scaffold.verify.geobench import check_geobench_data, reads_geobench
+from scaffold.verify.reference import check_reference
 from scaffold.verify.sizes import check_sizes
 from scaffold.verify.smoke_data import check_smoke_data
 from scaffold.verify.trainable import check_trainable
@@ -122,6 +125,7 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
 
     passed = [
         run("features", context.check_features),
+        run("features match model", lambda: check_reference(context)),
         run("determinism", lambda: check_determinism(context)),
     ]
     if state.spec.forward_call.per_band:
