@@ -129,7 +129,8 @@ def capture(reference: Any, spec: BackboneSpec, taps: list[FeatureSpec], x: Any)
         s: 1 + max(f.call for f in taps if (f.module, f.source == "input") == s) for s in slots
     }
     seen: dict[tuple[str, bool], list[Any]] = {s: [] for s in slots}
-    stop = all(f.source != "output" for f in taps)
+    # A tap on a module's last call (-1: one call per frame) is known only at the forward's end.
+    stop = all(f.source != "output" and f.call >= 0 for f in taps)
 
     def keep(slot: tuple[str, bool], value: Any) -> None:
         seen[slot].append(value)
@@ -146,6 +147,8 @@ def capture(reference: Any, spec: BackboneSpec, taps: list[FeatureSpec], x: Any)
             hook = lambda m, a, o, s=(name, False): keep(s, o)  # noqa: E731
             handles.append(module.register_forward_hook(hook))
     output = None
+    if spec.input_layout == "BTCHW" and x.ndim == 5:  # the model takes time before channels
+        x = x.transpose(1, 2)
     try:
         torch.manual_seed(0)
         output = invoker(reference, x)
@@ -160,7 +163,7 @@ def capture(reference: Any, spec: BackboneSpec, taps: list[FeatureSpec], x: Any)
             found.append(first_tensor(output) if f.key is None else _at(output, f.key))
             continue
         calls = seen[(f.module, f.source == "input")]
-        value = calls[f.call] if f.call < len(calls) else None
+        value = calls[f.call] if -len(calls) <= f.call < len(calls) else None
         found.append(first_tensor(value) if f.key is None else _at(value, f.key))
     return found
 
