@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from scaffold.errors import ScaffoldError, one_line
 
@@ -68,6 +69,11 @@ class Trace:
     # How the trace was made, to run the forward again at another size (`trace_forward`).
     model: nn.Module | None = None
     call: ModelCall | None = None
+    # The data flow through functions (a difference, a concatenation, an interpolation) between
+    # module calls: id() of each tensor a torch function made outside a leaf module -> the ids
+    # of the tensors it read, and the shape of each such tensor.
+    made_from: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 def build_model(obj: Any, args: dict[str, Any], device: str) -> nn.Module:
@@ -233,6 +239,9 @@ def trace_forward(
             node.output_keys.append(key)
             keep_alive.append(item)
 
+    made_from: dict[int, tuple[int, ...]] = {}
+    shapes: dict[int, tuple[int, ...]] = {}
+    functions = _FunctionFlow(stack, made_from, shapes, keep_alive)
     for name, module in model.named_modules():
         if name:
             is_leaf = next(module.children(), None) is None
@@ -245,7 +254,7 @@ def trace_forward(
         root.in_shape, root.input_id = tuple(x.shape), id(x)
         root.inputs = [(id(x), tuple(x.shape))]
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), functions:
             output = call(model, x) if call is not None else model(x)
     except Exception:
         if not partial:
@@ -260,7 +269,54 @@ def trace_forward(
     outputs = [OutputItem(key, tuple(t.shape), by_id.get(id(t))) for key, t in items]
     first = first_tensor(output)
     root.shape = tuple(first.shape) if first is not None else None
-    return Trace(root, kind, outputs, device, model, call)
+    return Trace(root, kind, outputs, device, model, call, made_from, shapes)
+
+
+class _FunctionFlow(TorchFunctionMode):
+    """Records, for each tensor a torch function makes while no leaf module runs (the forward
+    of the model or of a container), the tensors it read: how a difference of two calls'
+    outputs, or a resize of a layer's output, comes about."""
+
+    def __init__(
+        self,
+        stack: list[Call],
+        made_from: dict[int, tuple[int, ...]],
+        shapes: dict[int, tuple[int, ...]],
+        keep_alive: list[torch.Tensor],
+    ) -> None:
+        super().__init__()
+        self.stack, self.made_from, self.shapes, self.keep_alive = (
+            stack,
+            made_from,
+            shapes,
+            keep_alive,
+        )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        out = func(*args, **(kwargs or {}))
+        if self.stack[-1].is_leaf:
+            return out
+        read = [
+            t for t in _tensors([*args, *(kwargs or {}).values()]) if isinstance(t, torch.Tensor)
+        ]
+        made = (
+            [out]
+            if isinstance(out, torch.Tensor)
+            else _tensors(out)
+            if isinstance(out, (list, tuple))
+            else []
+        )
+        if not read or not made:
+            return out
+        ids = tuple(dict.fromkeys(id(t) for t in read))
+        for tensor in made:
+            if id(tensor) in ids:
+                continue  # in place: the tensor keeps its id, and what it was made of
+            self.made_from[id(tensor)] = ids
+            self.shapes[id(tensor)] = tuple(tensor.shape)
+            self.keep_alive.append(tensor)
+        self.keep_alive.extend(read)
+        return out
 
 
 def run_trace(
