@@ -218,6 +218,9 @@ class BackboneSpec:
     forward_call: ForwardCall = field(default_factory=ForwardCall)
     # What the analysis is unsure of: a spec with doubts is generated, never "verified".
     doubts: tuple[Doubt, ...] = ()
+    # Parameters (names in the person's model) that get no gradient from the features for the
+    # traced input (modules the forward never calls for it): frozen by the generated backbone.
+    frozen: tuple[str, ...] = ()
 
     # -- derived views ------------------------------------------------------------------------
     @property
@@ -284,7 +287,7 @@ class BackboneSpec:
             )
             for f in data["features"]
         )
-        for key in ("input_shape", "out_indices", "notes", "head_modules"):
+        for key in ("input_shape", "out_indices", "notes", "head_modules", "frozen"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         kwargs["constructor"] = tuple(Param.from_dict(p) for p in data.get("constructor", ()))

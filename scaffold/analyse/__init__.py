@@ -33,6 +33,7 @@ def analyse_model(
 
     from scaffold.analyse.call import per_band_shapes, trace_called
     from scaffold.analyse.features import select_features
+    from scaffold.analyse.frozen import frozen_doubt, removed_modules, unreached_parameters
     from scaffold.analyse.head import head_modules, removable_after
     from scaffold.analyse.inputs import first_conv, guess_input
     from scaffold.analyse.trace import BATCH, ForwardFailed, construct
@@ -116,6 +117,14 @@ def analyse_model(
     )
     conv = first_conv(model)
     notes += [f"the class already has {h}" for h in sorted(has)]
+    removed = removed_modules(features, selection.out_indices)
+    frozen = unreached_parameters(trace, features, removed)
+    doubt = frozen_doubt(trace.model, frozen, features) if frozen else None
+    if frozen:
+        notes.append(
+            f"frozen: {len(frozen)} parameter tensors get no gradient from the features for "
+            f"this input ({_modules_of(frozen)}); the backbone sets requires_grad=False on them"
+        )
     return BackboneSpec(
         target=resolved.target,
         module=resolved.module,
@@ -140,7 +149,16 @@ def analyse_model(
         notes=(*notes, *call_notes, *selection.notes),
         head_modules=head_modules(trace, selection.features, selection.out_indices),
         forward_call=forward_call,
+        doubts=(doubt,) if doubt is not None else (),
+        frozen=frozen,
     )
+
+
+def _modules_of(params: tuple[str, ...], most: int = 6) -> str:
+    """The modules that hold `params` (a parameter of the model itself by its name)."""
+    names = list(dict.fromkeys(p.rpartition(".")[0] or p for p in params))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 LARGER = 2  # the second input size, for one-cell maps: this many times the height and width
