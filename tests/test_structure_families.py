@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
 from scaffold.pipeline import analyse
 from scaffold.pipeline.new_backbone import Options, generate
+from scaffold.write.state import read_state
 
 from .conftest import MODELS, run_cli
 from .test_foundation import fresh_backbone, same_weights
@@ -134,3 +136,55 @@ def test_parameters_the_input_never_reaches_are_frozen_and_listed(tmp_path):
     assert "frozen (no gradient from the input): pos_embed, radar_embed.weight" in " ".join(
         shown.stdout.split()
     )
+
+
+def tiny(config: dict) -> list[str]:
+    return [a for k, v in config.items() for a in ("--arg", f"{k}={v}")]
+
+
+SCALEMAE = {"embed_dim": 32, "depth": 4, "num_heads": 2, "patch_size": 8, "img_size": 64}
+COPERNICUS = {"embed_dim": 32, "depth": 4, "num_heads": 2, "hyper_dim": 16, "img_size": 64}
+COPERNICUS_CALL = [
+    *("--forward-arg", "wavelengths=[490,560,665]"),
+    *("--forward-arg", "bandwidths=[65,35,30]"),
+    *("--forward-arg", "metadata=[.nan,.nan,.nan,.nan]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "frozen"),
+    [
+        # its own sin-cos position embedding replaces timm's; the final norm is never called
+        (
+            "terratorch.models.backbones.scalemae:VisionTransformer",
+            tiny(SCALEMAE),
+            ["pos_embed", "norm.weight", "norm.bias"],
+        ),
+        # the 'variable' patch embedding (language-embedded inputs) is not used for bands
+        ("torchgeo.models.copernicusfm:CopernicusFM", tiny(COPERNICUS) + COPERNICUS_CALL, None),
+    ],
+    ids=["scalemae", "copernicusfm"],
+)
+def test_foundation_models_with_unused_modules_verify(tmp_path, target, options, frozen):
+    out = tmp_path / "out"
+    done = run_cli(
+        "new-backbone",
+        target,
+        *options,
+        "--input-shape",
+        "3,64,64",
+        "--out",
+        str(out),
+        "--no-verify",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verified"] is False  # --no-verify
+    spec = read_state(out).spec
+    if frozen is not None:
+        assert list(spec.frozen) == frozen
+    else:
+        assert spec.frozen and all(p.startswith("patch_embed_variable.") for p in spec.frozen)
+    assert not spec.doubts
+    ok, detail = verified_quick(out)["trainable"]
+    assert ok and f"{len(spec.frozen)} frozen by the backbone" in detail

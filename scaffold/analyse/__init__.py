@@ -33,7 +33,12 @@ def analyse_model(
 
     from scaffold.analyse.call import per_band_shapes, trace_called
     from scaffold.analyse.features import select_features
-    from scaffold.analyse.frozen import frozen_doubt, removed_modules, unreached_parameters
+    from scaffold.analyse.frozen import (
+        frozen_doubt,
+        frozen_modules,
+        removed_modules,
+        unreached_parameters,
+    )
     from scaffold.analyse.head import head_modules, removable_after
     from scaffold.analyse.inputs import first_conv, guess_input
     from scaffold.analyse.trace import BATCH, ForwardFailed, construct
@@ -123,7 +128,8 @@ def analyse_model(
     if frozen:
         notes.append(
             f"frozen: {len(frozen)} parameter tensors get no gradient from the features for "
-            f"this input ({_modules_of(frozen)}); the backbone sets requires_grad=False on them"
+            f"this input ({frozen_modules(trace.model, frozen)}); the backbone sets "
+            "requires_grad=False on them"
         )
     return BackboneSpec(
         target=resolved.target,
@@ -152,13 +158,6 @@ def analyse_model(
         doubts=(doubt,) if doubt is not None else (),
         frozen=frozen,
     )
-
-
-def _modules_of(params: tuple[str, ...], most: int = 6) -> str:
-    """The modules that hold `params` (a parameter of the model itself by its name)."""
-    names = list(dict.fromkeys(p.rpartition(".")[0] or p for p in params))
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(names[:most]) + more
 
 
 LARGER = 2  # the second input size, for one-cell maps: this many times the height and width

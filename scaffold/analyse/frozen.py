@@ -106,6 +106,23 @@ def removed_modules(features: Sequence[FeatureSpec], out_indices: Sequence[int])
     )
 
 
+def frozen_modules(model: Any, frozen: Sequence[str], most: int = 6) -> str:
+    """The top-most modules all of whose parameters are in `frozen`, then the frozen
+    parameters of modules that also have others, as one line."""
+    dead = set(frozen)
+    whole = [
+        name
+        for name, module in model.named_modules()
+        if name
+        and (own := [f"{name}.{p}" for p, _ in module.named_parameters()])
+        and all(p in dead for p in own)
+    ]
+    top = [m for m in whole if not any(m.startswith(o + ".") for o in whole)]
+    rest = [p for p in frozen if not any(p.startswith(m + ".") for m in top)]
+    names = top + rest
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def frozen_doubt(
     model: Any, frozen: Sequence[str], features: Sequence[FeatureSpec]
 ) -> Doubt | None:
@@ -115,8 +132,7 @@ def frozen_doubt(
     total, dead = sum(sizes.values()), sum(sizes.get(n, 0) for n in frozen)
     if not total or dead <= MOSTLY * total:
         return None
-    modules = sorted({n.rpartition(".")[0] or n for n in frozen})
-    shown = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+    shown = frozen_modules(model, frozen, most=4)
     taps = ",".join(dict.fromkeys(f.module for f in features))
     return Doubt(
         kind="mostly-frozen",
