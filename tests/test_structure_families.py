@@ -138,6 +138,17 @@ def test_parameters_the_input_never_reaches_are_frozen_and_listed(tmp_path):
     )
 
 
+def test_mostly_frozen_parameters_are_a_doubt():
+    # A second modality's embedding larger than the rest of the model: most of its parameters
+    # never get a gradient, so the taps are doubted (not "verified"), with the flag that settles it.
+    spec = analyse(str(MODELS / "unused_parts.py"), {"radar_chans": 200})
+    assert spec.frozen == UNUSED
+    assert [(d.kind, d.flag) for d in spec.doubts] == [
+        ("mostly-frozen", "--taps blocks.0,blocks.1,blocks.2,blocks.3")
+    ]
+    assert "radar_embed" in spec.doubts[0].message
+
+
 def tiny(config: dict) -> list[str]:
     return [a for k, v in config.items() for a in ("--arg", f"{k}={v}")]
 
