@@ -8,7 +8,9 @@ which of its calls, the enclosing call, and the shape of the tensor it produced.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,7 +243,7 @@ def trace_forward(
 
     made_from: dict[int, tuple[int, ...]] = {}
     shapes: dict[int, tuple[int, ...]] = {}
-    functions = _FunctionFlow(stack, made_from, shapes, keep_alive)
+    functions = _FunctionFlow(stack, made_from, shapes)
     for name, module in model.named_modules():
         if name:
             is_leaf = next(module.children(), None) is None
@@ -275,48 +277,72 @@ def trace_forward(
 class _FunctionFlow(TorchFunctionMode):
     """Records, for each tensor a torch function makes while no leaf module runs (the forward
     of the model or of a container), the tensors it read: how a difference of two calls'
-    outputs, or a resize of a layer's output, comes about."""
+    outputs, or a resize of a layer's output, comes about. Tensors are known by id(), so a
+    tensor that dies while the forward runs (its id free for another) is spliced out: what was
+    made of it is made of what it was made of."""
 
     def __init__(
         self,
         stack: list[Call],
         made_from: dict[int, tuple[int, ...]],
         shapes: dict[int, tuple[int, ...]],
-        keep_alive: list[torch.Tensor],
     ) -> None:
         super().__init__()
-        self.stack, self.made_from, self.shapes, self.keep_alive = (
-            stack,
-            made_from,
-            shapes,
-            keep_alive,
-        )
+        self.stack, self.made_from, self.shapes = stack, made_from, shapes
+        self.readers: dict[int, set[int]] = {}
+        self.refs: dict[int, weakref.ref] = {}
+        self.done = False
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done = True  # what dies after the forward no longer changes the record
+        super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         out = func(*args, **(kwargs or {}))
         if self.stack[-1].is_leaf:
             return out
-        read = [
-            t for t in _tensors([*args, *(kwargs or {}).values()]) if isinstance(t, torch.Tensor)
-        ]
-        made = (
-            [out]
-            if isinstance(out, torch.Tensor)
-            else _tensors(out)
-            if isinstance(out, (list, tuple))
-            else []
-        )
+        read = _tensors([*args, *(kwargs or {}).values()])
+        made = [out] if isinstance(out, torch.Tensor) else []
+        if isinstance(out, (list, tuple)):
+            made = _tensors(out)
         if not read or not made:
             return out
         ids = tuple(dict.fromkeys(id(t) for t in read))
+        for tensor in read:
+            self._watch(tensor)
         for tensor in made:
             if id(tensor) in ids:
                 continue  # in place: the tensor keeps its id, and what it was made of
+            self._watch(tensor)
             self.made_from[id(tensor)] = ids
             self.shapes[id(tensor)] = tuple(tensor.shape)
-            self.keep_alive.append(tensor)
-        self.keep_alive.extend(read)
+            for tid in ids:
+                self.readers.setdefault(tid, set()).add(id(tensor))
         return out
+
+    def _watch(self, tensor: torch.Tensor) -> None:
+        ref = self.refs.get(id(tensor))
+        if ref is None or ref() is not tensor:
+            self.refs[id(tensor)] = weakref.ref(tensor, functools.partial(self._died, id(tensor)))
+
+    def _died(self, tid: int, _ref: Any = None) -> None:
+        if self.done:
+            return
+        self.refs.pop(tid, None)
+        self.shapes.pop(tid, None)
+        parents = self.made_from.pop(tid, ())
+        for parent in parents:
+            self.readers.get(parent, set()).discard(tid)
+        for made in self.readers.pop(tid, set()):
+            if made not in self.made_from:
+                continue
+            read = [t for t in self.made_from[made] if t != tid] + list(parents)
+            if read:
+                self.made_from[made] = tuple(dict.fromkeys(read))
+            else:
+                del self.made_from[made]
+            for parent in parents:
+                self.readers.setdefault(parent, set()).add(made)
 
 
 def run_trace(
