@@ -92,6 +92,39 @@ def test_a_siamese_encoders_outputs_are_tapped_where_they_are_combined(tmp_path)
     verified_quick(result.out)
 
 
+def test_a_sum_of_two_modules_written_in_the_forward_is_tapped_whole(tmp_path):
+    target = f"{MODELS / 'summed_stages.py'}:SummedStages"
+    spec = analyse(target)
+    # what enters the next level's conv: the sum, never refine.i's output (one operand)
+    assert [(f.module, f.source, f.num_chs, f.reduction) for f in spec.features] == [
+        ("down.1", "input", 8, 2),
+        ("down.2", "input", 16, 4),
+        ("down.3", "input", 24, 8),
+        ("norm", "hook", 32, 16),
+    ]
+    result = generate(Options(target, {}, out=tmp_path / "summed"))
+    backbone = fresh_backbone(result.backbone, result.out)
+    plain = type(backbone.model)()
+    same_weights(plain, backbone)
+    plain.eval()
+    for h, w in SIZES:
+        x = torch.rand(2, 3, h, w)
+        down = outputs(plain, list(plain.down), x)
+        refine = outputs(plain, list(plain.refine), x)
+        want = [d + torch.relu(r) for d, r in zip(down, refine, strict=True)][:3]
+        want += outputs(plain, [plain.norm], x)
+        with torch.no_grad():
+            assert_same(backbone(x), want)
+    verified_quick(result.out)
+    # The last sum goes into a global pool: no module reads it, so scaffold refuses, naming it.
+    done = run_cli("inspect", f"{MODELS / 'summed_stages.py'}:PooledSum")
+    assert done.returncode == 2
+    assert "the output of refine.3 and another module's output are combined in Python" in (
+        done.stderr
+    )
+    assert "32x4x4 map that no module reads" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_layer_to_the_classes_then_a_resize_is_head(tmp_path):
     spec = analyse(str(MODELS / "seg_to_classes.py"))
     assert [(f.module, f.num_chs, f.reduction) for f in spec.features] == [

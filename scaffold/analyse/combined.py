@@ -1,8 +1,10 @@
 """Outputs combined in Python: one module run on several inputs (a siamese encoder on two
 images, an encoder on each frame) whose outputs the forward combines with functions (a
-difference, a concatenation, a weighted sum) before the next module reads them. What flows on
-is the combination, not one call's output: the tap moves to it (what enters the module that
-reads it), or the analysis refuses when no module reads it whole."""
+difference, a concatenation, a weighted sum) before the next module reads them, or a tapped
+output that flows on only through such a combination with another module's output (a sum of
+two modules' outputs written in the forward). What flows on is the combination, not one
+operand: the tap moves to it (what enters the module that reads it), or the analysis refuses
+when no module reads it whole at its grid."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from scaffold.spec import FeatureSpec
 
 def combined_taps(root: Call, flow: Flow, taps: list[FeatureSpec]) -> list[FeatureSpec]:
     """`taps` with each tap on one call's output that the forward combines with the output of
-    another call of the same module moved to the combination."""
+    another call of the same module, or that flows on only through a combination with another
+    module's output, moved to the combination."""
     calls: dict[str, list[Call]] = {}
     stack = [root]
     while stack:
@@ -45,32 +48,50 @@ def _item_id(call: Call, key: int | str | tuple | None) -> int | None:
 
 def _combined(flow: Flow, calls: list[Call], tap: FeatureSpec) -> FeatureSpec | None:
     own = next((c for c in calls if c.call == tap.call), None)
-    if own is None or len(calls) < 2:
+    if own is None:
         return None
     tid = _item_id(own, tap.key)
     others = {_item_id(c, tap.key) for c in calls if c is not own} - {None}
-    made = _first_combination(flow, tid, others)
+    what = f"the outputs of {tap.module}'s {len(calls)} calls"
+    made = _first_combination(flow, tid, others) if others else None
+    if made is None and tid is not None and not _read_by_a_module(flow, own, tid):
+        # it flows on only through functions: combined with another module's output?
+        outputs = set(flow.producer) - {tid}
+        made = _first_combination(flow, tid, outputs)
+        what = f"the output of {tap.module} and another module's output"
     if made is None:
         return None
-    # Follow what is made of the combination alone (abs of a difference) to the module that reads it.
+    grid = flow.place(flow.shapes[made])
+    # Follow what is made of the combination alone (abs of a difference), on its grid, to the
+    # module that reads it.
+    combination = made
     while True:
-        reader = next((c for c in flow.consumers.get(made, ()) if c.input_id == made), None)
-        if reader is not None:
+        here = flow.place(flow.shapes.get(made))
+        if here is None or grid is None or here.reduction != grid.reduction:
+            reader = None  # off the combination's grid (pooled): no module reads it whole
             break
+        if flow.vector(flow.shapes.get(made), made):
+            reader = None
+            break
+        combination = made
+        reader = next((c for c in flow.consumers.get(made, ()) if c.input_id == made), None)
         after = [m for m in flow.readers.get(made, ()) if flow.made_from[m] == (made,)]
-        if len(after) != 1:
-            raise ScaffoldError(
-                f"the outputs of {tap.module} (calls {tap.call} and others) are combined in "
-                f"Python into a {flow.shapes[made]} tensor that no module reads as its first "
-                "argument: scaffold cannot tap that combination (pass --taps)"
-            )
+        if reader is not None or len(after) != 1:
+            break
         made = after[0]
+    if reader is None:
+        shape = "x".join(map(str, flow.shapes[combination][1:]))
+        raise ScaffoldError(
+            f"{what} are combined in Python (after {tap.module}, call {tap.call}) into a "
+            f"{shape} map that no module reads as its first argument: scaffold does not tap "
+            "one operand of it (pass --taps)"
+        )
     place = flow.place(flow.shapes[made])
     if place is None:
         return None
     why = (
-        f"what enters {reader.name}: the outputs of {tap.module}'s {len(calls)} calls, "
-        "combined in Python (the combination flows on, not one call's output)"
+        f"what enters {reader.name}: {what}, combined in Python (the combination flows on, "
+        "not one operand)"
     )
     return dataclasses.replace(
         tap,
@@ -86,6 +107,11 @@ def _combined(flow: Flow, calls: list[Call], tap: FeatureSpec) -> FeatureSpec | 
         why=why,
         after=(),
     )
+
+
+def _read_by_a_module(flow: Flow, own: Call, tid: int) -> bool:
+    """A module call outside `own`, later in the forward, reads tensor `tid` itself."""
+    return any(flow.after(c, own) for c in flow.consumers.get(tid, ()))
 
 
 def _first_combination(flow: Flow, tid: int | None, others: set[int | None]) -> int | None:

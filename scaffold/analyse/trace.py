@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -277,9 +278,9 @@ def trace_forward(
 class _FunctionFlow(TorchFunctionMode):
     """Records, for each tensor a torch function makes while no leaf module runs (the forward
     of the model or of a container), the tensors it read: how a difference of two calls'
-    outputs, or a resize of a layer's output, comes about. Tensors are known by id(), so a
-    tensor that dies while the forward runs (its id free for another) is spliced out: what was
-    made of it is made of what it was made of."""
+    outputs, or a resize of a layer's output, comes about. Tensors are known by id(), and none
+    is kept alive for it: the record of a tensor that dies while the forward runs (its id free
+    for another) moves to a key of its own."""
 
     def __init__(
         self,
@@ -291,6 +292,7 @@ class _FunctionFlow(TorchFunctionMode):
         self.stack, self.made_from, self.shapes = stack, made_from, shapes
         self.readers: dict[int, set[int]] = {}
         self.refs: dict[int, weakref.ref] = {}
+        self.fresh = itertools.count(-1, -1)  # keys of tensors that died
         self.done = False
 
     def __exit__(self, *exc: Any) -> None:
@@ -326,23 +328,27 @@ class _FunctionFlow(TorchFunctionMode):
             self.refs[id(tensor)] = weakref.ref(tensor, functools.partial(self._died, id(tensor)))
 
     def _died(self, tid: int, _ref: Any = None) -> None:
+        """Tensor `tid` died while the forward runs: its id may be reused, so its record moves
+        to a key no id() takes (a negative number)."""
         if self.done:
             return
         self.refs.pop(tid, None)
-        self.shapes.pop(tid, None)
-        parents = self.made_from.pop(tid, ())
-        for parent in parents:
-            self.readers.get(parent, set()).discard(tid)
-        for made in self.readers.pop(tid, set()):
-            if made not in self.made_from:
-                continue
-            read = [t for t in self.made_from[made] if t != tid] + list(parents)
-            if read:
-                self.made_from[made] = tuple(dict.fromkeys(read))
-            else:
-                del self.made_from[made]
+        key = next(self.fresh)
+        if tid in self.shapes:
+            self.shapes[key] = self.shapes.pop(tid)
+        parents = self.made_from.pop(tid, None)
+        if parents is not None:
+            self.made_from[key] = parents
             for parent in parents:
-                self.readers.setdefault(parent, set()).add(made)
+                readers = self.readers.setdefault(parent, set())
+                readers.discard(tid)
+                readers.add(key)
+        readers = self.readers.pop(tid, set())
+        if readers:
+            self.readers[key] = readers
+        for made in readers:
+            if made in self.made_from:
+                self.made_from[made] = tuple(key if t == tid else t for t in self.made_from[made])
 
 
 def run_trace(

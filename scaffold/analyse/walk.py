@@ -96,7 +96,7 @@ class Flow:
             maps = [(tid, self.place(s)) for tid, s in call.outputs if not self.vector(s, tid)]
             maps = [(tid, p) for tid, p in maps if p is not None]
             for tid, place in maps:
-                if any(self._after(c, call) for c in self.consumers.get(tid, ())):
+                if any(self.after(c, call) for c in self.consumers.get(tid, ())):
                     return tid, place
             if maps:
                 return maps[0]
@@ -121,7 +121,7 @@ class Flow:
             for tid, shape in call.outputs
             if self.place(shape) is not None
             and not self.vector(shape, tid)
-            and any(self._after(c, call) for c in self.consumers.get(tid, ()))
+            and any(self.after(c, call) for c in self.consumers.get(tid, ()))
         ]
         return keys or [key_of(call, self.out(call)[0])]
 
@@ -135,7 +135,7 @@ class Flow:
             and sum(d > 1 for d in shape[1:]) <= 1
         )
 
-    def _after(self, consumer: Call, call: Call) -> bool:
+    def after(self, consumer: Call, call: Call) -> bool:
         node: Call | None = consumer
         while node is not None:  # a consumer inside the call itself does not count
             if node is call:
