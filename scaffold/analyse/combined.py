@@ -131,16 +131,17 @@ def _first_combination(flow: Flow, tid: int | None, others: set[int | None]) -> 
 
 
 def _sources(flow: Flow, tid: int) -> set[int]:
-    """The tensors `tid` was made of by functions, back to those no function made."""
+    """The tensors `tid` was made of by functions, back to module outputs (or to tensors no
+    function made: the input, parameters)."""
     found: set[int] = set()
-    stack, seen = [tid], set()
+    stack, seen = list(flow.made_from.get(tid, ())), {tid}
     while stack:
         current = stack.pop()
         if current in seen:
             continue
         seen.add(current)
         read = flow.made_from.get(current)
-        if read is None:
+        if read is None or current in flow.producer:
             found.add(current)
         else:
             stack.extend(read)
