@@ -6,6 +6,12 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING, Any
 
+from scaffold.analyse.frozen import (
+    frozen_doubt,
+    frozen_modules,
+    removed_modules,
+    unreached_parameters,
+)
 from scaffold.errors import ScaffoldError
 from scaffold.spec import BackboneSpec, Param
 
@@ -33,12 +39,6 @@ def analyse_model(
 
     from scaffold.analyse.call import per_band_shapes, trace_called
     from scaffold.analyse.features import select_features
-    from scaffold.analyse.frozen import (
-        frozen_doubt,
-        frozen_modules,
-        removed_modules,
-        unreached_parameters,
-    )
     from scaffold.analyse.head import head_modules, removable_after
     from scaffold.analyse.inputs import first_conv, guess_input
     from scaffold.analyse.trace import BATCH, ForwardFailed, construct
