@@ -188,6 +188,8 @@ class BackboneSpec:
       (a classifier, a decoder): the backbone's forward stops before them, and is built without
       those that run only there (each feature's `after`).
     - `forward_call`: how the forward is called, when not as ``model(x)``.
+    - `frozen`: parameters no feature's gradient reaches for the traced input (modules the
+      forward never calls for it): the generated backbone freezes them (``FROZEN``).
     """
 
     target: str
