@@ -56,6 +56,9 @@ def spec_table(spec: BackboneSpec) -> Table:
     caption += list(spec.notes)
     if spec.head_modules:
         caption.append(skipped_line(spec))
+    if spec.frozen:
+        more = f" and {len(spec.frozen) - 8} more" if len(spec.frozen) > 8 else ""
+        caption.append("frozen (no gradient from the input): " + ", ".join(spec.frozen[:8]) + more)
     caption += [f"unsure: {d}" for d in spec.doubts]
     table.caption = Text("; ".join(caption))
     table.caption_justify = "left"

@@ -201,6 +201,8 @@ class BackboneSpec:
     - `input_layout`: the order in which a temporal model's forward takes the series: the spec's
       `input_shape` is always TerraTorch's (B, C, T, H, W); "BTCHW": the model wants time before
       channels and the backbone swaps the two axes.
+    - `frozen`: parameters no feature's gradient reaches for the traced input (modules the
+      forward never calls for it): the generated backbone freezes them (``FROZEN``).
     """
 
     target: str
@@ -233,6 +235,9 @@ class BackboneSpec:
     doubts: tuple[Doubt, ...] = ()
     # The order of the axes of a temporal model's input (see above).
     input_layout: InputLayout = "BCTHW"
+    # Parameters (names in the person's model) that get no gradient from the features for the
+    # traced input (modules the forward never calls for it): frozen by the generated backbone.
+    frozen: tuple[str, ...] = ()
 
     # -- derived views ------------------------------------------------------------------------
     @property
@@ -299,7 +304,7 @@ class BackboneSpec:
             )
             for f in data["features"]
         )
-        for key in ("input_shape", "out_indices", "notes", "head_modules"):
+        for key in ("input_shape", "out_indices", "notes", "head_modules", "frozen"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         kwargs["constructor"] = tuple(Param.from_dict(p) for p in data.get("constructor", ()))

@@ -6,6 +6,12 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING, Any
 
+from scaffold.analyse.frozen import (
+    frozen_doubt,
+    frozen_modules,
+    removed_modules,
+    unreached_parameters,
+)
 from scaffold.errors import ScaffoldError
 from scaffold.grid import TokenFrames
 from scaffold.spec import BackboneSpec, Param
@@ -133,6 +139,15 @@ def analyse_model(
         call_notes = [*call_notes, *frame_notes]
     conv = first_conv(model)
     notes += [f"the class already has {h}" for h in sorted(has)]
+    removed = removed_modules(features, selection.out_indices)
+    frozen = unreached_parameters(trace, features, removed)
+    doubt = frozen_doubt(trace.model, frozen, features) if frozen else None
+    if frozen:
+        notes.append(
+            f"frozen: {len(frozen)} parameter tensors get no gradient from the features for "
+            f"this input ({frozen_modules(trace.model, frozen)}); the backbone sets "
+            "requires_grad=False on them"
+        )
     return BackboneSpec(
         target=resolved.target,
         module=resolved.module,
@@ -157,8 +172,12 @@ def analyse_model(
         notes=(*notes, *call_notes, *selection.notes),
         head_modules=head_modules(trace, selection.features, selection.out_indices),
         forward_call=forward_call,
-        doubts=(axis.doubt,) if axis is not None and axis.doubt is not None else (),
+        doubts=(
+            *((axis.doubt,) if axis is not None and axis.doubt is not None else ()),
+            *((doubt,) if doubt is not None else ()),
+        ),
         input_layout=layout,  # type: ignore[arg-type]
+        frozen=frozen,
     )
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scaffold.analyse.combined import combined_taps
 from scaffold.analyse.runs import block_runs, repeated_blocks, run_label, streams
 from scaffold.analyse.taps import (
     feature,
@@ -147,8 +148,12 @@ def select_features(
     returned = _returned_features(trace, full_shape, frames)
     if len(returned) >= 2:
         return Selection(tuple(returned), _default_out_indices(returned), ())
-    walk = stage_features(trace.root, full_shape, cells, frames)
-    features = walk.taps
+    walk = stage_features(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes)
+    flow = Flow(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes)
+    features = combined_taps(trace.root, flow, walk.taps)
+    combined = {t.module for t in walk.taps if t not in features}
+    # the other calls of a module whose outputs are combined are not the head
+    walk.head = [n for n in walk.head if not any(n == m or n.startswith(m + ".") for m in combined)]
     notes: list[str] = []
     levels = sorted({f.reduction for f in features})
     if levels:

@@ -8,13 +8,17 @@ which of its calls, the enclosing call, and the shape of the tensor it produced.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from scaffold.errors import ScaffoldError, one_line
 
@@ -68,6 +72,11 @@ class Trace:
     # How the trace was made, to run the forward again at another size (`trace_forward`).
     model: nn.Module | None = None
     call: ModelCall | None = None
+    # The data flow through functions (a difference, a concatenation, an interpolation) between
+    # module calls: id() of each tensor a torch function made outside a leaf module -> the ids
+    # of the tensors it read, and the shape of each such tensor.
+    made_from: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 def build_model(obj: Any, args: dict[str, Any], device: str) -> nn.Module:
@@ -233,6 +242,9 @@ def trace_forward(
             node.output_keys.append(key)
             keep_alive.append(item)
 
+    made_from: dict[int, tuple[int, ...]] = {}
+    shapes: dict[int, tuple[int, ...]] = {}
+    functions = _FunctionFlow(stack, made_from, shapes)
     for name, module in model.named_modules():
         if name:
             is_leaf = next(module.children(), None) is None
@@ -245,7 +257,7 @@ def trace_forward(
         root.in_shape, root.input_id = tuple(x.shape), id(x)
         root.inputs = [(id(x), tuple(x.shape))]
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), functions:
             output = call(model, x) if call is not None else model(x)
     except Exception:
         if not partial:
@@ -260,7 +272,83 @@ def trace_forward(
     outputs = [OutputItem(key, tuple(t.shape), by_id.get(id(t))) for key, t in items]
     first = first_tensor(output)
     root.shape = tuple(first.shape) if first is not None else None
-    return Trace(root, kind, outputs, device, model, call)
+    return Trace(root, kind, outputs, device, model, call, made_from, shapes)
+
+
+class _FunctionFlow(TorchFunctionMode):
+    """Records, for each tensor a torch function makes while no leaf module runs (the forward
+    of the model or of a container), the tensors it read: how a difference of two calls'
+    outputs, or a resize of a layer's output, comes about. Tensors are known by id(), and none
+    is kept alive for it: the record of a tensor that dies while the forward runs (its id free
+    for another) moves to a key of its own."""
+
+    def __init__(
+        self,
+        stack: list[Call],
+        made_from: dict[int, tuple[int, ...]],
+        shapes: dict[int, tuple[int, ...]],
+    ) -> None:
+        super().__init__()
+        self.stack, self.made_from, self.shapes = stack, made_from, shapes
+        self.readers: dict[int, set[int]] = {}
+        self.refs: dict[int, weakref.ref] = {}
+        self.fresh = itertools.count(-1, -1)  # keys of tensors that died
+        self.done = False
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done = True  # what dies after the forward no longer changes the record
+        super().__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        out = func(*args, **(kwargs or {}))
+        if self.stack[-1].is_leaf:
+            return out
+        read = _tensors([*args, *(kwargs or {}).values()])
+        made = [out] if isinstance(out, torch.Tensor) else []
+        if isinstance(out, (list, tuple)):
+            made = _tensors(out)
+        if not read or not made:
+            return out
+        ids = tuple(dict.fromkeys(id(t) for t in read))
+        for tensor in read:
+            self._watch(tensor)
+        for tensor in made:
+            if id(tensor) in ids:
+                continue  # in place: the tensor keeps its id, and what it was made of
+            self._watch(tensor)
+            self.made_from[id(tensor)] = ids
+            self.shapes[id(tensor)] = tuple(tensor.shape)
+            for tid in ids:
+                self.readers.setdefault(tid, set()).add(id(tensor))
+        return out
+
+    def _watch(self, tensor: torch.Tensor) -> None:
+        ref = self.refs.get(id(tensor))
+        if ref is None or ref() is not tensor:
+            self.refs[id(tensor)] = weakref.ref(tensor, functools.partial(self._died, id(tensor)))
+
+    def _died(self, tid: int, _ref: Any = None) -> None:
+        """Tensor `tid` died while the forward runs: its id may be reused, so its record moves
+        to a key no id() takes (a negative number)."""
+        if self.done:
+            return
+        self.refs.pop(tid, None)
+        key = next(self.fresh)
+        if tid in self.shapes:
+            self.shapes[key] = self.shapes.pop(tid)
+        parents = self.made_from.pop(tid, None)
+        if parents is not None:
+            self.made_from[key] = parents
+            for parent in parents:
+                readers = self.readers.setdefault(parent, set())
+                readers.discard(tid)
+                readers.add(key)
+        readers = self.readers.pop(tid, set())
+        if readers:
+            self.readers[key] = readers
+        for made in readers:
+            if made in self.made_from:
+                self.made_from[made] = tuple(key if t == tid else t for t in self.made_from[made])
 
 
 def run_trace(

@@ -26,8 +26,18 @@ class Flow:
         full_shape: tuple[int, ...],
         cells: frozenset[int] = frozenset(),
         frames: TokenFrames | None = None,
+        made_from: dict[int, tuple[int, ...]] | None = None,
+        shapes: dict[int, tuple[int, ...]] | None = None,
     ) -> None:
         self.full_shape = full_shape
+        # Tensors made by functions between module calls (see Trace.made_from): what each
+        # tensor was made of, and the tensors made of it.
+        self.made_from = made_from or {}
+        self.shapes = shapes or {}
+        self.readers: dict[int, list[int]] = {}
+        for made, read in self.made_from.items():
+            for tid in read:
+                self.readers.setdefault(tid, []).append(made)
         self.cells = cells  # ids of one-cell maps that are a level (see `grown_cells`)
         self.frames = frames
         self.consumers: dict[int, list[Call]] = {}
@@ -86,7 +96,7 @@ class Flow:
             maps = [(tid, self.place(s)) for tid, s in call.outputs if not self.vector(s, tid)]
             maps = [(tid, p) for tid, p in maps if p is not None]
             for tid, place in maps:
-                if any(self._after(c, call) for c in self.consumers.get(tid, ())):
+                if any(self.after(c, call) for c in self.consumers.get(tid, ())):
                     return tid, place
             if maps:
                 return maps[0]
@@ -111,7 +121,7 @@ class Flow:
             for tid, shape in call.outputs
             if self.place(shape) is not None
             and not self.vector(shape, tid)
-            and any(self._after(c, call) for c in self.consumers.get(tid, ()))
+            and any(self.after(c, call) for c in self.consumers.get(tid, ()))
         ]
         return keys or [key_of(call, self.out(call)[0])]
 
@@ -125,13 +135,49 @@ class Flow:
             and sum(d > 1 for d in shape[1:]) <= 1
         )
 
-    def _after(self, consumer: Call, call: Call) -> bool:
+    def after(self, consumer: Call, call: Call) -> bool:
         node: Call | None = consumer
         while node is not None:  # a consumer inside the call itself does not count
             if node is call:
                 return False
             node = node.parent
         return self.order[id(consumer)] > self.order[id(call)]
+
+    def resized(self, tid: int | None, place: Placement) -> bool:
+        """Tensor `tid` (a map at `place`) is resized to a finer grid by functions that read
+        it alone (F.interpolate): a map of its channels at a finer reduction is made of it."""
+        stack = [tid] if tid is not None else []
+        while stack:
+            for made in self.readers.get(stack.pop(), ()):
+                if len(self.made_from[made]) != 1:
+                    continue  # combined with another tensor: no longer this map alone
+                other = self.place(self.shapes[made])
+                if other is not None and other.num_chs == place.num_chs:
+                    if other.reduction < place.reduction:
+                        return True
+                    stack.append(made)
+        return False
+
+    def own_output(self, call: Call, level: int) -> tuple[int | str | None, Placement] | None:
+        """A call that returns its own output at `level` (the level of its input) and, as
+        another item, the map the next call reads at a coarser level (a stage that merges its
+        tokens for the next stage itself): the key and placement of that output; else None."""
+        if len(call.outputs) < 2:
+            return None
+        tid, place = self.out(call)
+        if place is None or place.reduction <= level:
+            return None
+        return next(
+            (
+                (key_of(call, t), p)
+                for t, s in call.outputs
+                if t != tid
+                and (p := self.place(s)) is not None
+                and p.reduction == level
+                and not self.vector(s, t)
+            ),
+            None,
+        )
 
     def inp(self, call: Call) -> Placement | None:
         return self.place(self.in_shape(call))
@@ -162,6 +208,8 @@ def _should_open(flow: Flow, call: Call) -> bool:
     if not call.children:
         return False
     lv_in = flow.inp(call)
+    if lv_in is not None and flow.own_output(call, lv_in.reduction) is not None:
+        return False  # a stage that returns its output and the next stage's input: a level
     skips = flow.skip_inputs(call)
     children = [c for c in call.children if flow.input_id(c) not in skips]
     levels = {lv for lv in map(flow.level, children) if lv is not None}
@@ -261,13 +309,15 @@ def stage_features(
     full_shape: tuple[int, ...],
     cells: frozenset[int] = frozenset(),
     frames: TokenFrames | None = None,
+    made_from: dict[int, tuple[int, ...]] | None = None,
+    shapes: dict[int, tuple[int, ...]] | None = None,
 ) -> _Walk:
     """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
     input of the first call that leaves the level (or, when a function changed it in between, the
     last output at the level). The walk ends at the head: the first call that pools the current
     map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up.
     A 1x1 map in `cells` (one cell here, a level's grid at a larger size) is a level."""
-    flow = Flow(root, full_shape, cells, frames)
+    flow = Flow(root, full_shape, cells, frames, made_from, shapes)
     seq = _opened(flow, root)
     taps: list[FeatureSpec] = []
     inner: list[str] = []
@@ -324,12 +374,28 @@ def stage_features(
             break
         if _side_branch(flow, seq, i, current):
             continue
+        own = flow.own_output(call, current.reduction)
+        if own is not None:  # its own output at this level is the feature; the other item goes on
+            why = (
+                f"{'the first item' if own[0] is None else f'item {own[0]!r}'} of what "
+                f"{call.name} returns: its output at reduction "
+                f"{current.reduction}, beside the map the next level reads"
+            )
+            taps.append(hooked(call, own[1], why, own[0]))
+            current, last, entered = pout, (call, tid, pout), i
+            continue
         reason = f"what enters {call.name}, the first module at reduction {pout.reduction}"
         close(flow.input_id(call), pin, reason, i)
         inner += _inner_layers(call, flow, current.reduction)
         current, last, entered = pout, (call, tid, pout), i
     head = seq[head_at:]
-    if current is not None and last is not None:
+    to_classes = _layer_resized(flow, seq, entered, head_at, current, decoder)
+    if current is not None and last is not None and to_classes is not None:
+        layer = seq[to_classes]
+        why = f"what enters {layer.name}, a layer whose output is only resized (to the classes)"
+        close(flow.input_id(layer), flow.inp(layer), why, to_classes)
+        head = seq[to_classes:]
+    elif current is not None and last is not None:
         if decoder:  # what enters a decoder mixes levels: the level's last output is the tap
             close(None, None, f"the resolution goes back up at {seq[head_at].name}", head_at)
         else:
@@ -342,6 +408,28 @@ def stage_features(
         if not kept or tap.reduction >= kept[-1].reduction:
             kept.append(tap)
     return _Walk(kept, _names(head), inner)
+
+
+def _layer_resized(
+    flow: Flow, seq: list[Call], entered: int, head_at: int, current: Placement | None, up: bool
+) -> int | None:
+    """A single layer that ends the encoder and whose output is then only resized to a finer
+    grid, by a function (F.interpolate) or by the module where the resolution goes back up
+    (`up`): a layer to the class count of a segmentation head. Its index in `seq`, else None."""
+    j = head_at - 1
+    if current is None or j <= entered:
+        return None
+    layer = seq[j]
+    pin, (tid, pout) = flow.inp(layer), flow.out(layer)
+    if not (layer.is_leaf and layer.weighted) or pin is None or pout is None:
+        return None
+    if pin.reduction != current.reduction or pout.reduction != current.reduction:
+        return None
+    if up and head_at < len(seq) and flow.input_id(seq[head_at]) == tid:
+        _, after = flow.out(seq[head_at])
+        if after is not None and after.num_chs == pout.num_chs:
+            return j
+    return j if flow.resized(tid, pout) else None
 
 
 def _starts_head(flow: Flow, seq: list[Call], i: int, current: Placement) -> bool:

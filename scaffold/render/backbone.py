@@ -195,6 +195,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "input_layout": repr(spec.input_layout),
         "features": "[" + "".join(f"{e!r}," for e in features) + "]",
         "out_indices": repr(tuple(spec.out_indices)),
+        "frozen": repr(tuple(spec.frozen)),
         "package": repr(options.name),
         "first_conv": repr(conv2d),
         "first_conv_3d": repr(conv3d),

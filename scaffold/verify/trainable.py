@@ -41,7 +41,21 @@ def check_trainable(context) -> str:
             "forward does not use (or set requires_grad=False)"
         )
     shape = "x".join(map(str, image.shape))
-    return f"all {len(trainable)} trainable tensors get a gradient on a {shape} batch of the task"
+    detail = f"all {len(trainable)} trainable tensors get a gradient on a {shape} batch of the task"
+    return detail + frozen_detail(model, context.state.spec.frozen)
+
+
+def frozen_detail(model, frozen: tuple[str, ...]) -> str:
+    """What the backbone froze (parameters the input never reaches, FROZEN in backbone.py), as
+    found frozen in the task's model; "" when none."""
+    names = {n for n, p in model.named_parameters() if not p.requires_grad}
+    found = [
+        f for f in frozen if any(n == f"model.{f}" or n.endswith(f".model.{f}") for n in names)
+    ]
+    if not found:
+        return ""
+    shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    return f"; {len(found)} frozen by the backbone, never reached by the input: {shown}"
 
 
 def first_batch(config: dict[str, Any]) -> Any:
