@@ -143,6 +143,16 @@ def _forget_imported(added: set[str]) -> None:
                 del table[key]
 
 
+@pytest.fixture(autouse=True)
+def _forget_what_a_test_imported():
+    """Each test starts as a fresh process would: a backbone package a test imported itself (to
+    build a generated backbone through timm) leaves neither its modules nor its timm and
+    TerraTorch names behind, so a later test's default name is free again."""
+    before = set(sys.modules)
+    yield
+    _forget_imported(set(sys.modules) - before)
+
+
 def _read(file) -> str:
     file.seek(0)
     text = file.read().decode("utf-8", errors="replace")
