@@ -133,8 +133,14 @@ def test_a_doubted_backbone_is_generated_and_never_verified(tmp_path, target, fl
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["doubts"]["ok"] is False
     assert state["spec"]["doubts"][0]["message"] in checks["doubts"]["detail"]
-    # The doubt alone stops it: the backbone itself passes every other check.
-    assert all(c["ok"] for name, c in checks.items() if name != "doubts"), checks
+    # The doubt stops it where the backbone passes every other check; the modality never fed
+    # also leaves its embedding without a gradient, which the trainable check finds.
+    failed = {name for name, c in checks.items() if not c["ok"]}
+    if kind == "input-not-fed":
+        assert failed == {"doubts", "trainable"}, checks
+        assert "embed.S1GRD" in checks["trainable"]["detail"]
+    else:
+        assert failed == {"doubts"}, checks
 
 
 @pytest.mark.e2e
