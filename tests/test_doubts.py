@@ -67,6 +67,12 @@ def test_a_declared_modality_never_fed_is_a_doubt_until_the_model_is_built_for_t
     )
     assert doubt.flag == "--arg modalities=['S2L2A']"
     assert analyse(MODALITIES, {"modalities": ["S2L2A"]}, image_arg="x.S2L2A").doubts == ()
+    # One image only: the declared modality whose modules never run is the one not fed.
+    first = analyse(f"{MODALITIES}:FirstModalityOnly")
+    assert [(d.kind, d.flag) for d in first.doubts] == [
+        ("input-not-fed", "--arg modalities=['S2L2A']")
+    ]
+    assert "(S1GRD never is; embed.S1GRD never runs)" in first.doubts[0].message
 
 
 def test_a_second_image_parameter_never_fed_is_a_doubt():

@@ -14,9 +14,10 @@ Each rule returns `Doubt`s (kind, what was seen, the flag that settles it); the 
   ``forward_intermediates``; ``get_intermediate_layers``; an ``out_indices`` or ``return_layers``
   constructor parameter) and they disagree with the taps.
 - ``input-not-fed`` (rule 12): a declared input is never fed: a constructor list of modality
-  names beyond what the forward is given, a dict key the forward looks up that is not there, or
-  a forward parameter that takes a tensor, defaults to None and is not given while parts of the
-  model with weights never run.
+  names (the image's dict key among them, or names that modules which never run carry) beyond
+  what the forward is given; or, while modules with weights never run, a dict key the forward
+  looks up that is not there, or a forward parameter that takes a tensor, defaults to None and is
+  not given.
 
 A person's ``--taps`` settles the first three: the person chose the features.
 """
@@ -97,8 +98,8 @@ def tap_doubts(
         if place is not None and place.reduction < last:
             continue  # a decoder: finer maps than the last tap
         on_maps.add(c.name)
-    ran = {c.name for c in calls}
-    encoder = sum(own(n) for n in modules if n in ran and n and not under(n, head))
+    ran = {"", *(c.name for c in calls)}  # the model's own parameters (a ViT's pos_embed) too
+    encoder = sum(own(n) for n in modules if n in ran and not under(n, head))
     head_params = sum(own(n) for n in on_maps)
     if head_params > encoder:
         doubts.append(
@@ -276,12 +277,12 @@ def input_doubts(
             continue
         if not all(isinstance(v, str) for v in value):
             continue
-        if image_key:
+        if image_key and image_key in value:  # the dict's keys are these names
             unfed = [v for v in value if v not in fed_keys]
-            fed = [v for v in value if v in fed_keys]
-        else:
-            unfed, fed = (list(value[1:]), [value[0]]) if idle else ([], [])
-        if not unfed:
+        else:  # names that the modules which never run carry (embed.S1GRD, sar_encoder)
+            unfed = [v for v in value if any(v.lower() in n.lower() for n in idle)]
+        fed = [v for v in value if v not in unfed]
+        if not unfed or not fed:
             continue
         said |= set(unfed)
         where = f"{image_param}[{image_key!r}]" if image_key else "the image"
@@ -290,7 +291,7 @@ def input_doubts(
                 "input-not-fed",
                 f"the model declares {param}={list(value)} but only {where} is fed "
                 f"({', '.join(unfed)} never is{idle_text})",
-                f"--arg {param}={fed}" if fed else "",
+                f"--arg {param}={fed}",
             )
         )
     missing = [k for k in asked if k not in said]

@@ -1,5 +1,6 @@
 """A TerraMind-style encoder: `modalities` (a constructor list) chooses one patch embedding per
-modality, and the forward takes a dict {modality: image} and uses the modalities it is given."""
+modality, and the forward takes a dict {modality: image} and uses the modalities it is given.
+`FirstModalityOnly` takes one image, the first modality's."""
 
 import torch
 from torch import nn
@@ -32,3 +33,11 @@ class ModalityDictEncoder(nn.Module):
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         tokens = [self.embed[m](x[m]).flatten(2).transpose(1, 2) for m in self.modalities if m in x]
         return self.blocks(torch.stack(tokens).mean(dim=0))
+
+
+class FirstModalityOnly(ModalityDictEncoder):
+    """The same modules; the forward takes one image and embeds it as the first modality."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        tokens = self.embed[self.modalities[0]](x).flatten(2).transpose(1, 2)
+        return self.blocks(tokens)
