@@ -16,7 +16,7 @@ from tests.conftest import MODELS, SWIN3D, run_cli, run_json
 DEEP = f"{MODELS / 'one_map_deep_head.py'}"
 WIDE = f"{MODELS / 'wide_head.py'}:WideHead"
 BIG_CLASSIFIER = f"{MODELS / 'wide_head.py'}:BigClassifier"
-MODALITIES = f"{MODELS / 'modality_dict.py'}"
+MODALITIES = f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder"
 DECLARED = f"{MODELS / 'declared_features.py'}:DeclaredInside"
 AGREES = f"{MODELS / 'declared_features.py'}:DeclaredAgrees"
 CNN = str(MODELS / "cnn.py")
@@ -68,7 +68,7 @@ def test_a_declared_modality_never_fed_is_a_doubt_until_the_model_is_built_for_t
     assert doubt.flag == "--arg modalities=['S2L2A']"
     assert analyse(MODALITIES, {"modalities": ["S2L2A"]}, image_arg="x.S2L2A").doubts == ()
     # One image only: the declared modality whose modules never run is the one not fed.
-    first = analyse(f"{MODALITIES}:FirstModalityOnly")
+    first = analyse(f"{MODELS / 'modality_dict.py'}:FirstModalityOnly")
     assert [(d.kind, d.flag) for d in first.doubts] == [
         ("input-not-fed", "--arg modalities=['S2L2A']")
     ]
