@@ -83,6 +83,14 @@ def test_a_second_image_parameter_never_fed_is_a_doubt():
     assert kinds(spec) == ["input-not-fed"]
 
 
+def test_weights_read_without_calling_their_layer_leave_no_input_unfed():
+    """An attention that reads its qkv layer's weight with F.linear never calls that layer; with
+    an optional attn_mask beside the image, that is no input never fed (timm's EVA)."""
+    spec = analyse(str(MODELS / "fused_qkv.py"))
+    assert [f.module for f in spec.features] == ["blocks.0", "blocks.1"]
+    assert spec.doubts == ()
+
+
 def test_features_the_model_declares_otherwise_are_a_doubt_with_the_taps_that_take_them():
     spec = analyse(DECLARED)
     assert [(f.module, f.num_chs) for f in spec.features] == [

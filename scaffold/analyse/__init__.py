@@ -189,7 +189,7 @@ def _doubts(
         )
         found += declared_doubts(trace, selection.features, full_shape, forward_call, constructor)
     asked = asked_keys(trace, forward_call, full_shape)
-    found += input_doubts(trace, forward_call, constructor, asked)
+    found += input_doubts(trace, forward_call, constructor, full_shape, asked)
     return tuple(found)
 
 

@@ -233,8 +233,10 @@ def _declared_maps(
 
 
 # -- rule 12: declared inputs that are never fed ---------------------------------------------
-def unreached(trace: Trace) -> list[str]:
-    """The top-most modules with weights of their own, or inside them, that never run."""
+def unreached(trace: Trace, shape: tuple[int, ...]) -> list[str]:
+    """The top-most modules with weights (of their own, or inside them) that never run and
+    whose weights no operation of the forward reads (an attention may call ``F.linear`` on its
+    ``qkv`` layer's weight without calling the layer), on an input of `shape` (batch included)."""
     model = trace.model
     if model is None:
         return []
@@ -247,16 +249,56 @@ def unreached(trace: Trace) -> list[str]:
             continue  # a container whose parts ran
         if any(p.ndim >= 2 for p in module.parameters()):
             found.append(name)
-    return found
+    if not found:
+        return []
+    read = _weights_read(trace, shape)
+    modules = dict(model.named_modules())
+    return [n for n in found if not any(id(p) in read for p in modules[n].parameters())]
+
+
+def _weights_read(trace: Trace, shape: tuple[int, ...]) -> set[int]:
+    """The ids of the parameters that the operations of one forward read."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    read: set[int] = set()
+
+    def note(value: Any) -> None:
+        if isinstance(value, torch.nn.Parameter):
+            read.add(id(value))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                note(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                note(item)
+
+    class Reads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+            note(args)
+            note(kwargs or {})
+            return func(*args, **(kwargs or {}))
+
+    model = trace.model
+    assert model is not None
+    x = torch.randn(*shape, device=trace.device)
+    try:
+        with torch.no_grad(), Reads():
+            trace.call(model, x) if trace.call is not None else model(x)
+    except Exception:
+        pass  # the reads up to there count
+    return read
 
 
 def input_doubts(
     trace: Trace,
     forward_call: ForwardCall,
     constructor: dict[str, Any],
+    shape: tuple[int, ...],
     asked: Sequence[str] = (),
 ) -> list[Doubt]:
-    """``input-not-fed``: the inputs the model declares that the traced forward never got.
+    """``input-not-fed``: the inputs the model declares that the traced forward never got, on an
+    input of `shape` (batch included).
 
     `constructor`: the constructor's arguments with their defaults (a list of names chooses the
     inputs, ``modalities=["S2L2A", "S1GRD"]``); `asked`: the keys the forward looked up in its
@@ -264,7 +306,7 @@ def input_doubts(
     model = trace.model
     if model is None:
         return []
-    idle = unreached(trace)
+    idle = unreached(trace, shape)
     image_param, _, image_key = forward_call.image.partition(".")
     fed_keys = {image_key} | {
         k.partition(".")[2] for k in forward_call.args if k.startswith(image_param + ".")
