@@ -83,6 +83,17 @@ def test_a_second_image_parameter_never_fed_is_a_doubt():
     assert kinds(spec) == ["input-not-fed"]
 
 
+def test_a_forward_intermediates_that_differs_is_a_doubt():
+    spec = analyse(f"{MODELS / 'declared_features.py'}:IntermediatesInside")
+    assert [(d.kind, d.message) for d in spec.doubts] == [
+        (
+            "declared-features",
+            "the model's forward_intermediates gives 8 at 2, 16 at 4, 32 at 8; scaffold taps "
+            "stem (8 at 2), stage1 (24 at 4), stage2 (32 at 8)",
+        )
+    ]
+
+
 def test_weights_read_without_calling_their_layer_leave_no_input_unfed():
     """An attention that reads its qkv layer's weight with F.linear never calls that layer; with
     an optional attn_mask beside the image, that is no input never fed (timm's EVA)."""
