@@ -96,7 +96,7 @@ def analyse_model(
     cells = _grown_cells(trace, shape)
     if taps:
         from scaffold.analyse.features import Selection
-        from scaffold.analyse.taps import requested_features
+        from scaffold.analyse.requested import requested_features
 
         chosen = requested_features(
             trace, trace.model or model, taps, (BATCH, *shape), cells, frames
