@@ -8,6 +8,9 @@ It runs ``scaffold inspect timm.models.<module>:<name> --input-shape C,H,W --jso
 function at the model's default input size (its ``pretrained_cfg["input_size"]``), and holds the
 ``(num_chs, reduction)`` list scaffold measured against the list timm's authors wrote.
 
+The doubts the analysis records (``scaffold.analyse.doubts``) are listed per family too: a doubt
+on a family whose list agrees with timm's is a false alarm.
+
 A family agrees when the lists are equal, or equal after extra finer levels at the start (a stem
 at a smaller reduction than timm's first feature). Prints the agreement and each miss with both
 lists. Target: at least 97% of families agree. It takes several minutes (one ``scaffold`` process
@@ -75,23 +78,29 @@ def select_models(only: set[str] | None) -> list[dict[str, Any]]:
     return chosen
 
 
-def inspect(entry: dict[str, Any], timeout: float) -> tuple[list[tuple[int, int]] | None, str]:
-    """scaffold's (num_chs, reduction) list for the entry, or None and the error line."""
+def inspect(
+    entry: dict[str, Any], timeout: float
+) -> tuple[list[tuple[int, int]] | None, str, list[str]]:
+    """scaffold's (num_chs, reduction) list for the entry, or None and the error line; and the
+    doubts the analysis recorded (its kinds and messages)."""
     shape = ",".join(map(str, entry["input_size"]))
     target = f"timm.models.{entry['family']}:{entry['model']}"
     cmd = [SCAFFOLD, "inspect", target, "--input-shape", shape, "--json"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
+        return None, f"timed out after {timeout:.0f} s", []
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["(no output)"]
-        return None, lines[-1]
+        return None, lines[-1], []
     spec = json.loads(proc.stdout)
-    return feature_list(spec["features"]), ""
+    doubts = [f"{d['kind']}: {d['message']}" for d in spec.get("doubts", [])]
+    return feature_list(spec["features"]), "", doubts
 
 
-def inspect_in_process(entry: dict[str, Any]) -> tuple[list[tuple[int, int]] | None, str]:
+def inspect_in_process(
+    entry: dict[str, Any],
+) -> tuple[list[tuple[int, int]] | None, str, list[str]]:
     """The same analysis as `scaffold inspect`, called in this process."""
     from scaffold.errors import ScaffoldError
     from scaffold.pipeline import analyse
@@ -100,8 +109,9 @@ def inspect_in_process(entry: dict[str, Any]) -> tuple[list[tuple[int, int]] | N
     try:
         spec = analyse(target, {}, tuple(entry["input_size"]))
     except ScaffoldError as exc:
-        return None, str(exc)
-    return [(f.num_chs, f.reduction) for f in spec.features], ""
+        return None, str(exc), []
+    doubts = [f"{d.kind}: {d.message}" for d in spec.doubts]
+    return [(f.num_chs, f.reduction) for f in spec.features], "", doubts
 
 
 def agrees(ours: list[tuple[int, int]], theirs: list[tuple[int, int]]) -> bool:
@@ -136,12 +146,12 @@ def main() -> int:
     results = []
     for entry in chosen:
         if args.in_process:
-            ours, error = inspect_in_process(entry)
+            ours, error, doubts = inspect_in_process(entry)
         else:
-            ours, error = inspect(entry, args.timeout)
+            ours, error, doubts = inspect(entry, args.timeout)
         theirs = [(c, r) for c, r in entry["timm"]]
         ok = ours is not None and agrees(ours, theirs)
-        results.append({**entry, "scaffold": ours, "error": error, "agrees": ok})
+        results.append({**entry, "scaffold": ours, "error": error, "agrees": ok, "doubts": doubts})
         if not args.json:
             mark = "ok  " if ok else "MISS"
             sys.stderr.write(f"{mark} {entry['family']}:{entry['model']}\n")
@@ -155,6 +165,7 @@ def main() -> int:
         "target": TARGET,
         "ok": share >= TARGET,
         "misses": [r for r in results if not r["agrees"]],
+        "doubted": [r for r in results if r["doubts"]],
     }
     if args.json:
         sys.stdout.write(json.dumps(summary) + "\n")
@@ -166,6 +177,11 @@ def main() -> int:
             sys.stdout.write(f"  scaffold: error: {r['error']}\n")
         else:
             sys.stdout.write(f"  scaffold: {[tuple(x) for x in r['scaffold']]}\n")
+    for r in summary["doubted"]:
+        sys.stdout.write(f"DOUBT {r['family']}:{r['model']}\n")
+        for line in r["doubts"]:
+            sys.stdout.write(f"  {line}\n")
+    sys.stdout.write(f"{len(summary['doubted'])} of {len(results)} families have a doubt\n")
     sys.stdout.write(
         f"{n_ok} of {len(results)} families agree ({share:.0%}), target >= {TARGET:.0%} -> "
         f"{'OK' if summary['ok'] else 'MISSED'}\n"

@@ -135,6 +135,16 @@ BandsOpt = Annotated[
         "NIR_NARROW; Sentinel-2 ids such as B02 or B8A too). Each task reads those its data has.",
     ),
 ]
+TapsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--taps",
+        metavar="MODULE,...",
+        help="The feature maps, as `scaffold inspect` prints them: MODULE (its output), "
+        "MODULE[KEY] (an item of what it returns), 'input of MODULE', 'MODULE (call N)'; "
+        "channels, reductions and layouts are measured.",
+    ),
+]
 BaselineOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -178,6 +188,7 @@ def inspect(
     image_arg: ImageArgOpt = None,
     as_json: JsonOpt = False,
     bands: BandsOpt = None,
+    taps: TapsOpt = None,
 ) -> None:
     """Analyse a model and show its feature maps. Writes nothing.
 
@@ -194,12 +205,14 @@ def inspect(
         parse_args,
         parse_forward_args,
         parse_input_shape,
+        parse_taps,
     )
 
     args = parse_args(arg)
     shape = parse_input_shape(input_shape)
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
+    tap_list = parse_taps(taps)
     band_names = parse_bands(bands) if bands is not None else ()
 
     # Nothing else is imported in this process: the model's module is imported alone.
@@ -209,7 +222,7 @@ def inspect(
         err().status(f"analysing {target}"),
         parents_deferred(),
     ):
-        spec = analyse(target, args, shape, forward_args, image_arg)
+        spec = analyse(target, args, shape, forward_args, image_arg, tap_list)
     if as_json:
         _print_json(spec.to_dict() | ({"bands": list(band_names)} if bands is not None else {}))
         return
@@ -259,6 +272,7 @@ def new_backbone(
             "terratorch-iterate's `iterate` (locally, Slurm or LSF).",
         ),
     ] = False,
+    taps: TapsOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -272,6 +286,7 @@ def new_backbone(
         parse_args,
         parse_forward_args,
         parse_input_shape,
+        parse_taps,
     )
 
     options = Options(
@@ -291,6 +306,7 @@ def new_backbone(
         geobench=str(geobench) if geobench else None,
         partition=partition or "default",
         bands=_band_list(bands) or (),
+        taps=parse_taps(taps) or (),
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -373,11 +389,13 @@ def update(
             show_default=False,
         ),
     ] = None,
+    taps: TapsOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
     --forward-arg and --image-arg change the recorded ones (the others are kept).
     --data adds a dataset to the recorded ones; --drop-data OLD --data NEW re-points one.
+    --taps replaces the recorded taps.
 
     \b
     Example: scaffold update my_net --dry-run
@@ -385,10 +403,11 @@ def update(
     """
     from scaffold.console import show_dry_run
     from scaffold.pipeline.update import update_dir
-    from scaffold.resolve.target import check_image_arg, parse_forward_args
+    from scaffold.resolve.target import check_image_arg, parse_forward_args, parse_taps
 
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
+    tap_list = parse_taps(taps)
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = update_dir(
             directory,
@@ -405,6 +424,7 @@ def update(
             partition=partition,
             bands=_band_list(bands),
             iterate2=iterate2,
+            taps=tap_list,
         )
     if dry_run:
         if as_json:

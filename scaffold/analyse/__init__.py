@@ -14,7 +14,7 @@ from scaffold.analyse.frozen import (
 )
 from scaffold.errors import ScaffoldError
 from scaffold.grid import TokenFrames
-from scaffold.spec import BackboneSpec, Param
+from scaffold.spec import BackboneSpec, Doubt, Param
 
 if TYPE_CHECKING:
     from scaffold.resolve.static import ModuleClass
@@ -28,13 +28,15 @@ def analyse_model(
     input_shape: tuple[int, ...] | None = None,
     forward_args: dict[str, Any] | None = None,
     image_arg: str | None = None,
+    taps: tuple[str, ...] | None = None,
 ) -> BackboneSpec:
     """Build the resolved model with `args`, trace it and describe its features.
 
     `source` is what the resolve stage read of the class's source (its constructor's parameters,
     the hooks it defines), None when there is none. `input_shape` is (C, H, W) or (C, T, H, W)
     without batch; when None it is inferred. `forward_args` and `image_arg`: how the forward is
-    called (see scaffold.analyse.call).
+    called (see scaffold.analyse.call). `taps`: the features the person named (``--taps``), in
+    place of those the analysis would choose.
     """
     from torch import nn
 
@@ -110,7 +112,17 @@ def analyse_model(
         )
         call_notes = [*call_notes, *frame_notes]
     cells = _grown_cells(trace, shape)
-    selection = select_features(trace, shape, cells=cells, frames=frames)
+    if taps:
+        from scaffold.analyse.features import Selection
+        from scaffold.analyse.requested import requested_features
+
+        chosen = requested_features(
+            trace, trace.model or model, taps, (BATCH, *shape), cells, frames
+        )
+        note = "the taps are those --taps names: " + ", ".join(taps)
+        selection = Selection(chosen, tuple(range(len(chosen))), (note,))
+    else:
+        selection = select_features(trace, shape, cells=cells, frames=frames)
     if not selection.features:
         raise ScaffoldError(
             f"{name}: no output of any submodule is a feature map of the {shape[-2]}x{shape[-1]} "
@@ -148,6 +160,10 @@ def analyse_model(
             f"this input ({frozen_modules(trace.model, frozen)}); the backbone sets "
             "requires_grad=False on them"
         )
+    head = head_modules(trace, selection.features, selection.out_indices)
+    doubts = _doubts(
+        trace, obj, args, (BATCH, *shape), selection, head, forward_call, frames, bool(taps)
+    )
     return BackboneSpec(
         target=resolved.target,
         module=resolved.module,
@@ -170,15 +186,49 @@ def analyse_model(
         has_prepare_features="prepare_features_for_image_model" in has,
         has_forward_intermediates="forward_intermediates" in has,
         notes=(*notes, *call_notes, *selection.notes),
-        head_modules=head_modules(trace, selection.features, selection.out_indices),
+        head_modules=head,
         forward_call=forward_call,
         doubts=(
+            *doubts,
             *((axis.doubt,) if axis is not None and axis.doubt is not None else ()),
             *((doubt,) if doubt is not None else ()),
         ),
         input_layout=layout,  # type: ignore[arg-type]
         frozen=frozen,
     )
+
+
+def _doubts(
+    trace: Any,
+    obj: Any,
+    args: dict[str, Any],
+    full_shape: tuple[int, ...],
+    selection: Any,
+    head: tuple[str, ...],
+    forward_call: Any,
+    frames: Any,
+    taps_given: bool,
+) -> tuple[Doubt, ...]:
+    """What the analysis is unsure of (see scaffold.analyse.doubts); the tap doubts only when
+    the analysis chose the taps (a person's --taps settles them)."""
+    from scaffold.analyse.doubts import asked_keys, declared_doubts, input_doubts, tap_doubts
+    from scaffold.analyse.inputs import _default_of as default_of
+    from scaffold.analyse.inputs import parameter_names
+
+    found = []
+    model = trace.model
+    constructor = {}
+    if model is not None:
+        for param in parameter_names(obj, model):
+            constructor[param] = args[param] if param in args else default_of(obj, model, param)
+    if not taps_given:
+        found += tap_doubts(
+            trace, selection.features, selection.out_indices, head, full_shape, frames
+        )
+        found += declared_doubts(trace, selection.features, full_shape, forward_call, constructor)
+    asked = asked_keys(trace, forward_call, full_shape)
+    found += input_doubts(trace, forward_call, constructor, full_shape, asked)
+    return tuple(found)
 
 
 LARGER = 2  # the second input size, for one-cell maps: this many times the height and width

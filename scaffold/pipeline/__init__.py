@@ -25,6 +25,7 @@ def analyse(
     input_shape: tuple[int, ...] | None = None,
     forward_args: dict[str, Any] | None = None,
     image_arg: str | None = None,
+    taps: tuple[str, ...] | None = None,
 ) -> BackboneSpec:
     """resolve -> analyse: import what TARGET names, build it with `args`, trace it and describe
     its features (see `scaffold.analyse.analyse_model` for the options)."""
@@ -32,7 +33,7 @@ def analyse(
 
     resolved = resolve_target(target)
     return analyse_model(
-        resolved, source_class(resolved), args, input_shape, forward_args, image_arg
+        resolved, source_class(resolved), args, input_shape, forward_args, image_arg, taps
     )
 
 
@@ -47,7 +48,12 @@ def analysed(
 
     with status(progress, f"analysing {options.target}"):
         spec = analyse(
-            target, options.args, options.input_shape, options.forward_args, options.image_arg
+            target,
+            options.args,
+            options.input_shape,
+            options.forward_args,
+            options.image_arg,
+            options.taps or None,
         )
     check_task(spec, options.task)
     for ds in datasets:

@@ -238,6 +238,7 @@ def plan_new(options: Options, progress=None) -> NewPlan:
         geobench=str(Path(options.geobench).resolve()) if options.geobench else None,
         partition=options.partition,
         bands=bands,
+        taps=options.taps,
     )
     return NewPlan(spec, recorded, datasets, label, geobench, planned)
 

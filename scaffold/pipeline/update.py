@@ -147,6 +147,7 @@ def update_dir(
     partition: str | None = None,
     bands: tuple[str, ...] | None = None,
     iterate2: bool | None = None,
+    taps: tuple[str, ...] | None = None,
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `drop_data`: recorded ones to remove (a folder of `data` takes the place of one
@@ -155,8 +156,8 @@ def update_dir(
     moved; `ray`: write (True) or stop writing (False) the Ray route's config,
     None: as recorded (`iterate2` the same for iterate2's files); `baselines`: reference
     backbones to add to those recorded (a config each); `forward_args` and `image_arg` change
-    the recorded ones; `geobench` (ROOT), `partition` and `bands` replace the recorded ones
-    (None: as recorded)."""
+    the recorded ones; `geobench` (ROOT), `partition`, `bands` and `taps` replace the recorded
+    ones (None: as recorded)."""
 
     out = Path(directory).resolve()
     read_state(out)  # refuses a folder scaffold did not make
@@ -178,6 +179,10 @@ def update_dir(
             image_arg=image_arg or state.options.image_arg,
         )
         state = dataclasses.replace(state, options=options)
+    if taps is not None:
+        state = dataclasses.replace(
+            state, options=dataclasses.replace(state.options, taps=tuple(taps))
+        )
     added = tuple(b for b in dict.fromkeys(baselines) if b not in state.options.baselines)
     if added:
         from scaffold.render.baselines import check_names

@@ -371,3 +371,68 @@ def _module_classes_in(module) -> list[str]:
         for n, v in vars(module).items()
         if inspect.isclass(v) and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__
     ]
+
+
+@dataclass(frozen=True)
+class TapRequest:
+    """One tensor named by ``--taps``, as `scaffold inspect` prints it: ``MODULE`` (its output),
+    ``MODULE[KEY]`` (an item of what it returns), ``input of MODULE`` (what enters it), each
+    with `` (call N)`` after the module for its N-th call (from 0)."""
+
+    text: str
+    module: str
+    call: int = 0
+    key: Any = None  # an index, a dict key, or a tuple of them (a path into nested items)
+    input: bool = False
+
+
+_TAP = re.compile(
+    r"^(?P<input>input of\s+)?(?P<module>\w+(?:\.\w+)*)"
+    r"(?:\s*\(call\s+(?P<call>\d+)\))?(?:\[(?P<key>.+)\])?$"
+)
+
+
+def parse_tap(text: str) -> TapRequest:
+    """One ``--taps`` item; a ScaffoldError names an item that is none of the forms."""
+    import ast
+
+    found = _TAP.match(text.strip())
+    if found is None:
+        raise ScaffoldError(
+            f"--taps {text!r}: expected MODULE, MODULE[KEY], input of MODULE or MODULE (call N), "
+            "as `scaffold inspect` prints them, e.g. --taps stages.0,stages.1"
+        )
+    key: Any = None
+    if found["key"] is not None:
+        try:
+            key = ast.literal_eval(found["key"])
+        except (ValueError, SyntaxError) as exc:
+            raise ScaffoldError(
+                f"--taps {text!r}: the key [{found['key']}] is not an index or a quoted name"
+            ) from exc
+        if found["input"]:
+            raise ScaffoldError(f"--taps {text!r}: what enters a module has no items to pick")
+    call = int(found["call"]) if found["call"] else 0
+    return TapRequest(text.strip(), found["module"], call, key, bool(found["input"]))
+
+
+def parse_taps(text: str | None) -> tuple[str, ...] | None:
+    """``--taps a,b[0],input of c`` -> ("a", "b[0]", "input of c"), each item checked (commas
+    inside brackets and parentheses belong to the item); None when not given."""
+    if text is None:
+        return None
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += 1 if ch in "[(" else -1 if ch in "])" else 0
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    taps = tuple(t.strip() for t in items if t.strip())
+    if not taps:
+        raise ScaffoldError("--taps: no module given (e.g. --taps stages.0,stages.1)")
+    for tap in taps:
+        parse_tap(tap)
+    if len(set(taps)) < len(taps):
+        raise ScaffoldError(f"--taps {text!r}: a tensor is named twice")
+    return taps

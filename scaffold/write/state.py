@@ -53,6 +53,8 @@ class Options:
     geobench: str | None = None
     partition: str = "default"
     bands: tuple[str, ...] = ()
+    # The features the person named (--taps), as `scaffold inspect` prints them.
+    taps: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -62,6 +64,7 @@ class Options:
         data["data"] = list(self.data)
         data["baselines"] = list(self.baselines)
         data["bands"] = list(self.bands)
+        data["taps"] = list(self.taps)
         return data
 
     @classmethod
@@ -83,6 +86,7 @@ class Options:
             geobench=data.get("geobench"),
             partition=data.get("partition") or "default",
             bands=tuple(data.get("bands") or ()),
+            taps=tuple(data.get("taps") or ()),
         )
 
 
