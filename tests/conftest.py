@@ -146,10 +146,11 @@ def _forget_imported(added: set[str]) -> None:
 @pytest.fixture(autouse=True)
 def _forget_what_a_test_imported():
     """Each test starts as a fresh process would: a backbone package a test imported itself (to
-    build a generated backbone through timm) leaves neither its modules nor its timm and
-    TerraTorch names behind, so a later test's default name is free again."""
-    before = set(sys.modules)
+    build a generated backbone through timm) leaves neither its modules, its folder on sys.path
+    nor its timm and TerraTorch names behind, so a later test's default name is free again."""
+    before, path = set(sys.modules), list(sys.path)
     yield
+    sys.path[:] = path  # a folder a test put on the path would hide a later default name
     _forget_imported(set(sys.modules) - before)
 
 
