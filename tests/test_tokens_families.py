@@ -129,14 +129,24 @@ def test_a_grid_two_reductions_explain_at_one_size_is_a_doubt_not_a_head(tmp_pat
     )
 
 
-def test_extra_tokens_traced_on_meta_are_assumed_and_say_so(monkeypatch):
-    # On the meta device nothing has values: the class token's place is assumed, a doubt.
+def test_extra_tokens_are_measured_on_a_model_traced_on_meta(monkeypatch):
+    # A large model is traced on the meta device: its copy gets CPU weights module by module
+    # as the probe forward reaches them, and stops at the blocks.
     monkeypatch.setattr("scaffold.analyse.trace.SMALL_MODEL_PARAMS", 0)
-    spec = analyse(str(MODELS / "vit.py"))
+    spec = analyse(f"{ORDER}:suffix_class_vit")
     assert spec.traced_on == "meta"
-    assert {(f.prefix_tokens, f.suffix_tokens, f.grid) for f in spec.features} == {(1, 0, (4, 6))}
+    assert layout(spec) == [(f"blocks.{i}", 32, 16, "NLC", (4, 4), 0, 1, 1) for i in range(4)]
+    assert spec.doubts == ()
+
+
+def test_extra_tokens_that_cannot_be_measured_are_assumed_and_say_so():
+    # A block mixes the patch tokens before the class token joins them: one pixel reaches every
+    # grid token of the 17-token tensors, so where the class token sits is assumed, a doubt.
+    spec = analyse(f"{ORDER}:premixed_vit")
+    assert layout(spec) == [(f"blocks.{i}", 32, 16, "NLC", (4, 4), 1, 0, 1) for i in range(4)]
     assert [d.kind for d in spec.doubts] == ["token-positions"]
-    assert "could not be measured (traced on the meta device)" in spec.doubts[0].message
+    assert "17 tokens of blocks.0 were read as 1 extra token(s) before" in spec.doubts[0].message
+    assert "could not be measured" in spec.doubts[0].message
 
 
 @pytest.mark.e2e

@@ -15,21 +15,26 @@ shows it:
 
 The grid (and the groups) whose corner cells are exactly where the corner pixels landed is
 the reading; the token order it gives is prefix, then group after group rows first, then
-suffix. Measured on the CPU only (the meta device has no values): the forward stops as soon as
-every token count has been seen, so the blocks after that do not run.
+suffix. The forward stops as soon as every token count has been seen, so the blocks after that
+do not run. A model traced on the meta device (no values) is measured on a copy whose modules
+get CPU weights (random, the values do not matter) as each one is first called, up to
+MAX_MATERIALIZED of them: a 600M-parameter ViT costs its patch embedding.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from scaffold.analyse.trace import BATCH, Trace, first_tensor
 from scaffold.grid import TokenLayout, match_grid, token_grids
 
 BUMP = 10.0  # what a probe adds to a pixel: far above the changes of rounding
+MAX_MATERIALIZED = 30_000_000  # parameters a meta-traced model's copy may get on the CPU
 
 
 @dataclass(frozen=True)
@@ -63,15 +68,17 @@ def token_counts(trace: Trace) -> set[int]:
 
 def measure_tokens(trace: Trace, input_shape: tuple[int, ...]) -> Measured | None:
     """The layouts of the token tensors of `trace` (an input of `input_shape`, without batch),
-    measured on the model; None when they cannot be (traced on meta, or the probe forward
-    raised)."""
+    measured on the model; None when they cannot be (the probe forward raised before any
+    token tensor)."""
     counts = token_counts(trace)
-    if not counts or trace.model is None or trace.device != "cpu":
+    if not counts or trace.model is None or trace.device not in ("cpu", "meta"):
         return None
     probes = _probes(input_shape)
     try:
         seen = _first_tensors(trace, probes, counts)
     except Exception:  # the forward refuses a larger batch: nothing measured
+        return None
+    if not seen:
         return None
     layouts: dict[int, TokenLayout] = {}
     unread: set[int] = set()
@@ -109,8 +116,12 @@ def _first_tensors(trace: Trace, x: torch.Tensor, counts: set[int]) -> dict[int,
     to a module or gets from one, in the order of the hooks."""
     model = trace.model
     assert model is not None
+    on_meta = trace.device == "meta"
+    if on_meta:  # a copy that gets weights on the CPU as its modules run
+        model = copy.deepcopy(model)
     batch = x.shape[0]
     seen: dict[int, torch.Tensor] = {}
+    made = [0]  # parameters given CPU weights so far
 
     def keep(value: Any) -> None:
         tensor = first_tensor(value)
@@ -122,10 +133,17 @@ def _first_tensors(trace: Trace, x: torch.Tensor, counts: set[int]) -> dict[int,
             if len(seen) == len(counts):
                 raise _Seen
 
-    handles = []
+    def enter(module: nn.Module, args: Any) -> None:
+        if on_meta:
+            made[0] += _materialize(module)
+            if made[0] > MAX_MATERIALIZED:
+                raise _Seen  # what was seen by then is what is measured
+        keep(args)
+
+    handles = [model.register_forward_pre_hook(lambda m, a: enter(m, ()))]
     for name, module in model.named_modules():
         if name:
-            handles.append(module.register_forward_pre_hook(lambda m, a: keep(a)))
+            handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(lambda m, a, out: keep(out)))
     try:
         model.eval()
@@ -136,10 +154,35 @@ def _first_tensors(trace: Trace, x: torch.Tensor, counts: set[int]) -> dict[int,
                 model(x)
     except _Seen:
         pass
+    except Exception:  # raised past what it had seen (a module given no weights): keep that
+        if not seen:
+            raise
     finally:
         for h in handles:
             h.remove()
     return seen
+
+
+def _materialize(module: nn.Module) -> int:
+    """Give the module's own meta parameters and buffers CPU values (parameters small random
+    ones, float buffers ones, others zeros); how many values it made."""
+    gen = torch.Generator().manual_seed(len(module._parameters))
+    count = 0
+    for name, param in list(module._parameters.items()):
+        if param is not None and param.is_meta:
+            value = torch.empty(param.shape, dtype=param.dtype)
+            if value.is_floating_point():
+                value.normal_(0.0, 0.02, generator=gen)
+            else:
+                value.zero_()
+            module._parameters[name] = nn.Parameter(value, requires_grad=False)
+            count += value.numel()
+    for name, buffer in list(module._buffers.items()):
+        if buffer is not None and buffer.is_meta:
+            value = torch.empty(buffer.shape, dtype=buffer.dtype)
+            module._buffers[name] = value.fill_(1) if value.is_floating_point() else value.zero_()
+            count += value.numel()
+    return count
 
 
 def _changed(tokens: torch.Tensor, k: int) -> set[int]:

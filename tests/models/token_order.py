@@ -39,6 +39,7 @@ class TokenOrderViT(nn.Module):
         num_heads: int = 2,
         class_token: str = "last",  # "first", "last" or "none"
         registers: int = 0,  # register tokens, after the patch tokens (and a last class token)
+        premix: bool = False,  # a block on the patch tokens before the extra tokens join them
     ) -> None:
         super().__init__()
         self.class_token = class_token
@@ -47,6 +48,7 @@ class TokenOrderViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, embed_dim, side, side) * 0.02)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim) * 0.02)
         self.reg_tokens = nn.Parameter(torch.randn(1, registers, embed_dim) * 0.02)
+        self.premix = Block(embed_dim, num_heads) if premix else nn.Identity()
         self.blocks = nn.Sequential(*[Block(embed_dim, num_heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, 10)
@@ -54,7 +56,7 @@ class TokenOrderViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         h, w = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2) + grid_positions(self.pos_embed, h, w)
+        x = self.premix(x.flatten(2).transpose(1, 2) + grid_positions(self.pos_embed, h, w))
         b = x.shape[0]
         cls = self.cls_token.expand(b, -1, -1)
         parts = [x, self.reg_tokens.expand(b, -1, -1)]
@@ -75,3 +77,8 @@ def suffix_class_vit() -> TokenOrderViT:
 def register_vit() -> TokenOrderViT:
     """A class token first and four register tokens after the patch tokens."""
     return TokenOrderViT(class_token="first", registers=4)
+
+
+def premixed_vit() -> TokenOrderViT:
+    """A class token first, joined after a block has mixed the patch tokens."""
+    return TokenOrderViT(class_token="first", premix=True)
