@@ -7,8 +7,9 @@ a grid (its reading is a floor or ceil grid, and another reduction gives it exac
 forward runs again at a larger size (the calls up to where it raises count), and the reduction
 that fits the same tensor at both sizes is the one: powers of two first, as `match_grid` reads
 grids, then a reduction that is exact at both sizes. Where the second size cannot tell (the
-forward refuses it before that tensor, or both still fit), the grid takes the reduction that
-other tensors of the trace give it exactly, and the spec records a doubt.
+forward refuses it before that tensor, or both still fit), the grid takes the stride of a layer
+that makes it from the image itself (a patch embedding's convolution), else the reduction that
+other tensors of the trace give it exactly, else its reading, and the spec records a doubt.
 """
 
 from __future__ import annotations
@@ -107,17 +108,15 @@ def decide_reductions(
                 f"{size2[0]}x{size2[1]}"
             )
             continue
-        # One size's evidence: the reduction that tensors read without doubt give this grid;
-        # tokens of a patch embedding tile the input, so a grid of tokens is read exactly.
-        others = {
+        # One size's evidence: the stride of a layer that makes this grid from the image itself
+        # (a patch embedding), else the reduction that tensors read without doubt give it.
+        others = _strides(trace, tensors, (height, width)) or {
             p.reduction
             for _, s in _shapes(trace)
             if (p := classify(s, full, frames, grids)) is not None
             and p.grid == grid
             and exact(h, w, height, width, p.reduction)
         }
-        if any(p.layout == "NLC" for _, _, p in tensors):
-            others.add(exactly)
         r = next((c for c in first if c in others), reading)
         decided[grid] = r
         alternative = exactly if r != exactly else reading
@@ -135,6 +134,32 @@ def decide_reductions(
             )
         )
     return decided, notes, doubts
+
+
+def _strides(
+    trace: Trace, tensors: list[tuple[Key, tuple[int, ...], Placement]], size: tuple[int, int]
+) -> set[int]:
+    """The strides of the layers that return one of `tensors` from an input of the image's
+    height and width (a patch embedding's convolution): a stride there is the reduction."""
+    if trace.model is None:
+        return set()
+    calls: dict[tuple[str, int], Call] = {}
+    stack = [trace.root]
+    while stack:
+        call = stack.pop()
+        stack.extend(call.children)
+        calls[(call.name, call.call)] = call
+    found: set[int] = set()
+    for (kind, name, index, _), _, _ in tensors:
+        call = calls.get((name, index))
+        if kind != "out" or call is None or not name or call.in_shape is None:
+            continue
+        if tuple(call.in_shape[-2:]) != size:
+            continue
+        stride = getattr(trace.model.get_submodule(name), "stride", None)
+        if isinstance(stride, tuple) and len(set(stride)) == 1 and isinstance(stride[0], int):
+            found.add(stride[0])
+    return found
 
 
 def _fits_twin(place: Placement, shape: tuple[int, ...], size: tuple[int, int], r: int) -> bool:
