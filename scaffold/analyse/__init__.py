@@ -7,7 +7,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from scaffold.errors import ScaffoldError
-from scaffold.spec import BackboneSpec, Param
+from scaffold.grid import Grids
+from scaffold.spec import BackboneSpec, Doubt, Param
 
 if TYPE_CHECKING:
     from scaffold.resolve.static import ModuleClass
@@ -179,7 +180,6 @@ def _measure_grids(
     at a second size, scaffold.analyse.grids). (Grids, notes, doubts.)"""
     from scaffold.analyse.grids import decide_reductions
     from scaffold.analyse.tokens import describe, measure_tokens
-    from scaffold.grid import Grids
 
     measured = measure_tokens(trace, shape)
     layouts = dict(measured.layouts) if measured is not None else {}
@@ -208,8 +208,6 @@ def _group_why(f: Any) -> str:
 def _assumed_positions(features: Any, grids: Any, device: str) -> list[Any]:
     """A doubt where tokens were read with extra tokens whose positions were not measured (a
     count read as a class token first, say): they may come after the grid tokens as well."""
-    from scaffold.spec import Doubt
-
     for f in features:
         extra = f.prefix_tokens + f.suffix_tokens
         if f.layout not in ("NLC", "NTLC") or not extra or f.shape[1] in grids.tokens:
