@@ -149,6 +149,19 @@ def test_extra_tokens_that_cannot_be_measured_are_assumed_and_say_so():
     assert "could not be measured" in spec.doubts[0].message
 
 
+def test_token_positions_and_groups_round_trip_and_old_specs_read():
+    from scaffold.spec import BackboneSpec
+
+    spec = analyse(f"{GROUPS}:GroupViT")
+    again = BackboneSpec.from_json(spec.to_json())
+    assert again == spec and again.features[0].groups == 4
+    data = spec.to_dict()
+    for f in data["features"]:  # a spec written before these fields: one grid, no suffix
+        del f["suffix_tokens"], f["groups"]
+    old = BackboneSpec.from_dict(data)
+    assert {(f.suffix_tokens, f.groups) for f in old.features} == {(0, 1)}
+
+
 @pytest.mark.e2e
 def test_group_vit_new_backbone_verifies_end_to_end(tmp_path):
     out = tmp_path / "groups"
