@@ -40,6 +40,8 @@ def spec_table(spec: BackboneSpec) -> Table:
         if f.source == "input":
             module = f"input of {module}"  # what enters the module
         extra = f" +{f.prefix_tokens} prefix" if f.prefix_tokens else ""
+        extra += f" +{f.suffix_tokens} suffix" if f.suffix_tokens else ""
+        extra += f" {f.groups} groups" if f.groups > 1 else ""
         cells = [
             str(i),
             Text(module),

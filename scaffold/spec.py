@@ -13,8 +13,9 @@ from typing import Any, Literal, get_args
 
 from scaffold.errors import ScaffoldError
 
-# NTLC: tokens of a temporal input, (B, prefix + T * h * w, C): `num_frames` frames of h x w
-# tokens each, time first (as a 3-D patch embedding flattens them), after `prefix_tokens`.
+# NTLC: tokens of a temporal input, (B, prefix + T * h * w + suffix, C): `num_frames` frames of
+# h x w tokens each, time first (as a 3-D patch embedding flattens them), between
+# `prefix_tokens` and `suffix_tokens`. NLC: (B, prefix + groups * h * w + suffix, C).
 Layout = Literal["NCHW", "NHWC", "NLC", "NCTHW", "NTHWC", "NTLC"]
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 TEMPORAL_LAYOUTS: tuple[Layout, ...] = ("NCTHW", "NTHWC", "NTLC")
@@ -175,7 +176,13 @@ class FeatureSpec:
     call: int = 0
     key: int | str | tuple[int | str, ...] | None = None
     num_frames: int | None = None
+    # Tokens (NLC, NTLC): `prefix_tokens` extra tokens (class, register) before the grid tokens
+    # and `suffix_tokens` after them, as measured; `groups` grids of tokens side by side (one
+    # per patch embedding of a group of bands, group after group), whose channels `num_chs`
+    # counts together (groups x the tokens' channels, the groups concatenated).
     prefix_tokens: int = 0
+    suffix_tokens: int = 0
+    groups: int = 1
     why: str = ""  # why the analysis chose this tensor (shown by `scaffold inspect`)
     # The top-most modules that run only after this feature (a classifier, a decoder): the
     # backbone is built without them when this is the last feature it returns.

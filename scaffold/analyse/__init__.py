@@ -13,7 +13,7 @@ from scaffold.analyse.frozen import (
     unreached_parameters,
 )
 from scaffold.errors import ScaffoldError
-from scaffold.grid import TokenFrames
+from scaffold.grid import Grids, TokenFrames
 from scaffold.spec import BackboneSpec, Doubt, Param
 
 if TYPE_CHECKING:
@@ -111,7 +111,10 @@ def analyse_model(
             obj, args, model, device, shape, trace, forward_args, image_arg, layout, known
         )
         call_notes = [*call_notes, *frame_notes]
-    cells = _grown_cells(trace, shape)
+    larger = _larger_trace(trace, shape)
+    grids, grid_notes, grid_doubts = _measure_grids(trace, shape, frames, larger)
+    call_notes = [*call_notes, *grid_notes]
+    cells = _grown_cells(trace, shape, larger, grids)
     if taps:
         from scaffold.analyse.features import Selection
         from scaffold.analyse.requested import requested_features
@@ -122,7 +125,7 @@ def analyse_model(
         note = "the taps are those --taps names: " + ", ".join(taps)
         selection = Selection(chosen, tuple(range(len(chosen))), (note,))
     else:
-        selection = select_features(trace, shape, cells=cells, frames=frames)
+        selection = select_features(trace, shape, cells=cells, frames=frames, grids=grids)
     if not selection.features:
         raise ScaffoldError(
             f"{name}: no output of any submodule is a feature map of the {shape[-2]}x{shape[-1]} "
@@ -139,7 +142,7 @@ def analyse_model(
         has.add("prepare_features_for_image_model")
 
     features = tuple(
-        dataclasses.replace(f, after=after)
+        dataclasses.replace(f, after=after, why=_group_why(f))
         for f, after in zip(
             selection.features, removable_after(trace, selection.features), strict=True
         )
@@ -149,6 +152,7 @@ def analyse_model(
             features, trace, axis.other, shape[1], axis.other_frames
         )
         call_notes = [*call_notes, *frame_notes]
+    grid_doubts += _assumed_positions(features, grids, trace.device)
     conv = first_conv(model)
     notes += [f"the class already has {h}" for h in sorted(has)]
     removed = removed_modules(features, selection.out_indices)
@@ -190,6 +194,7 @@ def analyse_model(
         forward_call=forward_call,
         doubts=(
             *doubts,
+            *grid_doubts,
             *((axis.doubt,) if axis is not None and axis.doubt is not None else ()),
             *((doubt,) if doubt is not None else ()),
         ),
@@ -234,7 +239,80 @@ def _doubts(
 LARGER = 2  # the second input size, for one-cell maps: this many times the height and width
 
 
-def _grown_cells(trace: Any, shape: tuple[int, ...]) -> frozenset[int]:
+def _larger_trace(trace: Any, shape: tuple[int, ...]) -> Any:
+    """A function that traces the forward once, when first asked, at LARGER times the height
+    and width: (the calls up to where that forward raises, or None; the larger shape)."""
+    from scaffold.analyse.trace import trace_forward
+
+    larger = (*shape[:-2], shape[-2] * LARGER, shape[-1] * LARGER)
+    done: list[Any] = []
+
+    def again() -> tuple[Any, tuple[int, ...]]:
+        if not done:
+            try:
+                found = trace_forward(trace.model, larger, trace.device, trace.call, partial=True)
+            except Exception:  # building the input itself failed: no second size
+                found = None
+            done.append(found if trace.model is not None else None)
+        return done[0], larger
+
+    return again
+
+
+def _measure_grids(
+    trace: Any, shape: tuple[int, ...], frames: Any, larger: Any
+) -> tuple[Any, list[str], list[Any]]:
+    """What the shapes alone cannot say: where the tokens sit (measured by perturbing the input,
+    scaffold.analyse.tokens) and the reduction of a grid that two reductions explain (decided
+    at a second size, scaffold.analyse.grids). (Grids, notes, doubts.)"""
+    from scaffold.analyse.grids import decide_reductions
+    from scaffold.analyse.tokens import describe, measure_tokens
+
+    measured = measure_tokens(trace, shape)
+    layouts = dict(measured.layouts) if measured is not None else {}
+    notes = [
+        "token positions measured by changing the input: " + describe(layout, n)
+        for n, layout in sorted(layouts.items())
+        if layout.prefix or layout.suffix or layout.groups > 1
+    ]
+    grids = Grids(tokens=layouts)
+    reductions, grid_notes, doubts = decide_reductions(trace, shape, larger, frames, grids)
+    return Grids(tokens=layouts, reductions=reductions), notes + grid_notes, doubts
+
+
+def _group_why(f: Any) -> str:
+    """The why of a feature of tokens of several patch embeddings: how they become a map."""
+    if f.groups <= 1:
+        return f.why
+    h, w = f.grid
+    chs = f.num_chs // f.groups
+    return (
+        f"{f.why}; its tokens are {f.groups} groups of {h}x{w} (one patch embedding each), "
+        f"concatenated along channels: {f.groups} x {chs} = {f.num_chs}"
+    )
+
+
+def _assumed_positions(features: Any, grids: Any, device: str) -> list[Any]:
+    """A doubt where tokens were read with extra tokens whose positions were not measured (a
+    count read as a class token first, say): they may come after the grid tokens as well."""
+    for f in features:
+        extra = f.prefix_tokens + f.suffix_tokens
+        if f.layout not in ("NLC", "NTLC") or not extra or f.shape[1] in grids.tokens:
+            continue
+        where = "traced on the meta device" if device != "cpu" else "no grid fits the probes"
+        return [
+            Doubt(
+                "token-positions",
+                f"the {f.shape[1]} tokens of {f.module} were read as {f.prefix_tokens} extra "
+                f"token(s) before the grid tokens and {f.suffix_tokens} after them, assumed: "
+                f"their positions could not be measured ({where})",
+                "",
+            )
+        ]
+    return []
+
+
+def _grown_cells(trace: Any, shape: tuple[int, ...], larger: Any, grids: Any) -> frozenset[int]:
     """The one-cell maps of `trace` that are a level, not a global reduction: where a layer with
     weights (a strided conv) turns a larger map into one cell, the forward runs again at LARGER
     times the height and width, and a map that is then more than one cell is a level (a global
@@ -242,13 +320,13 @@ def _grown_cells(trace: Any, shape: tuple[int, ...]) -> frozenset[int]:
     head that flattens one cell into a fixed linear runs at one size only); a model that raises
     before that layer leaves the analysed size to decide."""
     from scaffold.analyse.features import grown_cells, one_cell_layers
-    from scaffold.analyse.trace import trace_forward
 
-    if trace.model is None or not one_cell_layers(trace, shape):
+    if trace.model is None or not one_cell_layers(trace, shape, grids):
         return frozenset()
-    larger = (*shape[:-2], shape[-2] * LARGER, shape[-1] * LARGER)
-    again = trace_forward(trace.model, larger, trace.device, trace.call, partial=True)
-    return grown_cells(trace, shape, again, larger)
+    again, size = larger()
+    if again is None:
+        return frozenset()
+    return grown_cells(trace, shape, again, size, grids)
 
 
 def _time_axis(

@@ -47,7 +47,7 @@ from scaffold.analyse.taps import (
 )
 from scaffold.analyse.trace import BATCH, Call, Trace
 from scaffold.analyse.walk import Flow, stage_features
-from scaffold.grid import MAX_PREFIX_TOKENS, TokenFrames, classify, classify_tokens
+from scaffold.grid import MAX_PREFIX_TOKENS, Grids, TokenFrames, classify, classify_tokens
 from scaffold.spec import FeatureSpec
 
 DEFAULT_NUM_OUT = 4
@@ -138,18 +138,22 @@ def select_features(
     input_shape: tuple[int, ...],
     cells: frozenset[int] = frozenset(),
     frames: TokenFrames | None = None,
+    grids: Grids | None = None,
 ) -> Selection:
     """The candidate feature maps in forward order, and the default selection.
 
     `cells`: the ids of the tensors that are one cell at this size but the grid of the same
     reduction at a larger one (see `grown_cells`): a level, not a pooled vector. `frames`: the
-    token tensors measured to hold frames (see `token_frames`)."""
+    token tensors measured to hold frames (see `token_frames`). `grids`: the token layouts and
+    the reductions measured on the model (scaffold.analyse.tokens, scaffold.analyse.grids)."""
     full_shape = (BATCH, *input_shape)
-    returned = _returned_features(trace, full_shape, frames)
+    returned = _returned_features(trace, full_shape, frames, grids)
     if len(returned) >= 2:
         return Selection(tuple(returned), _default_out_indices(returned), ())
-    walk = stage_features(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes)
-    flow = Flow(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes)
+    walk = stage_features(
+        trace.root, full_shape, cells, frames, trace.made_from, trace.shapes, grids
+    )
+    flow = Flow(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes, grids)
     features = combined_taps(trace.root, flow, walk.taps)
     combined = {t.module for t in walk.taps if t not in features}
     # the other calls of a module whose outputs are combined are not the head
@@ -159,7 +163,7 @@ def select_features(
     if levels:
         # One resolution only, or only the coarsest level holds repeated blocks (the finer levels
         # are a stem: a hybrid ViT): that level's taps are its blocks, as timm does for ViTs.
-        runs = block_runs(trace.root, full_shape, frames)
+        runs = block_runs(trace.root, full_shape, frames, grids)
         branches = streams(runs)
         blocks = repeated_blocks(runs, levels[-1])
         stem_only = all(len(repeated_blocks(runs, r)) < 2 for r in levels[:-1])
@@ -193,11 +197,13 @@ def select_features(
     return Selection(tuple(features), _default_out_indices(features), tuple(notes))
 
 
-def one_cell_layers(trace: Trace, input_shape: tuple[int, ...]) -> list[Call]:
+def one_cell_layers(
+    trace: Trace, input_shape: tuple[int, ...], grids: Grids | None = None
+) -> list[Call]:
     """The layers with weights of their own (a strided conv) that turn a larger map into a
     single cell. Whether that cell is a global reduction (the head) or a level that a small
     input happens to shrink to one cell, only a second, larger input size tells."""
-    flow = Flow(trace.root, (BATCH, *input_shape))
+    flow = Flow(trace.root, (BATCH, *input_shape), grids=grids)
     return [
         call
         for call in _post_order(trace.root)
@@ -210,7 +216,11 @@ def one_cell_layers(trace: Trace, input_shape: tuple[int, ...]) -> list[Call]:
 
 
 def grown_cells(
-    trace: Trace, input_shape: tuple[int, ...], larger: Trace, larger_shape: tuple[int, ...]
+    trace: Trace,
+    input_shape: tuple[int, ...],
+    larger: Trace,
+    larger_shape: tuple[int, ...],
+    grids: Grids | None = None,
 ) -> frozenset[int]:
     """The ids of the tensors of `trace` that are one cell at `input_shape` and, when the same
     call runs at `larger_shape`, a grid of more than one cell at the same reduction, and that a
@@ -218,7 +228,7 @@ def grown_cells(
     blocks that return them). A global pool gives one cell at every size and stays the head; so
     do a pool without weights of its own and a conv whose kernel covers the whole map (VGG's
     first classifier layer: 7x7 to 1x1 at 224, 14x14 to 8x8 at 448, not one reduction)."""
-    flow = Flow(trace.root, (BATCH, *input_shape))
+    flow = Flow(trace.root, (BATCH, *input_shape), grids=grids)
     other = Flow(larger.root, (BATCH, *larger_shape))
     at_larger = {(c.name, c.call): c for c in _post_order(larger.root)}
     cells: set[int] = set()
@@ -259,11 +269,14 @@ def _listed(names: list[str], most: int = 6) -> str:
 
 
 def _returned_features(
-    trace: Trace, full_shape: tuple[int, ...], frames: TokenFrames | None = None
+    trace: Trace,
+    full_shape: tuple[int, ...],
+    frames: TokenFrames | None = None,
+    grids: Grids | None = None,
 ) -> list[FeatureSpec]:
     found: list[FeatureSpec] = []
     for item in trace.outputs:
-        place = classify(item.shape, full_shape, frames)
+        place = classify(item.shape, full_shape, frames, grids)
         if place is None or item.key is None:
             continue
         name = item.module.name if item.module is not None else f"output[{item.key!r}]"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from scaffold.analyse.taps import feature, hooked, item_why, parent_name
 from scaffold.analyse.trace import Call
 from scaffold.analyse.walk import Flow
-from scaffold.grid import Placement, TokenFrames
+from scaffold.grid import Grids, Placement, TokenFrames
 from scaffold.spec import FeatureSpec
 
 
@@ -102,7 +102,10 @@ def _units(call: Call, flow: Flow) -> tuple[_Run, set[int]] | None:
 
 
 def block_runs(
-    root: Call, full_shape: tuple[int, ...], frames: TokenFrames | None = None
+    root: Call,
+    full_shape: tuple[int, ...],
+    frames: TokenFrames | None = None,
+    grids: Grids | None = None,
 ) -> list[_Run]:
     """Every run of two or more sibling calls of the same kind of module (each a different
     module) at one reduction, however the forward calls them (a loop over a ModuleList with extra
@@ -111,7 +114,7 @@ def block_runs(
     A block that returns several maps counts once per item, and a run of such blocks follows an
     item only when the run's last block passes it on (a later call outside it reads it): the aux
     map that the last block drops is not a stream, the tokens it hands to the norm are."""
-    flow = Flow(root, full_shape, frames=frames)
+    flow = Flow(root, full_shape, frames=frames, grids=grids)
     found: list[_Run] = []
 
     def visit(call: Call) -> None:

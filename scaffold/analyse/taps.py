@@ -29,6 +29,8 @@ def feature(
         key=key,
         num_frames=place.num_frames,
         prefix_tokens=place.prefix_tokens,
+        suffix_tokens=place.suffix_tokens,
+        groups=place.groups,
         why=why,
     )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from scaffold.analyse.taps import hooked, key_of, returns
 from scaffold.analyse.trace import Call
-from scaffold.grid import Placement, TokenFrames, classify
+from scaffold.grid import Grids, Placement, TokenFrames, classify
 from scaffold.spec import FeatureSpec
 
 
@@ -28,6 +28,7 @@ class Flow:
         frames: TokenFrames | None = None,
         made_from: dict[int, tuple[int, ...]] | None = None,
         shapes: dict[int, tuple[int, ...]] | None = None,
+        grids: Grids | None = None,
     ) -> None:
         self.full_shape = full_shape
         # Tensors made by functions between module calls (see Trace.made_from): what each
@@ -40,6 +41,7 @@ class Flow:
                 self.readers.setdefault(tid, []).append(made)
         self.cells = cells  # ids of one-cell maps that are a level (see `grown_cells`)
         self.frames = frames
+        self.grids = grids  # token layouts and reductions measured on the model
         self.consumers: dict[int, list[Call]] = {}
         self.producer: dict[int, Call] = {}  # outermost call that returns the tensor
         self.order: dict[int, int] = {}  # id(call) -> position in forward order
@@ -86,7 +88,7 @@ class Flow:
         return self.main[id(call)]
 
     def place(self, shape: tuple[int, ...] | None) -> Placement | None:
-        return classify(shape, self.full_shape, self.frames)
+        return classify(shape, self.full_shape, self.frames, self.grids)
 
     def out(self, call: Call) -> tuple[int | None, Placement | None]:
         """The tensor that continues from `call` and its placement: of a tuple-returning block,
@@ -311,13 +313,14 @@ def stage_features(
     frames: TokenFrames | None = None,
     made_from: dict[int, tuple[int, ...]] | None = None,
     shapes: dict[int, tuple[int, ...]] | None = None,
+    grids: Grids | None = None,
 ) -> _Walk:
     """Walk the opened calls in forward order. A level's feature is the tensor that flows on: the
     input of the first call that leaves the level (or, when a function changed it in between, the
     last output at the level). The walk ends at the head: the first call that pools the current
     map to a vector or a 1x1 grid (or works on such a vector), or when the resolution goes back up.
     A 1x1 map in `cells` (one cell here, a level's grid at a larger size) is a level."""
-    flow = Flow(root, full_shape, cells, frames, made_from, shapes)
+    flow = Flow(root, full_shape, cells, frames, made_from, shapes, grids)
     seq = _opened(flow, root)
     taps: list[FeatureSpec] = []
     inner: list[str] = []

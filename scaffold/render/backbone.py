@@ -172,6 +172,10 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
             entry["key"] = f.key
         if f.layout in ("NLC", "NTLC"):
             entry["prefix_tokens"] = f.prefix_tokens
+            if f.suffix_tokens:
+                entry["suffix_tokens"] = f.suffix_tokens
+            if f.groups > 1:
+                entry["groups"] = f.groups
         if f.layout in TEMPORAL_LAYOUTS and f.num_frames is not None:
             entry["num_frames"] = f.num_frames
         features.append(entry)

@@ -89,17 +89,21 @@ def _all_tokens(
     frame, for tokens of frames)."""
     if spec.get("layout") not in ("NLC", "NTLC") or feature.ndim != 3:
         return
-    r, prefix = spec["reduction"], spec.get("prefix_tokens", 0)
+    r = spec["reduction"]
+    prefix = spec.get("prefix_tokens", 0) + spec.get("suffix_tokens", 0)
     frames = (spec.get("num_frames") or 1) if spec["layout"] == "NTLC" else 1
+    groups = spec.get("groups", 1)  # one grid per patch embedding (group of bands)
     grids = [(height // r, width // r), (math.ceil(height / r), math.ceil(width / r))]
-    if any(feature.shape[1] == prefix + frames * h * w for h, w in grids):
+    if any(feature.shape[1] == prefix + groups * frames * h * w for h, w in grids):
         return
     h, w = grids[0]
     of = f" of each of {frames} frames" if frames > 1 else ""
+    of += f" of each of {groups} groups" if groups > 1 else ""
+    frames *= groups
     raise CheckFailed(
         f"not deterministic features of the whole image{where}: feature {i} (`{name}`) has "
         f"{feature.shape[1]} tokens where the {h}x{w} grid{of} of the {height}x{width} input at "
-        f"reduction {r} and {prefix} prefix token(s) make {prefix + frames * h * w}: the forward drops "
+        f"reduction {r} and {prefix} extra token(s) make {prefix + frames * h * w}: the forward drops "
         f"tokens (masking is on: set the mask ratio to 0 in FORWARD_ARGS / {FORWARD_ARGS_KEY})"
     )
 
