@@ -183,16 +183,27 @@ def _nhwc(t: Any, f: FeatureSpec, size: Size, reduce: str) -> Any:
     return t.permute(0, 3, 1, 2)
 
 
+def _grid_part(t: Any, f: FeatureSpec) -> Any:
+    """The tokens on the grid: without `prefix_tokens` before them and `suffix_tokens` after."""
+    return t[:, f.prefix_tokens : t.shape[1] - getattr(f, "suffix_tokens", 0)]
+
+
 def _nlc(t: Any, f: FeatureSpec, size: Size, reduce: str) -> Any:
-    """Tokens after `prefix_tokens`, row by row on the grid of `size` at the reduction."""
-    tokens = t[:, f.prefix_tokens :]
-    h, w = token_grid(tokens.shape[1], size, f.reduction)
-    return tokens.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+    """Grid tokens, row by row on the grid of `size` at the reduction; with `groups` (one patch
+    embedding per group of bands), group after group, joined along channels, group 0 first."""
+    tokens = _grid_part(t, f)
+    groups = getattr(f, "groups", 1) or 1
+    if tokens.shape[1] % groups:
+        raise CheckFailed(f"{tokens.shape[1]} tokens of `{f.module}` are not {groups} groups")
+    h, w = token_grid(tokens.shape[1] // groups, size, f.reduction)
+    batch, channels = t.shape[0], t.shape[2]
+    per_group = tokens.reshape(batch, groups, h * w, channels).transpose(2, 3)
+    return per_group.reshape(batch, groups * channels, h, w)
 
 
 def _ntlc(t: Any, f: FeatureSpec, size: Size, reduce: str) -> Any:
-    """Tokens after `prefix_tokens`: frames of the grid, time first, each row by row."""
-    tokens = t[:, f.prefix_tokens :]
+    """Grid tokens: frames of the grid, time first, each row by row."""
+    tokens = _grid_part(t, f)
     frames = f.num_frames or 1
     if tokens.shape[1] % frames:
         raise CheckFailed(f"{tokens.shape[1]} tokens of `{f.module}` are not {frames} frames")
@@ -326,15 +337,21 @@ def _temporal_reduction(context: Any) -> str:
 
 @contextlib.contextmanager
 def _settings(backbone: Any, how: str, image_features: bool | None = None) -> Iterator[None]:
-    """The backbone with `temporal_reduction` (and `image_features`) set for a while."""
+    """The backbone with `temporal_reduction` (and `image_features`) set for a while, and groups
+    of tokens joined along channels (what the reference's conversion does)."""
     saved = backbone.temporal_reduction, backbone.image_features
+    groups = getattr(backbone, "group_reduction", None)
     backbone.temporal_reduction = how
+    if groups is not None:
+        backbone.group_reduction = "concat"
     if image_features is not None:
         backbone.image_features = image_features
     try:
         yield
     finally:
         backbone.temporal_reduction, backbone.image_features = saved
+        if groups is not None:
+            backbone.group_reduction = groups
 
 
 def _paths(backbone: Any, x: Any, size: Size, prepare: bool) -> Paths:
