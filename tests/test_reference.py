@@ -166,8 +166,8 @@ def test_vit_returns_its_last_block_for_every_level(edit):
 def test_tokens_placed_column_major(edit):
     out = edit(
         "vit",
-        "x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)",
-        "x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], w, h).transpose(-1, -2)",
+        "x = x.reshape(x.shape[0], groups, h, w, x.shape[2]).permute(0, 1, 4, 2, 3)",
+        "x = x.reshape(x.shape[0], groups, w, h, x.shape[2]).permute(0, 1, 4, 3, 2)",
     )
     detail = failed_only_here(checked(out))
     assert detail.startswith("feature 0 (`model.blocks.1`) of prepare_features_for_image_model")
@@ -178,8 +178,8 @@ def test_tokens_placed_column_major(edit):
 def test_last_patch_token_dropped_instead_of_the_class_token(edit):
     out = edit(
         "vit",
-        'x = x[:, FEATURES[i]["prefix_tokens"] :]',
-        'x = x[:, : -FEATURES[i]["prefix_tokens"]]',
+        'return x[:, f.get("prefix_tokens", 0) : x.shape[1] - f.get("suffix_tokens", 0)]',
+        'return x[:, : x.shape[1] - f.get("prefix_tokens", 0) - f.get("suffix_tokens", 0)]',
     )
     detail = failed_only_here(checked(out))
     assert detail.startswith("feature 0 (`model.blocks.1`) of prepare_features_for_image_model")

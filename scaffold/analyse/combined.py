@@ -28,7 +28,11 @@ def combined_taps(root: Call, flow: Flow, taps: list[FeatureSpec]) -> list[Featu
         calls.setdefault(call.name, []).append(call)
     found: list[FeatureSpec] = []
     for tap in taps:
-        moved = _combined(flow, calls.get(tap.module, []), tap) if tap.source == "hook" else None
+        moved = (
+            _combined(flow, calls.get(tap.module, []), tap, root.returned_id)
+            if tap.source == "hook"
+            else None
+        )
         if moved is None:
             found.append(tap)
         elif all(
@@ -46,7 +50,9 @@ def _item_id(call: Call, key: int | str | tuple | None) -> int | None:
     )
 
 
-def _combined(flow: Flow, calls: list[Call], tap: FeatureSpec) -> FeatureSpec | None:
+def _combined(
+    flow: Flow, calls: list[Call], tap: FeatureSpec, returned: int | None = None
+) -> FeatureSpec | None:
     own = next((c for c in calls if c.call == tap.call), None)
     if own is None:
         return None
@@ -79,6 +85,26 @@ def _combined(flow: Flow, calls: list[Call], tap: FeatureSpec) -> FeatureSpec | 
         if reader is not None or len(after) != 1:
             break
         made = after[0]
+    if reader is None and returned is not None and combination == returned:
+        # The combination is what the model returns (a residual stream after its last block):
+        # the feature is the model's output.
+        place = flow.place(flow.shapes[combination])
+        if place is None:
+            return None
+        return dataclasses.replace(
+            tap,
+            module="output",
+            source="output",
+            call=0,
+            key=None,
+            num_chs=place.num_chs,
+            reduction=place.reduction,
+            layout=place.layout,
+            shape=(1, *flow.shapes[combination][1:]),
+            grid=place.grid,
+            why=f"what forward returns: {what}, combined in Python (the combination flows on)",
+            after=(),
+        )
     if reader is None:
         shape = "x".join(map(str, flow.shapes[combination][1:]))
         raise ScaffoldError(

@@ -156,7 +156,12 @@ def declared_doubts(
     declared = _feature_info(getattr(model, "feature_info", None))
     if declared is not None:
         theirs = [(c, r) for _, c, r in declared]
-        if not agrees(ours, theirs):
+        # The same modules with the same channels: a reduction that differs is the declaration's
+        # (written for another patch size, say); the tensors measured are the model's.
+        same = [m for m, _, _ in declared] == [f.module for f in features] and [
+            c for c, _ in theirs
+        ] == [c for c, _ in ours]
+        if not same and not agrees(ours, theirs):
             listed = ", ".join(f"{m or '(the model)'} ({c} at {r})" for m, c, r in declared)
             modules = [m for m, _, _ in declared]
             found.append(doubt(f"the model's feature_info declares {listed}", modules))
@@ -346,7 +351,8 @@ def input_doubts(
             )
         )
     image, params = _tensor_params(model, forward_call)
-    for p in params if idle else ():
+    alternative = _fed_the_image(model, idle, image)
+    for p in params if idle and not alternative else ():
         doubts.append(
             Doubt(
                 "input-not-fed",
@@ -354,6 +360,35 @@ def input_doubts(
             )
         )
     return doubts
+
+
+def _fed_the_image(model: Any, idle: Sequence[str], image: str) -> bool:
+    """Every call of a module that never runs, in the model class's source, also passes the image
+    (``self.embed_other(x, language_embed=...)``): those modules are another path for the same
+    image (another input mode), not the modules of an input that is never fed."""
+    import ast
+    import textwrap
+
+    tops = {name.split(".")[0] for name in idle}
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(type(model))))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "self"
+        and node.func.attr in tops
+    ]
+
+    def passes_image(call: ast.Call) -> bool:
+        values = [*call.args, *(k.value for k in call.keywords)]
+        return any(isinstance(v, ast.Name) and v.id == image for v in values)
+
+    return bool(calls) and all(passes_image(c) for c in calls)
 
 
 def _tensor_params(model: Any, forward_call: ForwardCall) -> tuple[str, list[str]]:

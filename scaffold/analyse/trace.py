@@ -42,6 +42,7 @@ class Call:
     children: list[Call] = field(default_factory=list)
     shape: tuple[int, ...] | None = None  # first tensor of the output
     output_id: int | None = None  # id() of that tensor, to match the model's return value
+    returned_id: int | None = None  # the root only: id() of the tensor the forward returns
     # The data flow: the first tensor argument (positional, else keyword), every tensor argument
     # (a cell that reads the two previous cells' outputs has two; the items of a tuple, list or
     # dict argument) and every tensor of the output (a tuple's or list's items, a dict's values),
@@ -272,6 +273,7 @@ def trace_forward(
     outputs = [OutputItem(key, tuple(t.shape), by_id.get(id(t))) for key, t in items]
     first = first_tensor(output)
     root.shape = tuple(first.shape) if first is not None else None
+    root.returned_id = id(first) if first is not None else None
     return Trace(root, kind, outputs, device, model, call, made_from, shapes)
 
 
