@@ -166,8 +166,10 @@ def test_vit_returns_its_last_block_for_every_level(edit):
 def test_tokens_placed_column_major(edit):
     out = edit(
         "vit",
-        "x = x.reshape(x.shape[0], groups, h, w, x.shape[2]).permute(0, 1, 4, 2, 3)",
-        "x = x.reshape(x.shape[0], groups, w, h, x.shape[2]).permute(0, 1, 4, 3, 2)",
+        "x = x.reshape(x.shape[0], groups, h, w, x.shape[2]).permute(\n"
+        "                    0, 1, 4, 2, 3\n",
+        "x = x.reshape(x.shape[0], groups, w, h, x.shape[2]).permute(\n"
+        "                    0, 1, 4, 3, 2\n",
     )
     detail = failed_only_here(checked(out))
     assert detail.startswith("feature 0 (`model.blocks.1`) of prepare_features_for_image_model")
