@@ -145,7 +145,7 @@ def select_features(
     if len(returned) >= 2:
         return Selection(tuple(returned), _default_out_indices(returned), ())
     walk = stage_features(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes)
-    flow = Flow(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes)
+    flow = Flow(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes, trace.made_in)
     features = combined_taps(trace.root, flow, walk.taps)
     combined = {t.module for t in walk.taps if t not in features}
     # the other calls of a module whose outputs are combined are not the head
