@@ -59,11 +59,11 @@ def _combined(
     tid = _item_id(own, tap.key)
     others = {_item_id(c, tap.key) for c in calls if c is not own} - {None}
     what = f"the outputs of {tap.module}'s {len(calls)} calls"
-    made = _first_combination(flow, tid, others) if others else None
+    made = _first_combination(flow, tid, others, own) if others else None
     if made is None and tid is not None and not _read_by_a_module(flow, own, tid):
         # it flows on only through functions: combined with another module's output?
         outputs = set(flow.producer) - {tid}
-        made = _first_combination(flow, tid, outputs)
+        made = _first_combination(flow, tid, outputs, own)
         what = f"the output of {tap.module} and another module's output"
     if made is None:
         return None
@@ -140,8 +140,11 @@ def _read_by_a_module(flow: Flow, own: Call, tid: int) -> bool:
     return any(flow.after(c, own) for c in flow.consumers.get(tid, ()))
 
 
-def _first_combination(flow: Flow, tid: int | None, others: set[int | None]) -> int | None:
-    """The first tensor made by functions of `tid` that is also made of one of `others`."""
+def _first_combination(
+    flow: Flow, tid: int | None, others: set[int | None], own: Call
+) -> int | None:
+    """The first tensor made by functions of `tid` that is also made of one of `others`, after
+    `own` (the call that returns `tid`) returned: not inside it."""
     queue = [tid] if tid is not None else []
     seen: set[int] = set()
     while queue:
@@ -150,6 +153,8 @@ def _first_combination(flow: Flow, tid: int | None, others: set[int | None]) -> 
             if made in seen:
                 continue
             seen.add(made)
+            if _inside(flow.made_in.get(made), own):
+                continue
             if _sources(flow, made) & others:
                 return made
             queue.append(made)
@@ -172,3 +177,11 @@ def _sources(flow: Flow, tid: int) -> set[int]:
         else:
             stack.extend(read)
     return found
+
+
+def _inside(call: Call | None, own: Call) -> bool:
+    while call is not None:
+        if call is own:
+            return True
+        call = call.parent
+    return False

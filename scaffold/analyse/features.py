@@ -153,7 +153,9 @@ def select_features(
     walk = stage_features(
         trace.root, full_shape, cells, frames, trace.made_from, trace.shapes, grids
     )
-    flow = Flow(trace.root, full_shape, cells, frames, trace.made_from, trace.shapes, grids)
+    flow = Flow(
+        trace.root, full_shape, cells, frames, trace.made_from, trace.shapes, grids, trace.made_in
+    )
     features = combined_taps(trace.root, flow, walk.taps)
     combined = {t.module for t in walk.taps if t not in features}
     # the other calls of a module whose outputs are combined are not the head

@@ -78,6 +78,7 @@ class Trace:
     # of the tensors it read, and the shape of each such tensor.
     made_from: dict[int, tuple[int, ...]] = field(default_factory=dict)
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    made_in: dict[int, Call] = field(default_factory=dict)  # the call whose forward made it
 
 
 def build_model(obj: Any, args: dict[str, Any], device: str) -> nn.Module:
@@ -246,6 +247,7 @@ def trace_forward(
     made_from: dict[int, tuple[int, ...]] = {}
     shapes: dict[int, tuple[int, ...]] = {}
     functions = _FunctionFlow(stack, made_from, shapes)
+    made_in = functions.made_in
     for name, module in model.named_modules():
         if name:
             is_leaf = next(module.children(), None) is None
@@ -274,7 +276,7 @@ def trace_forward(
     first = first_tensor(output)
     root.shape = tuple(first.shape) if first is not None else None
     root.returned_id = id(first) if first is not None else None
-    return Trace(root, kind, outputs, device, model, call, made_from, shapes)
+    return Trace(root, kind, outputs, device, model, call, made_from, shapes, made_in)
 
 
 class _FunctionFlow(TorchFunctionMode):
@@ -293,6 +295,7 @@ class _FunctionFlow(TorchFunctionMode):
         super().__init__()
         self.stack, self.made_from, self.shapes = stack, made_from, shapes
         self.readers: dict[int, set[int]] = {}
+        self.made_in: dict[int, Call] = {}
         self.refs: dict[int, weakref.ref] = {}
         self.fresh = itertools.count(-1, -1)  # keys of tensors that died
         self.done = False
@@ -320,6 +323,7 @@ class _FunctionFlow(TorchFunctionMode):
             self._watch(tensor)
             self.made_from[id(tensor)] = ids
             self.shapes[id(tensor)] = tuple(tensor.shape)
+            self.made_in[id(tensor)] = self.stack[-1]
             for tid in ids:
                 self.readers.setdefault(tid, set()).add(id(tensor))
         return out
@@ -338,6 +342,8 @@ class _FunctionFlow(TorchFunctionMode):
         key = next(self.fresh)
         if tid in self.shapes:
             self.shapes[key] = self.shapes.pop(tid)
+        if tid in self.made_in:
+            self.made_in[key] = self.made_in.pop(tid)
         parents = self.made_from.pop(tid, None)
         if parents is not None:
             self.made_from[key] = parents

@@ -29,8 +29,10 @@ class Flow:
         made_from: dict[int, tuple[int, ...]] | None = None,
         shapes: dict[int, tuple[int, ...]] | None = None,
         grids: Grids | None = None,
+        made_in: dict[int, Call] | None = None,
     ) -> None:
         self.full_shape = full_shape
+        self.made_in = made_in or {}
         # Tensors made by functions between module calls (see Trace.made_from): what each
         # tensor was made of, and the tensors made of it.
         self.made_from = made_from or {}
@@ -347,10 +349,12 @@ def stage_features(
                 if flow.level(c) == current.reduction and flow.out(c)[0] == c.output_id
             ]
             producer = at_level[-1] if at_level else last[0]
-            place = flow.place(producer.shape) or current
+            # the map that continues from it (an item, for a stage that returns several)
+            out_tid, out_place = flow.out(producer)
+            place = out_place or current
             made = f"{why}; that tensor is made by a function, not a module"
             why = f"last module output at reduction {current.reduction} ({why if tid is None else made})"
-            key = None
+            key = key_of(producer, out_tid)
         taps.append(hooked(producer, place, why, key))
 
     for i, call in enumerate(seq):
