@@ -297,3 +297,35 @@ def test_a_tap_that_is_not_a_feature_map_of_a_module_is_one_line_and_exit_2(tmp_
     out = tmp_path / "never"
     done = run_cli("new-backbone", CNN, "--taps", given, "--out", str(out), "--no-verify")
     assert done.returncode == 2 and not out.exists()
+
+
+def test_a_last_layer_that_narrows_to_what_the_model_returns_is_head_like_until_tapped():
+    """A 1x1 conv from 64 channels to 3 classes, returned as it is: the analysis would take it as
+    the last level; it says so, and the taps it names (what enters the conv) settle it."""
+    spec = analyse(str(MODELS / "narrow_end.py"))
+    assert [(f.module, f.num_chs, f.reduction) for f in spec.selected][-1] == ("classify", 3, 8)
+    (doubt,) = spec.doubts
+    assert doubt.kind == "head-like"
+    assert "narrows 64 channels to 3" in doubt.message
+    assert doubt.flag == "--taps s1,s2,input of classify"
+    settled = analyse(str(MODELS / "narrow_end.py"), taps=("s1", "s2", "input of classify"))
+    assert settled.doubts == ()
+    assert [(f.module, f.source, f.num_chs) for f in settled.selected] == [
+        ("s1", "hook", 16),
+        ("s2", "hook", 32),
+        ("classify", "input", 64),
+    ]
+
+
+def test_input_channels_no_feature_depends_on_are_a_doubt():
+    """One encoder on each half of the bands and modules that take the differences: taps on one
+    image's encoder leave the other image's bands out of every feature, which is said, with the
+    channels, rather than verified."""
+    spec = analyse(str(MODELS / "siamese_modules.py"))
+    unused = [d for d in spec.doubts if d.kind == "input-unused"]
+    assert len(unused) == 1, spec.doubts
+    assert unused[0].message.startswith("input channels 3-5 of 6 reach no feature")
+    # A backbone whose features read every band raises no such doubt.
+    assert not [
+        d for d in analyse(str(MODELS / "narrow_end.py")).doubts if d.kind == "input-unused"
+    ]

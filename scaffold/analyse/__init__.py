@@ -11,6 +11,7 @@ from scaffold.analyse.frozen import (
     frozen_modules,
     removed_modules,
     unreached_parameters,
+    unused_input_doubt,
 )
 from scaffold.errors import ScaffoldError
 from scaffold.grid import Grids, TokenFrames
@@ -156,8 +157,11 @@ def analyse_model(
     conv = first_conv(model)
     notes += [f"the class already has {h}" for h in sorted(has)]
     removed = removed_modules(features, selection.out_indices)
-    frozen = unreached_parameters(trace, features, removed)
+    reach = unreached_parameters(trace, features, removed, 2 if layout == "BTCHW" else 1)
+    frozen = reach.parameters
     doubt = frozen_doubt(trace.model, frozen, features) if frozen else None
+    if not taps:  # the person's own taps are theirs to judge
+        grid_doubts += [d for d in [unused_input_doubt(reach.channels, shape[0], features)] if d]
     if frozen:
         notes.append(
             f"frozen: {len(frozen)} parameter tensors get no gradient from the features for "
@@ -216,7 +220,13 @@ def _doubts(
 ) -> tuple[Doubt, ...]:
     """What the analysis is unsure of (see scaffold.analyse.doubts); the tap doubts only when
     the analysis chose the taps (a person's --taps settles them)."""
-    from scaffold.analyse.doubts import asked_keys, declared_doubts, input_doubts, tap_doubts
+    from scaffold.analyse.doubts import (
+        asked_keys,
+        declared_doubts,
+        input_doubts,
+        narrowing_end_doubt,
+        tap_doubts,
+    )
     from scaffold.analyse.inputs import _default_of as default_of
     from scaffold.analyse.inputs import parameter_names
 
@@ -231,6 +241,7 @@ def _doubts(
             trace, selection.features, selection.out_indices, head, full_shape, frames
         )
         found += declared_doubts(trace, selection.features, full_shape, forward_call, constructor)
+        found += narrowing_end_doubt(trace, selection.features, selection.out_indices)
     asked = asked_keys(trace, forward_call, full_shape)
     found += input_doubts(trace, forward_call, constructor, full_shape, asked)
     return tuple(found)

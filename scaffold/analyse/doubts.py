@@ -51,6 +51,42 @@ def _levels(pairs: Sequence[tuple[int, int]]) -> str:
     return ", ".join(f"{c} at {r}" for c, r in pairs)
 
 
+NARROWS = 4  # a last layer that divides the channels by this much or more reads as a classifier
+
+
+def narrowing_end_doubt(
+    trace: Trace, features: Sequence[FeatureSpec], out_indices: Sequence[int]
+) -> list[Doubt]:
+    """``head-like``: the last feature is the output of one layer with weights that narrows the
+    channels by NARROWS or more and whose output is what the model returns (a 1x1 conv to the
+    classes at the last stage's resolution): a classifier, not the encoder's last map."""
+    if not out_indices or trace.model is None or trace.root.returned_id is None:
+        return []
+    last = features[out_indices[-1]]
+    if last.source != "hook" or last.key is not None:
+        return []
+    calls = [c for c in _calls(trace.root) if c.name == last.module and c.call == last.call]
+    if not calls or calls[0].output_id != trace.root.returned_id or not calls[0].inputs:
+        return []
+    call = calls[0]
+    module = trace.model.get_submodule(call.name)
+    if not any(True for _ in module.parameters(recurse=True)):
+        return []
+    read = call.inputs[0][1]
+    if len(read) < 2 or len(call.shape or ()) < 2 or read[1] < NARROWS * call.shape[1]:
+        return []
+    before = [features[i].module for i in out_indices[:-1]]
+    return [
+        Doubt(
+            "head-like",
+            f"the last feature `{last.module}` is one layer that narrows {read[1]} channels to "
+            f"{call.shape[1]} and is what the model returns: a classifier rather than the "
+            "encoder's last map (which is what enters it)",
+            "--taps " + ",".join([*before, f"input of {last.module}"]),
+        )
+    ]
+
+
 def tap_doubts(
     trace: Trace,
     features: Sequence[FeatureSpec],

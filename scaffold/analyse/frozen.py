@@ -9,27 +9,36 @@ the generated backbone freezes them at construction (its weights still load).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from scaffold.spec import Doubt, FeatureSpec
 
 MOSTLY = 0.5  # above this share of the model's parameters frozen, the taps are doubtful
 
 
+class Reach(NamedTuple):
+    """What a backward pass from the features reaches: the trainable parameters it leaves
+    without a gradient, and the input channels (on the model's channel axis) it never reaches."""
+
+    parameters: tuple[str, ...] = ()
+    channels: tuple[int, ...] = ()
+
+
 def unreached_parameters(
-    trace: Any, features: Sequence[FeatureSpec], removed: Sequence[str]
-) -> tuple[str, ...]:
+    trace: Any, features: Sequence[FeatureSpec], removed: Sequence[str], channel_axis: int = 1
+) -> Reach:
     """The trainable parameters of the traced model that get no gradient when every feature
     (the sum of them all) is backpropagated, for the traced input and forward call, leaving
-    out those inside `removed` (modules the backbone is built without). Empty when the
-    forward and backward cannot run with gradients."""
+    out those inside `removed` (modules the backbone is built without); and the input channels
+    whose gradient is zero everywhere. Empty when the forward and backward cannot run with
+    gradients (the meta device: shapes only)."""
     import torch
 
     from scaffold.analyse.trace import BATCH, first_tensor
 
     model = trace.model
     if model is None or trace.root.in_shape is None:
-        return ()
+        return Reach()
     kept: list[Any] = []
     handles = []
 
@@ -67,6 +76,7 @@ def unreached_parameters(
         p.grad = None
     try:
         x = torch.randn(BATCH, *trace.root.in_shape[1:], device=trace.device)
+        x.requires_grad_(trace.device != "meta")
         model.eval()
         with torch.enable_grad():
             output = trace.call(model, x) if trace.call is not None else model(x)
@@ -77,10 +87,10 @@ def unreached_parameters(
                 t.float().sum() for t in kept if isinstance(t, torch.Tensor) and t.requires_grad
             )
             if not isinstance(total, torch.Tensor):
-                return ()
+                return Reach()
             total.backward()
     except Exception:  # a forward that cannot run with gradients: nothing is measured
-        return ()
+        return Reach()
     finally:
         for h in handles:
             h.remove()
@@ -88,7 +98,40 @@ def unreached_parameters(
     found = tuple(n for n, p in params if p.grad is None and not n.startswith(inside))
     for _, p in params:
         p.grad = None
-    return found
+    dead: tuple[int, ...] = ()
+    if x.grad is not None and x.ndim > channel_axis:
+        other = tuple(d for d in range(x.ndim) if d != channel_axis)
+        dead = tuple(int(c) for c in torch.nonzero(x.grad.abs().sum(dim=other) == 0).flatten())
+    return Reach(found, dead)
+
+
+def unused_input_doubt(
+    channels: Sequence[int], in_chans: int, features: Sequence[FeatureSpec]
+) -> Doubt | None:
+    """A doubt when some input channels reach no feature: the taps miss the part of the model
+    that reads them (the other image of a siamese net, a second modality's bands)."""
+    if not channels or len(channels) >= in_chans:
+        return None
+    return Doubt(
+        kind="input-unused",
+        message=(
+            f"input channels {_ranges(channels)} of {in_chans} reach no feature (nothing the "
+            "backbone returns depends on them): the taps miss the part of the model that reads "
+            "them"
+        ),
+        flag="--taps MODULE,...",
+    )
+
+
+def _ranges(channels: Sequence[int]) -> str:
+    """0, 1, 2, 3, 7 -> "0-3, 7"."""
+    spans: list[list[int]] = []
+    for c in sorted(channels):
+        if spans and c == spans[-1][1] + 1:
+            spans[-1][1] = c
+        else:
+            spans.append([c, c])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
 
 
 def removed_modules(features: Sequence[FeatureSpec], out_indices: Sequence[int]) -> tuple[str, ...]:
