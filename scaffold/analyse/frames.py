@@ -7,7 +7,7 @@ when the counts are swapped), so the time axis is measured: with C != T, each or
 and the one taken is confirmed at a second frame count (T changed, C kept). Where only one order
 runs and no second frame count does, the axis is found by elimination: a doubt.
 
-A module called once per frame (a ConvLSTM cell in a Python loop over the frames) makes as many
+A module called once per frame (a recurrent cell in a Python loop over the frames) makes as many
 calls as the input has frames: its tap is its last call, counted from the end, so that the
 backbone reads the right call at any frame count.
 """

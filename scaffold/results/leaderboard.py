@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scaffold.data.suites import GEOBENCH2_DIMENSIONS as DIMENSIONS
 from scaffold.write.merge import write_atomic
 
 CSV_FILE = "results_and_parameters.csv"
@@ -57,29 +58,6 @@ JSON_FORMAT: dict[str, type] = {
     "Comments on new models in submission": str,
     "New model info": list,
 }
-# The leaderboard's dimensions: a submission holds every dataset of at least one.
-DIMENSIONS: dict[str, tuple[str, ...]] = {
-    "Multi-Spectral-Dependent": (
-        "benv2", "biomassters", "pastis", "so2sat", "cloudsen12", "spacenet2", "burn_scars", "fotw",
-    ),
-    "Multi-Temporal": ("kuro_siwo", "pastis", "biomassters", "dynamic_earthnet"),
-    "Pixel-wise": (
-        "kuro_siwo", "pastis", "burn_scars", "spacenet2", "cloudsen12", "caffe", "flair2",
-        "dynamic_earthnet", "biomassters", "spacenet7", "fotw",
-    ),
-    "Classification": ("so2sat", "forestnet", "benv2", "treesatai"),
-    "Detection (Object/Instance)": ("substation", "everwatch", "nzcattle", "pastis_r"),
-    "Under 10m Resolution": ("spacenet2", "treesatai", "flair2", "dynamic_earthnet", "spacenet7"),
-    "10m and Above Resolution": (
-        "biomassters", "so2sat", "kuro_siwo", "cloudsen12", "pastis", "benv2", "forestnet",
-        "burn_scars", "caffe", "fotw",
-    ),
-    "RGB/NIR": ("flair2", "treesatai", "dynamic_earthnet", "spacenet7", "fotw"),
-    "Core": (
-        "kuro_siwo", "pastis", "burn_scars", "cloudsen12", "flair2", "spacenet7", "benv2",
-        "treesatai", "biomassters", "fotw", "substation", "everwatch",
-    ),
-}  # fmt: skip
 
 
 def write_submission(
