@@ -55,7 +55,7 @@ def fresh_copy(generated, tmp_path):
         out = tmp_path / source.name
         shutil.copytree(source, out, ignore=shutil.ignore_patterns("runs", "__pycache__"))
         # The copy's absolute paths must point at itself.
-        for path in [out / "benchmark.yaml", *out.rglob("*.py")]:
+        for path in [*out.rglob("*.yaml"), *out.rglob("*.py")]:
             path.write_text(path.read_text().replace(str(source), str(out)))
         return out
 
