@@ -35,6 +35,7 @@ from scaffold.grid import TokenLayout, match_grid, token_grids
 
 BUMP = 10.0  # what a probe adds to a pixel: far above the changes of rounding
 MAX_MATERIALIZED = 30_000_000  # parameters a meta-traced model's copy may get on the CPU
+MAX_AT_ONCE = 60_000_000  # a meta-traced model this small gets all its weights before the probe
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ def _first_tensors(trace: Trace, x: torch.Tensor, counts: set[int]) -> dict[int,
     on_meta = trace.device == "meta"
     if on_meta:  # a copy that gets weights on the CPU as its modules run
         model = copy.deepcopy(model)
+        if sum(p.numel() for p in model.parameters()) <= MAX_AT_ONCE:
+            # small enough to give every weight at once: a forward that reads a module's weights
+            # without calling it (a generated kernel) finds them on the CPU too
+            for module in model.modules():
+                _materialize(module)
     batch = x.shape[0]
     seen: dict[int, torch.Tensor] = {}
     made = [0]  # parameters given CPU weights so far
