@@ -19,6 +19,13 @@ BIN = Path(sys.executable).parent
 SCAFFOLD = str(BIN / "scaffold")
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers share the cores: a thread each
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def clean_env() -> dict[str, str]:
     """The environment of a fresh shell: nothing of MLflow's set."""
     return clean_env_of(os.environ)
