@@ -88,23 +88,8 @@ def _combined(
     if reader is None and returned is not None and combination == returned:
         # The combination is what the model returns (a residual stream after its last block):
         # the feature is the model's output.
-        place = flow.place(flow.shapes[combination])
-        if place is None:
-            return None
-        return dataclasses.replace(
-            tap,
-            module="output",
-            source="output",
-            call=0,
-            key=None,
-            num_chs=place.num_chs,
-            reduction=place.reduction,
-            layout=place.layout,
-            shape=(1, *flow.shapes[combination][1:]),
-            grid=place.grid,
-            why=f"what forward returns: {what}, combined in Python (the combination flows on)",
-            after=(),
-        )
+        why = f"what forward returns: {what}, combined in Python (the combination flows on)"
+        return _moved(flow, tap, combination, why, module="output", source="output", call=0)
     if reader is None:
         shape = "x".join(map(str, flow.shapes[combination][1:]))
         raise ScaffoldError(
@@ -112,23 +97,31 @@ def _combined(
             f"{shape} map that no module reads as its first argument: scaffold does not tap "
             "one operand of it (pass --taps)"
         )
-    place = flow.place(flow.shapes[made])
-    if place is None:
-        return None
     why = (
         f"what enters {reader.name}: {what}, combined in Python (the combination flows on, "
         "not one operand)"
     )
+    return _moved(flow, tap, made, why, module=reader.name, source="input", call=reader.call)
+
+
+def _moved(
+    flow: Flow, tap: FeatureSpec, tensor: int, why: str, module: str, source: str, call: int
+) -> FeatureSpec | None:
+    """`tap` moved to the combination `tensor` (None: it is no feature map), taken at `module`'s
+    `source` ("input": what enters its call `call`; "output": what the forward returns)."""
+    place = flow.place(flow.shapes[tensor])
+    if place is None:
+        return None
     return dataclasses.replace(
         tap,
-        module=reader.name,
-        source="input",
-        call=reader.call,
+        module=module,
+        source=source,
+        call=call,
         key=None,
         num_chs=place.num_chs,
         reduction=place.reduction,
         layout=place.layout,
-        shape=(1, *flow.shapes[made][1:]),
+        shape=(1, *flow.shapes[tensor][1:]),
         grid=place.grid,
         why=why,
         after=(),
