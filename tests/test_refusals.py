@@ -5,6 +5,7 @@ MLflow stores, moved data, hand-edited paths, leftovers of interrupted runs."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -1119,3 +1120,26 @@ def test_a_dataset_file_name_that_is_not_utf8_is_one_line_exit_2(tmp_path):
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("error: --data ") and "val/images/tile1\\xe9_img.tif" in line
     assert "not UTF-8" in line and not (tmp_path / "out").exists()
+
+
+def test_a_run_filling_an_empty_out_that_another_run_filled_meanwhile_replaces_nothing(tmp_path):
+    """The race the three parallel runs can hit: a run renders inside an `out` that was empty
+    when it looked, and another run's backbone lands there first. Moving up then refuses,
+    naming the other run, and leaves every file of that backbone as it was."""
+    from scaffold.write.folder import move_entries_up, new_temp
+
+    out = tmp_path / "out"
+    generate(Options(str(MODELS / "cnn.py"), {}, out=out))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    tmp, lock = new_temp(out, inside=True)  # the late run's folder, rendered in
+    try:
+        for name in ("benchmark.yaml", "README.md"):
+            (tmp / name).write_text("the late run's\n")
+        (tmp / ".scaffold").mkdir()
+        with pytest.raises(OSError) as raised:
+            move_entries_up(tmp)
+        assert raised.value.errno in (errno.ENOTEMPTY, errno.EEXIST)
+    finally:
+        os.close(lock)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

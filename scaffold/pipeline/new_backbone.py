@@ -281,18 +281,18 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
                 write_datasets(tmp / STATE_DIR, datasets)
             if plan.geobench:
                 write_tasks(tmp / STATE_DIR, plan.geobench)
-            if tmp.parent == out:
-                move_entries_up(tmp)
-            else:
-                try:
+            try:
+                if tmp.parent == out:
+                    move_entries_up(tmp)
+                else:
                     tmp.rename(out)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not is_generated(out):
-                        raise
-                    raise ScaffoldError(
-                        f"{label}: another scaffold run wrote it meanwhile; run `scaffold "
-                        f"update {shlex.quote(str(out))}` to regenerate it"
-                    ) from exc
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not is_generated(out):
+                    raise
+                raise ScaffoldError(
+                    f"{label}: another scaffold run wrote it meanwhile; run `scaffold "
+                    f"update {shlex.quote(str(out))}` to regenerate it"
+                ) from exc
             tmp = None
     finally:
         if tmp is not None:

@@ -4,6 +4,7 @@ renders into (locked while the run lives), what killed runs left, moving the res
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -176,13 +177,34 @@ def say_removed(progress, paths: list[Path], dry_run: bool = False) -> None:
 
 def move_entries_up(tmp: Path) -> None:
     """Move what `tmp` holds into its parent (the empty output folder), the state last, so that
-    the folder counts as generated only once it is complete; on an error, take it all back."""
+    the folder counts as generated only once it is complete; on an error, take it all back.
+    Nothing already there is replaced: another run that filled the folder meanwhile keeps it
+    (an ``OSError`` with ``EEXIST`` or ``ENOTEMPTY`` says so)."""
     out = tmp.parent
+    with _locked(out):  # two runs filling one empty folder take turns
+        _move_entries_up(tmp, out)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # where folders cannot be locked, no turns
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _move_entries_up(tmp: Path, out: Path) -> None:
+    others = set(out.iterdir()) - {tmp} - set(dead_temps(out)) - set(_live_temps(out))
+    if others:
+        raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), str(out))
     entries = sorted(tmp.iterdir(), key=lambda p: p.name == STATE_DIR)
     moved: list[Path] = []
     try:
         for entry in entries:
-            entry.rename(out / entry.name)
+            _move_no_replace(entry, out / entry.name)
             moved.append(out / entry.name)
         tmp.rmdir()
     except BaseException:
@@ -192,3 +214,27 @@ def move_entries_up(tmp: Path) -> None:
             else:
                 path.unlink(missing_ok=True)
         raise
+
+
+def _live_temps(out: Path) -> list[Path]:
+    """Other runs' temporary folders inside `out` (locked, so not among `dead_temps`)."""
+    return [p for p in out.iterdir() if _is_temp_of(out, p) and p.is_dir() and not p.is_symlink()]
+
+
+def _move_no_replace(source: Path, target: Path) -> None:
+    """`rename`, refusing an existing target: a hard link fails on one, as `rename` onto a
+    non-empty folder does; an empty folder of the same name is only a race we lose quietly."""
+    if source.is_dir() and not source.is_symlink():
+        source.rename(target)
+        return
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise
+        # a filesystem without hard links: look, then rename (a narrow race, as before)
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from exc
+        source.rename(target)
+        return
+    source.unlink()
