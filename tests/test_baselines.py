@@ -384,7 +384,7 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
     from scaffold.results.collect import collect
 
     out = two_baselines.out
-    # the config with run_repetitions, as README says; a copy, so DIR's files stay as generated
+    # the config with run_repetitions, as docs/baselines.md says; a copy, so DIR's files stay as generated
     config = tmp_path / "benchmark.yaml"
     config.write_text((out / "benchmark.yaml").read_text() + "run_repetitions: 2\n")
     # iterate itself, in a fresh process (it registers the backbone wherever it runs), without
