@@ -142,4 +142,6 @@ def test_the_site_builds_strict(tmp_path):
         assert path.is_file(), page.name
     home = (site / "index.html").read_text(encoding="utf-8")
     assert 'id="quickstart"' in home and 'href="model/"' in home
+    # the ladder starts at rung 0 on the site, as on GitHub
+    assert '<ol start="0"' in (site / "verification" / "index.html").read_text(encoding="utf-8")
     assert "Keep a Changelog" in (site / "changelog" / "index.html").read_text(encoding="utf-8")
