@@ -32,7 +32,11 @@ def absolute_mentions(folder: Path, original: Path) -> list[str]:
     found = []
     for path in folder.rglob("*"):
         rel = path.relative_to(folder)
-        if not path.is_file() or rel.parts[0] in (".scaffold", "data") or "__pycache__" in rel.parts:
+        if (
+            not path.is_file()
+            or rel.parts[0] in (".scaffold", "data")
+            or "__pycache__" in rel.parts
+        ):
             continue
         if str(original) in path.read_text(encoding="utf-8", errors="replace"):
             found.append(str(rel))

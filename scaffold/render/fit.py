@@ -77,9 +77,9 @@ def fit_config(
     space: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The LightningCLI config of `task` of the benchmark config `main` (output folder
-    `out`; ``Path()`` for paths relative to it), with the hyperparameters `space` (nested as ``optimization_space``; default:
-    the middle of each searched one). Kept within 88 columns: the trial script of
-    iterate2 holds a copy of it."""
+    `out`; ``Path()`` for paths relative to it), with the hyperparameters `space`
+    (nested as ``optimization_space``; default: the middle of each searched one). Kept
+    within 88 columns: the trial script of iterate2 holds a copy of it."""
     defaults = main.get("defaults") or {}
     task_type = str(task.get("type", "segmentation"))
     if task_type not in TASK_CLASSES:

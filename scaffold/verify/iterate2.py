@@ -16,6 +16,7 @@ import csv
 import math
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from scaffold.write.names import (
     ITERATE2_DIR,
     TRIAL_SCRIPT,
     hpo_config_file,
+    in_folder,
     iterate2_workdir,
 )
 
@@ -76,10 +78,11 @@ def _hpo(directory: Path, task: str) -> dict[str, Any]:
     config = directory / CONFIG_FILE
     if str(static.get("task")) != task:
         raise CheckFailed(f"{path}: static.task is {static.get('task')!r}, not {task!r}")
-    if not isinstance(static.get("config"), str) or Path(static["config"]) != config:
+    named = static.get("config")
+    if not isinstance(named, str) or in_folder(directory, named) != config:
         raise CheckFailed(
-            f"{path}: static.config is {static.get('config')!r}, not {str(config)!r} (copied "
-            "or moved? `scaffold update` rewrites the paths)"
+            f"{path}: static.config is {named!r}, not {CONFIG_FILE!r} (this folder's, relative "
+            f"to it): copied or moved? run `scaffold update {shlex.quote(str(directory))}`"
         )
     return hpo
 
