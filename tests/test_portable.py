@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from scaffold.pipeline.new_backbone import Options, generate
@@ -93,3 +94,31 @@ def test_a_data_folder_benchmark_names_its_split_files_relative_to_the_folder(tm
     # The person's dataset stays where it is: its own absolute path.
     assert Path(args["train_data_root"]).is_absolute()
     assert absolute_mentions(out, out) == []
+
+
+def test_a_moved_folder_whose_ray_config_names_the_old_place_says_what_to_repoint(tmp_path):
+    """The Ray route takes no relative path: its config names the folder, and the folder check
+    names the file, the key and the command that re-points it."""
+    from scaffold.pipeline.update import update_dir
+    from scaffold.verify.folder import check_folder
+    from scaffold.verify.types import CheckFailed
+    from scaffold.write.state import read_state
+
+    made = tmp_path / "made" / "net"
+    generate(Options(str(MODELS / "cnn.py"), {}, name="portable_ray", out=made, ray=True))
+    assert absolute_mentions(made, made) == ["benchmark_ray.yaml"]  # the one documented place
+    moved = tmp_path / "moved"
+    shutil.move(str(made), str(moved))
+    with pytest.raises(CheckFailed) as info:
+        check_folder(moved, read_state(moved), moved / "benchmark.yaml")
+    key, rest = str(info.value).removeprefix("benchmark_ray.yaml: ").split(" ", 1)
+    assert key in ("tmp_dir", "storage_uri", "ray_storage_path") or key.startswith("tasks[0].")
+    assert rest.endswith(
+        f" is in {made}, not in {moved}: this folder was moved or copied: run "
+        f"`scaffold update {moved}`"
+    )
+    update_dir(moved)  # re-points it
+    assert check_folder(moved, read_state(moved), moved / "benchmark.yaml") == (
+        "benchmark.yaml runs portable_ray; no conflict markers"
+    )
+    assert absolute_mentions(moved, made) == []

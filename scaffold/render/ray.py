@@ -38,8 +38,8 @@ RAY_SOCKET_SUFFIX = os.path.join(
 
 _TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*):")
 # A one-line entry of the classic config that names a path inside the output folder, relative to
-# it: storage_uri, a datamodule's *_root or *_split.
-_PATH_LINE = re.compile(r"^( *)(storage_uri|(?:\w+_)?(?:root|split)): (\S.*)$")
+# it: the storage, a datamodule's *_root or *_split.
+_PATH_LINE = re.compile(r"^( *)(storage_uri|ray_storage_path|(?:\w+_)?(?:root|split)): (\S.*)$")
 
 
 def route_values(out: Path, package: str) -> dict[str, str]:
@@ -199,6 +199,11 @@ def anchored(classic: str, out: Path) -> str:
             line = match.group(1) + _dump({match.group(2): str(out / value)})
         lines.append(line)
     return "".join(lines)
+
+
+def anchored_mapping(classic: dict[str, Any], out: Path) -> dict[str, Any]:
+    """benchmark.yaml's mapping with its paths made absolute under `out`, as `anchored` does."""
+    return yaml.safe_load(anchored(_dump(classic), out))
 
 
 def write_ray_config(dest: Path, out: Path, package: str, generated_header: str) -> None:
