@@ -26,9 +26,9 @@ import yaml
 
 from scaffold.errors import one_line
 from scaffold.verify.shorten import overridden_problems, shortened_copy
-from scaffold.verify.storage import storage_problem
+from scaffold.verify.storage import folder_storage, storage_problem
 from scaffold.verify.types import CheckFailed
-from scaffold.write.names import FILE_STORE_ENV
+from scaffold.write.names import FILE_STORE_ENV, output_folder
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
 PARSER_KEY = re.compile(r'^Parser key "([^"]+)":$')
@@ -93,7 +93,8 @@ def _check_overridden(config: Path) -> None:
         return  # the run itself reports the unreadable config
     problems = overridden_problems(cfg)
     if isinstance(cfg, dict):  # the real run's MLflow store and Optuna folder beside it
-        problems += [p for p in [storage_problem("storage_uri", cfg.get("storage_uri"))] if p]
+        storage = folder_storage(output_folder(config), cfg.get("storage_uri"))
+        problems += [p for p in [storage_problem("storage_uri", storage or None)] if p]
     if problems:
         raise CheckFailed(
             f"{config.name}: {'; '.join(problems)}; the verifying run's shortened copy replaces "
@@ -132,7 +133,7 @@ def _runs(config: Path, started_ms: int) -> tuple[Any, str, list[Any]] | None:
     # The run's MLflow file store: reading it needs the opt-in that running it had.
     os.environ.setdefault(*FILE_STORE_ENV)
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    storage = str(cfg["storage_uri"])
+    storage = folder_storage(output_folder(config), cfg["storage_uri"])
     client = MlflowClient(tracking_uri=storage)
     experiment = client.get_experiment_by_name(cfg["experiment_name"])
     if experiment is None:

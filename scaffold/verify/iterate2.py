@@ -28,7 +28,7 @@ import yaml
 from scaffold.render.dump import dump
 from scaffold.render.iterate2 import LAUNCHER_VARIABLE, command, task_names
 from scaffold.verify.shorten import shortened_copy
-from scaffold.verify.storage import local_folder, storage_problem
+from scaffold.verify.storage import folder_storage, local_folder, storage_problem
 from scaffold.verify.types import CheckFailed
 from scaffold.write.names import (
     CONFIG_FILE,
@@ -215,6 +215,7 @@ def storage_problems(directory: Path, main: dict[str, Any], names: list[str]) ->
     found += [(f"the working folder of {n}", str(directory / iterate2_workdir(n))) for n in names]
     storage = main.get("storage_uri")
     if isinstance(storage, str) and local_folder(storage) is not None:
+        storage = folder_storage(directory, storage)  # as the trial reads it, from DIR
         runs = local_folder(storage).parent / TRIAL_RUNS
         found.append((f"storage_uri's trial folders ({runs})", str(runs)))
     return [p for key, value in found if (p := storage_problem(key, value))]
