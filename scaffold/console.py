@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import re
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scaffold.spec import BackboneSpec
+from scaffold.write.names import FILE_STORE_ENV
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -194,10 +196,6 @@ def run_line(out, config, program: tuple[str, ...] | list[str] = ITERATE) -> str
     """The shell line that runs the benchmark YAML `config` of the folder `out`: from the
     folder (the YAML's paths are relative to it, and the tools read them against the working
     directory), with MLflow's file store allowed (MLflow 3 refuses it otherwise)."""
-    from pathlib import Path
-
-    from scaffold.write.names import FILE_STORE_ENV
-
     rel = Path(config).relative_to(out) if Path(config).is_relative_to(out) else Path(config)
     env = "=".join(FILE_STORE_ENV)
     return f"cd {shlex.quote(str(out))} && {env} {shlex.join([*program, str(rel)])}"
