@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import re
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scaffold.spec import BackboneSpec
+from scaffold.write.names import FILE_STORE_ENV
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -145,10 +147,10 @@ def show_result(out: Console, err: Console, result, report) -> None:
         )
         return
     plain(err, f"backbone {result.backbone}; run the benchmark with:")
-    plain(err, "  " + shlex.join(run_command(result.benchmark_config)))
+    plain(err, "  " + run_line(result.out, result.benchmark_config))
     for b in result.to_dict().get("baselines", []):
         weights = "" if b.get("backbone_pretrained", True) else " (not pretrained: see its file)"
-        plain(err, "  " + shlex.join(run_command(b["config"])) + weights)
+        plain(err, "  " + run_line(result.out, b["config"]) + weights)
     ray_config = result.out / "benchmark_ray.yaml"
     if ray_config.is_file():
         plain(
@@ -158,8 +160,10 @@ def show_result(out: Console, err: Console, result, report) -> None:
         plain(
             err,
             "  "
-            + shlex.join(
-                ["python", "-m", "terratorch_iterate.benchmark_ray", "--config", str(ray_config)]
+            + run_line(
+                result.out,
+                ray_config,
+                ["python", "-m", "terratorch_iterate.benchmark_ray", "--config"],
             ),
         )
     show_iterate2(err, result.out)
@@ -185,9 +189,16 @@ def _quote(path) -> str:
     return shlex.quote(str(path))
 
 
-def run_command(config) -> list[str]:
-    """The command that runs a benchmark YAML, as argv."""
-    return ["terratorch", "iterate", "--hpo", "--config", str(config)]
+ITERATE = ("terratorch", "iterate", "--hpo", "--config")
+
+
+def run_line(out, config, program: tuple[str, ...] | list[str] = ITERATE) -> str:
+    """The shell line that runs the benchmark YAML `config` of the folder `out`: from the
+    folder (the YAML's paths are relative to it, and the tools read them against the working
+    directory), with MLflow's file store allowed (MLflow 3 refuses it otherwise)."""
+    rel = Path(config).relative_to(out) if Path(config).is_relative_to(out) else Path(config)
+    env = "=".join(FILE_STORE_ENV)
+    return f"cd {shlex.quote(str(out))} && {env} {shlex.join([*program, str(rel)])}"
 
 
 def show_changes(err: Console, result) -> None:

@@ -147,7 +147,7 @@ def test_float_labels_mean_regression(tmp_path):
             write_tif(root / split / "target" / f"p{i}.tif", target)
     ds = survey(root)
     assert ds.task == "regression" and ds.num_classes is None and ds.ignore_index is None
-    entry = task_entry(ds, _spec(3), "/out")
+    entry = task_entry(ds, _spec(3))
     assert (entry["metric"], entry["direction"]) == ("val/RMSE", "min")
     assert entry["terratorch_task"]["loss"] == "rmse"
     assert entry["datamodule"]["class_path"].endswith("GenericNonGeoPixelwiseRegressionDataModule")
@@ -172,7 +172,7 @@ def test_nodata_is_left_out_of_the_statistics_and_255_is_the_ignore_value(tmp_pa
     means, stds = stats(train, nodata=0)
     np.testing.assert_allclose(ds.means, means, rtol=1e-9)
     np.testing.assert_allclose(ds.stds, stds, rtol=1e-9)
-    entry = task_entry(ds, _spec(3), "/out")
+    entry = task_entry(ds, _spec(3))
     args = entry["datamodule"]["init_args"]
     assert entry["terratorch_task"]["ignore_index"] == 255 and args["no_label_replace"] == 255
     assert args["no_data_replace"] == 0
@@ -192,7 +192,7 @@ def test_a_multitemporal_stack_pools_each_channels_frames(tmp_path):
             if split == "train":
                 train.append(img)
     ds = survey(root)
-    entry = task_entry(ds, _spec(channels, frames), "/out")
+    entry = task_entry(ds, _spec(channels, frames))
     args = entry["datamodule"]["init_args"]
     assert entry["terratorch_task"]["model_args"]["backbone_in_chans"] == channels
     assert args["expand_temporal_dimension"] is True and args["output_bands"] == [0, 1]
@@ -201,7 +201,7 @@ def test_a_multitemporal_stack_pools_each_channels_frames(tmp_path):
     np.testing.assert_allclose(args["means"], per_channel.mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(args["stds"], per_channel.std(axis=1), rtol=1e-5)
     with pytest.raises(ScaffoldError, match="6 bands per file do not divide into the 4 frames"):
-        task_entry(ds, _spec(channels, 4), "/out")
+        task_entry(ds, _spec(channels, 4))
 
 
 def test_old_options_without_data_still_load():
@@ -344,10 +344,10 @@ def test_class_folders_with_txt_split_lists(tmp_path):
     assert ds.split("train").images == ("a/a0.tif", "a/a1.tif", "a/a2.tif", "b/b0.tif", "b/b1.tif")
     files = split_files((ds,), "# header")
     assert files[f"splits/{ds.name}/val.txt"].splitlines()[1:] == ["a3.tif", "b3.tif"]
-    entry = task_entry(ds, _spec(3), "/out")
+    entry = task_entry(ds, _spec(3))
     args = entry["datamodule"]["init_args"]
     assert args["train_data_root"] == str(root) and args["allow_substring_split_file"] is False
-    assert args["train_split"] == f"/out/splits/{ds.name}/train.txt"
+    assert args["train_split"] == f"splits/{ds.name}/train.txt"  # relative to the folder
 
 
 def test_a_wrapper_folder_with_nothing_beside_it_is_unwrapped(tmp_path):

@@ -128,8 +128,10 @@ def test_every_generated_file_says_it_was_generated(generated):
 def test_benchmark_yaml_schema(generated):
     result = generated["temporal"]
     config = yaml.safe_load(result.benchmark_config.read_text())
-    assert config["custom_modules_path"] == str(result.package)
-    assert Path(config["storage_uri"]).is_absolute()
+    # Relative to the folder (commands run from there); never "./...", which iterate reads
+    # against its own installed folder.
+    assert config["custom_modules_path"] == result.package.name
+    assert config["storage_uri"] == "runs/hpo"
     assert config["defaults"]["trainer_args"]["accelerator"] == "auto"
     model_args = config["defaults"]["terratorch_task"]["model_args"]
     assert model_args["backbone"] == result.backbone and model_args["backbone_in_chans"] == 3
@@ -137,7 +139,8 @@ def test_benchmark_yaml_schema(generated):
     assert task["type"] == "segmentation" and task["direction"] == "min"
     init = task["datamodule"]["init_args"]
     assert init["expand_temporal_dimension"] is True and init["dataset_bands"] == [0, 1, 2]
-    assert Path(init["train_data_root"]).is_dir()
+    assert init["train_data_root"] == "data/train/img"
+    assert (result.out / init["train_data_root"]).is_dir()
     assert config["optimization_space"]["lr"]["type"] == "real"
     assert "backbone_import" not in config and "backbone_registration" not in config
 
@@ -238,10 +241,8 @@ def test_values_are_quoted_not_pasted(tmp_path):
     assert namespace["MODEL_ARGS"] == {"tag": tag}
     assert namespace["MODEL_IMPORT_ROOT"] == str(weird)
     config = yaml.safe_load(result.benchmark_config.read_text())
-    assert config["custom_modules_path"] == str(result.package)
-    assert config["tasks"][0]["datamodule"]["init_args"]["train_data_root"] == str(
-        out / "data/train/img"
-    )
+    assert config["custom_modules_path"] == result.package.name
+    assert config["tasks"][0]["datamodule"]["init_args"]["train_data_root"] == "data/train/img"
 
 
 def test_new_backbone_json_contract(tmp_path):

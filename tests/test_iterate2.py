@@ -74,7 +74,8 @@ def test_files_hpo_yaml_and_commands(smoke):
     main = yaml.safe_load((out / "benchmark.yaml").read_text())
     space = main["optimization_space"]["lr"]
     assert hpo["metrics"] == ["neg_val_loss"]  # val/loss, direction min: negated
-    assert hpo["static"] == {"config": str(out / "benchmark.yaml"), "task": "smoke"}
+    # Relative: trial.py reads it in the output folder (the folder above its own).
+    assert hpo["static"] == {"config": "benchmark.yaml", "task": "smoke"}
     assert hpo["hpo"] == {
         "lr": {"type": "float", "low": space["min"], "high": space["max"], "log": True}
     }
@@ -207,14 +208,9 @@ def test_one_local_trial_of_a_data_task_stores_its_miou(real, tmp_path):
 
 
 def _copy(out: Path, dest: Path) -> Path:
-    """benchmark.yaml and iterate2/ of `out` in `dest` (what the check reads)."""
-    dest.mkdir()
-    shutil.copy2(out / "benchmark.yaml", dest / "benchmark.yaml")
-    shutil.copytree(out / "iterate2", dest / "iterate2")
-    hpo_path = dest / "iterate2" / "smoke.yaml"
-    hpo = yaml.safe_load(hpo_path.read_text())
-    hpo["static"]["config"] = str(dest / "benchmark.yaml")
-    hpo_path.write_text(yaml.safe_dump(hpo))
+    """A copy of the folder `out` at `dest` (its results left out): its paths are relative to
+    it, so it runs itself."""
+    shutil.copytree(out, dest, symlinks=True, ignore=shutil.ignore_patterns("runs", "__pycache__"))
     return dest
 
 
@@ -325,14 +321,23 @@ def test_the_trial_script_is_clean_under_ruff_within_88_columns(smoke):
 
 
 def test_an_hpo_yaml_of_another_folder_is_a_finding(smoke, tmp_path):
-    """A copied folder whose HPO YAML still runs the original's benchmark.yaml."""
+    """A copied folder whose HPO YAML still runs the original's benchmark.yaml (as one
+    written with an absolute path, by hand or by an older scaffold, would)."""
     out, _ = smoke
     folder = tmp_path / "copy"
     folder.mkdir()
     shutil.copy2(out / "benchmark.yaml", folder / "benchmark.yaml")
     shutil.copytree(out / "iterate2", folder / "iterate2")
-    with pytest.raises(CheckFailed, match=r"static.config is .*/out/benchmark.yaml'?, not"):
+    hpo_path = folder / "iterate2" / "smoke.yaml"
+    hpo = yaml.safe_load(hpo_path.read_text())
+    hpo["static"]["config"] = str(out / "benchmark.yaml")
+    hpo_path.write_text(yaml.safe_dump(hpo))
+    with pytest.raises(CheckFailed) as info:
         check_iterate2(folder, tmp_path / "log")
+    assert str(info.value) == (
+        f"{hpo_path}: static.config is '{out / 'benchmark.yaml'}', not 'benchmark.yaml' (this "
+        f"folder's, relative to it): copied or moved? run `scaffold update {folder}`"
+    )
 
 
 @pytest.mark.e2e

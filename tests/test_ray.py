@@ -17,7 +17,7 @@ import yaml
 
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.pipeline.update import update_dir
-from scaffold.render.ray import route_difference, route_values
+from scaffold.render.ray import anchored_mapping, route_difference, route_values
 from scaffold.write.names import RAY_CONFIG_FILE
 from scaffold.write.state import Options as StateOptions
 from scaffold.write.state import encode_base, read_state
@@ -105,12 +105,17 @@ def test_ray_config_differs_from_benchmark_yaml_only_in_route_keys(ray_out):
     data, out = ray_out
     ray_path = out / RAY_CONFIG_FILE
     assert str(ray_path) in data["files"]
-    classic, ray = load(out / "benchmark.yaml"), load(ray_path)
+    relative, ray = load(out / "benchmark.yaml"), load(ray_path)
+    # Ray takes no path relative to the folder: the same paths, absolute.
+    classic = anchored_mapping(relative, out)
+    assert classic["storage_uri"] == str(out / relative["storage_uri"])
     assert route_difference(classic, ray) == ROUTE_KEYS
     assert "custom_modules_path" not in ray
     assert ray["backbone_import"] == data["backbone"] == "ray_cnn"
     for key in ("tmp_dir", "ray_storage_path"):
         assert Path(ray[key]).is_relative_to(out), (key, ray[key])
+    data_root = ray["tasks"][0]["datamodule"]["init_args"]["train_data_root"]
+    assert data_root == str(out / "data" / "train" / "img")
     # Same tasks, search space and trials, key for key.
     for key in ("tasks", "optimization_space", "n_trials", "defaults", "storage_uri"):
         assert ray[key] == classic[key]
@@ -148,7 +153,7 @@ def test_ray_check_passes_then_names_the_workers_import_error(ray_out):
 
     init = out / "ray_cnn" / "__init__.py"
     original = init.read_text()
-    init.write_text(original.replace("import os\n", "import os\nimport dependency_not_installed\n"))
+    init.write_text("import dependency_not_installed\n" + original)
     try:
         context = ladder.Context.load(out, read_state(out))
         with pytest.raises(CheckFailed) as failed:
@@ -216,7 +221,7 @@ def test_update_ray_adds_the_config_and_keeps_it_in_step(tmp_path):
     assert classic["defaults"]["trainer_args"]["limit_train_batches"] == 2
     assert ray["defaults"]["trainer_args"]["limit_train_batches"] == 2
     assert ray["n_trials"] == 6
-    assert route_difference(classic, ray) == ROUTE_KEYS | {"n_trials"}
+    assert route_difference(anchored_mapping(classic, out), ray) == ROUTE_KEYS | {"n_trials"}
 
     update_dir(out, ray=False)  # the person edited it: kept, but no longer regenerated
     assert ray_path.is_file() and not read_state(out).options.ray
@@ -257,7 +262,9 @@ def test_the_ray_route_runs_the_smoke_task(ray_out, tmp_path):
     elsewhere.mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "terratorch_iterate.benchmark_ray", "--config", str(config)],
-        cwd=elsewhere, env=clean_env() | {"PYTHONPATH": str(site), "RAY_USAGE_STATS_ENABLED": "0"},
+        cwd=elsewhere,
+        env=clean_env() | {"PYTHONPATH": str(site), "RAY_USAGE_STATS_ENABLED": "0",
+                           "MLFLOW_ALLOW_FILE_STORE": "true"},  # as the printed command sets it
         capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -273,7 +280,7 @@ def test_ray_config_and_pyproject_with_a_path_that_needs_quoting(tmp_path):
     model = copy_model("cnn", weird, new_name="quoted_ray_model")
     result = generate(Options(str(model), {}, name="quoted_ray_bb", out=weird / "o d", ray=True))
     classic, ray = load(result.benchmark_config), load(result.out / RAY_CONFIG_FILE)
-    assert route_difference(classic, ray) == ROUTE_KEYS
+    assert route_difference(anchored_mapping(classic, result.out), ray) == ROUTE_KEYS
     assert ray["ray_storage_path"] == str(result.out / "runs" / "ray")
     project = tomllib.loads((result.out / "pyproject.toml").read_text())
     assert project["project"]["name"] == "quoted_ray_bb"

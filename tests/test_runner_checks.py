@@ -24,11 +24,14 @@ def made(tmp_path_factory):
     return generate(Options(str(model), {}, name="runner_cnn_bb", out=root / "out", iterate2=True))
 
 
-def edited_fit(made, dest: Path, change) -> Path:
-    """A copy of the smoke task's fit config at `dest`, changed by `change(config)`."""
-    config = yaml.safe_load((made.out / "fit" / "smoke.yaml").read_text())
+def edited_fit(made, where: Path, change) -> Path:
+    """The smoke task's fit config, changed by `change(config)`, in a copy of the output folder
+    under `where` (its paths are relative to the folder)."""
+    folder = where / "out"
+    shutil.copytree(made.out, folder, ignore=shutil.ignore_patterns("runs", "__pycache__"))
+    dest = folder / "fit" / "smoke.yaml"
+    config = yaml.safe_load(dest.read_text())
     change(config)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(config, sort_keys=False))
     return dest
 
@@ -47,7 +50,7 @@ def test_a_custom_modules_path_that_does_not_exist_is_a_finding(made, tmp_path):
     def change(config):
         config["custom_modules_path"] = "/nonexistent"
 
-    path = edited_fit(made, tmp_path / "smoke.yaml", change)
+    path = edited_fit(made, tmp_path, change)
     with pytest.raises(CheckFailed) as failed:
         check_fit_file(path)
     assert str(failed.value) == (
@@ -61,7 +64,7 @@ def test_a_channel_count_the_data_does_not_have_is_a_finding(made, tmp_path):
     def change(config):
         config["model"]["init_args"]["model_args"]["backbone_in_chans"] = 3
 
-    path = edited_fit(made, tmp_path / "smoke.yaml", change)
+    path = edited_fit(made, tmp_path, change)
     with pytest.raises(CheckFailed) as failed:
         check_fit_file(path)
     assert str(failed.value).startswith(
@@ -85,7 +88,7 @@ def test_a_fit_config_that_trains_on_nothing_is_a_finding(made, tmp_path, key, n
     def change(config):
         config["trainer"][key] = 0
 
-    path = edited_fit(made, tmp_path / "smoke.yaml", change)
+    path = edited_fit(made, tmp_path, change)
     with pytest.raises(CheckFailed) as failed:
         check_fit_file(path)
     assert str(failed.value) == f"{path}: {named}"
@@ -117,7 +120,7 @@ def test_storage_under_a_regular_file_is_a_finding_for_each_runner(made, tmp_pat
     def change(config):
         config["trainer"]["default_root_dir"] = str(afile / "fit")
 
-    path = edited_fit(made, tmp_path / "fit" / "smoke.yaml", change)
+    path = edited_fit(made, tmp_path, change)
     with pytest.raises(CheckFailed) as failed:
         check_fit_file(path)
     assert str(failed.value) == (

@@ -341,6 +341,7 @@ def test_frames_first_encoder_benchmark_feeds_terratorchs_order_and_the_model_it
     datamodule = config["tasks"][0]["datamodule"]
     # the benchmark's datamodule: 4 bands x 5 frames, time-major, expanded to (B, C, T, H, W)
     assert datamodule["init_args"]["expand_temporal_dimension"] is True
+    monkeypatch.chdir(out)  # the YAML's paths are relative to its folder, as the run reads them
     batch = _first_batch(datamodule)
     assert tuple(batch.shape[1:3]) == (4, 5), batch.shape
     # and what the model received while it trained: (B, T, C, H, W), B the datamodule's batch

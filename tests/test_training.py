@@ -134,7 +134,8 @@ def test_the_benchmark_task_trains_under_lightning_ddp(made, name):
             str(ROOT / "tests" / "train_ddp.py"),
             str(made[name].benchmark_config),
             str(STEPS),
-        ]
+        ],
+        cwd=made[name].out,  # the YAML's paths are relative to its folder
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"global_step {STEPS}" in done.stdout
@@ -147,7 +148,7 @@ def test_terratorch_fit_trains_the_fit_config_on_two_processes(made):
     fit = yaml.safe_load(config.read_text())
     assert fit["model"]["class_path"] == "terratorch.tasks.SemanticSegmentationTask"
     assert fit["model"]["init_args"]["lr"] == pytest.approx(1e-4)  # the middle of 1e-5..1e-3
-    assert fit["custom_modules_path"] == str(result.package)
+    assert fit["custom_modules_path"] == result.package.name  # run from the folder (cwd)
     done = run_fresh(
         [
             str(BIN / "terratorch"),

@@ -1,8 +1,10 @@
 """The check ladder: passing on fresh output, and failing with a finding that names the problem."""
 
 import math
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,15 @@ from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.verify.benchmark import read_metrics
 from scaffold.verify.ladder import verify_dir
 
-from .conftest import BIN, MODELS, SWIN3D, run_cli, run_cli_fresh, run_fresh, run_json
+from .conftest import (
+    BIN,
+    MODELS,
+    SWIN3D,
+    clean_env,
+    run_cli,
+    run_cli_fresh,
+    run_json,
+)
 
 
 def checks(report) -> dict[str, tuple[bool, str]]:
@@ -206,7 +216,10 @@ def test_verify_cli_exits_1_on_a_failed_check(fresh_copy):
 
 @pytest.mark.e2e
 def test_generated_yaml_runs_with_the_plain_terratorch_command(tmp_path):
-    """As a person runs it: a fresh shell, another directory, no MLflow setting of their own."""
+    """As a person runs it: the line scaffold prints, in a fresh shell started in another
+    directory, with no MLflow setting of their own."""
+    from scaffold.console import run_line
+
     code, data = run_json(
         "new-backbone", str(SWIN3D), "--out", str(tmp_path / "swin"), "--no-verify", fresh=True
     )
@@ -214,15 +227,22 @@ def test_generated_yaml_runs_with_the_plain_terratorch_command(tmp_path):
     config = Path(data["benchmark_config"])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    done = run_fresh(
-        [str(BIN / "terratorch"), "iterate", "--hpo", "--config", str(config)], elsewhere
+    line = run_line(config.parent, config)
+    assert line == (
+        f"cd {config.parent} && MLFLOW_ALLOW_FILE_STORE=true terratorch iterate --hpo --config "
+        "benchmark.yaml"
+    )
+    env = clean_env() | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-c", line], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = read_metrics(config, 0)
     assert list(metrics) == ["smoke: best_val/loss"]
     assert math.isfinite(metrics["smoke: best_val/loss"])
     storage = yaml.safe_load(config.read_text())["storage_uri"]
-    assert Path(storage).is_dir() and Path(storage).is_relative_to(tmp_path / "swin")
+    assert storage == "runs/hpo" and (config.parent / storage).is_dir()
+    assert not (elsewhere / "runs").exists()
 
 
 @pytest.mark.e2e

@@ -24,7 +24,7 @@ from scaffold.render.fit import merge  # the merge iterate applies, as the fit c
 def main() -> None:
     config = yaml.safe_load(Path(sys.argv[1]).read_text())
     steps = int(sys.argv[2])
-    package = Path(config["custom_modules_path"])
+    package = Path(config["custom_modules_path"]).absolute()  # relative: run from its folder
     sys.path.insert(0, str(package.parent))
     importlib.import_module(package.name)
 

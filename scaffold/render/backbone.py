@@ -7,9 +7,7 @@ them. Python files are formatted with ruff, so what a person opens is clean unde
 
 from __future__ import annotations
 
-import json
 import math
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from scaffold.render import smoke
 from scaffold.render.dump import dump
 from scaffold.render.tasks import DATAMODULES
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
-from scaffold.write.names import CONFIG_FILE, DATA_DIR, RUNS_DIR, Names, names_for
+from scaffold.write.names import DATA_DIR, RUNS_DIR, Names, names_for
 
 TASKS = ("segmentation", "classification", "regression")
 NUM_CLASSES = 2
@@ -114,7 +112,6 @@ def format_python(root: Path, files: list[str]) -> None:
 def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
     names = names_for(options.name)
     package_dir = options.out / names.package
-    config_path = options.out / CONFIG_FILE
     header = generated_header(options.target)
     return {
         "package": names.package,
@@ -127,9 +124,6 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             "model_name": spec.qualname,
             "input_shape": str(tuple(spec.input_shape)),
             "necks_comment": necks_comment(spec),
-            # A command a person may paste: quoted for the shell.
-            "config_path_comment": shlex.quote(str(config_path)),
-            "data_dir_comment": json.dumps(str(options.out / DATA_DIR)),
             "real_data": bool(options.datasets or options.geobench),
             "forward_call": not spec.forward_call.plain,
         },
@@ -260,7 +254,6 @@ def necks_comment(spec: BackboneSpec) -> str:
 def yaml_sections(
     spec: BackboneSpec, options: RenderOptions, names: Names, package_dir: Path
 ) -> dict[str, str]:
-    out = options.out
     task = options.task
     # The backbone is the same for every task: defaults. The decoder and the classes belong to
     # a task (terratorch-iterate merges each task's terratorch_task over the defaults, key by
@@ -295,12 +288,13 @@ def yaml_sections(
     task_entry["terratorch_task"]["model_args"] = task_model_args
     sections = {
         "top": dump({"experiment_name": options.name, "run_name": f"{options.name}_benchmark"}),
-        "custom_modules_path": dump({"custom_modules_path": str(package_dir)}),
+        # Paths inside the folder are relative to it (see the YAML's opening comment).
+        "custom_modules_path": dump({"custom_modules_path": package_dir.name}),
         "trainer_args": dump({"accelerator": "auto", "devices": 1, "log_every_n_steps": 1}),
         "smoke_limits": dump({"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1}),
         "terratorch_task": dump(terratorch_task),
         "task": dump(task_entry),
-        "datamodule": dump(datamodule(spec, task, out / DATA_DIR)),
+        "datamodule": dump(datamodule(spec, task, Path(DATA_DIR))),
         "search": dump(
             {
                 "n_trials": 1,
@@ -312,8 +306,10 @@ def yaml_sections(
         "storage": dump(
             {
                 "save_models": False,
-                "storage_uri": str(out / RUNS_DIR / "hpo"),
-                "ray_storage_path": str(out / RUNS_DIR / "ray"),
+                # Never "./runs/...": terratorch-iterate reads a storage_uri that starts
+                # with "." against its own installed folder.
+                "storage_uri": f"{RUNS_DIR}/hpo",
+                "ray_storage_path": f"{RUNS_DIR}/ray",
             }
         ),
     }
@@ -324,7 +320,6 @@ def yaml_sections(
             options.datasets,
             spec,
             terratorch_task,
-            str(out),
             geobench=options.geobench,
             bands=options.bands,
             pretrained=options.weights is not None,

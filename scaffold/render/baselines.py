@@ -105,9 +105,10 @@ def baseline_yaml(main: Any, baseline: Baseline, header: str) -> str:
         header,
         f"# Baseline `{baseline.name}` for the benchmark in ../benchmark.yaml: the same tasks,",
         "# datamodules, trainer settings, search space and trials; only the backbone differs",
-        f"# (TerraTorch's {FACTORY}, with the necks this backbone's outputs need). Run it with:",
-        f"#   terratorch iterate --hpo --config {baseline_config_file(baseline.name)}",
-        "# custom_modules_path stays: importing that package lets MLflow use its file store.",
+        f"# (TerraTorch's {FACTORY}, with the necks this backbone's outputs need). Run it from",
+        "# the folder of benchmark.yaml (paths are relative to that folder, as there):",
+        f"#   MLFLOW_ALLOW_FILE_STORE=true terratorch iterate --hpo --config "
+        f"{baseline_config_file(baseline.name)}",
         *(f"# {note}" for note in baseline.notes),
     ]
     return "\n".join(lines) + "\n" + dump(config) + "\n"

@@ -77,9 +77,9 @@ def fit_config(
     space: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The LightningCLI config of `task` of the benchmark config `main` (output folder
-    `out`), with the hyperparameters `space` (nested as ``optimization_space``; default:
-    the middle of each searched one). Kept within 88 columns: the trial script of
-    iterate2 holds a copy of it."""
+    `out`; ``Path()`` for paths relative to it), with the hyperparameters `space`
+    (nested as ``optimization_space``; default: the middle of each searched one). Kept
+    within 88 columns: the trial script of iterate2 holds a copy of it."""
     defaults = main.get("defaults") or {}
     task_type = str(task.get("type", "segmentation"))
     if task_type not in TASK_CLASSES:
@@ -129,16 +129,19 @@ def benchmark_tasks(main_text: str) -> tuple[dict[str, Any], list[dict[str, Any]
 
 
 def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
-    """``{"fit/<task>.yaml": content}`` for each task of the benchmark config's text."""
+    """``{"fit/<task>.yaml": content}`` for each task of the benchmark config's text (of the
+    folder `out`; the files name paths in it relative to it, wherever it is)."""
     main, tasks = benchmark_tasks(main_text)
     texts: dict[str, bytes] = {}
     for task in tasks:
         rel = fit_config_file(str(task["name"]))
-        body = dump(fit_config(main, task, out)) + "\n"
-        where = shlex.quote(str(out / rel))
+        # Paths relative to the output folder, as in benchmark.yaml: run from there.
+        body = dump(fit_config(main, task, Path())) + "\n"
+        where = shlex.quote(rel)
         comment = (
             f"{header}\n"
-            f"# The benchmark's task `{task['name']}` as one configuration for TerraTorch's CLI:\n"
+            f"# The benchmark's task `{task['name']}` as one configuration for TerraTorch's CLI,\n"
+            "# run from the folder of benchmark.yaml (its paths are relative to that folder):\n"
             f"#   terratorch fit --config {where}\n"
             "# On several GPUs or nodes, with Lightning's strategies:\n"
             f"#   terratorch fit --config {where} --trainer.devices 8 --trainer.strategy ddp\n"

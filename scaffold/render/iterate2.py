@@ -120,7 +120,8 @@ def hpo_config(main: dict[str, Any], task: dict[str, Any], out: Path) -> dict[st
     direction = str(task.get("direction", "max"))
     return {
         "metrics": [printed_name(metric, direction)],
-        "static": {"config": str(out / CONFIG_FILE), "task": str(task["name"])},
+        # Relative: trial.py reads it in the output folder, wherever that is.
+        "static": {"config": CONFIG_FILE, "task": str(task["name"])},
         "hpo": {name: hpo_entry(leaf) for name, leaf in search_space(main, task).items()},
     }
 

@@ -37,6 +37,9 @@ RAY_SOCKET_SUFFIX = os.path.join(
 )
 
 _TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*):")
+# A one-line entry of the classic config that names a path inside the output folder, relative to
+# it: the storage, a datamodule's *_root or *_split.
+_PATH_LINE = re.compile(r"^( *)(storage_uri|ray_storage_path|(?:\w+_)?(?:root|split)): (\S.*)$")
 
 
 def route_values(out: Path, package: str) -> dict[str, str]:
@@ -173,18 +176,40 @@ def ray_header(generated: str, out: Path, package: str) -> str:
         f"{generated}\n"
         f"# terratorch-iterate's Ray route for the backbone `{package}`: the tasks, search space and\n"
         "# trials of benchmark.yaml, with the package imported by name (backbone_import) in place of\n"
-        "# custom_modules_path. First `pip install` this folder on every node, then run:\n"
-        f"#   python -m terratorch_iterate.benchmark_ray --config {_quoted(config)}\n"
+        "# custom_modules_path, and every path absolute (Ray runs each trial in a folder of its own\n"
+        "# and takes no relative storage): after a move, `scaffold update` re-points them.\n"
+        "# First `pip install` this folder on every node, then run:\n"
+        f"#   MLFLOW_ALLOW_FILE_STORE=true python -m terratorch_iterate.benchmark_ray --config {_quoted(config)}\n"
         f"# Every trial asks Ray for {cpus} CPUs and {gpus} GPU (fixed in terratorch-iterate 0.4): where no\n"
         "# node has that much, the trial stays PENDING. `scaffold update` carries generated changes of\n"
         "# benchmark.yaml over here; hand edits to benchmark.yaml (real tasks) are yours to copy.\n"
     )
 
 
+def anchored(classic: str, out: Path) -> str:
+    """The classic config's text with each path it names relative to the output folder `out`
+    made absolute. The Ray route cannot take relative ones: Ray runs each trial in a folder of
+    its own (on any node) and wants absolute storage and temporary folders; so this file, unlike
+    benchmark.yaml, names `out`, and `scaffold update` re-points it when the folder moves."""
+    lines = []
+    for line in classic.splitlines(keepends=True):
+        match = _PATH_LINE.match(line.rstrip("\n"))
+        value = yaml.safe_load(match.group(3)) if match else None
+        if match and isinstance(value, str) and value and not Path(value).is_absolute():
+            line = match.group(1) + _dump({match.group(2): str(out / value)})
+        lines.append(line)
+    return "".join(lines)
+
+
+def anchored_mapping(classic: dict[str, Any], out: Path) -> dict[str, Any]:
+    """benchmark.yaml's mapping with its paths made absolute under `out`, as `anchored` does."""
+    return yaml.safe_load(anchored(_dump(classic), out))
+
+
 def write_ray_config(dest: Path, out: Path, package: str, generated_header: str) -> None:
     """Write RAY_CONFIG_FILE beside the rendered benchmark.yaml in `dest` (paths under `out`)."""
 
-    classic = (dest / CONFIG_FILE).read_text(encoding="utf-8")
+    classic = anchored((dest / CONFIG_FILE).read_text(encoding="utf-8"), out)
     text = ray_config_text(
         classic, route_values(out, package), ray_header(generated_header, out, package)
     )

@@ -136,7 +136,7 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def datamodule(ds: DatasetSpec, channels: int, frames: int | None, out_dir: str) -> dict[str, Any]:
+def datamodule(ds: DatasetSpec, channels: int, frames: int | None) -> dict[str, Any]:
     train = ds.split("train")
     args: dict[str, Any] = {
         "batch_size": min(BATCH_SIZE, len(train.images)),
@@ -154,7 +154,7 @@ def datamodule(ds: DatasetSpec, channels: int, frames: int | None, out_dir: str)
         args["label_grep"] = ds.label_grep
     if uses_split_files(ds):
         for split in SPLITS:
-            args[f"{split}_split"] = f"{out_dir}/{split_file(ds, split)}"
+            args[f"{split}_split"] = split_file(ds, split)  # relative to the output folder
         args["allow_substring_split_file"] = False
         args["ignore_split_file_extensions"] = True
     means, stds = _per_channel(ds, channels, frames)
@@ -173,9 +173,7 @@ def datamodule(ds: DatasetSpec, channels: int, frames: int | None, out_dir: str)
     return {"class_path": DATAMODULES[ds.task], "init_args": args}
 
 
-def task_entry(
-    ds: DatasetSpec, spec: BackboneSpec, out_dir: str, bands: Sequence[str] = ()
-) -> dict[str, Any]:
+def task_entry(ds: DatasetSpec, spec: BackboneSpec, bands: Sequence[str] = ()) -> dict[str, Any]:
     channels, frames = input_layout(ds, spec, bands)
     metric, direction = METRICS[ds.task]
     model_args: dict[str, Any] = {"backbone_in_chans": channels}
@@ -204,7 +202,7 @@ def task_entry(
         "metric": metric,
         "early_stop_patience": EARLY_STOP_PATIENCE,
         "terratorch_task": terratorch_task,
-        "datamodule": datamodule(ds, channels, frames, out_dir),
+        "datamodule": datamodule(ds, channels, frames),
     }
     return _with_bands(entry, ds, spec, bands)
 
@@ -346,7 +344,6 @@ def data_sections(
     datasets: tuple[DatasetSpec, ...],
     spec: BackboneSpec,
     terratorch_task: dict[str, Any],
-    out_dir: str,
     geobench: tuple[PlannedTask, ...] = (),
     bands: Sequence[str] = (),
     pretrained: bool = False,
@@ -364,7 +361,7 @@ def data_sections(
     tasks = [
         "\n".join(filter(None, [task_comment(ds), bands_comment(ds, spec, bands, pretrained)]))
         + "\n"
-        + _item(dump(task_entry(ds, spec, out_dir, bands)))
+        + _item(dump(task_entry(ds, spec, bands)))
         for ds in datasets
     ]
     tasks += [

@@ -40,6 +40,7 @@ import yaml
 
 from scaffold.errors import ScaffoldError, one_line
 from scaffold.verify.folder import moved_note
+from scaffold.verify.storage import folder_storage
 from scaffold.write.names import CONFIG_FILE
 from scaffold.write.state import read_state
 
@@ -184,7 +185,7 @@ def collect(directory: Path) -> Results:
             task_names[name] = set(config_tasks)
             for task, spec in config_tasks.items():
                 tasks.setdefault(task, spec)
-            storage = str(config.get("storage_uri") or "")
+            storage = folder_storage(directory, config.get("storage_uri"))  # from DIR
             with stores.reading(name, storage):
                 hpo[name], backbone.ran, running = _hpo_cells(
                     stores.view(storage),

@@ -26,8 +26,9 @@ import yaml
 
 from scaffold.errors import one_line
 from scaffold.verify.shorten import overridden_problems, shortened_copy
-from scaffold.verify.storage import storage_problem
+from scaffold.verify.storage import folder_storage, storage_problem
 from scaffold.verify.types import CheckFailed
+from scaffold.write.names import FILE_STORE_ENV, output_folder
 
 ROOT_CAUSE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|error): .+")
 PARSER_KEY = re.compile(r'^Parser key "([^"]+)":$')
@@ -48,6 +49,7 @@ def run_benchmark(config: Path, log_dir: Path) -> str:
             _interrupts_passed_on(),
             _output_to(log),
             _argv(argv),
+            _environ(*FILE_STORE_ENV),
             contextlib.chdir(log_dir),
             warnings.catch_warnings(),
         ):
@@ -91,7 +93,8 @@ def _check_overridden(config: Path) -> None:
         return  # the run itself reports the unreadable config
     problems = overridden_problems(cfg)
     if isinstance(cfg, dict):  # the real run's MLflow store and Optuna folder beside it
-        problems += [p for p in [storage_problem("storage_uri", cfg.get("storage_uri"))] if p]
+        storage = folder_storage(output_folder(config), cfg.get("storage_uri"))
+        problems += [p for p in [storage_problem("storage_uri", storage or None)] if p]
     if problems:
         raise CheckFailed(
             f"{config.name}: {'; '.join(problems)}; the verifying run's shortened copy replaces "
@@ -127,10 +130,10 @@ def _runs(config: Path, started_ms: int) -> tuple[Any, str, list[Any]] | None:
     experiment in its MLflow store; None when there is none."""
     from mlflow.tracking import MlflowClient
 
-    # The generated package opts into MLflow's file store for the run; reading it needs the same.
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    # The run's MLflow file store: reading it needs the opt-in that running it had.
+    os.environ.setdefault(*FILE_STORE_ENV)
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    storage = str(cfg["storage_uri"])
+    storage = folder_storage(output_folder(config), cfg["storage_uri"])
     client = MlflowClient(tracking_uri=storage)
     experiment = client.get_experiment_by_name(cfg["experiment_name"])
     if experiment is None:
@@ -276,6 +279,21 @@ def _interrupts_passed_on() -> Iterator[None]:
             if callable(handler):
                 handler(received[0], None)  # raises as the signal itself would have
             raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """The environment variable `name` set to `value` for the run, as the printed command sets
+    it, and as it was afterwards."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 @contextlib.contextmanager

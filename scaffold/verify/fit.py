@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from scaffold.errors import one_line
-from scaffold.verify.shorten import trainer_problems
+from scaffold.verify.shorten import PATH_KEY, trainer_problems
 from scaffold.verify.storage import storage_problem
 from scaffold.verify.types import CheckFailed, read_config
-from scaffold.write.names import FIT_DIR
+from scaffold.write.names import FIT_DIR, output_folder
 
 STOPS = "terratorch fit stops on it"
-# The datamodule's arguments that name what it reads: *_root, *_split (GenericNonGeo*, M*NonGeo).
-PATH_KEY = re.compile(r"(?:^|_)(?:root|split)$")
 # model_args that say how many channels the input has.
 CHANNEL_KEYS = ("backbone_in_chans", "in_channels")
 # What TerraTorch's tasks take from a batch as targets, not as model inputs.
@@ -54,17 +51,20 @@ def check_fit_file(path: Path) -> str:
     """`path` as ``terratorch fit --config PATH`` meets it: its settings, the package it
     imports, what it builds, and one training batch of its data through the task's model."""
     config = read_config(path)
-    problems = setting_problems(config)
-    if problems:
-        raise CheckFailed(f"{path}: {'; '.join(problems)}")
-    _import_custom_modules(path, config.get("custom_modules_path"))
-    return _one_batch(path, _build(path), config)
+    # From the output folder, as `terratorch fit` runs (its paths are relative to it).
+    with contextlib.chdir(output_folder(path)):
+        problems = setting_problems(config)
+        if problems:
+            raise CheckFailed(f"{path}: {'; '.join(problems)}")
+        _import_custom_modules(path, config.get("custom_modules_path"))
+        return _one_batch(path, _build(path), config)
 
 
 def setting_problems(config: dict[str, Any]) -> list[str]:
     """What `terratorch fit` would stop on, or train nothing with, among the config's values:
     the trainer's epochs and batch limits (the benchmark's rules), the paths it reads (the
-    package, the datamodule's data) and the folders it writes."""
+    package, the datamodule's data) and the folders it writes (relative ones from the working
+    directory, as the real run reads them)."""
     problems = []
     modules = config.get("custom_modules_path")
     if modules is not None and not Path(str(modules)).is_dir():
@@ -76,8 +76,8 @@ def setting_problems(config: dict[str, Any]) -> list[str]:
     data = config.get("data")
     init_args = data.get("init_args") if isinstance(data, dict) else None
     for key, value in (init_args or {}).items():
-        named = PATH_KEY.search(str(key)) and isinstance(value, str) and Path(value).is_absolute()
-        if named and not Path(value).exists():
+        named = PATH_KEY.search(str(key)) and isinstance(value, str) and value
+        if named and not Path(value).exists():  # a relative one: from the working directory
             problems.append(f"data.init_args.{key}: {value} does not exist: {STOPS}")
     return problems
 
@@ -106,7 +106,7 @@ def _import_custom_modules(path: Path, modules: Any) -> None:
         from terratorch.cli_tools import import_custom_modules
 
         try:
-            import_custom_modules(str(modules))
+            import_custom_modules(str(package))  # absolute: no "." left on sys.path
         except Exception as exc:
             raise CheckFailed(f"{path}: custom_modules_path: {modules}: {one_line(exc)}") from exc
         module = sys.modules.get(package.name)

@@ -1,7 +1,9 @@
 """Rung 0 of the ladder: the folder is what its benchmark YAML runs.
 
-A copied or moved output still names its old place in the YAML (the package, the smoke data, the
-results): running it would run, and write into, another folder. A merge that left conflict
+The generated YAML files name what is inside the folder (the package, the smoke data, the
+results) relative to it, so a moved or copied folder runs where it is. A path that cannot be
+relative (the Ray route's) or that an older scaffold or a hand edit wrote absolute still names
+the old place: running it would run, and write into, another folder. A merge that left conflict
 markers cannot import. Both are said here, with what to do, before anything is imported.
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.verify.types import CheckFailed, read_config
+from scaffold.write.names import in_folder
 from scaffold.write.state import State
 
 OPENER = b"<<<<<<<"
@@ -60,21 +63,39 @@ def check_folder(directory: Path, state: State, config_path: Path) -> str:
     modules = config.get("custom_modules_path")
     if not modules:
         raise CheckFailed(f"{config_path.name} has no custom_modules_path (the package {package})")
-    modules_path = Path(str(modules)).resolve()
+    modules_path = in_folder(directory, modules).resolve()
     recorded = state.options.out.resolve() if state.options.out else None
     moved = recorded is not None and recorded != directory
     outside = not modules_path.is_relative_to(directory)
     if outside and moved and modules_path.is_relative_to(recorded):
-        raise CheckFailed(f"custom_modules_path {modules} is outside {directory}: {again}")
+        raise CheckFailed(
+            f"{config_path.name}: custom_modules_path {modules} is outside {directory}: {again}"
+        )
     if modules_path != package.resolve():  # edited by hand: update keeps hand edits
         raise CheckFailed(
             f"custom_modules_path {modules} in {config_path.name} is not this folder's package: "
-            f"it was edited; set it back to {package}"
+            f"it was edited; set it back to {name} (relative to the folder)"
         )
-    note = moved_note(directory, state, config)
-    if note:
-        raise CheckFailed(note)
-    return f"{config_path.name} runs {package}; no conflict markers"
+    # Every generated YAML: a path that cannot be relative (the Ray route's) names the old place.
+    others = sorted(f for f in state.files if f.endswith(".yaml") and f != config_path.name)
+    for rel, content in [
+        (config_path.name, config),
+        *((f, _yaml_of(directory / f)) for f in others),
+    ]:
+        note = moved_note(directory, state, content)
+        if note:
+            raise CheckFailed(f"{rel}: {note}")
+    return f"{config_path.name} runs {modules}; no conflict markers"
+
+
+def _yaml_of(path: Path) -> Any:
+    """A generated YAML's content; None when it does not parse (its own check says so)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
 
 
 def moved_note(directory: Path, state: State, config: dict[str, Any]) -> str | None:

@@ -16,6 +16,7 @@ import csv
 import math
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,13 +28,14 @@ import yaml
 from scaffold.render.dump import dump
 from scaffold.render.iterate2 import LAUNCHER_VARIABLE, command, task_names
 from scaffold.verify.shorten import shortened_copy
-from scaffold.verify.storage import local_folder, storage_problem
+from scaffold.verify.storage import folder_storage, local_folder, storage_problem
 from scaffold.verify.types import CheckFailed
 from scaffold.write.names import (
     CONFIG_FILE,
     ITERATE2_DIR,
     TRIAL_SCRIPT,
     hpo_config_file,
+    in_folder,
     iterate2_workdir,
 )
 
@@ -76,10 +78,11 @@ def _hpo(directory: Path, task: str) -> dict[str, Any]:
     config = directory / CONFIG_FILE
     if str(static.get("task")) != task:
         raise CheckFailed(f"{path}: static.task is {static.get('task')!r}, not {task!r}")
-    if not isinstance(static.get("config"), str) or Path(static["config"]) != config:
+    named = static.get("config")
+    if not isinstance(named, str) or in_folder(directory, named) != config:
         raise CheckFailed(
-            f"{path}: static.config is {static.get('config')!r}, not {str(config)!r} (copied "
-            "or moved? `scaffold update` rewrites the paths)"
+            f"{path}: static.config is {named!r}, not {CONFIG_FILE!r} (this folder's, relative "
+            f"to it): copied or moved? run `scaffold update {shlex.quote(str(directory))}`"
         )
     return hpo
 
@@ -212,6 +215,7 @@ def storage_problems(directory: Path, main: dict[str, Any], names: list[str]) ->
     found += [(f"the working folder of {n}", str(directory / iterate2_workdir(n))) for n in names]
     storage = main.get("storage_uri")
     if isinstance(storage, str) and local_folder(storage) is not None:
+        storage = folder_storage(directory, storage)  # as the trial reads it, from DIR
         runs = local_folder(storage).parent / TRIAL_RUNS
         found.append((f"storage_uri's trial folders ({runs})", str(runs)))
     return [p for key, value in found if (p := storage_problem(key, value))]

@@ -35,6 +35,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,7 +79,9 @@ def _verify_locked(directory: Path, state, quick: bool, progress) -> VerifyRepor
 
         probe = start_probe(directory)
     try:
-        return _ladder(directory, state, quick, progress, probe)
+        # From the folder, as every command that runs its YAML (their paths are relative to it).
+        with contextlib.chdir(directory):
+            return _ladder(directory, state, quick, progress, probe)
     finally:
         if probe is not None:
             probe.close()

@@ -4,7 +4,9 @@ The YAML on disk is the real benchmark (epochs, trials, data loader workers); th
 only to know that every task runs end to end. The copy keeps every task and value but caps the
 work (one trial, one epoch, two training and one validation batch, no worker processes) and
 keeps its results beside the log, away from the real runs' MLflow store and Optuna database.
-Everything else (early stopping included) is the real file's.
+Everything else (early stopping included) is the real file's. The copy runs from its log folder,
+so the paths the real file names relative to its output folder (the package, the data, split
+files) are written absolute there, as a run started in that folder reads them.
 
 A value the copy replaces is never run by the check, so `overridden_problems` checks it in the
 real file the way the real run would (terratorch-iterate's parser and runner, Lightning's
@@ -14,6 +16,7 @@ the real run accepts but that makes it train or validate on nothing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,11 @@ import yaml
 
 from scaffold.render.dump import dump
 from scaffold.verify.types import CheckFailed
+from scaffold.write.names import in_folder, output_folder
 
 FAILS = "the real run would fail on it"
+# The datamodule's arguments that name what it reads: *_root, *_split (GenericNonGeo*, M*NonGeo).
+PATH_KEY = re.compile(r"(?:^|_)(?:root|split)$")
 
 LIMITS: dict[str, Any] = {
     "max_epochs": 1,
@@ -48,12 +54,20 @@ def shortened_copy(config: Path, log_dir: Path) -> Path:
         if isinstance(trainer, dict):
             defaults["trainer_args"] = {**trainer, **LIMITS}
     cfg["n_trials"] = 1
+    folder = output_folder(config)
+    if isinstance(cfg.get("custom_modules_path"), str):
+        cfg["custom_modules_path"] = str(in_folder(folder, cfg["custom_modules_path"]))
     for task in cfg.get("tasks") or []:
         if not isinstance(task, dict):
             continue
         args = (task.get("datamodule") or {}).get("init_args")
-        if isinstance(args, dict) and "num_workers" in args:
+        if not isinstance(args, dict):
+            continue
+        if "num_workers" in args:
             args["num_workers"] = 0  # no worker processes for two batches
+        for key, value in args.items():
+            if PATH_KEY.search(str(key)) and isinstance(value, str) and value:
+                args[key] = str(in_folder(folder, value))
     cfg["storage_uri"] = str(log_dir / "hpo")
     cfg["ray_storage_path"] = str(log_dir / "ray")
     copy = log_dir / f"{config.stem}.short{config.suffix}"

@@ -28,6 +28,16 @@ def local_folder(uri: str) -> Path | None:
     return Path(uri)
 
 
+def folder_storage(folder: Path, uri: object) -> str:
+    """A storage URI as a run started in the output folder `folder` opens it: a relative path
+    joined to the folder; a URI, an absolute path or nothing ("") as it is."""
+    text = str(uri or "")
+    parsed = urlparse(text)
+    if not text or (parsed.scheme and len(parsed.scheme) > 1) or Path(text).is_absolute():
+        return text
+    return str(Path(folder) / text)
+
+
 def unwritable(folder: Path) -> str | None:
     """Why `folder` (and its parents) could not be created or written in; None: they can."""
     folder = Path(os.path.abspath(folder))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 CONFIG_FILE = "benchmark.yaml"  # the benchmark terratorch-iterate runs
 RAY_CONFIG_FILE = "benchmark_ray.yaml"  # the same benchmark by the Ray route
@@ -28,6 +29,10 @@ TEMP_SUFFIX = ".scaffold-new"  # the temporary folder of a run: ".OUT.XXXXXXXX.s
 WRITE_TEMP_SUFFIX = (
     ".scaffold-tmp"  # a file being written atomically: ".NAME.XXXXXXXX.scaffold-tmp"
 )
+# MLflow 3 refuses the file store that terratorch-iterate's storage_uri names unless this is
+# set when the store opens: the commands scaffold prints set it, and so do its own runs (the
+# generated package never does: importing it changes nothing of the process).
+FILE_STORE_ENV = ("MLFLOW_ALLOW_FILE_STORE", "true")
 DATA_NEW = ".data-new."  # the smoke data written anew, beside data/, before it moves in
 DATA_OLD = ".data-old."  # the smoke data it replaces, kept until the update is complete
 
@@ -55,6 +60,23 @@ def hpo_config_file(task: str) -> str:
 def iterate2_workdir(task: str) -> str:
     """``runs/iterate2/<task>``, relative to DIR: where `iterate` is started for `task`."""
     return f"{ITERATE2_RUNS}/{_file_name(task)}"
+
+
+def output_folder(path: Path) -> Path:
+    """The output folder that the file `path` belongs to: the nearest folder above it that holds
+    scaffold's state (a file copied out of one: its own folder). The paths in its YAML files
+    are relative to it: every command runs from it (see benchmark.yaml's opening comment)."""
+    path = Path(path).absolute()
+    for folder in path.parents:
+        if (folder / STATE_DIR / STATE_FILE).is_file():
+            return folder
+    return path.parent
+
+
+def in_folder(folder: Path, value: object) -> Path:
+    """A path from a generated YAML: relative ones are relative to the output folder `folder`,
+    as the tools read them when run from there."""
+    return Path(folder) / str(value)  # an absolute `value` stays itself
 
 
 @dataclass(frozen=True)
