@@ -154,6 +154,28 @@ BaselineOpt = Annotated[
         "terratorch_prithvi_eo_v2_300): the same benchmark, its own config. Repeatable.",
     ),
 ]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol",
+        metavar="TRACK,...",
+        help="The evaluation tracks: full_ft (the whole model trains), frozen (the encoder "
+        "frozen: each task again as <task>_frozen), or full_ft,frozen (default: full_ft; "
+        "update: as recorded).",
+        show_default=False,
+    ),
+]
+SeedsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seeds",
+        metavar="N",
+        help="Repeats of each task's best configuration: run_repetitions in benchmark.yaml, "
+        "seeds 0..N-1 in fit/seeds.sh (default: 5, what the GEO-Bench-2 leaderboard takes; "
+        "update: as recorded).",
+        show_default=False,
+    ),
+]
 DirArg = Annotated[
     Path,
     typer.Argument(
@@ -273,6 +295,8 @@ def new_backbone(
         ),
     ] = False,
     taps: TapsOpt = None,
+    protocol: ProtocolOpt = None,
+    seeds: SeedsOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -281,6 +305,7 @@ def new_backbone(
     Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
     """
     from scaffold.pipeline.new_backbone import Options, generate
+    from scaffold.render.tracks import DEFAULT_SEEDS, check_seeds, parse_protocol
     from scaffold.resolve.target import (
         check_image_arg,
         parse_args,
@@ -307,6 +332,8 @@ def new_backbone(
         partition=partition or "default",
         bands=_band_list(bands) or (),
         taps=parse_taps(taps) or (),
+        protocol=parse_protocol(protocol) or ("full_ft",),
+        seeds=check_seeds(seeds) or DEFAULT_SEEDS,
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -390,6 +417,8 @@ def update(
         ),
     ] = None,
     taps: TapsOpt = None,
+    protocol: ProtocolOpt = None,
+    seeds: SeedsOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -403,6 +432,7 @@ def update(
     """
     from scaffold.console import show_dry_run
     from scaffold.pipeline.update import update_dir
+    from scaffold.render.tracks import check_seeds, parse_protocol
     from scaffold.resolve.target import check_image_arg, parse_forward_args, parse_taps
 
     forward_args = parse_forward_args(forward_arg)
@@ -425,6 +455,8 @@ def update(
             bands=_band_list(bands),
             iterate2=iterate2,
             taps=tap_list,
+            protocol=parse_protocol(protocol),
+            seeds=check_seeds(seeds),
         )
     if dry_run:
         if as_json:

@@ -45,6 +45,8 @@ class RenderOptions:
     baselines: tuple[str, ...] = ()
     geobench: tuple[PlannedTask, ...] = ()  # GEO-Bench datasets as tasks (--geobench)
     bands: tuple[str, ...] = ()  # the model's input bands by TerraTorch's names (--bands)
+    protocol: tuple[str, ...] = ("full_ft",)  # evaluation tracks (render/tracks.py)
+    seeds: int = 5  # repeats of each task (run_repetitions; fit/seeds.sh's seeds 0..N-1)
 
 
 def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
@@ -131,6 +133,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             "config_path_comment": shlex.quote(str(config_path)),
             "data_dir_comment": json.dumps(str(options.out / DATA_DIR)),
             "real_data": bool(options.datasets or options.geobench),
+            "full_ft": "full_ft" in options.protocol,
             "forward_call": not spec.forward_call.plain,
         },
     }
@@ -329,7 +332,10 @@ def yaml_sections(
             bands=options.bands,
             pretrained=options.weights is not None,
         )
-    return sections
+    from scaffold.render.tracks import track_sections  # the frozen track, run_repetitions
+
+    smoke = {"name": "smoke", **task_entry, "datamodule": datamodule(spec, task, out / DATA_DIR)}
+    return sections | track_sections(sections, smoke, options.protocol, options.seeds)
 
 
 def datamodule(spec: BackboneSpec, task: str, data: Path) -> dict[str, Any]:
