@@ -14,7 +14,7 @@ import yaml
 from scaffold.render.tracks import parse_protocol, track_of
 from scaffold.verify.tracks import check_track
 from scaffold.verify.types import CheckFailed
-from tests.conftest import MODELS, run_cli
+from tests.conftest import MODELS, run_cli, run_json
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +74,6 @@ def test_a_frozen_task_that_is_not_frozen_fails(two_tracks, tmp_path):
         check_track(edited, "frozen")
 
 
-def test_update_changes_the_tracks(two_tracks):
-    done = run_cli("update", str(two_tracks), "--protocol", "full_ft", "--no-verify")
-    assert done.returncode == 0, done.stderr
-    config = yaml.safe_load((two_tracks / "benchmark.yaml").read_text())
-    assert [t["name"] for t in config["tasks"]] == ["smoke"]
-    assert config["run_repetitions"] == 2  # the seeds as recorded
-    assert not (two_tracks / "fit" / "smoke_frozen.yaml").exists()
-
-
 @pytest.mark.parametrize("bad", ["", "frozen,fine", "all"])
 def test_bad_protocol_is_refused(bad, tmp_path):
     done = run_cli(
@@ -98,3 +89,28 @@ def test_names():
     assert track_of("eurosat_frozen") == ("eurosat", "frozen")
     assert track_of("eurosat") == ("eurosat", "full_ft")
     assert track_of("_frozen") == ("_frozen", "full_ft")
+
+
+def test_seeds_script_lists_the_tasks_and_fixed_seeds(two_tracks):
+    script = (two_tracks / "fit" / "seeds.sh").read_text()
+    assert "TASKS=(smoke smoke_frozen)\nSEEDS=2\n" in script
+    assert "sbatch --array=0-3 fit/seeds.sh" in script
+    assert '--seed_everything "$seed"' in script
+
+
+def test_quick_verify_runs_the_tracks_check(two_tracks):
+    code, report = run_json("verify", str(two_tracks), "--quick")
+    checks = {c["name"]: c for c in report["checks"]}
+    assert code == 0, report
+    assert checks["fit configs"]["ok"] and "seeds.sh" not in checks["fit configs"]["detail"]
+    assert checks["tracks"]["ok"] and "frozen: all" in checks["tracks"]["detail"]
+
+
+# Last: it changes the module's folder.
+def test_update_changes_the_tracks(two_tracks):
+    done = run_cli("update", str(two_tracks), "--protocol", "full_ft", "--no-verify")
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((two_tracks / "benchmark.yaml").read_text())
+    assert [t["name"] for t in config["tasks"]] == ["smoke"]
+    assert config["run_repetitions"] == 2  # the seeds as recorded
+    assert not (two_tracks / "fit" / "smoke_frozen.yaml").exists()
