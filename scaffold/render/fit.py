@@ -149,30 +149,31 @@ def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
     seeds = main.get("run_repetitions")
     if tasks and isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
         names = [str(t["name"]) for t in tasks]
-        texts[SEEDS_SCRIPT] = seeds_script(names, seeds, out, header).encode()
+        texts[SEEDS_SCRIPT] = seeds_script(names, seeds, header).encode()
     return texts
 
 
 SEEDS_SCRIPT = "fit/seeds.sh"
 
 
-def seeds_script(tasks: list[str], seeds: int, out: Path, header: str) -> str:
+def seeds_script(tasks: list[str], seeds: int, header: str) -> str:
     """``fit/seeds.sh``: every task with the fixed seeds 0..`seeds`-1 (benchmark.yaml's
     ``run_repetitions``), `terratorch fit` then `terratorch test` on its last checkpoint. Each
     run's folder ``runs/fit/<task>/seed_<S>`` records its task, track (``<task>_frozen``) and
     seed; Lightning saves the configuration it ran (``config.yaml``) there, and the test
     metrics go to ``test/metrics.csv`` beside it (what `scaffold report` reads)."""
-    where = shlex.quote(str(out))
     lines = [
         "#!/usr/bin/env bash",
         header,
         f"# Every task of benchmark.yaml with the fixed seeds 0..{seeds - 1}: fit, then test.",
+        "# From the folder above fit/:",
         "#   on one machine, one run after the other:  bash fit/seeds.sh",
         "#   one run (task x seed) by its index:        bash fit/seeds.sh 3",
         f"#   a Slurm job array, a run per job:          sbatch --array=0-{len(tasks) * seeds - 1} "
         "fit/seeds.sh",
         "set -euo pipefail",
-        f"cd {where}",
+        "# Run from the folder it sits in (Slurm runs a copy of it: then from where sbatch ran).",
+        'cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"',
         f"TASKS=({' '.join(shlex.quote(t) for t in tasks)})",
         f"SEEDS={seeds}",
         "run() {",
