@@ -484,6 +484,15 @@ def report(
         Path | None,
         typer.Option("--plot", metavar="FILE.png", help="Also draw the comparison into this PNG."),
     ] = None,
+    fmt: Annotated[
+        Literal["table", "markdown", "latex", "csv"],
+        typer.Option(
+            "--format",
+            help="How stdout shows the results: a table, or a paper's table in markdown, LaTeX "
+            "or CSV (per task and track: mean ± std over seeds (n); per track the normalised "
+            "IQM with its 95% stratified-bootstrap interval).",
+        ),
+    ] = "table",
 ) -> None:
     """Compare the backbone with its baselines: one table from the finished benchmark runs.
 
@@ -506,7 +515,12 @@ def report(
         _print_json(results.to_dict() | ({"plot": str(plot.resolve())} if plot else {}))
         return
 
-    out().print(results_table(results))
+    if fmt == "table":
+        out().print(results_table(results))
+    else:
+        from scaffold.results.paper import table_text
+
+        sys.stdout.write(table_text(results, fmt))
     for line in results.notes:  # one line each, however long
         err().print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:

@@ -24,6 +24,7 @@ from scaffold.errors import ScaffoldError
 from scaffold.render import smoke
 from scaffold.render.dump import dump
 from scaffold.render.tasks import DATAMODULES
+from scaffold.render.tracks import track_sections
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
 from scaffold.write.names import CONFIG_FILE, DATA_DIR, RUNS_DIR, Names, names_for
 
@@ -332,8 +333,7 @@ def yaml_sections(
             bands=options.bands,
             pretrained=options.weights is not None,
         )
-    from scaffold.render.tracks import track_sections  # the frozen track, run_repetitions
-
+    # The frozen track's tasks and run_repetitions (render/tracks.py).
     smoke = {"name": "smoke", **task_entry, "datamodule": datamodule(spec, task, out / DATA_DIR)}
     return sections | track_sections(sections, smoke, options.protocol, options.seeds)
 

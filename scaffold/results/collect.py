@@ -39,11 +39,11 @@ from typing import Any
 import yaml
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.results.paper import REPEATED, check_seeds_and_configs, paper_aggregates
 from scaffold.verify.folder import moved_note
-from scaffold.write.names import CONFIG_FILE
+from scaffold.write.names import CONFIG_FILE, FIT_DIR, RUNS_DIR
 from scaffold.write.state import read_state
 
-REPEATED = "repeated"
 HPO = "hpo"
 IQM_MIN_SEEDS = 5  # fewer seeds than this make an interquartile mean meaningless
 SEARCH_PAGE = 1000  # runs per page of MLflow's search; every page is read
@@ -63,6 +63,14 @@ class Cell:
 
     values: list[float]
     run_ids: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # repeated runs: each value's seed
+    # each value's configuration (its hyperparameters, the seed left out): seeds of different
+    # configurations are named, never averaged silently
+    configs: list[str] = field(default_factory=list)
+
+    @property
+    def mixed(self) -> bool:
+        return len(set(self.configs)) > 1
 
     @property
     def mean(self) -> float:
@@ -79,6 +87,8 @@ class Cell:
             "n": len(self.values),
             "values": self.values,
             "run_ids": self.run_ids,
+            "seeds": self.seeds,
+            "mixed_configurations": self.mixed,
         }
 
 
@@ -137,6 +147,8 @@ class Results:
     backbones: list[Backbone]
     tasks: list[TaskRow]
     notes: list[str] = field(default_factory=list)
+    seeds: int = 0  # the seeds asked for (--seeds), 0: not recorded
+    aggregates: list[Any] = field(default_factory=list)  # stats.Aggregate, per backbone and track
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +158,8 @@ class Results:
             "not_run": [b.config.name for b in self.backbones if not b.ran and not b.running],
             "running": [b.config.name for b in self.backbones if b.running],
             "notes": self.notes,
+            "seeds_asked": self.seeds,
+            "aggregates": [{**vars(a), "tasks": list(a.tasks)} for a in self.aggregates],
         }
 
 
@@ -219,6 +233,11 @@ def collect(directory: Path) -> Results:
                 )
     finally:
         stores.close()
+    # The fit route's seeds (fit/seeds.sh) of the backbone's own tasks, where iterate's
+    # repeated runs have none.
+    own_tasks = _tasks_of(_read_config(directory / CONFIG_FILE, []) or {})
+    for task, cell in _fit_cells(directory, own_tasks, notes, own).items():
+        repeated.setdefault(own, {}).setdefault(task, cell)
 
     rows: list[TaskRow] = []
     for task, (metric, direction) in tasks.items():
@@ -236,7 +255,55 @@ def collect(directory: Path) -> Results:
                     f"--hpo --repeat --config {backbone.config}` (with run_repetitions set)"
                 )
         rows.append(row)
-    return Results(directory, backbones, rows, notes)
+    results = Results(directory, backbones, rows, notes, seeds=state.options.seeds)
+    check_seeds_and_configs(results)
+    results.aggregates = paper_aggregates(results)
+    return results
+
+
+def _fit_cells(
+    directory: Path, tasks: dict[str, tuple[str, str]], notes: list[str], who: str
+) -> dict[str, Cell]:
+    """Each task's seeds run by fit/seeds.sh: ``runs/fit/<task>/seed_<S>/test/metrics.csv``
+    (the test metric, ``test/<metric>``) beside the ``config.yaml`` Lightning saved."""
+    import csv
+
+    cells: dict[str, Cell] = {}
+    for task, (metric, _) in tasks.items():
+        root = directory / RUNS_DIR / FIT_DIR / task
+        for folder in sorted(root.glob("seed_*"), key=lambda p: p.name):
+            match = re.fullmatch(r"seed_(\d+)", folder.name)
+            metrics = folder / "test" / "metrics.csv"
+            if not match or not metrics.is_file():
+                continue
+            key = _test_metric(metric)
+            with metrics.open(newline="", encoding="utf-8") as f:
+                values = [row[key] for row in csv.DictReader(f) if row.get(key)]
+            if not values:
+                notes.append(f"{who}: {metrics} holds no {key}; left out")
+                continue
+            value = float(values[-1])
+            if not math.isfinite(value):
+                notes.append(
+                    f"{who}: fit run {folder} of {task!r} produced {key} = {value}; left out"
+                )
+                continue
+            cell = cells.setdefault(task, Cell([]))
+            cell.values.append(value)
+            cell.run_ids.append(str(folder.relative_to(directory)))
+            cell.seeds.append(int(match.group(1)))
+            cell.configs.append(_fit_config_key(folder / "test" / "config.yaml"))
+    return cells
+
+
+def _fit_config_key(path: Path) -> str:
+    """What a fit run trained, from the config Lightning saved: the model and the data (the seed,
+    the folders and the logger left out)."""
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return f"unreadable {path.name}"
+    return repr({k: config.get(k) for k in ("model", "data")})
 
 
 def _read_config(path: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -575,6 +642,9 @@ def _repeated_cells(
             cell = cells.setdefault(task, Cell([]))
             cell.values.append(float(value))
             cell.run_ids.append(run.info.run_id)
+            cell.seeds.append(int(match.group(2)))
+            params = {k: v for k, v in run.data.params.items() if "seed" not in k.lower()}
+            cell.configs.append(repr(sorted(params.items())))
         elif value is not None:
             notes.append(
                 f"{who}: seed run {name} of {task!r} (run {run.info.run_id}) produced "
