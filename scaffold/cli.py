@@ -493,12 +493,24 @@ def report(
             "IQM with its 95% stratified-bootstrap interval).",
         ),
     ] = "table",
+    leaderboard: Annotated[
+        Path | None,
+        typer.Option(
+            "--leaderboard",
+            metavar="DIR",
+            help="Also write the GEO-Bench-2 leaderboard's submission, one per track, into "
+            "DIR/full_ft and DIR/frozen (results_and_parameters.csv, additional_info.json), and "
+            "check each by the leaderboard's rules.",
+        ),
+    ] = None,
 ) -> None:
     """Compare the backbone with its baselines: one table from the finished benchmark runs.
 
     \b
-    Example: scaffold report my_net --plot comparison.png
-    Exit codes: 0 shown (missing runs are shown as missing), 2 bad input.
+    Example: scaffold report my_net --format markdown --leaderboard submission
+    Exit codes: 0 shown (missing runs are shown as missing; with --leaderboard: the
+    submission is ready), 1 the submission is written but the leaderboard's rules refuse it
+    (each problem one line), 2 bad input.
     """
     from scaffold.console import results_table
     from scaffold.results.collect import collect, plot_results
@@ -525,6 +537,42 @@ def report(
         err().print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         err().print(f"plot: {plot.resolve()}", markup=False, highlight=False)
+    if leaderboard is not None:
+        _leaderboard(results, directory, leaderboard)
+
+
+def _leaderboard(results, directory: Path, where: Path) -> None:
+    """Write a submission per track into `where`/<track> (the leaderboard ranks the tracks apart
+    and counts the rows of a backbone and dataset together), check each by the leaderboard's
+    rules: "ready", or each problem on a line of its own and exit 1."""
+    from scaffold.results.leaderboard import CSV_FILE, validate, write_submission
+    from scaffold.results.paper import submission
+
+    if where.exists() and not where.is_dir():
+        raise ScaffoldError(f"--leaderboard {where}: not a folder")
+    rows, info, outside = submission(results, directory)
+    if not rows:
+        raise ScaffoldError(
+            f"--leaderboard {where}: no repeated runs to submit; run `terratorch iterate "
+            "--hpo --repeat --config benchmark.yaml` or `bash fit/seeds.sh` first"
+        )
+    refused = False
+    for track in dict.fromkeys(r["frozen_or_full_ft"] for r in rows):
+        folder = where / track
+        mine = [r for r in rows if r["frozen_or_full_ft"] == track]
+        write_submission(folder, mine, info)
+        said = f"{folder}: {len(mine)} rows in {CSV_FILE}"
+        if outside:
+            said += f" ({', '.join(outside)}: not the leaderboard's datasets, said in its JSON)"
+        err().print(said, markup=False, highlight=False, soft_wrap=True)
+        problems = validate(folder)
+        for problem in problems:
+            err().print(f"{folder}: {problem}", markup=False, highlight=False, soft_wrap=True)
+        verdict = "not ready" if problems else "ready"
+        err().print(f"{folder}: {verdict} for the leaderboard", markup=False, highlight=False)
+        refused = refused or bool(problems)
+    if refused:
+        raise typer.Exit(1)
 
 
 def _band_list(text: str | None) -> tuple[str, ...] | None:

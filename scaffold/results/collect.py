@@ -67,6 +67,8 @@ class Cell:
     # each value's configuration (its hyperparameters, the seed left out): seeds of different
     # configurations are named, never averaged silently
     configs: list[str] = field(default_factory=list)
+    # each value's hyperparameters as its run recorded them (lr, weight_decay, batch_size)
+    params: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def mixed(self) -> bool:
@@ -292,18 +294,40 @@ def _fit_cells(
             cell.values.append(value)
             cell.run_ids.append(str(folder.relative_to(directory)))
             cell.seeds.append(int(match.group(1)))
-            cell.configs.append(_fit_config_key(folder / "test" / "config.yaml"))
+            key, params = _fit_config(folder / "test" / "config.yaml")
+            cell.configs.append(key)
+            cell.params.append(params)
     return cells
 
 
-def _fit_config_key(path: Path) -> str:
+def _fit_config(path: Path) -> tuple[str, dict[str, Any]]:
     """What a fit run trained, from the config Lightning saved: the model and the data (the seed,
-    the folders and the logger left out)."""
+    the folders and the logger left out), and its hyperparameters."""
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return f"unreadable {path.name}"
-    return repr({k: config.get(k) for k in ("model", "data")})
+        return f"unreadable {path}", {}
+    model = (config.get("model") or {}).get("init_args") or {}
+    data = (config.get("data") or {}).get("init_args") or {}
+    params = {
+        "lr": model.get("lr"),
+        "weight_decay": (model.get("optimizer_hparams") or {}).get("weight_decay"),
+        "batch_size": data.get("batch_size"),
+    }
+    return repr({k: config.get(k) for k in ("model", "data")}), params
+
+
+def _hyperparameters(params: dict[str, str]) -> dict[str, Any]:
+    """lr, weight_decay and batch_size as a repeated run's params record them (MLflow keeps
+    text): None where it recorded none."""
+    found: dict[str, Any] = {}
+    for key in ("lr", "weight_decay", "batch_size"):
+        value = next((v for k, v in params.items() if k.split("/")[-1] == key), None)
+        try:
+            found[key] = float(value) if value is not None else None
+        except ValueError:
+            found[key] = None
+    return found
 
 
 def _read_config(path: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -645,6 +669,7 @@ def _repeated_cells(
             cell.seeds.append(int(match.group(2)))
             params = {k: v for k, v in run.data.params.items() if "seed" not in k.lower()}
             cell.configs.append(repr(sorted(params.items())))
+            cell.params.append(_hyperparameters(run.data.params))
         elif value is not None:
             notes.append(
                 f"{who}: seed run {name} of {task!r} (run {run.info.run_id}) produced "

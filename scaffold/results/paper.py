@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
+from pathlib import Path
 
+import yaml
+
+from scaffold.data.geobench import GEOBENCH_FILE
 from scaffold.render.tracks import track_of
+from scaffold.results.leaderboard import DIMENSIONS
 from scaffold.results.stats import Aggregate, Score, aggregate
+from scaffold.write.names import CONFIG_FILE, STATE_DIR
+from scaffold.write.state import read_state
 
 FORMATS = ("table", "markdown", "latex", "csv")
 REPEATED = "repeated"  # a task row from repeated runs (collect.py): seeds, the test metric
@@ -153,3 +162,91 @@ def _latex_escape(text: str) -> str:
     for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&")):
         text = text.replace(a, b)
     return text
+
+
+# -- the GEO-Bench-2 leaderboard's submission ------------------------------------------------------
+# TerraTorch's test metric -> the leaderboard's name for it. TerraTorch's ``Accuracy`` is the
+# macro average; the leaderboard's Overall_Accuracy is TerraTorch's ``Accuracy_Micro``.
+LEADERBOARD_METRICS = {
+    "mIoU": "Multiclass_Jaccard_Index",
+    "Accuracy_Micro": "Overall_Accuracy",
+    "Multilabel_F1_Score": "Multilabel_F1_Score",
+    "RMSE": "RMSE",
+}
+# What the optimiser takes when the config says nothing (torch's AdamW).
+DEFAULT_WEIGHT_DECAY = 0.01
+
+
+def submission(results, directory) -> tuple[list[dict], dict, list[str]]:
+    """The rows of ``results_and_parameters.csv`` (the backbone's own seeds, every task and
+    track), ``additional_info.json``, and the datasets that are not the leaderboard's (``--data``
+    tasks: written, and named in the JSON as not part of it)."""
+    state = read_state(directory)
+    config = yaml.safe_load((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    tasks = {str(t["name"]): t for t in config.get("tasks") or [] if isinstance(t, dict)}
+    geobench_file = Path(directory) / STATE_DIR / GEOBENCH_FILE
+    v1 = {}  # GEO-Bench v1 tasks go by their v1 names (the dataset's folder, m-eurosat)
+    if geobench_file.is_file():
+        v1 = {t["name"]: t["folder"] for t in json.loads(geobench_file.read_text("utf-8"))}
+    defaults = (config.get("defaults") or {}).get("terratorch_task") or {}
+    own = results.backbones[0].name
+    leaderboard = {d for members in DIMENSIONS.values() for d in members}
+    partition = state.options.partition
+    share = re.fullmatch(r"([0-9.]+)x_train", partition or "")
+    rows, outside = [], []
+    for row in _repeated_rows(results):
+        cell = row.cells.get(own)
+        if cell is None:
+            continue
+        base, track = track_of(row.name)
+        task = tasks.get(row.name) or {}
+        dataset = v1.get(base, base)
+        if dataset not in leaderboard and dataset not in outside:
+            outside.append(dataset)
+        metric = row.metric.split("/")[-1]
+        merged = {**defaults, **(task.get("terratorch_task") or {})}
+        model_args = {**(defaults.get("model_args") or {}), **(merged.get("model_args") or {})}
+        data_args = (task.get("datamodule") or {}).get("init_args") or {}
+        hparams = merged.get("optimizer_hparams") or {}
+        for i, (seed, value) in enumerate(zip(cell.seeds, cell.values, strict=True)):
+            params = cell.params[i] if i < len(cell.params) else {}
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "Metric": LEADERBOARD_METRICS.get(metric, metric),
+                    "experiment_name": str(config.get("experiment_name") or own),
+                    "partition name": partition if base in v1 else "default",
+                    "backbone": own,
+                    "decoder": str(model_args.get("decoder", "")),
+                    "batch_size_selection": "optimized"
+                    if "batch_size" in (config.get("optimization_space") or {})
+                    else "fixed",
+                    "frozen_or_full_ft": track,
+                    "early_stop_patience": int(task.get("early_stop_patience") or 0),
+                    "n_trials": int(config.get("n_trials") or 0),
+                    "Seed": seed,
+                    "data_percentages": round(float(share[1]) * 100) if share else 100,
+                    "batch_size": int(params.get("batch_size") or data_args.get("batch_size") or 0),
+                    "weight_decay": float(
+                        params.get("weight_decay")
+                        or hparams.get("weight_decay", DEFAULT_WEIGHT_DECAY)
+                    ),
+                    "lr": float(params.get("lr") or merged.get("lr") or 0.0),
+                    "test metric": value,
+                }
+            )
+    note = "Written by scaffold from its benchmark's repeated runs."
+    if outside:
+        note += f" Not part of the GEO-Bench-2 leaderboard's datasets: {', '.join(outside)}."
+    info = {
+        "Paper Link": "",
+        "Code Repository Link ": "",
+        "License": "",
+        "Number of HPO trials": str(config.get("n_trials") or ""),
+        "Additional information about submission": note,
+        "Comments on new models in submission": "",
+        "New model info": [
+            {"model_display_name": own, "model_size": "", "unique_backbone_key": own}
+        ],
+    }
+    return rows, info, outside
