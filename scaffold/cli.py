@@ -569,7 +569,12 @@ def _leaderboard(results, directory: Path, where: Path) -> None:
         for problem in problems:
             err().print(f"{folder}: {problem}", markup=False, highlight=False, soft_wrap=True)
         verdict = "not ready" if problems else "ready"
-        err().print(f"{folder}: {verdict} for the leaderboard", markup=False, highlight=False)
+        err().print(
+            f"{folder}: {verdict} for the leaderboard",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         refused = refused or bool(problems)
     if refused:
         raise typer.Exit(1)

@@ -74,6 +74,15 @@ class Cell:
     def mixed(self) -> bool:
         return len(set(self.configs)) > 1
 
+    def in_seed_order(self) -> Cell:
+        """The same runs, in the order of their seeds."""
+        order = sorted(range(len(self.seeds)), key=lambda i: self.seeds[i])
+        for name in ("values", "run_ids", "seeds", "configs", "params"):
+            items = getattr(self, name)
+            if len(items) == len(order):
+                setattr(self, name, [items[i] for i in order])
+        return self
+
     @property
     def mean(self) -> float:
         return statistics.fmean(self.values)
@@ -675,7 +684,7 @@ def _repeated_cells(
                 f"{who}: seed run {name} of {task!r} (run {run.info.run_id}) produced "
                 f"{key} = {value}; left out of the mean"
             )
-    return cells
+    return {task: cell.in_seed_order() for task, cell in cells.items()}
 
 
 # -- plotting ------------------------------------------------------------------------------------
