@@ -67,14 +67,7 @@ def paper_aggregates(results) -> list[Aggregate]:
         for name, cell in row.cells.items():
             for seed, value in zip(cell.seeds or range(len(cell.values)), cell.values, strict=True):
                 scores.append(Score(name, task, track, seed, value))
-    if not scores:
-        if len(results.backbones) < 2 and _repeated_rows(results):
-            results.notes.append(
-                "no aggregate: the normalised IQM compares backbones; add one with "
-                "`scaffold update DIR --baseline NAME` and run it on the same tasks"
-            )
-        return []
-    return aggregate(scores, higher)
+    return aggregate(scores, higher) if scores else []
 
 
 def _cell_text(cell, asked: int) -> str:
