@@ -5,7 +5,10 @@ and sees a frozen encoder unchanged and a fine-tuned one changed."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import re
 
 import pytest
@@ -114,3 +117,71 @@ def test_update_changes_the_tracks(two_tracks):
     assert [t["name"] for t in config["tasks"]] == ["smoke"]
     assert config["run_repetitions"] == 2  # the seeds as recorded
     assert not (two_tracks / "fit" / "smoke_frozen.yaml").exists()
+
+
+def _terratorch(*args: str, run: bool = True):
+    """TerraTorch's own CLI (`terratorch ARGS`) in this process."""
+    import contextlib
+    import sys
+
+    from terratorch.cli_tools import build_lightning_cli
+
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return build_lightning_cli(args=list(args), run=run)
+    finally:
+        sys.argv = saved
+
+
+@pytest.mark.e2e
+def test_two_seeds_in_both_tracks_train_and_report(tmp_path):
+    """fit/seeds.sh's runs (its fit and test command lines, in this process): 2 seeds of the
+    smoke task on each track. The frozen run's checkpoint holds the encoder as the seed built
+    it; the full_ft run's does not. The report reads the four runs by task, track and seed."""
+    import torch
+
+    from scaffold.verify.fit import _import_custom_modules
+
+    out = tmp_path / "net"
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out),
+        "--protocol", "full_ft,frozen", "--seeds", "2", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((out / "fit" / "smoke.yaml").read_text())
+    _import_custom_modules(out / "fit" / "smoke.yaml", config["custom_modules_path"])
+    changed = {}
+    for task in ("smoke", "smoke_frozen"):
+        for seed in ("0", "1"):
+            where = str(out / "runs" / "fit" / task / f"seed_{seed}")
+            cfg = str(out / "fit" / f"{task}.yaml")
+            fit = _terratorch("fit", "--config", cfg, "--seed_everything", seed,
+                              "--trainer.default_root_dir", where)  # fmt: skip
+            ckpt = fit.trainer.checkpoint_callback.best_model_path
+            _terratorch(
+                "test", "--config", cfg, "--seed_everything", seed, "--ckpt_path", ckpt,
+                "--trainer.default_root_dir", where,
+                "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                "--trainer.logger.init_args.save_dir", where,
+                "--trainer.logger.init_args.name", "",
+                "--trainer.logger.init_args.version", "test",
+            )  # fmt: skip
+            # the encoder as this seed built it, against the one training left
+            start = _terratorch("--config", cfg, "--seed_everything", seed, run=False)
+            trained = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+            encoder = {
+                k: v for k, v in start.model.state_dict().items() if k.startswith("model.encoder.")
+            }
+            params = {n for n, _ in start.model.named_parameters()}
+            changed[task, seed] = sum(
+                not torch.equal(v, trained[k]) for k, v in encoder.items() if k in params
+            )
+    assert changed["smoke_frozen", "0"] == changed["smoke_frozen", "1"] == 0
+    assert changed["smoke", "0"] > 0 and changed["smoke", "1"] > 0
+    report = run_cli("report", str(out), "--format", "csv")
+    rows = {(r["task"], r["track"]): r for r in csv.DictReader(io.StringIO(report.stdout))}
+    for key in (("smoke", "full_ft"), ("smoke", "frozen")):
+        assert (rows[key]["n"], rows[key]["seeds"]) == ("2", "0 1"), report.stdout
+        assert math.isfinite(float(rows[key]["mean"]))
