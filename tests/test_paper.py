@@ -112,6 +112,19 @@ def test_the_paper_table_by_hand(project):
     assert "| all tasks | full_ft | normalised IQM [95% CI] |" in markdown
     latex = run_cli("report", str(result.out), "--format", "latex").stdout
     assert "0.56 $\\pm$" in latex and "\\begin{tabular}{lllrr}" in latex
+    # the plot: each task's seeds as dots, and the aggregate with its interval
+    from scaffold.results.collect import collect, figure
+
+    fig = figure(collect(result.out))
+    aggregate_ax = fig.axes[-1]
+    assert aggregate_ax.get_title().startswith("all tasks (full_ft)")
+    bars = [bar.get_height() for bar in aggregate_ax.patches]
+    assert bars == pytest.approx([want[own].iqm, want["resnet18"].iqm])
+    assert any(type(c).__name__ == "ErrorbarContainer" for c in aggregate_ax.containers)
+    pastis_ax = fig.axes[CORE.index("pastis")]
+    dots = [line.get_ydata().tolist() for line in pastis_ax.lines if line.get_marker() == "."]
+    assert dots == [OWN["pastis"], BASE["pastis"]]
+    fig.clf()
 
 
 def test_fewer_seeds_a_nan_and_mixed_configurations_are_named(project):

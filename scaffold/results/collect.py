@@ -691,7 +691,8 @@ def _repeated_cells(
 def plot_size(results: Results) -> tuple[float, float]:
     """The figure's size in inches (the PNG is this times PLOT_DPI pixels): a panel per task,
     and one for the aggregate in the IQM plot."""
-    panels = max(1, len(results.tasks)) + (1 if iqm_ready(results) else 0)
+    tracks = len({a.track for a in results.aggregates})
+    panels = max(1, len(results.tasks)) + (1 if iqm_ready(results) and not tracks else tracks)
     return (PLOT_MARGIN + PLOT_WIDTH_PER_TASK * panels, PLOT_HEIGHT)
 
 
@@ -738,7 +739,8 @@ def figure(results: Results):
     import matplotlib
 
     matplotlib.use("Agg")
-    iqm = iqm_ready(results)
+    # stats.py's aggregate (the table's) when there is one; else terratorch-iterate's IQM plot
+    iqm = iqm_ready(results) and not results.aggregates
     with warnings.catch_warnings():  # seaborn's deprecations, from terratorch-iterate's calls
         warnings.simplefilter("ignore", FutureWarning)
         fig = _iqm_figure(results) if iqm else _bars_figure(results)
@@ -752,8 +754,11 @@ def _bars_figure(results: Results):
 
     names = [b.name for b in results.backbones]
     colors = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(1, len(results.tasks), squeeze=False)
-    for ax, row in zip(axes[0], results.tasks, strict=True):
+    tracks = list(dict.fromkeys(a.track for a in results.aggregates))
+    fig, axes = plt.subplots(1, len(results.tasks) + len(tracks), squeeze=False)
+    for ax, track in zip(axes[0][len(results.tasks) :], tracks, strict=True):
+        _aggregate_panel(ax, results, track, names, colors)
+    for ax, row in zip(axes[0], results.tasks, strict=False):
         best = set(row.best)
         for i, name in enumerate(names):
             cell = row.cells.get(name)
@@ -771,14 +776,34 @@ def _bars_figure(results: Results):
                 hatch="//" if name in best else None,
             )
             ax.text(i, cell.mean, f"{cell.mean:.3g}", ha="center", va="bottom", fontsize=7)
+            if len(cell.values) > 1:  # each seed, over its bar
+                ax.plot([i] * len(cell.values), cell.values, "k.", markersize=4, zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         arrow = "lower is better" if row.direction == "min" else "higher is better"
         ax.set_title(f"{row.name}\n{row.metric}, {arrow}", fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
     seeds = any(row.source == REPEATED for row in results.tasks)
-    what = "mean ± std over seeds" if seeds else "best HPO trial"
+    what = "mean ± std over seeds, dots: each seed" if seeds else "best HPO trial"
     fig.suptitle(f"{what}; hatched: best", fontsize=9)
     return fig
+
+
+def _aggregate_panel(ax, results: Results, track: str, names: list[str], colors) -> None:
+    """One track's normalised IQM per backbone with its 95% stratified-bootstrap interval."""
+    found = {a.backbone: a for a in results.aggregates if a.track == track}
+    for i, name in enumerate(names):
+        a = found.get(name)
+        if a is None:
+            ax.text(i, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=8)
+            continue
+        ax.bar(i, a.iqm, color=colors[i % len(colors)])
+        ax.errorbar(i, a.iqm, yerr=[[a.iqm - a.low], [a.high - a.iqm]], fmt="none", ecolor="k",
+                    capsize=4)  # fmt: skip
+        ax.text(i, a.high, f"{a.iqm:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_title(f"all tasks ({track})\nnormalised IQM, 95% CI", fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
 
 
 def _iqm_figure(results: Results):
