@@ -15,7 +15,7 @@ import yaml
 from scaffold.data.suites import GEOBENCH2_DIMENSIONS
 from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.results.stats import Score, aggregate
-from tests.conftest import MODELS, run_cli
+from tests.conftest import MODELS, run_cli, run_json
 
 CORE = GEOBENCH2_DIMENSIONS["Core"]
 # Two tasks both backbones ran; the own backbone's second has an outlier (IQM != mean).
@@ -112,6 +112,11 @@ def test_the_paper_table_by_hand(project):
     assert "| all tasks | full_ft | normalised IQM [95% CI] |" in markdown
     latex = run_cli("report", str(result.out), "--format", "latex").stdout
     assert "0.56 $\\pm$" in latex and "\\begin{tabular}{lllrr}" in latex
+    code, data = run_json("report", str(result.out))
+    assert code == 0 and data["seeds_asked"] == 5
+    found = {a["backbone"]: a for a in data["aggregates"]}
+    assert found[own]["iqm"] == pytest.approx(want[own].iqm)
+    assert found[own]["tasks"] == ["fotw", "pastis"] and found[own]["track"] == "full_ft"
     # the plot: each task's seeds as dots, and the aggregate with its interval
     from scaffold.results.collect import collect, figure
 
