@@ -215,3 +215,25 @@ def test_four_seeds_or_a_wrong_metric_is_refused_with_the_reason(project, tmp_pa
     )
     assert f"{folder}: not ready for the leaderboard" in lines
     assert "Traceback" not in done.stderr and math.isfinite(len(lines))
+
+
+def test_fit_runs_are_read_in_seed_order_and_a_changed_config_is_named(project):
+    """fit/seeds.sh's folders, as `terratorch test` leaves them: test/metrics.csv (CSVLogger) and
+    test/config.yaml (LightningCLI's saved configuration)."""
+    result, main, base, own_args, base_args = project
+    fit = yaml.safe_load((result.out / "fit" / "smoke.yaml").read_text())
+    for seed, value, lr in ((10, 0.7, 1e-4), (2, 0.5, 1e-4), (3, 0.6, 5e-4)):
+        folder = result.out / "runs" / "fit" / "pastis" / f"seed_{seed}" / "test"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(f"epoch,step,test/loss,test/mIoU\n0,0,0.69,{value}\n")
+        saved = {**fit, "seed_everything": seed}
+        saved["model"] = {**fit["model"], "init_args": {**fit["model"]["init_args"], "lr": lr}}
+        (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+    done = run_cli("report", str(result.out), "--format", "csv")
+    rows = {(r["backbone"], r["task"]): r for r in _csv(done)}
+    pastis = rows[(result.backbone, "pastis")]
+    assert (pastis["seeds"], pastis["n"]) == ("2 3 10", "3")
+    assert float(pastis["mean"]) == pytest.approx(0.6)
+    assert pastis["mixed_configurations"] == "True"
+    assert "task 'pastis': its seeds (2, 3, 10) ran different configurations" in done.stderr
+    assert "has 3 of the 5 seeds asked for (seeds 2, 3, 10)" in done.stderr

@@ -23,6 +23,7 @@ terratorch-iterate, so it cannot be compared.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import math
 import os
@@ -277,8 +278,6 @@ def _fit_cells(
 ) -> dict[str, Cell]:
     """Each task's seeds run by fit/seeds.sh: ``runs/fit/<task>/seed_<S>/test/metrics.csv``
     (the test metric, ``test/<metric>``) beside the ``config.yaml`` Lightning saved."""
-    import csv
-
     cells: dict[str, Cell] = {}
     for task, (metric, _) in tasks.items():
         root = directory / RUNS_DIR / FIT_DIR / task
@@ -306,7 +305,7 @@ def _fit_cells(
             key, params = _fit_config(folder / "test" / "config.yaml")
             cell.configs.append(key)
             cell.params.append(params)
-    return cells
+    return {task: cell.in_seed_order() for task, cell in cells.items()}
 
 
 def _fit_config(path: Path) -> tuple[str, dict[str, Any]]:
