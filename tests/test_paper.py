@@ -237,3 +237,32 @@ def test_fit_runs_are_read_in_seed_order_and_a_changed_config_is_named(project):
     assert pastis["mixed_configurations"] == "True"
     assert "task 'pastis': its seeds (2, 3, 10) ran different configurations" in done.stderr
     assert "has 3 of the 5 seeds asked for (seeds 2, 3, 10)" in done.stderr
+
+
+def test_geobench_v1_tasks_go_by_their_v1_names_and_data_tasks_are_marked(project, tmp_path):
+    """A GEO-Bench v1 task is written under its dataset's v1 name (its folder), with the
+    recorded partition; another task (``--data``) under its own name, said in the JSON to be
+    no dataset of the leaderboard's."""
+    import json
+
+    from scaffold.data.geobench import GeobenchTask, write_tasks
+
+    result, main, base, own_args, base_args = project
+    _tasks(main, ["cashew", "floods"])
+    task = GeobenchTask(
+        "cashew", "/data/segmentation_v1.0", "m-cashew-plant", "terratorch.datamodules.X",
+        ("RED",), "segmentation", 7, "default", (10, 5, 5), "uint16", (64, 64), "mask",
+    )  # fmt: skip
+    write_tasks(result.out / ".scaffold", (task,))
+    _log(main, own_args, {"cashew": [0.5] * 5, "floods": [0.4] * 5})
+    where = tmp_path / "submission"
+    done = run_cli("report", str(result.out), "--leaderboard", str(where))
+    assert done.returncode == 1  # no whole dimension of the leaderboard's datasets
+    with (where / "full_ft" / "results_and_parameters.csv").open() as f:
+        datasets = {r["dataset"]: r["partition name"] for r in csv.DictReader(f)}
+    assert datasets == {"m-cashew-plant": "default", "floods": "default"}
+    info = json.loads((where / "full_ft" / "additional_info.json").read_text())
+    assert (
+        "Not part of the GEO-Bench-2 leaderboard's datasets: m-cashew-plant, floods."
+        in (info["Additional information about submission"])
+    )
