@@ -545,8 +545,8 @@ def _leaderboard(results, directory: Path, where: Path) -> None:
     """Write a submission per track into `where`/<track> (the leaderboard ranks the tracks apart
     and counts the rows of a backbone and dataset together), check each by the leaderboard's
     rules: "ready", or each problem on a line of its own and exit 1."""
-    from scaffold.results.leaderboard import CSV_FILE, validate, write_submission
-    from scaffold.results.paper import submission
+    from scaffold.results.leaderboard import CSV_FILE, JSON_FILE, validate, write_submission
+    from scaffold.results.paper import kept_info, submission
 
     if where.exists() and not where.is_dir():
         raise ScaffoldError(f"--leaderboard {where}: not a folder")
@@ -560,7 +560,7 @@ def _leaderboard(results, directory: Path, where: Path) -> None:
     for track in dict.fromkeys(r["frozen_or_full_ft"] for r in rows):
         folder = where / track
         mine = [r for r in rows if r["frozen_or_full_ft"] == track]
-        write_submission(folder, mine, info)
+        write_submission(folder, mine, kept_info(folder / JSON_FILE, info))
         said = f"{folder}: {len(mine)} rows in {CSV_FILE}"
         if outside:
             said += f" ({', '.join(outside)}: not the leaderboard's datasets, said in its JSON)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 
@@ -179,6 +180,13 @@ def test_a_leaderboard_submission_is_ready(project, tmp_path):
         "additional_info.json",
         "results_and_parameters.csv",
     ]
+    # what a person filled in the JSON stays when the report writes the submission again
+    path = where / "full_ft" / "additional_info.json"
+    info = json.loads(path.read_text())
+    info["Paper Link"] = "https://arxiv.org/abs/0000.00000"
+    path.write_text(json.dumps(info))
+    assert run_cli("report", str(result.out), "--leaderboard", str(where)).returncode == 0
+    assert json.loads(path.read_text())["Paper Link"] == "https://arxiv.org/abs/0000.00000"
 
 
 def test_four_seeds_or_a_wrong_metric_is_refused_with_the_reason(project, tmp_path):

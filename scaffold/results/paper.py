@@ -243,3 +243,15 @@ def submission(results, directory) -> tuple[list[dict], dict, list[str]]:
         ],
     }
     return rows, info, outside
+
+
+def kept_info(path: Path, info: dict) -> dict:
+    """`info` with what a person filled in the existing ``additional_info.json`` at `path`
+    (links, licence, model sizes): a value they gave is never replaced."""
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return info
+    if not isinstance(before, dict):
+        return info
+    return {**info, **{k: v for k, v in before.items() if v not in ("", [], None)}}
