@@ -154,6 +154,28 @@ BaselineOpt = Annotated[
         "terratorch_prithvi_eo_v2_300): the same benchmark, its own config. Repeatable.",
     ),
 ]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol",
+        metavar="TRACK,...",
+        help="The evaluation tracks: full_ft (the whole model trains), frozen (the encoder "
+        "frozen: each task again as <task>_frozen), or full_ft,frozen (default: full_ft; "
+        "update: as recorded).",
+        show_default=False,
+    ),
+]
+SeedsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seeds",
+        metavar="N",
+        help="Repeats of each task's best configuration: run_repetitions in benchmark.yaml, "
+        "seeds 0..N-1 in fit/seeds.sh (default: 5, what the GEO-Bench-2 leaderboard takes; "
+        "update: as recorded).",
+        show_default=False,
+    ),
+]
 DirArg = Annotated[
     Path,
     typer.Argument(
@@ -273,6 +295,8 @@ def new_backbone(
         ),
     ] = False,
     taps: TapsOpt = None,
+    protocol: ProtocolOpt = None,
+    seeds: SeedsOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -281,6 +305,7 @@ def new_backbone(
     Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
     """
     from scaffold.pipeline.new_backbone import Options, generate
+    from scaffold.render.tracks import DEFAULT_SEEDS, check_seeds, parse_protocol
     from scaffold.resolve.target import (
         check_image_arg,
         parse_args,
@@ -307,6 +332,8 @@ def new_backbone(
         partition=partition or "default",
         bands=_band_list(bands) or (),
         taps=parse_taps(taps) or (),
+        protocol=parse_protocol(protocol) or ("full_ft",),
+        seeds=check_seeds(seeds) or DEFAULT_SEEDS,
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -390,6 +417,8 @@ def update(
         ),
     ] = None,
     taps: TapsOpt = None,
+    protocol: ProtocolOpt = None,
+    seeds: SeedsOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -403,6 +432,7 @@ def update(
     """
     from scaffold.console import show_dry_run
     from scaffold.pipeline.update import update_dir
+    from scaffold.render.tracks import check_seeds, parse_protocol
     from scaffold.resolve.target import check_image_arg, parse_forward_args, parse_taps
 
     forward_args = parse_forward_args(forward_arg)
@@ -425,6 +455,8 @@ def update(
             bands=_band_list(bands),
             iterate2=iterate2,
             taps=tap_list,
+            protocol=parse_protocol(protocol),
+            seeds=check_seeds(seeds),
         )
     if dry_run:
         if as_json:
@@ -452,12 +484,33 @@ def report(
         Path | None,
         typer.Option("--plot", metavar="FILE.png", help="Also draw the comparison into this PNG."),
     ] = None,
+    fmt: Annotated[
+        Literal["table", "markdown", "latex", "csv"],
+        typer.Option(
+            "--format",
+            help="How stdout shows the results: a table, or a paper's table in markdown, LaTeX "
+            "or CSV (per task and track: mean ± std over seeds (n); per track the normalised "
+            "IQM with its 95% stratified-bootstrap interval).",
+        ),
+    ] = "table",
+    leaderboard: Annotated[
+        Path | None,
+        typer.Option(
+            "--leaderboard",
+            metavar="DIR",
+            help="Also write the GEO-Bench-2 leaderboard's submission, one per track, into "
+            "DIR/full_ft and DIR/frozen (results_and_parameters.csv, additional_info.json), and "
+            "check each by the leaderboard's rules.",
+        ),
+    ] = None,
 ) -> None:
     """Compare the backbone with its baselines: one table from the finished benchmark runs.
 
     \b
-    Example: scaffold report my_net --plot comparison.png
-    Exit codes: 0 shown (missing runs are shown as missing), 2 bad input.
+    Example: scaffold report my_net --format markdown --leaderboard submission
+    Exit codes: 0 shown, 1 the leaderboard's rules refuse the written submission, 2 bad input.
+    (0: missing runs are shown as missing, and with --leaderboard the submission is ready;
+    1: each problem on a line of its own.)
     """
     from scaffold.console import results_table
     from scaffold.results.collect import collect, plot_results
@@ -474,11 +527,57 @@ def report(
         _print_json(results.to_dict() | ({"plot": str(plot.resolve())} if plot else {}))
         return
 
-    out().print(results_table(results))
+    if fmt == "table":
+        out().print(results_table(results))
+    else:
+        from scaffold.results.paper import table_text
+
+        sys.stdout.write(table_text(results, fmt))
     for line in results.notes:  # one line each, however long
         err().print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         err().print(f"plot: {plot.resolve()}", markup=False, highlight=False)
+    if leaderboard is not None:
+        _leaderboard(results, directory, leaderboard)
+
+
+def _leaderboard(results, directory: Path, where: Path) -> None:
+    """Write a submission per track into `where`/<track> (the leaderboard ranks the tracks apart
+    and counts the rows of a backbone and dataset together), check each by the leaderboard's
+    rules: "ready", or each problem on a line of its own and exit 1."""
+    from scaffold.results.leaderboard import CSV_FILE, JSON_FILE, validate, write_submission
+    from scaffold.results.paper import kept_info, submission
+
+    if where.exists() and not where.is_dir():
+        raise ScaffoldError(f"--leaderboard {where}: not a folder")
+    rows, info, outside = submission(results, directory)
+    if not rows:
+        raise ScaffoldError(
+            f"--leaderboard {where}: no repeated runs to submit; run `terratorch iterate "
+            "--hpo --repeat --config benchmark.yaml` or `bash fit/seeds.sh` first"
+        )
+    refused = False
+    for track in dict.fromkeys(r["frozen_or_full_ft"] for r in rows):
+        folder = where / track
+        mine = [r for r in rows if r["frozen_or_full_ft"] == track]
+        write_submission(folder, mine, kept_info(folder / JSON_FILE, info))
+        said = f"{folder}: {len(mine)} rows in {CSV_FILE}"
+        if outside:
+            said += f" ({', '.join(outside)}: not the leaderboard's datasets, said in its JSON)"
+        err().print(said, markup=False, highlight=False, soft_wrap=True)
+        problems = validate(folder)
+        for problem in problems:
+            err().print(f"{folder}: {problem}", markup=False, highlight=False, soft_wrap=True)
+        verdict = "not ready" if problems else "ready"
+        err().print(
+            f"{folder}: {verdict} for the leaderboard",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        refused = refused or bool(problems)
+    if refused:
+        raise typer.Exit(1)
 
 
 def _band_list(text: str | None) -> tuple[str, ...] | None:

@@ -290,6 +290,15 @@ def results_table(results) -> Table:
                 cells.append(Text(text))
         arrow = "↓" if row.direction == "min" else "↑"
         table.add_row(Text(row.name), Text(f"{row.metric} {arrow}"), *cells)
+    for track in dict.fromkeys(a.track for a in results.aggregates):
+        found = {a.backbone: a for a in results.aggregates if a.track == track}
+        cells = [
+            Text(f"{a.iqm:.3f} [{a.low:.3f}, {a.high:.3f}]")
+            if (a := found.get(b.name))
+            else Text("missing", "dim")
+            for b in results.backbones
+        ]
+        table.add_row(Text(f"all tasks ({track})"), Text("normalised IQM [95% CI] ↑"), *cells)
     table.caption = Text("* best per task; ± std over seeds (repeated runs)")
     table.caption_justify = "left"
     return table

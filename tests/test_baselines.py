@@ -388,7 +388,9 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
     out = two_baselines.out
     # the config with run_repetitions, as docs/baselines.md says; a copy, so DIR's files stay as generated
     config = tmp_path / "benchmark.yaml"
-    config.write_text((out / "benchmark.yaml").read_text() + "run_repetitions: 2\n")
+    text = (out / "benchmark.yaml").read_text()
+    assert "\nrun_repetitions: 5\n" in text  # the default --seeds
+    config.write_text(text.replace("\nrun_repetitions: 5\n", "\nrun_repetitions: 2\n"))
     # iterate itself, in a fresh process (it registers the backbone wherever it runs), without
     # the 60 s it waits after each seed
     script = (

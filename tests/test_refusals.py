@@ -383,10 +383,11 @@ def test_report_ignores_runs_of_another_backbone(project, monkeypatch):
     results = collect(project.out)
     (row,) = results.tasks
     assert row.source == "repeated" and row.cells[project.backbone].values == [0.5]
-    assert results.notes[-1] == (
+    assert results.notes[-2:] == [
         f"{project.backbone}: seed run smoke_2 (run {seeds[2]}) trained backbone 'resnet18', not "
-        f"{project.backbone!r} as benchmark.yaml says: ignored"
-    )
+        f"{project.backbone!r} as benchmark.yaml says: ignored",
+        f"{project.backbone}: task 'smoke' has 1 of the 5 seeds asked for (seeds 1)",
+    ]
 
 
 def _experiment_dir(out: Path) -> Path:

@@ -194,7 +194,9 @@ def test_update_keeps_a_hand_edit_of_a_fit_config_and_follows_a_hand_added_task(
     assert [t["name"] for t in yaml.safe_load(config.read_text())["tasks"]] == ["smoke", "second"]
 
     update = update_dir(result.out)
-    assert update.changes == [("fit/second.yaml", "added")]
+    # the hand-added task is run with the seeds too
+    assert update.changes == [("fit/second.yaml", "added"), ("fit/seeds.sh", "updated")]
+    assert "TASKS=(smoke second)\n" in (result.out / "fit" / "seeds.sh").read_text()
     assert "    lr: 0.0005  # mine\n" in smoke.read_text()
     added = yaml.safe_load((result.out / "fit" / "second.yaml").read_text())
     assert added["trainer"]["callbacks"] == [

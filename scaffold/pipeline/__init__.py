@@ -83,4 +83,6 @@ def render_options(
         baselines=options.baselines,
         geobench=geobench,
         bands=options.bands,
+        protocol=options.protocol,
+        seeds=options.seeds,
     )

@@ -239,6 +239,8 @@ def plan_new(options: Options, progress=None) -> NewPlan:
         partition=options.partition,
         bands=bands,
         taps=options.taps,
+        protocol=options.protocol,
+        seeds=options.seeds,
     )
     return NewPlan(spec, recorded, datasets, label, geobench, planned)
 

@@ -148,6 +148,8 @@ def update_dir(
     bands: tuple[str, ...] | None = None,
     iterate2: bool | None = None,
     taps: tuple[str, ...] | None = None,
+    protocol: tuple[str, ...] | None = None,
+    seeds: int | None = None,
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `drop_data`: recorded ones to remove (a folder of `data` takes the place of one
@@ -156,8 +158,8 @@ def update_dir(
     moved; `ray`: write (True) or stop writing (False) the Ray route's config,
     None: as recorded (`iterate2` the same for iterate2's files); `baselines`: reference
     backbones to add to those recorded (a config each); `forward_args` and `image_arg` change
-    the recorded ones; `geobench` (ROOT), `partition`, `bands` and `taps` replace the recorded
-    ones (None: as recorded)."""
+    the recorded ones; `geobench` (ROOT), `partition`, `bands`, `taps`, `protocol` (the
+    tracks) and `seeds` replace the recorded ones (None: as recorded)."""
 
     out = Path(directory).resolve()
     read_state(out)  # refuses a folder scaffold did not make
@@ -183,6 +185,13 @@ def update_dir(
         state = dataclasses.replace(
             state, options=dataclasses.replace(state.options, taps=tuple(taps))
         )
+    if protocol is not None or seeds is not None:  # the tracks and seeds: as given, else kept
+        options = dataclasses.replace(
+            state.options,
+            protocol=protocol or state.options.protocol,
+            seeds=seeds or state.options.seeds,
+        )
+        state = dataclasses.replace(state, options=options)
     added = tuple(b for b in dict.fromkeys(baselines) if b not in state.options.baselines)
     if added:
         from scaffold.render.baselines import check_names

@@ -22,6 +22,7 @@ from scaffold.errors import ScaffoldError
 from scaffold.render import smoke
 from scaffold.render.dump import dump
 from scaffold.render.tasks import DATAMODULES
+from scaffold.render.tracks import track_sections
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
 from scaffold.write.names import DATA_DIR, RUNS_DIR, Names, names_for
 
@@ -43,6 +44,8 @@ class RenderOptions:
     baselines: tuple[str, ...] = ()
     geobench: tuple[PlannedTask, ...] = ()  # GEO-Bench datasets as tasks (--geobench)
     bands: tuple[str, ...] = ()  # the model's input bands by TerraTorch's names (--bands)
+    protocol: tuple[str, ...] = ("full_ft",)  # evaluation tracks (render/tracks.py)
+    seeds: int = 5  # repeats of each task (run_repetitions; fit/seeds.sh's seeds 0..N-1)
 
 
 def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
@@ -125,6 +128,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             "input_shape": str(tuple(spec.input_shape)),
             "necks_comment": necks_comment(spec),
             "real_data": bool(options.datasets or options.geobench),
+            "full_ft": "full_ft" in options.protocol,
             "forward_call": not spec.forward_call.plain,
         },
     }
@@ -324,7 +328,9 @@ def yaml_sections(
             bands=options.bands,
             pretrained=options.weights is not None,
         )
-    return sections
+    # The frozen track's tasks and run_repetitions (render/tracks.py).
+    smoke = {"name": "smoke", **task_entry, "datamodule": datamodule(spec, task, Path(DATA_DIR))}
+    return sections | track_sections(sections, smoke, options.protocol, options.seeds)
 
 
 def datamodule(spec: BackboneSpec, task: str, data: Path) -> dict[str, Any]:

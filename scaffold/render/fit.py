@@ -149,7 +149,53 @@ def fit_texts(main_text: str, out: Path, header: str) -> dict[str, bytes]:
             "# its datamodule; each searched hyperparameter at the middle of its range.\n"
         )
         texts[rel] = (comment + body).encode()
+    seeds = main.get("run_repetitions")
+    if tasks and isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
+        names = [str(t["name"]) for t in tasks]
+        texts[SEEDS_SCRIPT] = seeds_script(names, seeds, header).encode()
     return texts
+
+
+SEEDS_SCRIPT = "fit/seeds.sh"
+
+
+def seeds_script(tasks: list[str], seeds: int, header: str) -> str:
+    """``fit/seeds.sh``: every task with the fixed seeds 0..`seeds`-1 (benchmark.yaml's
+    ``run_repetitions``), `terratorch fit` then `terratorch test` on its last checkpoint. Each
+    run's folder ``runs/fit/<task>/seed_<S>`` records its task, track (``<task>_frozen``) and
+    seed; Lightning saves the configuration it ran (``config.yaml``) there, and the test
+    metrics go to ``test/metrics.csv`` beside it (what `scaffold report` reads)."""
+    lines = [
+        "#!/usr/bin/env bash",
+        header,
+        f"# Every task of benchmark.yaml with the fixed seeds 0..{seeds - 1}: fit, then test.",
+        "# From the folder above fit/:",
+        "#   on one machine, one run after the other:  bash fit/seeds.sh",
+        "#   one run (task x seed) by its index:        bash fit/seeds.sh 3",
+        f"#   a Slurm job array, a run per job:          sbatch --array=0-{len(tasks) * seeds - 1} "
+        "fit/seeds.sh",
+        "set -euo pipefail",
+        "# Run from the folder it sits in (Slurm runs a copy of it: then from where sbatch ran).",
+        'cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"',
+        f"TASKS=({' '.join(shlex.quote(t) for t in tasks)})",
+        f"SEEDS={seeds}",
+        "run() {",
+        "  local task=${TASKS[$(($1 / SEEDS))]} seed=$(($1 % SEEDS))",
+        '  local dir="runs/fit/$task/seed_$seed"',
+        '  terratorch fit --config "fit/$task.yaml" --seed_everything "$seed" \\',
+        '    --trainer.default_root_dir "$dir"',
+        '  local ckpt; ckpt=$(find "$dir" -name "*.ckpt" | sort | tail -n 1)',
+        '  terratorch test --config "fit/$task.yaml" --seed_everything "$seed" \\',
+        '    --ckpt_path "$ckpt" --trainer.default_root_dir "$dir" \\',
+        "    --trainer.logger lightning.pytorch.loggers.CSVLogger \\",
+        '    --trainer.logger.init_args.save_dir "$dir" --trainer.logger.init_args.name "" \\',
+        "    --trainer.logger.init_args.version test",
+        "}",
+        "INDEX=${1:-${SLURM_ARRAY_TASK_ID:-}}",
+        'if [ -n "$INDEX" ]; then run "$INDEX"; exit; fi',
+        'for ((i = 0; i < ${#TASKS[@]} * SEEDS; i++)); do run "$i"; done',
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def write_fit_configs(dest: Path, out: Path, header: str) -> list[str]:
@@ -161,4 +207,6 @@ def write_fit_configs(dest: Path, out: Path, header: str) -> list[str]:
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
+        if rel == SEEDS_SCRIPT:
+            path.chmod(0o755)
     return sorted(texts)

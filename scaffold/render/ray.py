@@ -22,7 +22,8 @@ from scaffold.render.dump import dump
 from scaffold.write.names import CONFIG_FILE, RAY_CONFIG_FILE
 
 # Route keys: the classic route's, and the Ray route's (ray_storage_path is read by both).
-CLASSIC_ONLY_KEYS = ("custom_modules_path",)
+# run_repetitions: the Ray route's CLI takes no such argument (it has no --repeat).
+CLASSIC_ONLY_KEYS = ("custom_modules_path", "run_repetitions")
 RAY_KEYS = ("backbone_import", "tmp_dir", "ray_storage_path")
 # terratorch-iterate 0.4 asks this much of Ray for every trial (hard-coded in benchmark_ray.py
 # and model_fitting.py).
@@ -91,6 +92,8 @@ def ray_config_text(classic: str, values: dict[str, str], header: str) -> str:
             )
         elif key == "ray_storage_path":
             out_blocks.append(_replace_value(text, key, values["ray_storage_path"]))
+        elif key in CLASSIC_ONLY_KEYS:
+            continue
         else:
             out_blocks.append(text)
     if "ray_storage_path" not in keys:

@@ -23,6 +23,7 @@ terratorch-iterate, so it cannot be compared.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import math
 import os
@@ -39,12 +40,12 @@ from typing import Any
 import yaml
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.results.paper import REPEATED, check_seeds_and_configs, paper_aggregates
 from scaffold.verify.folder import moved_note
 from scaffold.verify.storage import folder_storage
-from scaffold.write.names import CONFIG_FILE
+from scaffold.write.names import CONFIG_FILE, FIT_DIR, RUNS_DIR
 from scaffold.write.state import read_state
 
-REPEATED = "repeated"
 HPO = "hpo"
 IQM_MIN_SEEDS = 5  # fewer seeds than this make an interquartile mean meaningless
 SEARCH_PAGE = 1000  # runs per page of MLflow's search; every page is read
@@ -64,6 +65,25 @@ class Cell:
 
     values: list[float]
     run_ids: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # repeated runs: each value's seed
+    # each value's configuration (its hyperparameters, the seed left out): seeds of different
+    # configurations are named, never averaged silently
+    configs: list[str] = field(default_factory=list)
+    # each value's hyperparameters as its run recorded them (lr, weight_decay, batch_size)
+    params: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def mixed(self) -> bool:
+        return len(set(self.configs)) > 1
+
+    def in_seed_order(self) -> Cell:
+        """The same runs, in the order of their seeds."""
+        order = sorted(range(len(self.seeds)), key=lambda i: self.seeds[i])
+        for name in ("values", "run_ids", "seeds", "configs", "params"):
+            items = getattr(self, name)
+            if len(items) == len(order):
+                setattr(self, name, [items[i] for i in order])
+        return self
 
     @property
     def mean(self) -> float:
@@ -80,6 +100,8 @@ class Cell:
             "n": len(self.values),
             "values": self.values,
             "run_ids": self.run_ids,
+            "seeds": self.seeds,
+            "mixed_configurations": self.mixed,
         }
 
 
@@ -138,6 +160,8 @@ class Results:
     backbones: list[Backbone]
     tasks: list[TaskRow]
     notes: list[str] = field(default_factory=list)
+    seeds: int = 0  # the seeds asked for (--seeds), 0: not recorded
+    aggregates: list[Any] = field(default_factory=list)  # stats.Aggregate, per backbone and track
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +171,8 @@ class Results:
             "not_run": [b.config.name for b in self.backbones if not b.ran and not b.running],
             "running": [b.config.name for b in self.backbones if b.running],
             "notes": self.notes,
+            "seeds_asked": self.seeds,
+            "aggregates": [{**vars(a), "tasks": list(a.tasks)} for a in self.aggregates],
         }
 
 
@@ -220,6 +246,11 @@ def collect(directory: Path) -> Results:
                 )
     finally:
         stores.close()
+    # The fit route's seeds (fit/seeds.sh) of the backbone's own tasks, where iterate's
+    # repeated runs have none.
+    own_tasks = _tasks_of(_read_config(directory / CONFIG_FILE, []) or {})
+    for task, cell in _fit_cells(directory, own_tasks, notes, own).items():
+        repeated.setdefault(own, {}).setdefault(task, cell)
 
     rows: list[TaskRow] = []
     for task, (metric, direction) in tasks.items():
@@ -237,7 +268,75 @@ def collect(directory: Path) -> Results:
                     f"--hpo --repeat --config {backbone.config}` (with run_repetitions set)"
                 )
         rows.append(row)
-    return Results(directory, backbones, rows, notes)
+    results = Results(directory, backbones, rows, notes, seeds=state.options.seeds)
+    check_seeds_and_configs(results)
+    results.aggregates = paper_aggregates(results)
+    return results
+
+
+def _fit_cells(
+    directory: Path, tasks: dict[str, tuple[str, str]], notes: list[str], who: str
+) -> dict[str, Cell]:
+    """Each task's seeds run by fit/seeds.sh: ``runs/fit/<task>/seed_<S>/test/metrics.csv``
+    (the test metric, ``test/<metric>``) beside the ``config.yaml`` Lightning saved."""
+    cells: dict[str, Cell] = {}
+    for task, (metric, _) in tasks.items():
+        root = directory / RUNS_DIR / FIT_DIR / task
+        for folder in sorted(root.glob("seed_*"), key=lambda p: p.name):
+            match = re.fullmatch(r"seed_(\d+)", folder.name)
+            metrics = folder / "test" / "metrics.csv"
+            if not match or not metrics.is_file():
+                continue
+            key = _test_metric(metric)
+            with metrics.open(newline="", encoding="utf-8") as f:
+                values = [row[key] for row in csv.DictReader(f) if row.get(key)]
+            if not values:
+                notes.append(f"{who}: {metrics} holds no {key}; left out")
+                continue
+            value = float(values[-1])
+            if not math.isfinite(value):
+                notes.append(
+                    f"{who}: fit run {folder} of {task!r} produced {key} = {value}; left out"
+                )
+                continue
+            cell = cells.setdefault(task, Cell([]))
+            cell.values.append(value)
+            cell.run_ids.append(str(folder.relative_to(directory)))
+            cell.seeds.append(int(match.group(1)))
+            key, params = _fit_config(folder / "test" / "config.yaml")
+            cell.configs.append(key)
+            cell.params.append(params)
+    return {task: cell.in_seed_order() for task, cell in cells.items()}
+
+
+def _fit_config(path: Path) -> tuple[str, dict[str, Any]]:
+    """What a fit run trained, from the config Lightning saved: the model and the data (the seed,
+    the folders and the logger left out), and its hyperparameters."""
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return f"unreadable {path}", {}
+    model = (config.get("model") or {}).get("init_args") or {}
+    data = (config.get("data") or {}).get("init_args") or {}
+    params = {
+        "lr": model.get("lr"),
+        "weight_decay": (model.get("optimizer_hparams") or {}).get("weight_decay"),
+        "batch_size": data.get("batch_size"),
+    }
+    return repr({k: config.get(k) for k in ("model", "data")}), params
+
+
+def _hyperparameters(params: dict[str, str]) -> dict[str, Any]:
+    """lr, weight_decay and batch_size as a repeated run's params record them (MLflow keeps
+    text): None where it recorded none."""
+    found: dict[str, Any] = {}
+    for key in ("lr", "weight_decay", "batch_size"):
+        value = next((v for k, v in params.items() if k.split("/")[-1] == key), None)
+        try:
+            found[key] = float(value) if value is not None else None
+        except ValueError:
+            found[key] = None
+    return found
 
 
 def _read_config(path: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -576,19 +675,24 @@ def _repeated_cells(
             cell = cells.setdefault(task, Cell([]))
             cell.values.append(float(value))
             cell.run_ids.append(run.info.run_id)
+            cell.seeds.append(int(match.group(2)))
+            params = {k: v for k, v in run.data.params.items() if "seed" not in k.lower()}
+            cell.configs.append(repr(sorted(params.items())))
+            cell.params.append(_hyperparameters(run.data.params))
         elif value is not None:
             notes.append(
                 f"{who}: seed run {name} of {task!r} (run {run.info.run_id}) produced "
                 f"{key} = {value}; left out of the mean"
             )
-    return cells
+    return {task: cell.in_seed_order() for task, cell in cells.items()}
 
 
 # -- plotting ------------------------------------------------------------------------------------
 def plot_size(results: Results) -> tuple[float, float]:
     """The figure's size in inches (the PNG is this times PLOT_DPI pixels): a panel per task,
     and one for the aggregate in the IQM plot."""
-    panels = max(1, len(results.tasks)) + (1 if iqm_ready(results) else 0)
+    tracks = len({a.track for a in results.aggregates})
+    panels = max(1, len(results.tasks)) + (1 if iqm_ready(results) and not tracks else tracks)
     return (PLOT_MARGIN + PLOT_WIDTH_PER_TASK * panels, PLOT_HEIGHT)
 
 
@@ -635,7 +739,8 @@ def figure(results: Results):
     import matplotlib
 
     matplotlib.use("Agg")
-    iqm = iqm_ready(results)
+    # stats.py's aggregate (the table's) when there is one; else terratorch-iterate's IQM plot
+    iqm = iqm_ready(results) and not results.aggregates
     with warnings.catch_warnings():  # seaborn's deprecations, from terratorch-iterate's calls
         warnings.simplefilter("ignore", FutureWarning)
         fig = _iqm_figure(results) if iqm else _bars_figure(results)
@@ -649,8 +754,11 @@ def _bars_figure(results: Results):
 
     names = [b.name for b in results.backbones]
     colors = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(1, len(results.tasks), squeeze=False)
-    for ax, row in zip(axes[0], results.tasks, strict=True):
+    tracks = list(dict.fromkeys(a.track for a in results.aggregates))
+    fig, axes = plt.subplots(1, len(results.tasks) + len(tracks), squeeze=False)
+    for ax, track in zip(axes[0][len(results.tasks) :], tracks, strict=True):
+        _aggregate_panel(ax, results, track, names, colors)
+    for ax, row in zip(axes[0], results.tasks, strict=False):
         best = set(row.best)
         for i, name in enumerate(names):
             cell = row.cells.get(name)
@@ -668,14 +776,34 @@ def _bars_figure(results: Results):
                 hatch="//" if name in best else None,
             )
             ax.text(i, cell.mean, f"{cell.mean:.3g}", ha="center", va="bottom", fontsize=7)
+            if len(cell.values) > 1:  # each seed, over its bar
+                ax.plot([i] * len(cell.values), cell.values, "k.", markersize=4, zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         arrow = "lower is better" if row.direction == "min" else "higher is better"
         ax.set_title(f"{row.name}\n{row.metric}, {arrow}", fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
     seeds = any(row.source == REPEATED for row in results.tasks)
-    what = "mean ± std over seeds" if seeds else "best HPO trial"
+    what = "mean ± std over seeds, dots: each seed" if seeds else "best HPO trial"
     fig.suptitle(f"{what}; hatched: best", fontsize=9)
     return fig
+
+
+def _aggregate_panel(ax, results: Results, track: str, names: list[str], colors) -> None:
+    """One track's normalised IQM per backbone with its 95% stratified-bootstrap interval."""
+    found = {a.backbone: a for a in results.aggregates if a.track == track}
+    for i, name in enumerate(names):
+        a = found.get(name)
+        if a is None:
+            ax.text(i, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=8)
+            continue
+        ax.bar(i, a.iqm, color=colors[i % len(colors)])
+        ax.errorbar(i, a.iqm, yerr=[[a.iqm - a.low], [a.high - a.iqm]], fmt="none", ecolor="k",
+                    capsize=4)  # fmt: skip
+        ax.text(i, a.high, f"{a.iqm:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_title(f"all tasks ({track})\nnormalised IQM, 95% CI", fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
 
 
 def _iqm_figure(results: Results):

@@ -34,7 +34,9 @@ BATCH_TARGETS = ("image", "mask", "label", "filename")
 
 
 def fit_files(state) -> list[str]:
-    return sorted(rel for rel in state.files if rel.startswith(f"{FIT_DIR}/"))
+    return sorted(
+        rel for rel in state.files if rel.startswith(f"{FIT_DIR}/") and rel.endswith(".yaml")
+    )
 
 
 def check_fit(context) -> str:

@@ -19,6 +19,8 @@
    Lightning's DDP needs); ``fit configs``: each ``fit/<task>.yaml`` as ``terratorch fit``
    meets it: its settings and paths, TerraTorch's CLI builds what it names, and one training
    batch of its data goes through the task's model (``fit.py``);
+   ``tracks`` (with the frozen track): one training step of a frozen task leaves its encoder's
+   parameters unchanged, and one of a full_ft task changes them (``tracks.py``);
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
    ``band weights`` (with ``--weights`` and ``--bands``): each task's first layer holds the
@@ -51,6 +53,7 @@ from scaffold.verify.geobench import check_geobench_data, reads_geobench
 from scaffold.verify.reference import check_reference
 from scaffold.verify.sizes import check_sizes
 from scaffold.verify.smoke_data import check_smoke_data
+from scaffold.verify.tracks import check_tracks, tracked_files
 from scaffold.verify.trainable import check_trainable
 from scaffold.verify.types import Check, CheckFailed, VerifyReport
 from scaffold.write.journal import roll_back, say_rolled_back
@@ -141,6 +144,8 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
 
     if fit_files(state):
         passed.append(run("fit configs", lambda: check_fit(context)))
+    if tracked_files(state):  # the frozen track: its encoder stays, the full track's learns
+        passed.append(run("tracks", lambda: check_tracks(context)))
 
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
     if state.options.weights is not None:

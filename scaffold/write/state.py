@@ -55,6 +55,10 @@ class Options:
     bands: tuple[str, ...] = ()
     # The features the person named (--taps), as `scaffold inspect` prints them.
     taps: tuple[str, ...] = ()
+    # The evaluation tracks (--protocol: full_ft, frozen) and the seeds each task is repeated
+    # with (--seeds N: seeds 0..N-1).
+    protocol: tuple[str, ...] = ("full_ft",)
+    seeds: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -65,6 +69,7 @@ class Options:
         data["baselines"] = list(self.baselines)
         data["bands"] = list(self.bands)
         data["taps"] = list(self.taps)
+        data["protocol"] = list(self.protocol)
         return data
 
     @classmethod
@@ -87,6 +92,8 @@ class Options:
             partition=data.get("partition") or "default",
             bands=tuple(data.get("bands") or ()),
             taps=tuple(data.get("taps") or ()),
+            protocol=tuple(data.get("protocol") or ("full_ft",)),
+            seeds=int(data.get("seeds") or 5),
         )
 
 
