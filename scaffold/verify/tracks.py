@@ -22,8 +22,8 @@ from pathlib import Path
 from scaffold.errors import one_line
 from scaffold.render.tracks import FROZEN, FULL_FT, track_of
 from scaffold.verify.fit import _build, _import_custom_modules, fit_files
-from scaffold.write.names import output_folder
 from scaffold.verify.types import CheckFailed, read_config
+from scaffold.write.names import output_folder
 
 
 def tracked_files(state) -> dict[str, str]:
@@ -44,7 +44,6 @@ def check_tracks(context) -> str:
 def check_track(path: Path, track: str) -> str:
     """One training step of the task `path` names; what its encoder's parameters did, checked
     against `track`."""
-    import torch
 
     config = read_config(path)
     # From the output folder, as `terratorch fit` runs (its paths are relative to it).
