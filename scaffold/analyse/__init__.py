@@ -427,20 +427,26 @@ def _measure_frames(
         if found is not None and found.counts:
             found = TokenFrames(found.frames, found.counts, found.per_frame | vectors)
             return found, [
-                f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
-                f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
+                (
+                    f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
+                    f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
+                )
             ]
         if found is not None:
             vectors |= found.per_frame
         min_step = 2  # one frame more changed no count: temporal patches of several frames
     if vectors:  # only vectors per frame (a day-of-year embedding): no frame grids
         return TokenFrames(0, frozenset(), vectors), [
-            f"token tensors of {', '.join(map(str, sorted(vectors)))} tokens hold one vector per "
-            "frame (their counts follow the frames): not maps"
+            (
+                f"token tensors of {', '.join(map(str, sorted(vectors)))} tokens hold one vector per "
+                "frame (their counts follow the frames): not maps"
+            )
         ]
     return None, [
-        f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
-        "tensors are read as one grid"
+        (
+            f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
+            "tensors are read as one grid"
+        )
     ]
 
 
