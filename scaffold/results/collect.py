@@ -647,7 +647,7 @@ def _bars_figure(results: Results):
     from matplotlib import pyplot as plt
 
     names = [b.name for b in results.backbones]
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # tab10 is a ListedColormap
     fig, axes = plt.subplots(1, len(results.tasks), squeeze=False)
     for ax, row in zip(axes[0], results.tasks, strict=True):
         best = set(row.best)
