@@ -44,7 +44,7 @@ def spec_table(spec: BackboneSpec) -> Table:
         extra = f" +{f.prefix_tokens} prefix" if f.prefix_tokens else ""
         extra += f" +{f.suffix_tokens} suffix" if f.suffix_tokens else ""
         extra += f" {f.groups} groups" if f.groups > 1 else ""
-        cells = [
+        cells: list[str | Text] = [
             str(i),
             Text(module),
             str(f.num_chs),

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from scaffold.spec import Layout
+
 MAX_PREFIX_TOKENS = 8  # class token plus register tokens
 
 
@@ -19,7 +21,7 @@ class Placement:
     (one per patch embedding, group after group); `num_chs` is then the groups' channels
     side by side (groups x the tokens' channels)."""
 
-    layout: str
+    layout: Layout
     num_chs: int
     reduction: int
     grid: tuple[int, int]

@@ -276,7 +276,8 @@ class BackboneSpec:
         data["in_chans"] = self.in_chans
         data["num_frames"] = self.num_frames
         data["img_size"] = list(self.img_size)
-        return _jsonable(data)
+        jsonable: dict[str, Any] = _jsonable(data)
+        return jsonable
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -225,8 +225,10 @@ def test_unknown_baseline_is_refused_before_anything_is_written(tmp_path):
     done = run_cli("new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--baseline", "nope")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: --baseline 'nope': TerraTorch's BACKBONE_REGISTRY does not know it (a timm "
-        "name such as resnet18, or a TerraTorch name such as terratorch_prithvi_eo_v2_300)"
+        (
+            "error: --baseline 'nope': TerraTorch's BACKBONE_REGISTRY does not know it (a timm "
+            "name such as resnet18, or a TerraTorch name such as terratorch_prithvi_eo_v2_300)"
+        )
     ]
     assert not out.exists()
 
@@ -296,7 +298,7 @@ def test_new_backbone_with_a_baseline_verifies_both(verified):
 @pytest.mark.e2e
 def test_report_gives_every_task_and_backbone_and_marks_the_best(verified, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's file store, read here
-    out, _, data = verified
+    out, _, _data = verified
     code, report = run_json("report", str(out))
     assert code == 0
     assert [b["name"] for b in report["backbones"]] == ["small_cnn", "resnet18"]

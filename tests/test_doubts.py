@@ -88,8 +88,10 @@ def test_a_forward_intermediates_that_differs_is_a_doubt():
     assert [(d.kind, d.message) for d in spec.doubts] == [
         (
             "declared-features",
-            "the model's forward_intermediates gives 8 at 2, 16 at 4, 32 at 8; scaffold taps "
-            "stem (8 at 2), stage1 (24 at 4), stage2 (32 at 8)",
+            (
+                "the model's forward_intermediates gives 8 at 2, 16 at 4, 32 at 8; scaffold taps "
+                "stem (8 at 2), stage1 (24 at 4), stage2 (32 at 8)"
+            ),
         )
     ]
 

@@ -187,9 +187,11 @@ def test_sizes_check_fails_a_feature_off_its_grid(backbones):
     assert found["features"][0]
     assert found["sizes"] == (
         False,
-        "at 128x128 feature 2 (`model.conv3`) of timm's features_only model has shape "
-        "(2, 32, 8, 8), expected (B, 32, 16, 16) for reduction 8 (or up to 4 cells fewer: "
-        "unpadded layers)",
+        (
+            "at 128x128 feature 2 (`model.conv3`) of timm's features_only model has shape "
+            "(2, 32, 8, 8), expected (B, 32, 16, 16) for reduction 8 (or up to 4 cells fewer: "
+            "unpadded layers)"
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 from scaffold.errors import ScaffoldError
 from scaffold.pipeline.new_backbone import Options, generate
 
-from .conftest import MODELS, run_cli, run_fresh
+from .conftest import MODELS, ROOT, run_cli, run_fresh
 
 # Run in a fresh interpreter, from another working directory: import each generated package, build
 # the backbone with timm (features_only), through BACKBONE_REGISTRY and through the generated
@@ -115,6 +116,41 @@ def test_generated_code_is_clean_under_ruff(generated):
             text=True,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="backbone.py's _frame_grid falls off its end, returning None on a mismatch (RET503); "
+    "the typed runtime module fixes it: drop this mark then",
+)
+def test_generated_code_is_clean_under_the_repositorys_rules(generated):
+    """The rules scaffold/ keeps (pyproject.toml's select: RET, RUF, B, ...), not ruff's defaults."""
+    dirs = [str(r.out) for r in generated.values()]
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--config", str(ROOT / "pyproject.toml")]
+        + ["--no-cache", *dirs],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.xfail(
+    run=False,
+    reason="generated packages are not mypy-clean yet (_frame_grid's missing return, Optional "
+    "features, timm's index types): the typed runtime module fixes them; a cold mypy over "
+    "timm and torch takes a minute, so this runs once that lands and the mark is dropped",
+)
+def test_generated_package_type_checks(generated):
+    result = generated["cnn"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
+        + ["--cache-dir", os.devnull, str(result.package)],  # no cache left in the folder
+        cwd=result.out,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_generated_file_says_it_was_generated(generated):
@@ -239,7 +275,7 @@ def test_values_are_quoted_not_pasted(tmp_path):
     result = generate(Options(str(model), {"tag": tag}, out=out))
     backbone = result.package / "backbone.py"
     namespace: dict = {}
-    exec(compile(backbone.read_text(), str(backbone), "exec"), namespace)
+    exec(compile(backbone.read_text(), str(backbone), "exec"), namespace)  # noqa: S102 (code this test generated)
     assert namespace["MODEL_ARGS"] == {"tag": tag}
     assert namespace["MODEL_IMPORT_ROOT"] == str(weird)
     config = yaml.safe_load(result.benchmark_config.read_text())

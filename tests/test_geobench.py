@@ -144,7 +144,7 @@ torch.save(found, result)
 
 @pytest.mark.e2e
 def test_each_tasks_first_layer_is_the_checkpoint_sliced_by_band_name(bench, tmp_path):
-    code, data, config, ckpt, out = bench
+    code, data, _config, ckpt, out = bench
     assert code == 0, data
     result = tmp_path / "first.pt"
     done = run_fresh([sys.executable, "-c", BUILD_FIRST_LAYERS, str(out), str(result)])
@@ -488,7 +488,7 @@ def test_the_pickle_check_builds_what_geobench_writes_and_refuses_the_rest():
     objects = np.array([Payload("true")], dtype=object)
     assert unsafe_global(str(pickle.dumps({"label": 0, "x": objects}))) is not None
     assert unsafe_global(str(pickle.dumps({"label": 0, "x": Payload("true")}))) == SYSTEM
-    with pytest.raises(UnsafePickle, match="builtins.eval"):
+    with pytest.raises(UnsafePickle, match=r"builtins\.eval"):
         load_attributes(str(b"cbuiltins\neval\n(S'1'\ntR."))
 
 

@@ -270,7 +270,7 @@ def test_sigterm_during_the_iterate2_check_leaves_no_process_behind(tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     try:
-        out, err = waited(process, [])
+        _out, err = waited(process, [])
         time.sleep(1)  # an orphan would still be running now
         alive = []
         for child in children:

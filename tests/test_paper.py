@@ -162,7 +162,7 @@ def test_fewer_seeds_a_nan_and_mixed_configurations_are_named(project):
 
 
 def test_a_leaderboard_submission_is_ready(project, tmp_path):
-    result, main, base, own_args, base_args = project
+    result, main, _base, own_args, _base_args = project
     _log(main, own_args, {t: [0.5, 0.6, 0.7, 0.8, 0.9] for t in CORE})
     where = tmp_path / "submission"
     done = run_cli("report", str(result.out), "--leaderboard", str(where))
@@ -192,7 +192,7 @@ def test_a_leaderboard_submission_is_ready(project, tmp_path):
 
 
 def test_four_seeds_or_a_wrong_metric_is_refused_with_the_reason(project, tmp_path):
-    result, main, base, own_args, base_args = project
+    result, main, _base, own_args, _base_args = project
     _tasks(main, CORE[:-1])
     config = yaml.safe_load(main.read_text())
     config["tasks"].append({**config["tasks"][0], "name": CORE[-1], "metric": "val/loss"})
@@ -230,7 +230,7 @@ def test_four_seeds_or_a_wrong_metric_is_refused_with_the_reason(project, tmp_pa
 def test_fit_runs_are_read_in_seed_order_and_a_changed_config_is_named(project):
     """fit/seeds.sh's folders, as `terratorch test` leaves them: test/metrics.csv (CSVLogger) and
     test/config.yaml (LightningCLI's saved configuration)."""
-    result, main, base, own_args, base_args = project
+    result, _main, _base, _own_args, _base_args = project
     fit = yaml.safe_load((result.out / "fit" / "smoke.yaml").read_text())
     for seed, value, lr in ((10, 0.7, 1e-4), (2, 0.5, 1e-4), (3, 0.6, 5e-4)):
         folder = result.out / "runs" / "fit" / "pastis" / f"seed_{seed}" / "test"
@@ -257,7 +257,7 @@ def test_geobench_v1_tasks_go_by_their_v1_names_and_data_tasks_are_marked(projec
 
     from scaffold.data.geobench import GeobenchTask, write_tasks
 
-    result, main, base, own_args, base_args = project
+    result, main, _base, own_args, _base_args = project
     _tasks(main, ["cashew", "floods"])
     task = GeobenchTask(
         "cashew", "/data/segmentation_v1.0", "m-cashew-plant", "terratorch.datamodules.X",

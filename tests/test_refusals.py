@@ -307,8 +307,10 @@ def test_report_says_that_the_newest_run_produced_nan(project, monkeypatch):
     results = collect(project.out)
     assert smoke_value(results) is None  # not the older run's 0.4
     assert results.notes == [
-        f"{project.backbone}: the newest run of 'smoke' (run {newest}) produced "
-        "best_val/loss = nan; shown as missing"
+        (
+            f"{project.backbone}: the newest run of 'smoke' (run {newest}) produced "
+            "best_val/loss = nan; shown as missing"
+        )
     ]
 
 
@@ -363,8 +365,10 @@ def test_report_ignores_runs_of_another_backbone(project, monkeypatch):
     results = collect(project.out)
     assert smoke_value(results) == pytest.approx(0.4)
     assert results.notes == [
-        f"{project.backbone}: run {theirs} of 'smoke' trained backbone 'resnet18', not "
-        f"{project.backbone!r} as benchmark.yaml says: ignored"
+        (
+            f"{project.backbone}: run {theirs} of 'smoke' trained backbone 'resnet18', not "
+            f"{project.backbone!r} as benchmark.yaml says: ignored"
+        )
     ]
 
     # --repeat's seed runs record the task's model_args as params (Lightning's MLflow logger)
@@ -384,8 +388,10 @@ def test_report_ignores_runs_of_another_backbone(project, monkeypatch):
     (row,) = results.tasks
     assert row.source == "repeated" and row.cells[project.backbone].values == [0.5]
     assert results.notes[-2:] == [
-        f"{project.backbone}: seed run smoke_2 (run {seeds[2]}) trained backbone 'resnet18', not "
-        f"{project.backbone!r} as benchmark.yaml says: ignored",
+        (
+            f"{project.backbone}: seed run smoke_2 (run {seeds[2]}) trained backbone 'resnet18', not "
+            f"{project.backbone!r} as benchmark.yaml says: ignored"
+        ),
         f"{project.backbone}: task 'smoke' has 1 of the 5 seeds asked for (seeds 1)",
     ]
 
@@ -628,7 +634,7 @@ def as_another_user(function) -> str | None:
             function()
         except ScaffoldError as exc:
             message = b"E" + str(exc).encode()
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent as it is
+        except BaseException as exc:  # reported to the parent as it is
             message = b"X" + f"{type(exc).__name__}: {exc}".encode()
         os.write(write, message)
         os._exit(0)
@@ -1058,8 +1064,10 @@ def test_held_three_parallel_runs_into_one_out_leave_one_backbone(tmp_path):
         errors = [line for line in stderr.splitlines() if line.startswith("error:")]
         if code == 2:
             assert errors == [
-                f"error: --out {out}: another scaffold run wrote it meanwhile; run `scaffold "
-                f"update {out}` to regenerate it"
+                (
+                    f"error: --out {out}: another scaffold run wrote it meanwhile; run `scaffold "
+                    f"update {out}` to regenerate it"
+                )
             ] or errors[0].startswith(f"error: --out {out}: already holds a generated backbone")
     nothing_but(tmp_path, "out")
     assert (out / ".scaffold" / "state.json").is_file()

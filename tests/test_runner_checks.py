@@ -76,10 +76,10 @@ def test_a_channel_count_the_data_does_not_have_is_a_finding(made, tmp_path):
 @pytest.mark.parametrize(
     ("key", "named"),
     [
-        ("max_epochs", "trainer.max_epochs: 0: Lightning accepts it, but the real run would "
-                       "train on nothing"),
-        ("limit_train_batches", "trainer.limit_train_batches: 0: Lightning accepts it, but the "
-                                "real run would train on nothing"),
+        ("max_epochs", ("trainer.max_epochs: 0: Lightning accepts it, but the real run would "
+                       "train on nothing")),
+        ("limit_train_batches", ("trainer.limit_train_batches: 0: Lightning accepts it, but the "
+                                "real run would train on nothing")),
     ],
 )  # fmt: skip
 def test_a_fit_config_that_trains_on_nothing_is_a_finding(made, tmp_path, key, named):

@@ -61,7 +61,7 @@ def one_error_line(stderr: str) -> str:
 
 # -- 1. merge bases that tree-wide tools cannot edit ---------------------------------------------
 def test_sed_and_ruff_format_over_the_folder_lose_no_edit(project):
-    model, result = project
+    _model, result = project
     out = result.out
     # A replace-in-files over every Python and YAML file, hidden folders included, ...
     for path in [*out.rglob("*.py"), *out.rglob("*.yaml")]:
@@ -161,7 +161,7 @@ def test_update_rewrites_only_its_own_data_files_and_says_so(project):
 # -- 3. and 5. copied and moved folders, moved models --------------------------------------------
 @pytest.mark.e2e
 def test_verify_of_a_copied_folder_runs_the_copy_never_the_original(project, tmp_path):
-    model, result = project
+    _model, result = project
     out = result.out
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, symlinks=True)
@@ -170,7 +170,7 @@ def test_verify_of_a_copied_folder_runs_the_copy_never_the_original(project, tmp
     # runs itself as it is, with nothing to re-point.
     report = verify_dir(copy)
     assert report.ok, checks(report)
-    assert list(checks(report))[0] == "folder" and "benchmark" in checks(report)
+    assert next(iter(checks(report))) == "folder" and "benchmark" in checks(report)
     package = sys.modules[result.backbone]
     assert Path(package.__file__).parent == copy / result.backbone
     # The run's results went into the copy, none into the original.
@@ -349,7 +349,7 @@ def test_bad_weights_are_refused_before_anything_is_written(tmp_path):
         generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "b", weights=history))
     pickled = tmp_path / "plain.pkl"
     pickled.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
-    with pytest.raises(ScaffoldError, match="not a checkpoint torch.load"):
+    with pytest.raises(ScaffoldError, match=r"not a checkpoint torch\.load"):
         generate(Options(str(MODELS / "cnn.py"), {}, out=tmp_path / "c", weights=pickled))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.pt", "notes.txt", "plain.pkl"]
 
@@ -404,6 +404,6 @@ def test_ctrl_c_during_the_writes_finishes_them_and_says_what_was_done(project, 
 
 
 def test_verify_takes_the_lock(project):
-    model, result = project
+    _model, result = project
     with locked(result.out), pytest.raises(ScaffoldError, match="another scaffold process"):
         verify_dir(result.out, quick=True)

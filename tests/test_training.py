@@ -101,8 +101,10 @@ def test_trainable_check_names_a_layer_the_forward_never_uses(tmp_path):
     )
     assert found["fit configs"] == (
         True,
-        "terratorch fit parses and builds fit/smoke.yaml; one training batch of each task's "
-        "data runs through its model",
+        (
+            "terratorch fit parses and builds fit/smoke.yaml; one training batch of each task's "
+            "data runs through its model"
+        ),
     )
 
     backbone_py = result.package / "backbone.py"

@@ -84,7 +84,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
 
 
 def test_update_without_a_model_change_touches_nothing(project):
-    model, result = project
+    _model, result = project
     (result.package / "factory.py").write_text(
         (result.package / "factory.py").read_text() + "# mine\n"
     )
@@ -225,7 +225,7 @@ def test_a_deleted_file_stays_deleted_and_is_reported(project):
 
 def test_template_changes_flow_through_the_same_merge(project):
     """As if an older scaffold had written another comment: pristine and disk both have it."""
-    model, result = project
+    _model, result = project
     rel = f"{result.backbone}/registration.py"
     old_comment = (
         "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning)."
@@ -237,14 +237,14 @@ def test_template_changes_flow_through_the_same_merge(project):
     state["bases"][rel] = encode_base(disk.read_bytes())  # what the older scaffold rendered
     state_path.write_text(json.dumps(state, indent=2) + "\n")
     disk.write_text(disk.read_text() + "# mine\n")
-    code, data = run_json("update", str(result.out), "--no-verify")
+    code, _data = run_json("update", str(result.out), "--no-verify")
     assert code == 0
     text = disk.read_text()
     assert old_comment in text and "old wording" not in text and text.endswith("# mine\n")
 
 
 def test_a_second_process_is_refused_while_one_holds_the_lock(project):
-    model, result = project
+    _model, result = project
     lock = result.out / ".scaffold" / "lock"
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -128,7 +128,7 @@ class SwinBlock3D(nn.Module):
         return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, d, h, w, c = x.shape
+        b, d, h, w, _c = x.shape
         win, shift = clamp_window((d, h, w), self.window_size, self.shift_size)
         shortcut = x
         x = self.norm1(x)

@@ -15,7 +15,7 @@ from scaffold.analyse.frozen import (
 )
 from scaffold.errors import ScaffoldError
 from scaffold.grid import Grids, TokenFrames
-from scaffold.spec import BackboneSpec, Doubt, Param
+from scaffold.spec import BackboneSpec, Doubt, FeatureSpec, Param
 
 if TYPE_CHECKING:
     from scaffold.resolve.static import ModuleClass
@@ -85,7 +85,7 @@ def analyse_model(
         except ForwardFailed as exc:
             failures.append((shape, exc))
     else:
-        shape, exc = failures[0]
+        shape, failed = failures[0]
         hint = (
             "" if input_shape else "; pass --input-shape C,H,W (or C,T,H,W) if it expects another"
         )
@@ -96,12 +96,12 @@ def analyse_model(
                 "or the meta device: put tensors on the input's device (x.device) rather than "
                 "calling .cuda()"
             ) from gpu.cause
-        if isinstance(exc.cause, ArgumentsUnplaced):
-            raise ScaffoldError(f"{name}: on an input of shape {(BATCH, *shape)}, {exc.cause}")
-        missing = _missing_input_hint(exc.cause, args, obj, model)
+        if isinstance(failed.cause, ArgumentsUnplaced):
+            raise ScaffoldError(f"{name}: on an input of shape {(BATCH, *shape)}, {failed.cause}")
+        missing = _missing_input_hint(failed.cause, args, obj, model)
         raise ScaffoldError(
-            f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {exc}{missing or hint}"
-        ) from exc.cause
+            f"{name}: forward raised on an input of shape {(BATCH, *shape)}: {failed}{missing or hint}"
+        ) from failed.cause
 
     if not trace.outputs:
         raise ScaffoldError(f"{name}: forward returned {trace.output_kind} with no tensor in it")
@@ -291,7 +291,7 @@ def _measure_grids(
     return Grids(tokens=layouts, reductions=reductions), notes + grid_notes, doubts
 
 
-def _group_why(f: Any) -> str:
+def _group_why(f: FeatureSpec) -> str:
     """The why of a feature of tokens of several patch embeddings: how they become a map."""
     if f.groups <= 1:
         return f.why
@@ -427,20 +427,26 @@ def _measure_frames(
         if found is not None and found.counts:
             found = TokenFrames(found.frames, found.counts, found.per_frame | vectors)
             return found, [
-                f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
-                f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
+                (
+                    f"token tensors hold {found.frames} frame(s) of the {t}-frame input (their "
+                    f"counts at {t} and {other} frames): read as frames of a grid (NTLC)"
+                )
             ]
         if found is not None:
             vectors |= found.per_frame
         min_step = 2  # one frame more changed no count: temporal patches of several frames
     if vectors:  # only vectors per frame (a day-of-year embedding): no frame grids
         return TokenFrames(0, frozenset(), vectors), [
-            f"token tensors of {', '.join(map(str, sorted(vectors)))} tokens hold one vector per "
-            "frame (their counts follow the frames): not maps"
+            (
+                f"token tensors of {', '.join(map(str, sorted(vectors)))} tokens hold one vector per "
+                "frame (their counts follow the frames): not maps"
+            )
         ]
     return None, [
-        f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
-        "tensors are read as one grid"
+        (
+            f"no token count changed with the frames ({t} and {' or '.join(tried)} tried): token "
+            "tensors are read as one grid"
+        )
     ]
 
 
@@ -489,10 +495,11 @@ def _missing_input_hint(exc: BaseException, args: dict[str, Any], obj: Any, mode
     )
 
 
-def _needs_gpu(exc: BaseException) -> bool:
+def _needs_gpu(raised: BaseException) -> bool:
     """The forward asked for CUDA (`.cuda()`, `device="cuda"`) where there is none, or mixed a
     CUDA tensor with the traced input."""
     seen: set[int] = set()
+    exc: BaseException | None = raised
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if re.search(r"\bCUDA\b|NVIDIA driver|\bcuda(:\d+)?\b", str(exc)):
@@ -506,7 +513,7 @@ def _follow_input_shape(args: dict[str, Any], guess, input_shape: tuple[int, ...
     constructor has a parameter for it and the person did not set that parameter already."""
     default = guess.shapes[0]
     changed: list[str] = []
-    pairs = [(guess.in_chans_arg, input_shape[0], default[0])]
+    pairs: list[tuple[str | None, Any, Any]] = [(guess.in_chans_arg, input_shape[0], default[0])]
     if len(input_shape) == 4 and len(default) == 4:
         pairs.append((guess.frames_arg, input_shape[1], default[1]))
     h, w = input_shape[-2:]

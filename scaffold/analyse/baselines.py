@@ -38,7 +38,7 @@ def probe_backbone(name: str, input_shape: tuple[int, ...]) -> Baseline:
     from terratorch.registry import BACKBONE_REGISTRY
 
     in_chans = int(input_shape[1])
-    size = tuple(int(s) for s in input_shape[-2:])
+    size = (int(input_shape[-2]), int(input_shape[-1]))
     model_args: dict[str, Any] = {}
     # As given; a timm ViT told the image size; a TerraTorch backbone told its bands (it reads
     # the channel count from `bands`, not `in_chans`).

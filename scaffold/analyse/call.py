@@ -43,16 +43,19 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from scaffold.errors import ScaffoldError, one_line
-from scaffold.spec import ForwardCall
+from scaffold.spec import ArgForm, ForwardCall
 
-FORMS = ("value", "tensor", "batched")
+if TYPE_CHECKING:
+    from scaffold.analyse.trace import Trace
+
+FORMS: tuple[ArgForm, ...] = ("value", "tensor", "batched")
 SEEDS = (1, 2)  # random states of the two calls compared for determinism
 MAX_COMBINATIONS = 27  # forms tried per call (3 arguments that may each take 3 forms)
 # A forward parameter that switches masking: "mask" in its name, a ratio above 0 as default.
@@ -258,12 +261,12 @@ def resample_frames(value: list[Any], frames: int) -> list[Any]:
     return out.tolist()
 
 
-def form_options(plan: CallPlan) -> dict[str, tuple[str, ...]]:
+def form_options(plan: CallPlan) -> dict[str, tuple[ArgForm, ...]]:
     """The forms each argument may take; None, strings, booleans and dicts stay as given."""
     return {k: ("value",) if _only_as_given(v) else FORMS for k, v in plan.args.items()}
 
 
-def form_choices(plan: CallPlan) -> Iterator[dict[str, str]]:
+def form_choices(plan: CallPlan) -> Iterator[dict[str, ArgForm]]:
     """Every combination of forms, the fewest changed from "as given" first (the order of the
     arguments decides nothing but ties)."""
     options = form_options(plan)
@@ -296,7 +299,7 @@ def as_form(value: Any, form: str, x: torch.Tensor) -> Any:
 
 
 def forward_inputs(
-    plan: CallPlan, forms: dict[str, str], x: torch.Tensor
+    plan: CallPlan, forms: dict[str, ArgForm], x: torch.Tensor
 ) -> tuple[list[Any], dict[str, Any]]:
     """The positional and keyword arguments of one forward call on the image `x`."""
     kwargs: dict[str, Any] = {}
@@ -327,7 +330,7 @@ class RandomDraws(TorchFunctionMode):
         self.draws: dict[str, int] = {}
         self.calls = 0  # torch functions called: how far a forward got
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         out = func(*args, **kwargs)
@@ -359,7 +362,7 @@ class Invoker:
     "BTCHW" `layout`: the (B, C, T, H, W) image is passed with time before channels."""
 
     plan: CallPlan
-    forms: dict[str, str]
+    forms: dict[str, ArgForm]
     fixed_noise: bool = False
     draws: dict[str, int] = field(default_factory=dict)
     layout: str = "BCTHW"
@@ -414,7 +417,7 @@ def resolve_invoker(
     options = form_options(plan)
     tried: dict[tuple[str, ...], _Attempt] = {}
 
-    def attempt(forms: dict[str, str]) -> _Attempt:
+    def attempt(forms: dict[str, ArgForm]) -> _Attempt:
         key = tuple(forms.values())
         if key not in tried:
             invoker = Invoker(plan, forms, layout=layout)
@@ -436,8 +439,8 @@ def resolve_invoker(
         best = attempt({k: "value" for k in options})
         for _ in options:  # a pass per argument at most: each pass places one more
             improved = False
-            for key, forms in options.items():
-                for form in forms:
+            for key, choices in options.items():
+                for form in choices:
                     trial = attempt({**best.invoker.forms, key: form})
                     if trial.error is None:
                         return trial.invoker, trial.output
@@ -453,7 +456,7 @@ def resolve_invoker(
 
 
 def _unplaced(
-    options: dict[str, tuple[str, ...]], best: _Attempt, attempt
+    options: dict[str, tuple[ArgForm, ...]], best: _Attempt, attempt
 ) -> tuple[list[str], Exception]:
     """The arguments at the failure of `best`: every other form of theirs fails no earlier but
     otherwise (another error), so the forward reads them there and no form fits. An argument
@@ -487,7 +490,7 @@ def trace_called(
     layout: str = "BCTHW",
     given_frames: int | None = None,
     compare: bool = True,
-) -> tuple[Any, dict[str, Any], list[str]]:
+) -> tuple[Trace, ForwardCall, list[str]]:
     """Find how the forward is called on a (B, *shape) image, switch masking and random draws
     off, and trace it: (the Trace, the spec's forward_call, notes for the person).
 
@@ -587,7 +590,7 @@ def forward_call_spec(plan: CallPlan, invoker: Invoker) -> ForwardCall:
     )
 
 
-def describe_call(plan: CallPlan, forms: dict[str, str]) -> str:
+def describe_call(plan: CallPlan, forms: dict[str, ArgForm]) -> str:
     """``forward(x, wavelengths=tensor([...]))``-like text for a person."""
     shown = {"value": "{}", "tensor": "tensor({})", "batched": "tensor({}) repeated over the batch"}
     items: dict[str, list[str]] = {}
@@ -598,7 +601,7 @@ def describe_call(plan: CallPlan, forms: dict[str, str]) -> str:
         items.setdefault(param, []).append(f"{item!r}: {text}" if item else text)
     image = f"{image_key!r}: image" if image_key else "image"
     items.setdefault(image_param, []).insert(0, image)
-    parts = []
+    parts: list[str] = []
     for param, texts in items.items():
         value = (
             "{" + ", ".join(texts) + "}" if "." in plan.image and param == image_param else texts[0]

@@ -9,6 +9,8 @@ when no module reads it whole at its grid."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Set
+from typing import Literal
 
 from scaffold.analyse.trace import Call
 from scaffold.analyse.walk import Flow
@@ -105,7 +107,13 @@ def _combined(
 
 
 def _moved(
-    flow: Flow, tap: FeatureSpec, tensor: int, why: str, module: str, source: str, call: int
+    flow: Flow,
+    tap: FeatureSpec,
+    tensor: int,
+    why: str,
+    module: str,
+    source: Literal["input", "output"],
+    call: int,
 ) -> FeatureSpec | None:
     """`tap` moved to the combination `tensor` (None: it is no feature map), taken at `module`'s
     `source` ("input": what enters its call `call`; "output": what the forward returns)."""
@@ -134,7 +142,7 @@ def _read_by_a_module(flow: Flow, own: Call, tid: int) -> bool:
 
 
 def _first_combination(
-    flow: Flow, tid: int | None, others: set[int | None], own: Call
+    flow: Flow, tid: int | None, others: Set[int | None], own: Call
 ) -> int | None:
     """The first tensor made by functions of `tid` that is also made of one of `others`, after
     `own` (the call that returns `tid`) returned: not inside it."""

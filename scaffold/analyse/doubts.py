@@ -72,15 +72,15 @@ def narrowing_end_doubt(
     module = trace.model.get_submodule(call.name)
     if not any(True for _ in module.parameters(recurse=True)):
         return []
-    read = call.inputs[0][1]
-    if len(read) < 2 or len(call.shape or ()) < 2 or read[1] < NARROWS * call.shape[1]:
+    read, shape = call.inputs[0][1], call.shape or ()
+    if len(read) < 2 or len(shape) < 2 or read[1] < NARROWS * shape[1]:
         return []
     before = [features[i].module for i in out_indices[:-1]]
     return [
         Doubt(
             "head-like",
             f"the last feature `{last.module}` is one layer that narrows {read[1]} channels to "
-            f"{call.shape[1]} and is what the model returns: a classifier rather than the "
+            f"{shape[1]} and is what the model returns: a classifier rather than the "
             "encoder's last map (which is what enters it)",
             "--taps " + ",".join([*before, f"input of {last.module}"]),
         )
@@ -315,7 +315,7 @@ def _weights_read(trace: Trace, shape: tuple[int, ...]) -> set[int]:
                 note(item)
 
     class Reads(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        def __torch_function__(self, func, types, args=(), kwargs=None):
             note(args)
             note(kwargs or {})
             return func(*args, **(kwargs or {}))

@@ -239,7 +239,7 @@ def grown_cells(
             continue
         twin = at_larger.get((call.name, call.call))
         there, here = other.place(twin.shape) if twin else None, flow.place(call.shape)
-        if there is None or here is None or other.vector(twin.shape):
+        if twin is None or there is None or here is None or other.vector(twin.shape):
             continue
         if there.reduction != here.reduction:  # not a level's grid at both sizes
             continue

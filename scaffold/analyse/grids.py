@@ -83,7 +83,7 @@ def decide_reductions(
     height, width = input_shape[-2:]
     again, larger_shape = larger()
     twins = dict(_shapes(again)) if again is not None else {}
-    size2 = larger_shape[-2:]
+    size2 = (larger_shape[-2], larger_shape[-1])
     decided: dict[tuple[int, int], int] = {}
     notes: list[str] = []
     doubts: list[Doubt] = []
@@ -151,10 +151,10 @@ def _strides(
         calls[(call.name, call.call)] = call
     found: set[int] = set()
     for (kind, name, index, _), _, _ in tensors:
-        call = calls.get((name, index))
-        if kind != "out" or call is None or not name or call.in_shape is None:
+        out = calls.get((name, index))
+        if kind != "out" or out is None or not name or out.in_shape is None:
             continue
-        if tuple(call.in_shape[-2:]) != size:
+        if tuple(out.in_shape[-2:]) != size:
             continue
         stride = getattr(trace.model.get_submodule(name), "stride", None)
         if isinstance(stride, tuple) and len(set(stride)) == 1 and isinstance(stride[0], int):

@@ -96,8 +96,8 @@ def removable_after(trace: Trace, features: Sequence[FeatureSpec]) -> tuple[tupl
         taken = end[key] if f.source == "hook" else start[key]
         node: Call | None = calls[key]
         after: list[str] = []
-        if f.source == "input" and first_start[node.name] >= taken:
-            after.append(node.name)
+        if f.source == "input" and first_start[calls[key].name] >= taken:
+            after.append(calls[key].name)
         while node is not None and node.parent is not None:
             siblings = node.parent.children
             later = siblings[next(i for i, c in enumerate(siblings) if c is node) + 1 :]

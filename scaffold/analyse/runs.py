@@ -4,12 +4,15 @@ stream of a two-stream model) and which of them are the features."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from scaffold.analyse.taps import feature, hooked, item_why, parent_name
-from scaffold.analyse.trace import Call
+from scaffold.analyse.trace import Call, Key
 from scaffold.analyse.walk import Flow
 from scaffold.grid import Grids, Placement, TokenFrames
 from scaffold.spec import FeatureSpec
+
+Stream = Literal["input", "hook"]  # what enters a call, or what it returns
 
 
 @dataclass(frozen=True, eq=False)
@@ -19,12 +22,12 @@ class _Run:
     return several maps."""
 
     calls: tuple[Call, ...]
-    key: int | str | None
+    key: Key
     reduction: int
     places: tuple[Placement, ...]
     # Blocks whose members are called one by one (see `_units`): what flows on after block i is
     # what enters calls[i] ("input", a forward pre-hook) or what calls[i] returns ("hook").
-    sources: tuple[str, ...] = ()
+    sources: tuple[Stream, ...] = ()
     label: str = ""  # the container of the blocks, when not the calls' parent
 
     def taps(self, why: str) -> list[FeatureSpec]:
@@ -84,7 +87,7 @@ def _units(call: Call, flow: Flow) -> tuple[_Run, set[int]] | None:
     if len({c.name for c in members}) != len(members):
         return None  # one module called twice: not a run of different blocks
     after = call.children[call.children.index(members[-1]) + 1 :]
-    taps: list[tuple[Call, str]] = [(group[0], "input") for group in best[1:]]
+    taps: list[tuple[Call, Stream]] = [(group[0], "input") for group in best[1:]]
     taps.append((after[0], "input") if after else (call, "hook"))
     places = []
     for tap, source in taps:
@@ -118,7 +121,7 @@ def block_runs(
     found: list[_Run] = []
 
     def visit(call: Call) -> None:
-        runs: dict[tuple[str, int | str | None, int], list[tuple[Call, Placement]]] = {}
+        runs: dict[tuple[str, Key, int], list[tuple[Call, Placement]]] = {}
         units = _units(call, flow)
         if units is not None:
             found.append(units[0])

@@ -184,7 +184,7 @@ def _build_small(obj: Any, args: dict[str, Any]) -> nn.Module:
 
 
 def _numel(tensor: torch.Tensor) -> int:
-    if isinstance(tensor, nn.parameter.UninitializedTensorMixin):
+    if isinstance(tensor, nn.parameter.UninitializedTensorMixin):  # type: ignore[attr-defined]  # not in torch's stubs
         return 0  # an uninitialised (lazy) parameter has no size yet
     return tensor.numel()
 
@@ -270,7 +270,7 @@ def trace_forward(
         for h in handles:
             h.remove()
     kind, items = _output_items(output)
-    by_id = {}
+    by_id: dict[int, Call] = {}
     _index_calls(root, by_id)
     outputs = [OutputItem(key, tuple(t.shape), by_id.get(id(t))) for key, t in items]
     first = first_tensor(output)
@@ -304,7 +304,7 @@ class _FunctionFlow(TorchFunctionMode):
         self.done = True  # what dies after the forward no longer changes the record
         super().__exit__(*exc)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if self.stack[-1].is_leaf:
             return out

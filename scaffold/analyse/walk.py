@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scaffold.analyse.taps import hooked, key_of, returns
-from scaffold.analyse.trace import Call
+from scaffold.analyse.trace import Call, Key
 from scaffold.grid import Grids, Placement, TokenFrames, classify
 from scaffold.spec import FeatureSpec
 
@@ -59,9 +59,9 @@ class Flow:
             self.consumers.setdefault(tid, []).append(call)
         for child in call.children:
             self._index(child)
-            for tid in dict.fromkeys([child.output_id, *(t for t, _ in child.outputs)]):
-                if tid is not None:
-                    self.producer[tid] = child  # the parent, indexed later, wins
+            for made in dict.fromkeys([child.output_id, *(t for t, _ in child.outputs)]):
+                if made is not None:
+                    self.producer[made] = child  # the parent, indexed later, wins
         for tid, _ in call.outputs:
             self.seen.setdefault(tid, len(self.seen))
 
@@ -106,18 +106,19 @@ class Flow:
                 return maps[0]
         return call.output_id, self.place(call.shape)
 
-    def maps(self, call: Call) -> list[tuple[int | str | None, Placement]]:
+    def maps(self, call: Call) -> list[tuple[Key, Placement]]:
         """Every map on the grid that `call` returns, as (key for `hooked`, placement): its
         output, or each item of a tuple, list or dict (key None for the first tensor, which is
         what a hook sees first)."""
-        found: list[tuple[int | str | None, Placement]] = []
-        for tid, shape in call.outputs or [(call.output_id, call.shape)]:
+        found: list[tuple[Key, Placement]] = []
+        items: list[tuple[int | None, tuple[int, ...] | None]] = [*call.outputs]
+        for tid, shape in items or [(call.output_id, call.shape)]:
             place = self.place(shape)
             if place is not None and not self.vector(shape, tid):
                 found.append((key_of(call, tid), place))
         return found
 
-    def passed_on(self, call: Call) -> list[int | str | None]:
+    def passed_on(self, call: Call) -> list[Key]:
         """The keys of the maps that continue from a call that returns several tensors: those a
         later call outside it reads, else the one `out` picks."""
         keys = [
@@ -162,7 +163,7 @@ class Flow:
                     stack.append(made)
         return False
 
-    def own_output(self, call: Call, level: int) -> tuple[int | str | None, Placement] | None:
+    def own_output(self, call: Call, level: int) -> tuple[Key, Placement] | None:
         """A call that returns its own output at `level` (the level of its input) and, as
         another item, the map the next call reads at a coarser level (a stage that merges its
         tokens for the next stage itself): the key and placement of that output; else None."""
@@ -327,7 +328,7 @@ def stage_features(
     taps: list[FeatureSpec] = []
     inner: list[str] = []
     current: Placement | None = None
-    last: tuple[Call, int, Placement] | None = None  # last output at the current level
+    last: tuple[Call, int | None, Placement] | None = None  # last output at the current level
     entered = 0  # index in seq of the call that entered the current level
     head_at = len(seq)
     decoder = False
@@ -355,6 +356,7 @@ def stage_features(
             made = f"{why}; that tensor is made by a function, not a module"
             why = f"last module output at reduction {current.reduction} ({why if tid is None else made})"
             key = key_of(producer, out_tid)
+        assert place is not None  # a producer is found for a placed tensor; `current` is set
         taps.append(hooked(producer, place, why, key))
 
     for i, call in enumerate(seq):

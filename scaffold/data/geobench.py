@@ -66,7 +66,8 @@ class GeobenchTask:
     ignore_index: int | None = None  # a label value meaning "no label" (segmentation)
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeobenchTask:
@@ -94,7 +95,7 @@ class Reader:
     """TerraTorch's datamodule for one GEO-Bench folder name, and its dataset class."""
 
     datamodule: str  # class path
-    dataset: type
+    dataset: type[Any]  # a class of terratorch's, read for its attributes
 
 
 def readers() -> dict[str, Reader]:
@@ -305,7 +306,7 @@ def _scan(folder: Path, reader: Reader, ids: dict[str, list[str]], where: str) -
                             "reader stacks 2-D bands"
                         )
                     if not found.dtype:
-                        found.dtype, found.size = dtype, shape  # type: ignore[assignment]
+                        found.dtype, found.size = dtype, shape
                     if shape != found.size or dtype != found.dtype:
                         raise ScaffoldError(
                             f"--geobench: {name}: band {key} is {dtype} "

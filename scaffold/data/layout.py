@@ -156,7 +156,9 @@ def _pair(
     return pairs, image_suffix, label_suffix
 
 
-def _labels_first(a: list[Path], b: list[Path], names: tuple[str, str], bands) -> bool:
+def _labels_first(
+    a: list[Path], b: list[Path], names: tuple[str, str], bands: Callable[[Path], int]
+) -> bool:
     """Whether group `a` (named names[0]) holds the labels rather than `b`."""
     a_label, b_label = is_label_name(names[0]), is_label_name(names[1])
     if a_label != b_label:
@@ -240,8 +242,8 @@ def _region_samples(
     regions = _subfolders(folder)
     if len(regions) == 1 and one_region_inside:
         return find_samples(regions[0], root, bands)
-    found = [(r, find_samples(r, root, bands)) for r in regions]
-    found = [(r, s) for r, s in found if s is not None]
+    tried = [(r, find_samples(r, root, bands)) for r in regions]
+    found = [(r, s) for r, s in tried if s is not None]
     if not found:
         return None
     where = folder.relative_to(root)

@@ -136,7 +136,7 @@ def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> Any:
         from numpy._core import numeric
     except ImportError:  # numpy < 2
         from numpy.core import numeric  # type: ignore[no-redef]
-    return numeric._frombuffer(buffer, dtype, shape, order)
+    return numeric._frombuffer(buffer, dtype, shape, order)  # type: ignore[attr-defined]  # private, as pickles call it
 
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:

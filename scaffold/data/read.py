@@ -184,7 +184,7 @@ class BandStats:
             chunk = flat[:, start : start + CHUNK]
             w = work[:, : chunk.shape[1]]
             np.copyto(w, chunk, casting="unsafe")
-            if exact is None:
+            if exact is None and self.shift is not None:  # set above when exact is None
                 w -= self.shift[:, None]
             valid = None if missing is None else chunk != missing
             if floating:

@@ -101,6 +101,7 @@ def survey(
     else:
         _check_labels(root, layout, infos)
         _check_order(root, layout)
+    classes: tuple[str, ...]
     task, classes, ignore, label_info = ("classification", (), None, None)
     if layout.pairing != "class-folders":
         task, classes, ignore, label_info = _label_survey(root, layout)

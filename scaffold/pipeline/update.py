@@ -101,7 +101,9 @@ class UpdateResult:
 
     @property
     def changes(self) -> list[tuple[str, str]]:
-        changes = [(p.rel, p.action) for p in self.plans if p.action != "unchanged"]
+        changes: list[tuple[str, str]] = [
+            (p.rel, p.action) for p in self.plans if p.action != "unchanged"
+        ]
         if self.data_rewritten:
             changes.append((f"{DATA_DIR}/", "rewritten"))
         return changes

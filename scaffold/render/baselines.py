@@ -107,8 +107,10 @@ def baseline_yaml(main: Any, baseline: Baseline, header: str) -> str:
         "# datamodules, trainer settings, search space and trials; only the backbone differs",
         f"# (TerraTorch's {FACTORY}, with the necks this backbone's outputs need). Run it from",
         "# the folder of benchmark.yaml (paths are relative to that folder, as there):",
-        f"#   MLFLOW_ALLOW_FILE_STORE=true terratorch iterate --hpo --config "
-        f"{baseline_config_file(baseline.name)}",
+        (
+            f"#   MLFLOW_ALLOW_FILE_STORE=true terratorch iterate --hpo --config "
+            f"{baseline_config_file(baseline.name)}"
+        ),
         *(f"# {note}" for note in baseline.notes),
     ]
     return "\n".join(lines) + "\n" + dump(config) + "\n"

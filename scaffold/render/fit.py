@@ -172,8 +172,10 @@ def seeds_script(tasks: list[str], seeds: int, header: str) -> str:
         "# From the folder above fit/:",
         "#   on one machine, one run after the other:  bash fit/seeds.sh",
         "#   one run (task x seed) by its index:        bash fit/seeds.sh 3",
-        f"#   a Slurm job array, a run per job:          sbatch --array=0-{len(tasks) * seeds - 1} "
-        "fit/seeds.sh",
+        (
+            f"#   a Slurm job array, a run per job:          sbatch --array=0-{len(tasks) * seeds - 1} "
+            "fit/seeds.sh"
+        ),
         "set -euo pipefail",
         "# Run from the folder it sits in (Slurm runs a copy of it: then from where sbatch ran).",
         'cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"',

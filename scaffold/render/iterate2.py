@@ -29,6 +29,7 @@ import inspect
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,16 +157,24 @@ def trial_script_text(header: str) -> str:
 
     import jinja2
 
-    shared = [fit.middle, fit.merge, fit.fit_config, plain_choices, search_space, printed_name]
+    shared: list[Callable[..., Any]] = [
+        fit.middle,
+        fit.merge,
+        fit.fit_config,
+        plain_choices,
+        search_space,
+        printed_name,
+    ]
     source = "\n\n".join(inspect.getsource(fn) for fn in shared)
     template = resources.files("scaffold.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
-    return jinja2.Template(template, keep_trailing_newline=True).render(
+    text: str = jinja2.Template(template, keep_trailing_newline=True).render(
         header=header,
         task_classes=repr(fit.TASK_CLASSES),
         no_plots=repr(fit.NO_PLOTS),
         seed=repr(fit.SEED),
         shared_source=source,
     )
+    return text
 
 
 def write_iterate2(dest: Path, out: Path, header: str) -> list[str]:

@@ -206,7 +206,8 @@ def anchored(classic: str, out: Path) -> str:
 
 def anchored_mapping(classic: dict[str, Any], out: Path) -> dict[str, Any]:
     """benchmark.yaml's mapping with its paths made absolute under `out`, as `anchored` does."""
-    return yaml.safe_load(anchored(_dump(classic), out))
+    mapping: dict[str, Any] = yaml.safe_load(anchored(_dump(classic), out))
+    return mapping
 
 
 def write_ray_config(dest: Path, out: Path, package: str, generated_header: str) -> None:

@@ -324,8 +324,10 @@ def geobench_comment(p: PlannedTask, model_bands: Sequence[str], pretrained: boo
     weights, which of the first layer's bands the checkpoint gives and which are new."""
     task = p.task
     lines = [
-        f"{task.name}: GEO-Bench {task.folder} under {task.data_root}, read by "
-        f"{task.datamodule.rsplit('.', 1)[-1]};",
+        (
+            f"{task.name}: GEO-Bench {task.folder} under {task.data_root}, read by "
+            f"{task.datamodule.rsplit('.', 1)[-1]};"
+        ),
         f"{summary(task)}.",
     ]
     if model_bands:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import yaml
 
@@ -321,7 +321,7 @@ class _HeldStream:
     """A stream that holds what is written until `release`, then writes through to `real` (a
     logging handler made during the import keeps a stream that works afterwards)."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: TextIO) -> None:
         self._real = real
         self._held: list[str] | None = []
 

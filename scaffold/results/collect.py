@@ -753,7 +753,7 @@ def _bars_figure(results: Results):
     from matplotlib import pyplot as plt
 
     names = [b.name for b in results.backbones]
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # tab10 is a ListedColormap
     tracks = list(dict.fromkeys(a.track for a in results.aggregates))
     fig, axes = plt.subplots(1, len(results.tasks) + len(tracks), squeeze=False)
     for ax, track in zip(axes[0][len(results.tasks) :], tracks, strict=True):

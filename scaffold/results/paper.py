@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from scaffold.data.geobench import GEOBENCH_FILE
+from scaffold.data.suites import GEOBENCH2_DIMENSIONS as DIMENSIONS
 from scaffold.render.tracks import track_of
-from scaffold.results.leaderboard import DIMENSIONS
 from scaffold.results.stats import Aggregate, Score, aggregate
 from scaffold.write.names import CONFIG_FILE, STATE_DIR
 from scaffold.write.state import read_state

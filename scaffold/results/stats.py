@@ -84,7 +84,8 @@ def summarise(scores: Iterable[Score]) -> list[TaskSummary]:
 
 def finite(scores: Iterable[Score]) -> tuple[list[Score], list[Score]]:
     """(the finite scores, the NaN or infinite ones): a report names the second list."""
-    good, bad = [], []
+    good: list[Score] = []
+    bad: list[Score] = []
     for s in scores:
         (good if math.isfinite(s.value) else bad).append(s)
     return good, bad

@@ -215,7 +215,7 @@ def _root_cause(log: Path) -> str | None:
             block.append(line.strip())
         keys = [i for i, line in enumerate(block) if PARSER_KEY.match(line)]
         if keys and keys[-1] + 1 < len(block):
-            path = " > ".join(PARSER_KEY.match(block[i]).group(1) for i in keys)
+            path = " > ".join(m.group(1) for i in keys if (m := PARSER_KEY.match(block[i])))
             cause = f"error: Parser key {path}: {block[keys[-1] + 1]}"
     return cause[:300]
 
@@ -272,8 +272,8 @@ def _interrupts_passed_on() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         if received:
             handler = previous[received[0]]
             if callable(handler):

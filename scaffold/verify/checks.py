@@ -193,7 +193,8 @@ class Context:
 
     def config_factory(self) -> str:
         defaults = self.config().get("defaults", {}).get("terratorch_task", {})
-        return defaults.get("model_factory", names_for(self.name).factory_class)
+        factory: str = defaults.get("model_factory", names_for(self.name).factory_class)
+        return factory
 
     def task_model_inputs(self) -> tuple[str, dict[str, Any]]:
         """The factory's task name and the model_args of the config's first task."""

@@ -41,6 +41,7 @@ def _same_twice(context, kwargs: dict[str, Any], where: str) -> int:
 
     x = context.example_input()
     height, width = x.shape[-2:]
+    backbone: Any  # the generated FeatureInfo wrapper: feature_info, out_indices
     try:
         if kwargs:
             kwargs = context.channel_kwargs() | kwargs

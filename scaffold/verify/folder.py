@@ -67,7 +67,7 @@ def check_folder(directory: Path, state: State, config_path: Path) -> str:
     recorded = state.options.out.resolve() if state.options.out else None
     moved = recorded is not None and recorded != directory
     outside = not modules_path.is_relative_to(directory)
-    if outside and moved and modules_path.is_relative_to(recorded):
+    if outside and moved and recorded and modules_path.is_relative_to(recorded):
         raise CheckFailed(
             f"{config_path.name}: custom_modules_path {modules} is outside {directory}: {again}"
         )

@@ -168,7 +168,9 @@ def _check_sign(task: str, main: dict[str, Any], name: str, printed: float, err:
     """iterate2 maximises what the trial printed: the task's metric as Lightning logged it at
     its best epoch, negated for a min-direction task. Checked against the trial's own log (the
     CSV in the folder its stderr names), since what Optuna stored is only what it printed."""
-    spec = next((t for t in main.get("tasks") or [] if str(t.get("name")) == task), {})
+    spec: dict[str, Any] = next(
+        (t for t in main.get("tasks") or [] if str(t.get("name")) == task), {}
+    )
     metric = str(spec.get("metric", "val/loss"))
     direction = str(spec.get("direction", "max"))
     logged = logged_values(err, metric)
@@ -216,8 +218,9 @@ def storage_problems(directory: Path, main: dict[str, Any], names: list[str]) ->
     storage = main.get("storage_uri")
     if isinstance(storage, str) and local_folder(storage) is not None:
         storage = folder_storage(directory, storage)  # as the trial reads it, from DIR
-        runs = local_folder(storage).parent / TRIAL_RUNS
-        found.append((f"storage_uri's trial folders ({runs})", str(runs)))
+        if (local := local_folder(storage)) is not None:
+            runs = local.parent / TRIAL_RUNS
+            found.append((f"storage_uri's trial folders ({runs})", str(runs)))
     return [p for key, value in found if (p := storage_problem(key, value))]
 
 

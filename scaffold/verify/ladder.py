@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from scaffold.console import status
@@ -169,10 +170,7 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
             if not path.is_file():
                 report.checks.append(Check(check, False, f"{path} is missing (deleted?)"))
                 continue
-            run(
-                check,
-                lambda path=path, name=name: run_benchmark(path, log_dir / "baselines" / name),
-            )
+            run(check, partial(run_benchmark, path, log_dir / "baselines" / name))
         from scaffold.verify.iterate2 import check_iterate2, iterate2_files
 
         if iterate2_files(state):  # one trial per task through terratorch-iterate's `iterate`

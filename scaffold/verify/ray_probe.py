@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -57,7 +58,7 @@ def main() -> int:
             include_dashboard=False,
             object_store_memory=OBJECT_STORE_BYTES,
             _temp_dir=request["ray_dir"],
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
             log_to_driver=False,
         )
         task = ray.remote(num_cpus=1, max_retries=0)(probe)

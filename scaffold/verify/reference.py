@@ -552,7 +552,7 @@ def _edited(context: Any, backbone: Any) -> str:
                     )
     elif isinstance(features, list):
         changed.append(f"{len(features)} features, the analysis recorded {len(spec.features)}")
-    if changed:
+    if changed and isinstance(features, list):
         taps = ",".join(
             str(features[i].get("module", "?")).removeprefix("model.") for i in backbone.out_indices
         )

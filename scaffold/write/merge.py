@@ -104,7 +104,7 @@ def merge3(ours: bytes, base: bytes, theirs: bytes) -> tuple[bytes, int]:
 
 
 def unified_diff(plans: list[FilePlan]) -> str:
-    chunks = []
+    chunks: list[str] = []
     for plan in plans:
         if plan.action in UNTOUCHED:
             continue

@@ -3,7 +3,7 @@ its own) rather than calling the layer, as timm's EVA does, and whose forward ta
 `attn_mask`: the layer never "runs", yet its weights are read, so no input is left unfed."""
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 
