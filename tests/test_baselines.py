@@ -17,7 +17,7 @@ from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.render.baselines import baseline_config
 from scaffold.write.names import baseline_config_file
 
-from .conftest import BIN, MODELS, clean_env, run_cli, run_fresh, run_json
+from .conftest import BIN, MODELS, clean_env, run_cli, run_json
 
 BACKBONE_KEYS = {"model_factory", "backbone", "necks"}
 
@@ -388,7 +388,13 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
     out = two_baselines.out
     # the config with run_repetitions, as README says; a copy, so DIR's files stay as generated
     config = tmp_path / "benchmark.yaml"
-    config.write_text((out / "benchmark.yaml").read_text() + "run_repetitions: 2\n")
+    # (iterate's repeats need an absolute storage_uri)
+    text = (
+        (out / "benchmark.yaml")
+        .read_text()
+        .replace("storage_uri: runs/hpo", f"storage_uri: {out / 'runs' / 'hpo'}")
+    )
+    config.write_text(text + "run_repetitions: 2\n")
     # iterate itself, in a fresh process (it registers the backbone wherever it runs), without
     # the 60 s it waits after each seed
     script = (
@@ -396,7 +402,11 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
         "from terratorch_iterate.main import main; "
         f"sys.argv = ['terratorch', '--hpo', '--repeat', '--config', {str(config)!r}]; main()"
     )
-    done = run_fresh([sys.executable, "-c", script], cwd=tmp_path)
+    # From DIR, with MLflow's file store allowed, as the printed command runs.
+    env = clean_env() | {"MLFLOW_ALLOW_FILE_STORE": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=out, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
     report = collect(out).to_dict()

@@ -122,3 +122,21 @@ def test_a_moved_folder_whose_ray_config_names_the_old_place_says_what_to_repoin
         "benchmark.yaml runs portable_ray; no conflict markers"
     )
     assert absolute_mentions(moved, made) == []
+
+
+def test_repeats_with_a_relative_storage_uri_are_a_finding(generated):
+    """terratorch-iterate's repeats (run_repetitions) refuse a relative store ("output_path
+    must be absolute"); the verifying run's copy has an absolute one, so the real file is
+    checked for it."""
+    from scaffold.verify.shorten import overridden_problems
+
+    cfg = yaml.safe_load(generated["cnn"].benchmark_config.read_text())
+    assert overridden_problems(cfg) == []
+    cfg["run_repetitions"] = 2
+    assert overridden_problems(cfg) == [
+        "storage_uri: runs/hpo: terratorch-iterate repeats runs (run_repetitions) only under an "
+        "absolute storage_uri: write this folder's path in front of it (the real run would "
+        "fail on it)"
+    ]
+    cfg["storage_uri"] = str(generated["cnn"].out / "runs" / "hpo")
+    assert overridden_problems(cfg) == []

@@ -110,6 +110,13 @@ def overridden_problems(cfg: Any) -> list[str]:
         problems.append(
             f"storage_uri: {storage!r}: terratorch-iterate needs a path or URI ({FAILS})"
         )
+    elif (_whole(cfg.get("run_repetitions")) or 0) > 0 and not Path(storage).is_absolute():
+        # iterate's repeats write a CSV beside the store and refuse it unless it is absolute.
+        problems.append(
+            f"storage_uri: {storage}: terratorch-iterate repeats runs (run_repetitions) only "
+            "under an absolute storage_uri: write this folder's path in front of it "
+            f"({FAILS})"
+        )
     ray_storage = cfg.get("ray_storage_path")
     if ray_storage is not None and not isinstance(ray_storage, str):
         problems.append(f"ray_storage_path: {ray_storage!r}: not a path ({FAILS})")
