@@ -140,3 +140,40 @@ def test_repeats_with_a_relative_storage_uri_are_a_finding(generated):
     ]
     cfg["storage_uri"] = str(generated["cnn"].out / "runs" / "hpo")
     assert overridden_problems(cfg) == []
+
+
+def test_update_turns_the_absolute_paths_of_an_earlier_layout_relative(tmp_path):
+    """A folder an earlier scaffold wrote (absolute paths), moved: verify names the file, the
+    key and the update; the update makes the paths relative, keeping a hand edit."""
+    from scaffold.pipeline.update import update_dir
+    from scaffold.write.state import encode_base
+
+    made = tmp_path / "made"
+    generate(Options(str(MODELS / "cnn.py"), {}, name="portable_old", out=made))
+    state_path = made / ".scaffold" / "state.json"
+    state = json.loads(state_path.read_text())
+    for rel in ("benchmark.yaml", "fit/smoke.yaml"):
+        text = (made / rel).read_text()
+        for value in ("portable_old", "data/", "runs/"):
+            text = text.replace(f": {value}", f": {made}/{value}")
+        (made / rel).write_text(text)  # as the earlier scaffold wrote it
+        state["bases"][rel] = encode_base(text.encode())
+    state_path.write_text(json.dumps(state, indent=2) + "\n")
+    config = made / "benchmark.yaml"
+    config.write_text(config.read_text().replace("n_trials: 1", "n_trials: 3"))  # mine
+    assert absolute_mentions(made, made) == ["benchmark.yaml", "fit/smoke.yaml"]
+
+    moved = tmp_path / "moved"
+    shutil.move(str(made), str(moved))
+    report = verify_dir(moved, quick=True)
+    ok, detail = checks(report)["folder"]
+    assert not ok and detail == (
+        f"benchmark.yaml: custom_modules_path {made}/portable_old is outside {moved}: this "
+        f"folder was moved or copied: run `scaffold update {moved}`"
+    )
+    update_dir(moved)
+    assert absolute_mentions(moved, made) == []
+    config = yaml.safe_load((moved / "benchmark.yaml").read_text())
+    assert config["custom_modules_path"] == "portable_old" and config["n_trials"] == 3
+    report = verify_dir(moved, quick=True)
+    assert report.ok, checks(report)
