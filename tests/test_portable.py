@@ -71,6 +71,8 @@ def test_no_file_names_the_folder_and_a_moved_and_a_shared_copy_verify(tmp_path)
     report = verify_dir(moved, quick=True)
     assert report.ok, checks(report)
     assert checks(report)["folder"][1] == "benchmark.yaml runs portable_net; no conflict markers"
+    # The smoke task reads data/ (relative): its files are checked, not passed over.
+    assert checks(report)["data"][1].startswith("48 smoke files in test, train, val:")
 
     shared = tmp_path / "shared" / "net"
     shutil.copytree(moved, shared, symlinks=True)
