@@ -135,11 +135,12 @@ def test_repeats_with_a_relative_storage_uri_are_a_finding(generated):
     cfg = yaml.safe_load(generated["cnn"].benchmark_config.read_text())
     assert overridden_problems(cfg) == []
     cfg["run_repetitions"] = 2
-    assert overridden_problems(cfg) == [
+    expected = (
         "storage_uri: runs/hpo: terratorch-iterate repeats runs (run_repetitions) only under an "
         "absolute storage_uri: write this folder's path in front of it (the real run would "
         "fail on it)"
-    ]
+    )
+    assert overridden_problems(cfg) == [expected]
     cfg["storage_uri"] = str(generated["cnn"].out / "runs" / "hpo")
     assert overridden_problems(cfg) == []
 
