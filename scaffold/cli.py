@@ -553,8 +553,8 @@ def _leaderboard(results, directory: Path, where: Path) -> None:
     rows, info, outside = submission(results, directory)
     if not rows:
         raise ScaffoldError(
-            f"--leaderboard {where}: no repeated runs to submit; run `terratorch iterate "
-            "--hpo --repeat --config benchmark.yaml` or `bash fit/seeds.sh` first"
+            f"--leaderboard {where}: no repeated runs to submit; run the repeat command in "
+            "benchmark.yaml or `bash fit/seeds.sh` first"
         )
     refused = False
     for track in dict.fromkeys(r["frozen_or_full_ft"] for r in rows):

@@ -17,7 +17,7 @@ from scaffold.pipeline.new_backbone import Options, generate
 from scaffold.render.baselines import baseline_config
 from scaffold.write.names import baseline_config_file
 
-from .conftest import BIN, MODELS, clean_env, run_cli, run_fresh, run_json
+from .conftest import BIN, MODELS, clean_env, run_cli, run_json
 
 BACKBONE_KEYS = {"model_factory", "backbone", "necks"}
 
@@ -398,9 +398,15 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
     script = (
         "import sys, time; time.sleep = lambda s: None; "
         "from terratorch_iterate.main import main; "
-        f"sys.argv = ['terratorch', '--hpo', '--repeat', '--config', {str(config)!r}]; main()"
+        f"sys.argv = ['terratorch', '--hpo', '--repeat', '--config', {str(config)!r}, "
+        f"'--storage_uri', {str(out / 'runs' / 'hpo')!r}]; main()"
+    )  # the store absolute, as the command in benchmark.yaml gives it (repeats refuse relative)
+    assert '--storage_uri "$PWD/runs/hpo"' in text
+    # From DIR, with MLflow's file store allowed, as the printed command runs.
+    env = clean_env() | {"MLFLOW_ALLOW_FILE_STORE": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=out, env=env, capture_output=True, text=True
     )
-    done = run_fresh([sys.executable, "-c", script], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
 
     report = collect(out).to_dict()

@@ -71,6 +71,8 @@ def test_no_file_names_the_folder_and_a_moved_and_a_shared_copy_verify(tmp_path)
     report = verify_dir(moved, quick=True)
     assert report.ok, checks(report)
     assert checks(report)["folder"][1] == "benchmark.yaml runs portable_net; no conflict markers"
+    # The smoke task reads data/ (relative): its files are checked, not passed over.
+    assert checks(report)["data"][1].startswith("48 smoke files in test, train, val:")
 
     shared = tmp_path / "shared" / "net"
     shutil.copytree(moved, shared, symlinks=True)
@@ -122,3 +124,53 @@ def test_a_moved_folder_whose_ray_config_names_the_old_place_says_what_to_repoin
         "benchmark.yaml runs portable_ray; no conflict markers"
     )
     assert absolute_mentions(moved, made) == []
+
+
+def test_the_repeats_command_gives_the_store_absolute_and_the_file_keeps_it_relative(generated):
+    """terratorch-iterate's repeats (run_repetitions) refuse a relative store ("output_path
+    must be absolute"): benchmark.yaml keeps its store relative (the folder stays movable) and
+    its repeat command passes the folder's store absolute, from the folder."""
+    from scaffold.verify.shorten import overridden_problems
+
+    text = generated["cnn"].benchmark_config.read_text()
+    cfg = yaml.safe_load(text)
+    assert cfg["storage_uri"] == "runs/hpo" and cfg["run_repetitions"] == 5
+    assert overridden_problems(cfg) == []
+    assert '--repeat --config benchmark.yaml \\\n#       --storage_uri "$PWD/runs/hpo"' in text
+
+
+def test_update_turns_the_absolute_paths_of_an_earlier_layout_relative(tmp_path):
+    """A folder an earlier scaffold wrote (absolute paths), moved: verify names the file, the
+    key and the update; the update makes the paths relative, keeping a hand edit."""
+    from scaffold.pipeline.update import update_dir
+    from scaffold.write.state import encode_base
+
+    made = tmp_path / "made"
+    generate(Options(str(MODELS / "cnn.py"), {}, name="portable_old", out=made))
+    state_path = made / ".scaffold" / "state.json"
+    state = json.loads(state_path.read_text())
+    for rel in ("benchmark.yaml", "fit/smoke.yaml"):
+        text = (made / rel).read_text()
+        for value in ("portable_old", "data/", "runs/"):
+            text = text.replace(f": {value}", f": {made}/{value}")
+        (made / rel).write_text(text)  # as the earlier scaffold wrote it
+        state["bases"][rel] = encode_base(text.encode())
+    state_path.write_text(json.dumps(state, indent=2) + "\n")
+    config = made / "benchmark.yaml"
+    config.write_text(config.read_text().replace("n_trials: 1", "n_trials: 3"))  # mine
+    assert absolute_mentions(made, made) == ["benchmark.yaml", "fit/smoke.yaml"]
+
+    moved = tmp_path / "moved"
+    shutil.move(str(made), str(moved))
+    report = verify_dir(moved, quick=True)
+    ok, detail = checks(report)["folder"]
+    assert not ok and detail == (
+        f"benchmark.yaml: custom_modules_path {made}/portable_old is outside {moved}: this "
+        f"folder was moved or copied: run `scaffold update {moved}`"
+    )
+    update_dir(moved)
+    assert absolute_mentions(moved, made) == []
+    config = yaml.safe_load((moved / "benchmark.yaml").read_text())
+    assert config["custom_modules_path"] == "portable_old" and config["n_trials"] == 3
+    report = verify_dir(moved, quick=True)
+    assert report.ok, checks(report)

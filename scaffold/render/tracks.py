@@ -83,6 +83,13 @@ def frozen_tasks_text(entries: Iterable[dict[str, Any]]) -> str:
     return "\n".join(items)
 
 
+# How the repeats run, from the folder (see run_repetitions in benchmark.yaml).
+REPEAT_COMMAND = (
+    "#   MLFLOW_ALLOW_FILE_STORE=true terratorch iterate --hpo --repeat --config benchmark.yaml \\\n"
+    '#       --storage_uri "$PWD/runs/hpo"'
+)
+
+
 def track_sections(
     sections: dict[str, str], smoke: dict[str, Any], protocol: tuple[str, ...], seeds: int
 ) -> dict[str, str]:
@@ -96,6 +103,8 @@ def track_sections(
     repeat = (
         "# `terratorch iterate --repeat` reruns each task's best trial with run_repetitions\n"
         "# seeds, drawn at random by terratorch-iterate (randint 1..5000); fit/seeds.sh runs\n"
-        "# the fixed seeds 0..N-1 instead.\n" + f"run_repetitions: {seeds}"
+        "# the fixed seeds 0..N-1 instead. Its repeats refuse a relative storage_uri, so give\n"
+        "# this folder's store absolute on the command line (the file stays movable):\n"
+        f"{REPEAT_COMMAND}\n" + f"run_repetitions: {seeds}"
     )
     return {"frozen_tasks": frozen, "search": sections["search"] + "\n" + repeat}

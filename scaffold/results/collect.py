@@ -265,7 +265,8 @@ def collect(directory: Path) -> Results:
             elif use_repeated and backbone.ran and row.cells[backbone.name] is None:
                 notes.append(
                     f"{backbone.name}: no repeated runs of {task!r}; run `terratorch iterate "
-                    f"--hpo --repeat --config {backbone.config}` (with run_repetitions set)"
+                    f"--hpo --repeat --config {backbone.config}` with run_repetitions set and "
+                    "the store given absolute, as benchmark.yaml's repeat command does"
                 )
         rows.append(row)
     results = Results(directory, backbones, rows, notes, seeds=state.options.seeds)

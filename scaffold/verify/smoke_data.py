@@ -14,8 +14,9 @@ from typing import Any
 
 from scaffold.errors import one_line
 from scaffold.render.smoke import LABEL_DIR
+from scaffold.verify.shorten import PATH_KEY
 from scaffold.verify.types import CheckFailed
-from scaffold.write.names import DATA_DIR
+from scaffold.write.names import DATA_DIR, in_folder
 
 
 def smoke_task(context) -> tuple[str, dict[str, Any]] | None:
@@ -25,7 +26,12 @@ def smoke_task(context) -> tuple[str, dict[str, Any]] | None:
     model_args = dict(context.task_model_args())
     for task in tasks:
         init = ((task or {}).get("datamodule") or {}).get("init_args") or {}
-        paths = [Path(v) for v in init.values() if isinstance(v, str) and v.startswith("/")]
+        # The datamodule's paths (*_root, *_split), relative ones from DIR as the run reads them.
+        paths = [
+            in_folder(context.directory, v)
+            for k, v in init.items()
+            if isinstance(v, str) and v and (PATH_KEY.search(str(k)) or v.startswith("/"))
+        ]
         if any(p == data or p.is_relative_to(data) for p in paths):
             name = str(task.get("name", "?"))
             return name, model_args.get(name, {})
