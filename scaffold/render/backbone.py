@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -85,6 +86,8 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         if p.is_file() and "__pycache__" not in p.parts
     )
     format_python(dest, [f for f in files if f.endswith(".py")])
+    # scaffold's runtime, copied as it is (formatted already): after the formatting.
+    files = sorted([*files, *write_runtime(dest / names_for(options.name).package)])
     if options.datasets:
         from scaffold.render.tasks import split_files
 
@@ -94,6 +97,32 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
             (dest / rel).write_text(text, encoding="utf-8")
         files = sorted({*files, *lists})
     return files
+
+
+# The runtime's folder inside a generated package: a verbatim copy of scaffold/runtime.
+RUNTIME_DIR = "_runtime"
+
+
+def runtime_sources() -> dict[str, bytes]:
+    """scaffold's runtime, file by file (``{"backbone.py": ...}``), as it is copied."""
+    folder = resources.files("scaffold.runtime")
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".py")
+    }
+
+
+def write_runtime(package_dir: Path) -> list[str]:
+    """Copy scaffold's runtime into ``<package>/_runtime/``; return the files written, relative to
+    the package's parent (the output folder)."""
+    target = package_dir / RUNTIME_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in runtime_sources().items():
+        (target / name).write_bytes(content)
+        written.append(f"{package_dir.name}/{RUNTIME_DIR}/{name}")
+    return written
 
 
 def format_python(root: Path, files: list[str]) -> None:
@@ -190,14 +219,17 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
     return {
         "module": repr(spec.module),
         "qualname": repr(spec.qualname),
-        "import_root": repr(spec.import_root),
+        "import_root": repr(
+            import_root(spec.import_root, options.out / names_for(options.name).package)
+        ),
         "args": py_repr(spec.args),
         "in_chans_arg": repr(spec.in_chans_arg),
         "in_chans": repr(spec.in_chans),
         "img_size": repr(tuple(spec.img_size)),
         "num_frames": repr(spec.num_frames),
         "input_layout": repr(spec.input_layout),
-        "features": "[" + "".join(f"{e!r}," for e in features) + "]",
+        # One feature a line (the template keeps ruff's formatter off them).
+        "features": "[\n" + "".join(f"    {double_quoted(e)},\n" for e in features) + "]",
         "out_indices": repr(tuple(spec.out_indices)),
         "frozen": repr(tuple(spec.frozen)),
         "package": repr(options.name),
@@ -208,6 +240,37 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "pretrained_bands": repr(tuple(options.bands)),
         **forward_call_literals(spec),
     }
+
+
+def import_root(root: str | None, package_dir: Path) -> str | None:
+    """The model's import root as backbone.py states it: relative to the package's folder when
+    the model lives inside the output folder or beside it (in the output folder's parent), so
+    that the two move together; else absolute (None: an installed module)."""
+    if root is None:
+        return None
+    where = Path(root)
+    if where.is_absolute() and where.is_relative_to(package_dir.parent.parent):
+        return Path(os.path.relpath(where, package_dir)).as_posix()
+    return root
+
+
+def double_quoted(value: Any) -> str:
+    """`repr(value)` with strings in double quotes, as ruff's formatter writes them (for code it
+    does not format)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(f"{double_quoted(k)}: {double_quoted(v)}" for k, v in value.items())
+            + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(double_quoted(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        items = [double_quoted(v) for v in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return repr(value)
 
 
 def py_repr(value: Any) -> str:
