@@ -4,6 +4,7 @@ at once, and under torch.compile(fullgraph=True), on a CNN, a ViT and a temporal
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import threading
@@ -43,11 +44,9 @@ def reference(backbone: nn.Module, module, x: torch.Tensor) -> list[torch.Tensor
         plain.get_submodule(name).register_forward_hook(
             lambda m, a, out, name=name: seen.setdefault(name, []).append(out)
         )
-    with torch.no_grad():
-        try:
-            plain(x)
-        except Exception:  # a head that fits only the analysed size: the features are seen
-            pass
+    # (a head that fits only the analysed size may fail after the features are seen)
+    with torch.no_grad(), contextlib.suppress(Exception):
+        plain(x)
     wanted = [module.FEATURES[i] for i in backbone.out_indices]
     return [seen[f["module"].removeprefix("model.")][f["call"]] for f in wanted]
 

@@ -5,25 +5,9 @@
 """The generic part of a generated backbone: typed, tested once in scaffold.
 
 Imports nothing from the rest of scaffold (torch and timm only), so that a generated
-package carries its own copy (``<package>/_runtime/``) and needs no scaffold install.
+package carries its own copy (``<package>/_runtime/``) and needs no scaffold install:
+``backbone`` (ScaffoldBackbone), ``layouts`` (features as (B, C, H, W) maps),
+``inputs`` (the forward's call), ``checkpoint`` (the pretrained filter).
 """
 
-from .backbone import (
-    BackboneConstants,
-    ForwardCall,
-    ScaffoldBackbone,
-    load_model_class,
-)
-from .checkpoint import checkpoint_filter, select_band_weights
-
 RUNTIME_VERSION = "1"
-
-__all__ = [
-    "RUNTIME_VERSION",
-    "BackboneConstants",
-    "ForwardCall",
-    "ScaffoldBackbone",
-    "checkpoint_filter",
-    "load_model_class",
-    "select_band_weights",
-]

@@ -111,7 +111,7 @@ def load_model_class(constants: BackboneConstants) -> Any:
         sys.argv = argv
 
 
-class ForwardDone(BaseException):  # noqa: N818 (it is no error)
+class ForwardDone(BaseException):
     """Ends a forward once every feature it needs is captured: raised by the hook that
     completes them or by a removed module's stand-in, caught by ScaffoldBackbone._run.
     A BaseException, so that an ``except Exception`` in the model's own forward lets it
