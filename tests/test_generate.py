@@ -241,7 +241,7 @@ def test_values_are_quoted_not_pasted(tmp_path):
         backbone = importlib.import_module(f"{result.backbone}.backbone")
     finally:
         sys.path.remove(str(result.out))
-    assert backbone.MODEL_ARGS == {"tag": tag}
+    assert {"tag": tag} == backbone.MODEL_ARGS
     # The model lives beside the output folder: its root is stated relative to the package.
     assert backbone.MODEL_IMPORT_ROOT == "../.."
     assert backbone.load_model_class().__name__ == "QuotedNet"
