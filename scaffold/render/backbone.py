@@ -71,7 +71,7 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
     if options.iterate2:  # derived from the rendered benchmark.yaml too
         from scaffold.render.iterate2 import write_iterate2
 
-        write_iterate2(dest, options.out, data["header"])
+        write_iterate2(dest, options.out, data["header"], names_for(options.name).package)
     if options.baselines:  # derived from the rendered benchmark.yaml
         from scaffold.render.baselines import write_baselines
 

@@ -179,6 +179,13 @@ def on_input(
     keep(captures, slot, module, (args, kwargs))
 
 
+def take_indices(n: int, indices: int | Sequence[int] | None) -> list[int]:
+    """timm's feature_take_indices: `indices` of n features made positive (an int k: the
+    last k; None: all)."""
+    given = indices if indices is None or isinstance(indices, int) else list(indices)
+    return list(feature_take_indices(n, given)[0])
+
+
 def slot_of(f: Feature) -> str:
     """Where feature `f` is captured: its module, or "module:input" for what enters
     it."""
@@ -280,14 +287,15 @@ class ScaffoldBackbone(nn.Module):
         self.in_chans = in_chans
         self.bands: tuple[str, ...] | None = tuple(bands) if bands is not None else None
         indices = c.out_indices if out_indices is None else out_indices
-        take, _ = feature_take_indices(len(c.features), indices)
-        self.out_indices: tuple[int, ...] = tuple(take)
+        self.out_indices: tuple[int, ...] = tuple(
+            take_indices(len(c.features), indices)
+        )
         self.temporal_reduction = temporal_reduction
         self.group_reduction = group_reduction
         self.image_features = image_features
         self.feature_info = FeatureInfo(
             [feature_info(f, temporal_reduction, group_reduction) for f in c.features],
-            list(self.out_indices),
+            self.out_indices,
         )
         self.out_channels: list[int] = self.feature_info.channels()
         # The modules removed from the model (names under this module), see prune.
@@ -334,8 +342,8 @@ class ScaffoldBackbone(nn.Module):
         output (the last feature when the modules after it were removed). ``norm`` is
         accepted for timm and ignored: the features are what the model computes.
         """
-        take, _ = feature_take_indices(len(self.constants.features), indices)
-        output, features = self._run(x, tuple(take), stop_early or intermediates_only)
+        take = take_indices(len(self.constants.features), indices)
+        output, features = self._run(x, take, stop_early or intermediates_only)
         images = self._to_images(features, tuple(take), (x.shape[-2], x.shape[-1]))
         if str(getattr(output_fmt, "value", output_fmt)) == "NHWC":
             images = [f.permute(0, 2, 3, 1) for f in images]
@@ -355,7 +363,7 @@ class ScaffoldBackbone(nn.Module):
         are accepted for timm: what runs after the features goes whatever they say.
         """
         features = self.constants.features
-        take, _ = feature_take_indices(len(features), indices)
+        take = take_indices(len(features), indices)
         for i in take:
             self._check_available(i)
         for name in removable([features[i] for i in take]):

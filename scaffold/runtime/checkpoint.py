@@ -81,7 +81,8 @@ def checkpoint_filter(
                 out[f"model.{key}"], own[key], bands, pretrained_bands
             )
             out[f"model.{key}"] = weight
-            model.band_weights = {"loaded": loaded, "new": new}
+            # What was loaded, for the band-weights check (a plain attribute).
+            object.__setattr__(model, "band_weights", {"loaded": loaded, "new": new})
             (_logger.warning if new else _logger.info)(
                 "%s: bands %s loaded from the checkpoint; new (initialised): %s",
                 first,
