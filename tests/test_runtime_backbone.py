@@ -150,3 +150,17 @@ def test_compiled_with_fullgraph_the_features_are_the_same(generated, layout):
     loss = sum(f.float().mean() for f in compiled(x))
     loss.backward()
     assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
+
+
+def test_a_deep_copy_captures_into_its_own_dict(generated):
+    import copy
+
+    backbone, module = backbone_of(generated["vit"])
+    twin = copy.deepcopy(backbone)
+    assert twin._captures is not backbone._captures
+    x = input_of(module)
+    with torch.no_grad():
+        for a, b in zip(twin(x), backbone(x), strict=True):
+            assert torch.equal(a, b)
+    hooks = [h for m in twin.modules() for h in m._forward_hooks.values()]
+    assert hooks and all(h.args[0] is twin._captures for h in hooks)
