@@ -206,7 +206,7 @@ def test_dry_run_writes_nothing_and_shows_the_diff(project):
     done = run_cli("update", str(result.out), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "+++ b/" + f"{result.backbone}/backbone.py" in done.stdout
-    assert '+        "module": "model.stage3",' in done.stdout
+    assert '+    {"module": "model.stage3",' in done.stdout
     assert "+OUT_INDICES: tuple[int, ...] = (0, 1, 2, 3)" in done.stdout
     after = snapshot(result.out)
     after.pop(".scaffold/lock", None)
@@ -227,9 +227,7 @@ def test_template_changes_flow_through_the_same_merge(project):
     """As if an older scaffold had written another comment: pristine and disk both have it."""
     model, result = project
     rel = f"{result.backbone}/registration.py"
-    old_comment = (
-        "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning)."
-    )
+    old_comment = "# The model's first convolution. Conv2d: timm adapts pretrained weights to another"
     disk = result.out / rel
     disk.write_text(disk.read_text().replace(old_comment, "# Prefixes (old wording)."))
     state_path = result.out / ".scaffold" / "state.json"
