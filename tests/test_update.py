@@ -227,7 +227,9 @@ def test_template_changes_flow_through_the_same_merge(project):
     """As if an older scaffold had written another comment: pristine and disk both have it."""
     model, result = project
     rel = f"{result.backbone}/registration.py"
-    old_comment = "# The model's first convolution. Conv2d: timm adapts pretrained weights to another"
+    old_comment = (
+        "# The model's first convolution. Conv2d: timm adapts pretrained weights to another"
+    )
     disk = result.out / rel
     disk.write_text(disk.read_text().replace(old_comment, "# Prefixes (old wording)."))
     state_path = result.out / ".scaffold" / "state.json"
