@@ -5,8 +5,9 @@ encoder of four levels, r1 to r8, and a decoder back to r1 on the skips). ``scaf
 --no-verify`` generates its backbone; the candidate is a forward of that backbone (the four encoder
 levels as features, through the runtime's hooks) and a backward of the sum of their means; the
 baseline is the same step through ``model.encoder(x)`` on the same model instance. Train mode, one
-thread, gradients set to None before each step, a (2, 3, 128, 128) input; a run is five steps, runs
-interleave (baseline, candidate, baseline, ...) after one uncounted warm-up of each.
+thread, gradients set to None before each step, a (2, 3, 128, 128) input; a run is five steps of each,
+alternating step by step (baseline, candidate, ...; the order swapped each run) after one
+uncounted warm-up of each.
 Target: median ratio <= 1.05.
 
     python benchmarks/train_step.py [--runs 7] [--json]
@@ -62,8 +63,7 @@ def main() -> int:
 
         def timed(forward) -> float:
             start = time.perf_counter()
-            for _ in range(STEPS_PER_RUN):
-                step(forward)
+            step(forward)
             return time.perf_counter() - start
 
         kinds = {"baseline": model.encoder, "candidate": backbone}
@@ -71,9 +71,15 @@ def main() -> int:
             timed(forward)  # warm-up, not counted
         times: dict[str, list[float]] = {"baseline": [], "candidate": []}
         for index in range(args.runs):
+            # Step by step, alternating (the order swapped each run), so that both see the
+            # same load on a shared machine.
+            run = dict.fromkeys(kinds, 0.0)
             order = list(kinds) if index % 2 == 0 else list(reversed(kinds))
-            for kind in order:
-                times[kind].append(timed(kinds[kind]))
+            for _ in range(STEPS_PER_RUN):
+                for kind in order:
+                    run[kind] += timed(kinds[kind])
+            for kind, seconds in run.items():
+                times[kind].append(seconds)
     name = "train step (generated backbone's forward+backward on a UNet vs its encoder's)"
     report(summary(name, times["baseline"], times["candidate"], TARGET_RATIO), args.json)
     return 0
