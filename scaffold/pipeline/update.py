@@ -655,7 +655,8 @@ def _own_runtime(
             and new is not None
             and RUNTIME_DIR.encode() in new
         )
-        edited = ours is not None and base is not None and ours != base and ours != new
+        # (a file on disk that scaffold never wrote counts as edited: it is kept too)
+        edited = ours is not None and ours != base and ours != new
         if new is None or not (runtime or (old_layout and edited)):
             new_plans.append(plan)
             continue
