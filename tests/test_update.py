@@ -65,7 +65,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
     for path in edited:
         assert path.read_text().endswith(f"# hand edit in {path.name}\n"), path
     backbone = (result.package / "backbone.py").read_text()
-    assert '"module": "model.stage3",\n        "num_chs": 64,\n        "reduction": 16,' in backbone
+    assert '{"module": "model.stage3", "num_chs": 64, "reduction": 16,' in backbone
     assert "OUT_INDICES: tuple[int, ...] = (0, 1, 2, 3)" in backbone
     assert [c["action"] for c in data["changes"]] == ["merged"]  # only backbone.py changed
     assert [c["name"] for c in data["checks"] if c["ok"]] == [
