@@ -35,8 +35,8 @@ def as_form(value: Any, form: str, x: torch.Tensor) -> Any:
 
 
 def place(kwargs: dict[str, Any], key: str, value: Any) -> str:
-    """Put `value` at `key` of the forward's keyword arguments ("param", or "param.item":
-    an item of a dict parameter); return the parameter."""
+    """Put `value` at `key` of the forward's keyword arguments ("param", or
+    "param.item": an item of a dict parameter); return the parameter."""
     param, _, item = key.partition(".")
     if item:
         kwargs.setdefault(param, {})[item] = value
