@@ -126,7 +126,13 @@ def test_trainable_check_names_a_layer_the_forward_never_uses(tmp_path):
     assert detail.startswith("2 of 54 trainable tensors get no gradient, in `encoder.unused`:")
 
     # The backbone built whole keeps the CNN's classifier, which never gets a gradient.
-    backbone_py.write_text(source.replace("prune: bool = True,", "prune: bool = False,"))
+    backbone_py.write_text(
+        source.replace(
+            marker,
+            marker + "\n    def __init__(self, **kwargs: Any) -> None:\n"
+            "        super().__init__(**{**kwargs, 'prune': False})\n",
+        )
+    )
     ok, detail = checks(verify_dir(result.out, quick=True))["trainable"]
     assert not ok
     assert detail.startswith("2 of 54 trainable tensors get no gradient, in `encoder.model.head`:")

@@ -229,7 +229,7 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "num_frames": repr(spec.num_frames),
         "input_layout": repr(spec.input_layout),
         # One feature a line (the template keeps ruff's formatter off them).
-        "features": "[\n" + "".join(f"    {double_quoted(e)},\n" for e in features) + "]",
+        "features": "[\n" + "".join(f"{wrapped_entry(e)},\n" for e in features) + "]",
         "out_indices": repr(tuple(spec.out_indices)),
         "frozen": repr(tuple(spec.frozen)),
         "package": repr(options.name),
@@ -252,6 +252,30 @@ def import_root(root: str | None, package_dir: Path) -> str | None:
     if where.is_absolute() and where.is_relative_to(package_dir.parent.parent):
         return Path(os.path.relpath(where, package_dir)).as_posix()
     return root
+
+
+def wrapped_entry(entry: dict[str, Any], width: int = LINE_LENGTH) -> str:
+    """A FEATURES entry as one or more lines within `width` (lists broken between items), indented
+    four spaces, continued at five: written as it is (the template keeps ruff's formatter off)."""
+    pieces: list[str] = []
+    for key, value in entry.items():
+        head = f"{double_quoted(key)}: "
+        if isinstance(value, list) and len(value) > 1:
+            items = [double_quoted(v) for v in value]
+            pieces += [f"{head}[{items[0]}", *items[1:-1], f"{items[-1]}]"]
+        else:
+            pieces.append(head + double_quoted(value))
+    lines, line = [], "    {"
+    for i, piece in enumerate(pieces):
+        text = piece + ("}" if i == len(pieces) - 1 else ",")
+        tail = "," if i == len(pieces) - 1 else ""  # the entry's own comma
+        if line.strip() not in ("{", "") and len(line) + 1 + len(text) + len(tail) > width:
+            lines.append(line)
+            line = "     " + text
+        else:
+            line += ("" if line.endswith("{") else " ") + text
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def double_quoted(value: Any) -> str:
