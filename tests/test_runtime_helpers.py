@@ -210,7 +210,8 @@ def test_two_unrelated_models_differ_only_in_their_constants(generated):
     for line in changed:
         model_specific = (
             line.startswith(constants)
-            or line.startswith(("    {", "# Model:", "# The features measured", '"""', "class "))
+            or line.startswith(("    {", "     ", "# Model:", "# The features measured"))
+            or line.startswith(('"""', "class "))
             or "Backbone" in line
             or "model_name" in line
         )
