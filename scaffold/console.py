@@ -221,6 +221,8 @@ def show_changes(err: Console, result) -> None:
         plain(err, f"  {what:12} {_quote(path)}")
     if not result.changes:
         err.print("no file changed" if result.analysis else "nothing changed")
+    for kept in getattr(result, "kept_aside", ()):
+        plain(err, f"  kept aside   {kept.line()}")
     if result.data_kept:
         kept = ", ".join(result.data_kept[:5]) + (" ..." if len(result.data_kept) > 5 else "")
         plain(err, f"  kept         your files in data/: {kept}")

@@ -383,11 +383,11 @@ def test_the_band_weights_check_fails_when_a_task_loads_another_bands_weights(su
     code, data = run_json("verify", str(out), "--quick")
     checks = {c["name"]: c for c in data["checks"]}
     assert code == 0 and checks["band weights"]["ok"], data
-    registration = out / "gb_edit" / "registration.py"
-    text = registration.read_text()
-    picked = "columns.append(weight[:, PRETRAINED_BANDS.index(band)])"
+    checkpoint = out / "gb_edit" / "_runtime" / "checkpoint.py"  # the runtime's band selection
+    text = checkpoint.read_text()
+    picked = "columns.append(weight[:, list(pretrained_bands).index(band)])"
     assert text.count(picked) == 1
-    registration.write_text(text.replace(picked, "columns.append(weight[:, 0])"))
+    checkpoint.write_text(text.replace(picked, "columns.append(weight[:, 0])"))
     code, data = run_json("verify", str(out), "--quick")
     checks = {c["name"]: c for c in data["checks"]}
     assert code == 1 and checks["weights"]["ok"], data

@@ -371,19 +371,20 @@ def test_a_trial_through_the_launcher_reaches_the_study(smoke, tmp_path):
     assert trial.state == optuna.trial.TrialState.COMPLETE and printed == trial.values
 
 
-def test_the_functions_the_trial_script_copies_keep_within_88_columns():
-    """The trial script holds their source as it is: a line over 88 columns would be
-    reflowed there (or, in a docstring, be left too long for ruff's default)."""
-    import inspect
+def test_the_trial_script_uses_the_runtime_copy_of_the_package(smoke):
+    """The trial builds each configuration with the functions scaffold derives fit/<task>.yaml
+    with, loaded from the package's runtime copy (no source spliced into the script)."""
+    import importlib.util
 
-    from scaffold.render import fit, iterate2
+    from scaffold.runtime import configs
 
-    shared = [fit.middle, fit.merge, fit.fit_config]
-    shared += [iterate2.plain_choices, iterate2.search_space, iterate2.printed_name]
-    long = [
-        f"{fn.__name__}: {line}"
-        for fn in shared
-        for line in inspect.getsource(fn).splitlines()
-        if len(line) > 88
-    ]
-    assert long == []
+    out, _ = smoke
+    text = (out / "iterate2" / "trial.py").read_text()
+    assert "def fit_config(" not in text and "_runtime" in text
+    spec = importlib.util.spec_from_file_location("trial_uses", out / "iterate2" / "trial.py")
+    trial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trial)
+    assert trial.configs.__file__.endswith("_runtime/configs.py")
+    main = yaml.safe_load((out / "benchmark.yaml").read_text())
+    task = main["tasks"][0]
+    assert trial.fit_config(main, task, out) == configs.fit_config(main, task, out)

@@ -50,6 +50,9 @@ def checked(out) -> dict[str, tuple[bool, str]]:
     return found
 
 
+LAYOUTS = "_runtime/layouts.py"  # the runtime copy's layout conversions
+
+
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     """A CNN and a ViT (class token, non-square 32x48 input) generated for this module's edits."""
@@ -62,16 +65,17 @@ def fresh(tmp_path_factory):
 
 @pytest.fixture()
 def edit(fresh):
-    """edit(model, old, new): replace `old` in that backbone.py (every occurrence when `all`,
-    else the first); every file is restored after the test."""
+    """edit(model, old, new, file): replace `old` in that package's `file` (backbone.py, or a
+    file of its runtime copy; every occurrence when `every`, else the first); every file is
+    restored after the test."""
     saved = {}
 
     def write(path, text):
         path.write_text(text)
         shutil.rmtree(path.parent / "__pycache__", ignore_errors=True)  # same size, same second
 
-    def change(model: str, old: str, new: str, every: bool = False):
-        path = fresh[model].package / "backbone.py"
+    def change(model: str, old: str, new: str, every: bool = False, file: str = "backbone.py"):
+        path = fresh[model].package / file
         text = path.read_text()
         saved.setdefault(path, text)
         assert old in text, old
@@ -93,13 +97,13 @@ def failed_only_here(found) -> str:
 
 
 def test_features_multiplied_by_zero(edit):
-    out = edit("cnn", "images.append(x.contiguous())", "images.append(x.contiguous() * 0)")
+    out = edit("cnn", "return x.contiguous()", "return x.contiguous() * 0", file=LAYOUTS)
     detail = failed_only_here(checked(out))
     assert detail.startswith("feature 0 (`model.stem`) of prepare_features_for_image_model differs")
     assert "from the model's own tensor at 64x64: max |diff| " in detail
     assert "all zeros" in detail
     assert detail.endswith(
-        "; backbone.py differs from the file scaffold generated: a hand edit changed this"
+        "; _runtime/layouts.py differs from the file scaffold generated: a hand edit changed this"
     )
 
 
@@ -107,7 +111,7 @@ def test_height_and_width_swapped(edit):
     # The CNN was analysed at 64x64 and `sizes` runs it at 128x128: square, so every shape fits;
     # the reference compares at 72x64 too, where the swapped maps have the other shape.
     out = edit(
-        "cnn", "images.append(x.contiguous())", "images.append(x.transpose(-1, -2).contiguous())"
+        "cnn", "return x.contiguous()", "return x.transpose(-1, -2).contiguous()", file=LAYOUTS
     )
     found = checked(out)
     assert "at 64x64 and 128x128" in found["sizes"][1]
@@ -121,8 +125,9 @@ def test_height_and_width_swapped_only_where_they_differ(edit):
     # the shape of the factory's maps.
     out = edit(
         "cnn",
-        "images.append(x.contiguous())",
-        "images.append((x if x.shape[-1] == x.shape[-2] else x.transpose(-1, -2)).contiguous())",
+        "return x.contiguous()",
+        "return (x if x.shape[-1] == x.shape[-2] else x.transpose(-1, -2)).contiguous()",
+        file=LAYOUTS,
     )
     detail = failed_only_here(checked(out))
     assert detail.startswith(
@@ -135,9 +140,12 @@ def test_height_and_width_swapped_only_where_they_differ(edit):
 def test_first_feature_detached(edit):
     out = edit(
         "cnn",
-        "_, features = self._run(x, self.out_indices, stop_early=True)",
-        "_, features = self._run(x, self.out_indices, stop_early=True)\n"
-        "        features[0] = features[0].detach()",
+        "    constants = CONSTANTS\n",
+        "    constants = CONSTANTS\n\n"
+        "    def forward(self, x):\n"
+        "        features = super().forward(x)\n"
+        "        features[0] = features[0].detach()\n"
+        "        return features\n",
     )
     detail = failed_only_here(checked(out))
     assert detail.startswith(
@@ -166,10 +174,9 @@ def test_vit_returns_its_last_block_for_every_level(edit):
 def test_tokens_placed_column_major(edit):
     out = edit(
         "vit",
-        "x = x.reshape(x.shape[0], groups, h, w, x.shape[2]).permute(\n"
-        "                    0, 1, 4, 2, 3\n",
-        "x = x.reshape(x.shape[0], groups, w, h, x.shape[2]).permute(\n"
-        "                    0, 1, 4, 3, 2\n",
+        "x = x.reshape(x.shape[0], groups, h, w, x.shape[2]).permute(0, 1, 4, 2, 3)",
+        "x = x.reshape(x.shape[0], groups, w, h, x.shape[2]).permute(0, 1, 4, 3, 2)",
+        file=LAYOUTS,
     )
     detail = failed_only_here(checked(out))
     assert detail.startswith("feature 0 (`model.blocks.1`) of prepare_features_for_image_model")
@@ -182,6 +189,7 @@ def test_last_patch_token_dropped_instead_of_the_class_token(edit):
         "vit",
         'return x[:, f.get("prefix_tokens", 0) : x.shape[1] - f.get("suffix_tokens", 0)]',
         'return x[:, : x.shape[1] - f.get("prefix_tokens", 0) - f.get("suffix_tokens", 0)]',
+        file=LAYOUTS,
     )
     detail = failed_only_here(checked(out))
     assert detail.startswith("feature 0 (`model.blocks.1`) of prepare_features_for_image_model")

@@ -79,8 +79,17 @@ def test_sed_and_ruff_format_over_the_folder_lose_no_edit(project):
     assert all("edit with care" in text for text in edited.values())
     assert edited[result.package / "backbone.py"] != sedded  # reformatted
 
+    formatted = {p.name: p.read_bytes() for p in (result.package / "_runtime").glob("*.py")}
     update = update_dir(out)  # the model did not change: every file is the person's now
-    assert update.changes == []
+    # ... but the runtime's copy, which update replaces: the formatted files are kept aside
+    assert [c for c in update.changes if "/_runtime/" not in c[0]] == []
+    from scaffold.render.backbone import runtime_sources
+
+    runtime = sorted(n for n, c in runtime_sources().items() if c != formatted.get(n))
+    assert runtime and sorted(k.file.rpartition("/")[2] for k in update.kept_aside) == runtime
+    assert all(
+        (out / k.kept_as).read_text().count("edit with care") == 0 for k in update.kept_aside
+    )
     assert {p: p.read_text() for p in edited} == edited
 
 
@@ -199,7 +208,9 @@ def test_a_moved_folder_and_a_moved_model(project, tmp_path):
     assert code == 0, data
     assert state_of(moved)["options"]["target"] == f"{elsewhere}:SmallCNN"
     backbone = (moved / result.backbone / "backbone.py").read_text()
-    assert f'"{elsewhere.parent}"' in backbone and f'"{model.parent}"' not in backbone
+    # The model now lives beside the folder: its root is written relative to the package.
+    assert 'MODEL_IMPORT_ROOT: str | None = "../../elsewhere"' in backbone
+    assert f'"{model.parent}"' not in backbone
     report = verify_dir(moved, quick=True)
     assert report.ok, checks(report)
 

@@ -109,10 +109,18 @@ def test_trainable_check_names_a_layer_the_forward_never_uses(tmp_path):
 
     backbone_py = result.package / "backbone.py"
     source = backbone_py.read_text()
-    marker = "        self.model = load_model_class()(**args)\n"
+    # A layer the subclass adds and the forward never uses.
+    marker = "    constants = CONSTANTS\n"
     assert marker in source
+    source = source.replace(
+        "from typing import Any\n", "from typing import Any\n\nfrom torch import nn\n"
+    )
     backbone_py.write_text(
-        source.replace(marker, marker + "        self.unused = nn.Linear(4, 4)\n")
+        source.replace(
+            marker,
+            marker + "\n    def __init__(self, **kwargs: Any) -> None:\n"
+            "        super().__init__(**kwargs)\n        self.unused = nn.Linear(4, 4)\n",
+        )
     )
     report = verify_dir(result.out, quick=True)
     ok, detail = checks(report)["trainable"]
@@ -120,7 +128,13 @@ def test_trainable_check_names_a_layer_the_forward_never_uses(tmp_path):
     assert detail.startswith("2 of 54 trainable tensors get no gradient, in `encoder.unused`:")
 
     # The backbone built whole keeps the CNN's classifier, which never gets a gradient.
-    backbone_py.write_text(source.replace("prune: bool = True,", "prune: bool = False,"))
+    backbone_py.write_text(
+        source.replace(
+            marker,
+            marker + "\n    def __init__(self, **kwargs: Any) -> None:\n"
+            "        super().__init__(**{**kwargs, 'prune': False})\n",
+        )
+    )
     ok, detail = checks(verify_dir(result.out, quick=True))["trainable"]
     assert not ok
     assert detail.startswith("2 of 54 trainable tensors get no gradient, in `encoder.model.head`:")

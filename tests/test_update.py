@@ -65,7 +65,7 @@ def test_update_keeps_every_hand_edit_and_brings_the_new_stage(project):
     for path in edited:
         assert path.read_text().endswith(f"# hand edit in {path.name}\n"), path
     backbone = (result.package / "backbone.py").read_text()
-    assert '"module": "model.stage3",\n        "num_chs": 64,\n        "reduction": 16,' in backbone
+    assert '{"module": "model.stage3", "num_chs": 64, "reduction": 16,' in backbone
     assert "OUT_INDICES: tuple[int, ...] = (0, 1, 2, 3)" in backbone
     assert [c["action"] for c in data["changes"]] == ["merged"]  # only backbone.py changed
     assert [c["name"] for c in data["checks"] if c["ok"]] == [
@@ -206,7 +206,7 @@ def test_dry_run_writes_nothing_and_shows_the_diff(project):
     done = run_cli("update", str(result.out), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "+++ b/" + f"{result.backbone}/backbone.py" in done.stdout
-    assert '+        "module": "model.stage3",' in done.stdout
+    assert '+    {"module": "model.stage3",' in done.stdout
     assert "+OUT_INDICES: tuple[int, ...] = (0, 1, 2, 3)" in done.stdout
     after = snapshot(result.out)
     after.pop(".scaffold/lock", None)
@@ -228,7 +228,7 @@ def test_template_changes_flow_through_the_same_merge(project):
     _model, result = project
     rel = f"{result.backbone}/registration.py"
     old_comment = (
-        "# Key prefixes that wrappers add around a model's own keys (DataParallel, Lightning)."
+        "# The model's first convolution. Conv2d: timm adapts pretrained weights to another"
     )
     disk = result.out / rel
     disk.write_text(disk.read_text().replace(old_comment, "# Prefixes (old wording)."))

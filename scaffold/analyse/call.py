@@ -50,6 +50,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.runtime.inputs import RAMPED, RAMPED_IN_PLACE, ramp_like, resample_frames
+from scaffold.runtime.inputs import forward_inputs as runtime_forward_inputs
 from scaffold.spec import ArgForm, ForwardCall
 
 if TYPE_CHECKING:
@@ -85,9 +87,8 @@ RANDOM_FUNCTIONS = frozenset(
         "poisson",
     }
 )
-# The draws fixed noise replaces (continuous noise and permutations: what token shuffles use).
-FIXED_FUNCTIONS = frozenset({"rand", "rand_like", "randn", "randn_like", "randperm"})
-FIXED_INPLACE = frozenset({"uniform_", "normal_"})
+# The draws fixed noise replaces (continuous noise and permutations: what token shuffles use)
+# are the runtime's RAMPED and RAMPED_IN_PLACE: the generated backbone fixes the same ones.
 
 
 # -- the plan: which argument gets what -------------------------------------------------------
@@ -244,23 +245,6 @@ def _per_frame(value: Any, frames: int | None, in_chans: int) -> bool:
     )
 
 
-def resample_frames(value: list[Any], frames: int) -> list[Any]:
-    """Per-frame values for `frames` frames: linearly resampled over the frames, first and last
-    kept (integers stay integers, rounded)."""
-    if len(value) == frames:
-        return list(value)
-    tensor = torch.as_tensor(value, dtype=torch.float64)
-    if len(value) == 1:
-        out = tensor.expand(frames, *tensor.shape[1:])
-    else:
-        flat = tensor.reshape(len(value), -1).T[None]  # 1, values per frame, frames
-        out = torch.nn.functional.interpolate(flat, frames, mode="linear", align_corners=True)
-        out = out[0].T.reshape(frames, *tensor.shape[1:])
-    if not torch.as_tensor(value).is_floating_point():
-        return out.round().long().tolist()
-    return out.tolist()
-
-
 def form_options(plan: CallPlan) -> dict[str, tuple[ArgForm, ...]]:
     """The forms each argument may take; None, strings, booleans and dicts stay as given."""
     return {k: ("value",) if _only_as_given(v) else FORMS for k, v in plan.args.items()}
@@ -288,36 +272,12 @@ def _only_as_given(value: Any) -> bool:
 
 
 # -- calling ------------------------------------------------------------------------------------
-def as_form(value: Any, form: str, x: torch.Tensor) -> Any:
-    """`value` as given, as a tensor on the image's device, or that tensor repeated over the batch."""
-    if form == "value":
-        return value
-    tensor = torch.as_tensor(value, device=x.device)
-    if form == "batched":
-        tensor = tensor.unsqueeze(0).repeat(x.shape[0], *([1] * tensor.ndim))
-    return tensor
-
-
 def forward_inputs(
     plan: CallPlan, forms: dict[str, ArgForm], x: torch.Tensor
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The positional and keyword arguments of one forward call on the image `x`."""
-    kwargs: dict[str, Any] = {}
-    for key, value in plan.args.items():
-        value = as_form(value, forms.get(key, "value"), x)
-        param, _, item = key.partition(".")
-        if item:
-            kwargs.setdefault(param, {})[item] = value
-        else:
-            kwargs[param] = value
-    param, _, item = plan.image.partition(".")
-    if item:
-        kwargs.setdefault(param, {})[item] = x
-    else:
-        kwargs[param] = x
-    if plan.image_positional:
-        return [kwargs.pop(param)], kwargs
-    return [], kwargs
+    """The positional and keyword arguments of one forward call on the image `x` (the runtime's
+    own plumbing: the generated backbone calls the model the same way)."""
+    return runtime_forward_inputs(x, plan.image, plan.image_positional, plan.args, forms)
 
 
 class RandomDraws(TorchFunctionMode):
@@ -338,22 +298,12 @@ class RandomDraws(TorchFunctionMode):
         if name in RANDOM_FUNCTIONS:
             self.draws[name] = self.draws.get(name, 0) + 1
             if self.fixed and isinstance(out, torch.Tensor):
-                if name in FIXED_FUNCTIONS:
+                if name in RAMPED:
                     return ramp_like(out)
-                if name in FIXED_INPLACE:
+                if name in RAMPED_IN_PLACE:
                     with torch.no_grad():
                         out.copy_(ramp_like(out))
         return out
-
-
-def ramp_like(t: torch.Tensor) -> torch.Tensor:
-    """Values increasing along the last dimension, in (0, 1) for floats, 0..n-1 for integers."""
-    n = t.shape[-1] if t.ndim else 1
-    if t.is_floating_point():
-        ramp = torch.arange(1, n + 1, device=t.device, dtype=t.dtype) / (n + 1)
-    else:
-        ramp = torch.arange(n, device=t.device, dtype=t.dtype)
-    return ramp.expand(t.shape).clone()
 
 
 @dataclass
@@ -411,7 +361,7 @@ def resolve_invoker(
     that call's output. All combinations where they are few, else each argument's form on its
     own (see the module's doc). When none runs: ArgumentsUnplaced naming the arguments that
     could not be placed, or the forward's own error when no argument's form changes it."""
-    from scaffold.analyse.trace import first_tensor
+    from scaffold.runtime.inputs import first_tensor
 
     model.eval()
     options = form_options(plan)
@@ -506,9 +456,9 @@ def trace_called(
         SMALL_MODEL_PARAMS,
         ForwardFailed,
         build_model,
-        first_tensor,
         run_trace,
     )
+    from scaffold.runtime.inputs import first_tensor
 
     frames = shape[1] if len(shape) == 4 else None
     plan = plan_call(model, forward_args, image_arg, shape[0], given_frames or frames)
@@ -563,7 +513,7 @@ def outputs_differ(
 ) -> bool:
     """Does a call with another random state differ from `first`, the output of a call on the
     same input `x` under the seed SEEDS[0]?"""
-    from scaffold.analyse.trace import first_tensor
+    from scaffold.runtime.inputs import first_tensor
 
     torch.manual_seed(SEEDS[1])
     with torch.no_grad():

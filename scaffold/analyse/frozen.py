@@ -34,7 +34,8 @@ def unreached_parameters(
     gradients (the meta device: shapes only)."""
     import torch
 
-    from scaffold.analyse.trace import BATCH, first_tensor
+    from scaffold.analyse.trace import BATCH
+    from scaffold.runtime.inputs import first_tensor
 
     model = trace.model
     if model is None or trace.root.in_shape is None:

@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from scaffold.analyse.trace import BATCH, Trace, first_tensor
+from scaffold.analyse.trace import BATCH, Trace
 from scaffold.grid import TokenLayout, match_grid, token_grids
+from scaffold.runtime.inputs import first_tensor
 
 BUMP = 10.0  # what a probe adds to a pixel: far above the changes of rounding
 MAX_MATERIALIZED = 30_000_000  # parameters a meta-traced model's copy may get on the CPU

@@ -21,6 +21,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from scaffold.errors import ScaffoldError, one_line
+from scaffold.runtime.inputs import first_tensor
 
 # How the traced forward is called: (model, image) -> output.
 ModelCall = Callable[[nn.Module, torch.Tensor], Any]
@@ -394,19 +395,6 @@ class ForwardFailed(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(one_line(cause))
         self.cause = cause
-
-
-def first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:

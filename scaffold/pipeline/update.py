@@ -51,6 +51,7 @@ from scaffold.write.journal import DataSwap, RolledBack, journal_path, roll_back
 from scaffold.write.merge import (
     UNTOUCHED,
     WRITTEN,
+    Action,
     FilePlan,
     is_write_temp,
     plan_file,
@@ -81,6 +82,25 @@ class UpdateInterrupted(KeyboardInterrupt):
     """Ctrl-C arrived while the writes ran: they were finished first; the message says so."""
 
 
+@dataclass(frozen=True)
+class KeptAside:
+    """A hand-edited file the update replaced: `file` (relative to DIR) as the person left it is
+    `kept_as`; `edits` names what was edited there (a function, a method, a constant)."""
+
+    file: str
+    kept_as: str
+    edits: list[str]
+    carried: list[str]  # constants whose hand-edited values the new file keeps
+
+    def line(self) -> str:
+        carried = f"; kept your {', '.join(self.carried)} in it" if self.carried else ""
+        return (
+            f"{self.file}: your edits to {', '.join(self.edits)} are in code scaffold's runtime "
+            f"now owns (replaced{carried}); your file is kept as {self.kept_as}: carry them over "
+            "by overriding the subclass's methods in backbone.py"
+        )
+
+
 @dataclass
 class UpdateResult:
     out: Path
@@ -98,6 +118,8 @@ class UpdateResult:
     analysis: list[str] = field(default_factory=list)
     # An earlier update that was killed half way, rolled back before this one.
     rolled_back: RolledBack | None = None
+    # Hand-edited files whose code scaffold's runtime now owns, kept aside (see _own_runtime).
+    kept_aside: list[KeptAside] = field(default_factory=list)
 
     @property
     def changes(self) -> list[tuple[str, str]]:
@@ -130,6 +152,7 @@ class UpdateResult:
             "baselines": summary(self.out, self.baselines),
             "analysis_changes": list(self.analysis),
             "rolled_back": dataclasses.asdict(self.rolled_back) if self.rolled_back else None,
+            "kept_aside": [dataclasses.asdict(k) for k in self.kept_aside],
             **iterate2_summary(self.out),
         }
 
@@ -282,6 +305,7 @@ def _update_locked(
         plan_file(out, rel, read_pristine(out, state, rel), theirs.get(rel))
         for rel in sorted(set(state.files) | set(theirs))
     ]
+    plans, result.kept_aside = _own_runtime(out, state, theirs, plans, state.version)
     result.benchmark_config = out / CONFIG_FILE
     result.input_shape = tuple(spec.input_shape)
     result.plans = plans
@@ -613,3 +637,155 @@ def _interrupts_deferred(done: list[str]) -> Iterator[None]:
         raise UpdateInterrupted(
             f"the update's writes were finished first ({', '.join(done)}); not verified"
         )
+
+
+# -- scaffold's runtime: replaced, never merged ------------------------------------------------
+def _own_runtime(
+    out: Path, state: State, theirs: dict[str, bytes], plans: list[FilePlan], version: str
+) -> tuple[list[FilePlan], list[KeptAside]]:
+    """The plans with the runtime's files replaced rather than merged, and a package of the
+    layout before the runtime (its generic code in backbone.py and registration.py) moved to it.
+
+    A runtime file edited by hand is replaced and kept aside as ``<file>.orig-<version>``. A
+    hand-edited backbone.py or registration.py of the old layout is replaced by the new one
+    with the person's values of its constants (``OUT_INDICES = ...``) carried over; any other
+    edit there was in code the runtime now owns: the file is kept aside the same way and the
+    edits are named."""
+    from scaffold.render.backbone import RUNTIME_DIR
+
+    new_plans: list[FilePlan] = []
+    kept: list[KeptAside] = []
+    for plan in plans:
+        rel, new = plan.rel, theirs.get(plan.rel)
+        base = read_pristine(out, state, rel)
+        ours = (out / rel).read_bytes() if (out / rel).is_file() else None
+        runtime = f"/{RUNTIME_DIR}/" in rel
+        old_layout = (
+            rel.endswith(("/backbone.py", "/registration.py"))
+            and base is not None
+            and RUNTIME_DIR.encode() not in base
+            and new is not None
+            and RUNTIME_DIR.encode() in new
+        )
+        # (a file on disk that scaffold never wrote counts as edited: it is kept too)
+        edited = ours is not None and ours != base and ours != new
+        if new is None or not (runtime or (old_layout and edited)):
+            new_plans.append(plan)
+            continue
+        if runtime:
+            action: Action = (
+                "unchanged" if ours == new else ("added" if ours is None else "updated")
+            )
+            new_plans.append(FilePlan(rel, action, new, ours))
+            if edited:
+                assert ours is not None
+                aside = _aside_name(out, rel, version)
+                new_plans.append(FilePlan(aside, "added", ours, None))
+                kept.append(KeptAside(rel, aside, ["the runtime itself"], []))
+            continue
+        assert ours is not None and base is not None
+        carried_text, carried, edits = _carry_constants(base, ours, new)
+        new_plans.append(FilePlan(rel, "merged" if carried else "updated", carried_text, ours))
+        if edits:
+            aside = _aside_name(out, rel, version)
+            new_plans.append(FilePlan(aside, "added", ours, None))
+            kept.append(KeptAside(rel, aside, edits, carried))
+    return new_plans, kept
+
+
+def _aside_name(out: Path, rel: str, version: str) -> str:
+    """``<rel>.orig-<version>``, numbered when that exists already."""
+    aside, n = f"{rel}.orig-{version}", 1
+    while (out / aside).exists():
+        n += 1
+        aside = f"{rel}.orig-{version}-{n}"
+    return aside
+
+
+def _carry_constants(base: bytes, ours: bytes, theirs: bytes) -> tuple[bytes, list[str], list[str]]:
+    """`theirs` with each module-level constant the person changed (ours differs from base) set
+    to the person's value where `theirs` still has it; the constants carried; and the names of
+    every other edit (functions, classes' methods, other module code: owned by the runtime
+    now)."""
+    import ast
+
+    texts = [t.decode(errors="replace") for t in (base, ours, theirs)]
+    try:
+        parsed = [_top_level(ast.parse(t), t) for t in texts]
+    except SyntaxError:  # not Python any more (a half-resolved conflict): nothing is carried
+        return theirs, [], ["the file (it does not parse)"]
+    (base_items, ours_items, theirs_items) = parsed
+    carried: list[str] = []
+    edits: list[str] = []
+    replace: list[tuple[int, int, str]] = []  # line ranges of theirs and the person's text
+    for key in dict.fromkeys([*base_items, *ours_items]):
+        was, now = base_items.get(key), ours_items.get(key)
+        if was is not None and now is not None and was.text == now.text:
+            continue
+        mine = theirs_items.get(key)
+        if key.isupper() and now is not None and mine is not None and mine.assign:
+            carried.append(key)
+            replace.append((mine.start, mine.end, now.text))
+        else:
+            edits += _edited_parts(key, was, now)
+    lines = texts[2].splitlines(keepends=True)
+    for start, end, text in sorted(replace, reverse=True):
+        lines[start - 1 : end] = [text + "\n"]
+    if not edits and not carried and ours != base:
+        edits = ["comments"]  # only comments differ: nothing to carry, nothing lost either
+    return "".join(lines).encode(), carried, edits
+
+
+@dataclass
+class _Item:
+    text: str  # the statement's source, as written
+    start: int
+    end: int
+    assign: bool
+    node: Any
+
+
+def _top_level(tree: Any, text: str) -> dict[str, _Item]:
+    """The module's statements by name (an assigned name, a function's or class's), the rest
+    by their place among the unnamed ones."""
+    import ast
+
+    items: dict[str, _Item] = {}
+    for i, node in enumerate(tree.body):
+        name, assign = f"module code {i}", False
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name):
+                name, assign = target.id, True
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name, assign = node.target.id, True
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            name = node.name
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            name = f"imports {i}"
+        segment = ast.get_source_segment(text, node) or ""
+        end = node.end_lineno or node.lineno
+        items[name] = _Item(segment, node.lineno, end, assign, node)
+    return items
+
+
+def _edited_parts(name: str, was: _Item | None, now: _Item | None) -> list[str]:
+    """What differs in the statement `name`: a class's edited methods by name, else the name."""
+    import ast
+
+    if was is None or now is None:
+        return [name if now is not None else f"{name} (deleted)"]
+    if name.startswith("imports"):
+        return ["the imports"]
+    if name.startswith("module code"):
+        return ["module code"]
+    if isinstance(was.node, ast.ClassDef) and isinstance(now.node, ast.ClassDef):
+        base_methods = {n.name: ast.dump(n) for n in was.node.body if hasattr(n, "name")}
+        our_methods = {n.name: ast.dump(n) for n in now.node.body if hasattr(n, "name")}
+        parts = [
+            f"{name}.{m}"
+            for m in dict.fromkeys([*base_methods, *our_methods])
+            if base_methods.get(m) != our_methods.get(m)
+        ]
+        return parts or [name]
+    return [name]

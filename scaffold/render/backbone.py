@@ -7,7 +7,9 @@ them. Python files are formatted with ruff, so what a person opens is clean unde
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -71,7 +73,7 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
     if options.iterate2:  # derived from the rendered benchmark.yaml too
         from scaffold.render.iterate2 import write_iterate2
 
-        write_iterate2(dest, options.out, data["header"])
+        write_iterate2(dest, options.out, data["header"], names_for(options.name).package)
     if options.baselines:  # derived from the rendered benchmark.yaml
         from scaffold.render.baselines import write_baselines
 
@@ -86,6 +88,8 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         if p.is_file() and "__pycache__" not in p.parts
     )
     format_python(dest, [f for f in files if f.endswith(".py")])
+    # scaffold's runtime, copied as it is (formatted already): after the formatting.
+    files = sorted([*files, *write_runtime(dest / names_for(options.name).package)])
     if options.datasets:
         from scaffold.render.tasks import split_files
 
@@ -95,6 +99,32 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
             (dest / rel).write_text(text, encoding="utf-8")
         files = sorted({*files, *lists})
     return files
+
+
+# The runtime's folder inside a generated package: a verbatim copy of scaffold/runtime.
+RUNTIME_DIR = "_runtime"
+
+
+def runtime_sources() -> dict[str, bytes]:
+    """scaffold's runtime, file by file (``{"backbone.py": ...}``), as it is copied."""
+    folder = resources.files("scaffold.runtime")
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".py")
+    }
+
+
+def write_runtime(package_dir: Path) -> list[str]:
+    """Copy scaffold's runtime into ``<package>/_runtime/``; return the files written, relative to
+    the package's parent (the output folder)."""
+    target = package_dir / RUNTIME_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in runtime_sources().items():
+        (target / name).write_bytes(content)
+        written.append(f"{package_dir.name}/{RUNTIME_DIR}/{name}")
+    return written
 
 
 def format_python(root: Path, files: list[str]) -> None:
@@ -188,14 +218,17 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
     return {
         "module": repr(spec.module),
         "qualname": repr(spec.qualname),
-        "import_root": repr(spec.import_root),
+        "import_root": repr(
+            import_root(spec.import_root, options.out / names_for(options.name).package)
+        ),
         "args": py_repr(spec.args),
         "in_chans_arg": repr(spec.in_chans_arg),
         "in_chans": repr(spec.in_chans),
         "img_size": repr(tuple(spec.img_size)),
         "num_frames": repr(spec.num_frames),
         "input_layout": repr(spec.input_layout),
-        "features": "[" + "".join(f"{e!r}," for e in features) + "]",
+        # One feature a line (the template keeps ruff's formatter off them).
+        "features": "[\n" + "".join(f"{wrapped_entry(e)},\n" for e in features) + "]",
         "out_indices": repr(tuple(spec.out_indices)),
         "frozen": repr(tuple(spec.frozen)),
         "package": repr(options.name),
@@ -206,6 +239,61 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "pretrained_bands": repr(tuple(options.bands)),
         **forward_call_literals(spec),
     }
+
+
+def import_root(root: str | None, package_dir: Path) -> str | None:
+    """The model's import root as backbone.py states it: relative to the package's folder when
+    the model lives inside the output folder or beside it (in the output folder's parent), so
+    that the two move together; else absolute (None: an installed module)."""
+    if root is None:
+        return None
+    where = Path(root)
+    if where.is_absolute() and where.is_relative_to(package_dir.parent.parent):
+        return Path(os.path.relpath(where, package_dir)).as_posix()
+    return root
+
+
+def wrapped_entry(entry: dict[str, Any], width: int = LINE_LENGTH) -> str:
+    """A FEATURES entry as one or more lines within `width` (lists broken between items), indented
+    four spaces, continued at five: written as it is (the template keeps ruff's formatter off)."""
+    pieces: list[str] = []
+    for key, value in entry.items():
+        head = f"{double_quoted(key)}: "
+        if isinstance(value, list) and len(value) > 1:
+            items = [double_quoted(v) for v in value]
+            pieces += [f"{head}[{items[0]}", *items[1:-1], f"{items[-1]}]"]
+        else:
+            pieces.append(head + double_quoted(value))
+    lines, line = [], "    {"
+    for i, piece in enumerate(pieces):
+        text = piece + ("}" if i == len(pieces) - 1 else ",")
+        tail = "," if i == len(pieces) - 1 else ""  # the entry's own comma
+        if line.strip() not in ("{", "") and len(line) + 1 + len(text) + len(tail) > width:
+            lines.append(line)
+            line = "     " + text
+        else:
+            line += ("" if line.endswith("{") else " ") + text
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def double_quoted(value: Any) -> str:
+    """`repr(value)` with strings in double quotes, as ruff's formatter writes them (for code it
+    does not format)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(f"{double_quoted(k)}: {double_quoted(v)}" for k, v in value.items())
+            + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(double_quoted(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        items = [double_quoted(v) for v in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return repr(value)
 
 
 def py_repr(value: Any) -> str:

@@ -13,8 +13,6 @@ the files in step like any generated file.
 
 from __future__ import annotations
 
-import copy
-import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,51 +21,13 @@ import yaml
 
 from scaffold.errors import ScaffoldError
 from scaffold.render.dump import dump
+from scaffold.runtime import configs
+from scaffold.runtime.configs import NO_PLOTS, SEED, TASK_CLASSES, merge, middle
 from scaffold.write.names import CONFIG_FILE, fit_config_file
 
-# terratorch-iterate's task types -> the TerraTorch task class it builds for each.
-TASK_CLASSES = {
-    "segmentation": "terratorch.tasks.SemanticSegmentationTask",
-    "regression": "terratorch.tasks.PixelwiseRegressionTask",
-    "classification": "terratorch.tasks.ClassificationTask",
-    "multilabel_classification": "terratorch.tasks.MultiLabelClassificationTask",
-    "object_detection": "terratorch.tasks.ObjectDetectionTask",
-}
-# iterate turns validation plots off for these task types.
-NO_PLOTS = ("segmentation", "regression")
-SEED = 0  # terratorch-iterate seeds every trial with 0 too
-
-
-def middle(space: Any) -> Any:
-    """The value a search space entry stands for when nothing is searched: the first
-    choice of a list, the middle of a range (geometric when `log`), or, for a mapping of
-    entries (``model_args: {decoder_channels: [...]}``), a mapping of their middles."""
-    if isinstance(space, list):
-        return space[0] if space else None
-    if isinstance(space, dict) and {"min", "max"} <= space.keys():
-        low, high = space["min"], space["max"]
-        if space.get("log") and low > 0 and high > 0:
-            value = math.sqrt(low * high)
-        else:
-            value = (low + high) / 2
-        if str(space.get("type", "real")) == "int":
-            return round(value)
-        return float(f"{value:.3g}")
-    if isinstance(space, dict):
-        return {key: middle(value) for key, value in space.items()}
-    return space
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` merged into a copy of `base`, mappings key by key (as iterate merges
-    them)."""
-    merged = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+# The functions shared with iterate2's trial script live in scaffold's runtime, which each package
+# carries: the trial loads them from there.
+__all__ = ["NO_PLOTS", "SEED", "TASK_CLASSES", "fit_config", "merge", "middle"]
 
 
 def fit_config(
@@ -76,44 +36,12 @@ def fit_config(
     out: Path,
     space: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The LightningCLI config of `task` of the benchmark config `main` (output folder
-    `out`; ``Path()`` for paths relative to it), with the hyperparameters `space`
-    (nested as ``optimization_space``; default: the middle of each searched one). Kept
-    within 88 columns: the trial script of iterate2 holds a copy of it."""
-    defaults = main.get("defaults") or {}
-    task_type = str(task.get("type", "segmentation"))
-    if task_type not in TASK_CLASSES:
-        name = task.get("name")
-        raise ScaffoldError(f"benchmark.yaml: task {name!r} has type {task_type!r}")
-    searched = main.get("optimization_space") or {}
-    space = middle(searched) if space is None else copy.deepcopy(space)
-    batch_size = space.pop("batch_size", None)
-    base = defaults.get("terratorch_task") or {}
-    init_args = merge(merge(base, task.get("terratorch_task") or {}), space)
-    if task_type in NO_PLOTS:
-        init_args.setdefault("plot_on_val", False)
-    trainer = copy.deepcopy(defaults.get("trainer_args") or {})
-    root = out / "runs" / "fit" / str(task.get("name"))
-    trainer.setdefault("default_root_dir", str(root))
-    patience = task.get("early_stop_patience")
-    if patience is not None:
-        early_stop = {
-            "class_path": "lightning.pytorch.callbacks.EarlyStopping",
-            "init_args": {"monitor": "val/loss", "patience": patience},
-        }
-        trainer["callbacks"] = [*(trainer.get("callbacks") or []), early_stop]
-    datamodule = copy.deepcopy(task.get("datamodule") or {})
-    if batch_size is not None:
-        datamodule.setdefault("init_args", {})["batch_size"] = batch_size
-    config: dict[str, Any] = {"seed_everything": SEED}
-    if main.get("custom_modules_path"):
-        config["custom_modules_path"] = main["custom_modules_path"]
-    config |= {
-        "trainer": trainer,
-        "model": {"class_path": TASK_CLASSES[task_type], "init_args": init_args},
-        "data": datamodule,
-    }
-    return config
+    """The runtime's fit_config (see scaffold/runtime/configs.py); a problem in the config is a
+    ScaffoldError."""
+    try:
+        return configs.fit_config(main, task, out, space)
+    except configs.ConfigError as exc:
+        raise ScaffoldError(str(exc)) from exc
 
 
 def benchmark_tasks(main_text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

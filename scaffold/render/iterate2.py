@@ -11,8 +11,8 @@ failed (and carries on). Where the trial runs is the script's business. So scaff
 from the rendered ``benchmark.yaml``:
 
 - ``iterate2/trial.py``, shared by all tasks, executable: one trial of one task, built as
-  ``fit/<task>.yaml`` is (the same `fit_config`, copied into the script so that a node
-  needs TerraTorch and the backbone's package, not scaffold), printing the metric under a
+  ``fit/<task>.yaml`` is (the same `fit_config`, which the script loads from the package's
+  runtime copy, so that a node needs TerraTorch and the backbone's package, not scaffold), printing the metric under a
   name iterate2 maximises rightly (``neg_val_loss`` for a min-direction ``val/loss``) and
   printing none when training fails; with ``TRIAL_LAUNCHER`` set (``srun ...``,
   ``bsub -I ...``) it runs itself on a cluster node through that command;
@@ -25,17 +25,15 @@ It also derives the commands that run them (on this machine, through Slurm or LS
 
 from __future__ import annotations
 
-import inspect
-import re
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from scaffold.errors import ScaffoldError
 from scaffold.render import fit
 from scaffold.render.dump import dump
+from scaffold.runtime.configs import plain_choices, printed_name, search_space
 from scaffold.write.names import (
     CONFIG_FILE,
     ITERATE2_DIR,
@@ -54,51 +52,6 @@ LAUNCHERS = {
     "slurm": f"srun --gres=gpu:{GPUS} --cpus-per-task={CPUS} --mem={MEM_GB}G",
     "lsf": f'bsub -I -gpu num={GPUS} -n {CPUS} -R "rusage[mem={MEM_GB}GB]"',
 }
-
-
-# -- shared with the trial script (copied into it as source) -------------------------------
-def plain_choices(choices: list[Any]) -> bool:
-    """Whether Optuna can hold each of `choices` and the trial tell them apart by
-    their text (numbers, booleans, text); other choices (lists, mappings, None) go by
-    position: iterate2 samples 0, 1, ... and the trial script takes the choice there.
-    (Kept within 88 columns, as the rest of this section: the trial script holds a
-    copy.)"""
-    for choice in choices:
-        if choice is None or not isinstance(choice, (bool, int, float, str)):
-            return False
-    return len({str(c) for c in choices}) == len(choices)
-
-
-def search_space(main: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
-    """The searched entries of `task`: ``optimization_space`` flattened to dotted names
-    (``model_args.decoder_channels``, as iterate names them in Optuna), each a list of
-    choices or a ``{min, max, type, log}`` range; the task's ``optimization_except``
-    left out."""
-    skip = set(task.get("optimization_except") or ())
-    flat: dict[str, Any] = {}
-
-    def walk(space: Any, prefix: str) -> None:
-        for key, value in (space or {}).items():
-            if key in skip:
-                continue
-            name = f"{prefix}{key}"
-            if isinstance(value, list) or (
-                isinstance(value, dict) and {"min", "max"} <= value.keys()
-            ):
-                flat[name] = value
-            elif isinstance(value, dict):
-                walk(value, f"{name}.")
-
-    walk(main.get("optimization_space") or {}, "")
-    return flat
-
-
-def printed_name(metric: str, direction: str) -> str:
-    """The name the trial script prints the metric under: ``val/mIoU`` ->
-    ``val_mIoU``; a min-direction ``val/loss`` -> ``neg_val_loss`` (iterate2
-    maximises)."""
-    base = re.sub(r"\W+", "_", metric).strip("_")
-    return f"neg_{base}" if direction == "min" else base
 
 
 # -- the HPO YAML ----------------------------------------------------------------------------------
@@ -151,37 +104,25 @@ def is_hpo_file(rel: str) -> bool:
     return rel.startswith(f"{ITERATE2_DIR}/") and rel.endswith(".yaml")
 
 
-def trial_script_text(header: str) -> str:
-    """The trial script (unformatted: the renderer formats the generated Python)."""
+def trial_script_text(header: str, package: str) -> str:
+    """The trial script (unformatted: the renderer formats the generated Python); it loads the
+    functions it shares with scaffold from the runtime copy of `package`."""
     from importlib import resources
 
     import jinja2
 
-    shared: list[Callable[..., Any]] = [
-        fit.middle,
-        fit.merge,
-        fit.fit_config,
-        plain_choices,
-        search_space,
-        printed_name,
-    ]
-    source = "\n\n".join(inspect.getsource(fn) for fn in shared)
     template = resources.files("scaffold.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
     text: str = jinja2.Template(template, keep_trailing_newline=True).render(
-        header=header,
-        task_classes=repr(fit.TASK_CLASSES),
-        no_plots=repr(fit.NO_PLOTS),
-        seed=repr(fit.SEED),
-        shared_source=source,
+        header=header, package=repr(package)
     )
     return text
 
 
-def write_iterate2(dest: Path, out: Path, header: str) -> list[str]:
+def write_iterate2(dest: Path, out: Path, header: str, package: str) -> list[str]:
     """Write the trial script and each task's HPO YAML into the rendered folder `dest` (the
     output folder will be `out`) from its benchmark.yaml; return the files written (relative)."""
     texts = hpo_texts((dest / CONFIG_FILE).read_text(encoding="utf-8"), out, header)
-    texts[TRIAL_SCRIPT] = trial_script_text(header).encode()
+    texts[TRIAL_SCRIPT] = trial_script_text(header, package).encode()
     for rel, content in texts.items():
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -119,7 +119,7 @@ def capture(reference: Any, spec: BackboneSpec, taps: list[FeatureSpec], x: Any)
     import torch
 
     from scaffold.analyse.call import CallPlan, Invoker
-    from scaffold.analyse.trace import first_tensor
+    from scaffold.runtime.inputs import first_tensor
 
     call = spec.forward_call
     plan = CallPlan(call.image, call.image_positional, dict(call.args), tuple(call.per_band))
@@ -561,14 +561,25 @@ def _edited(context: Any, backbone: Any) -> str:
             f"change is deliberate, record the new taps: `scaffold update {context.directory} "
             f"--taps {taps}`"
         )
-    if _hand_edited(context):
-        return "; backbone.py differs from the file scaffold generated: a hand edit changed this"
+    edited = _hand_edited(context)
+    if edited:
+        return f"; {edited} differs from the file scaffold generated: a hand edit changed this"
     return ""
 
 
-def _hand_edited(context: Any) -> bool:
+def _hand_edited(context: Any) -> str | None:
+    """The first of backbone.py and the runtime's copy (relative to the package) that differs
+    from the file scaffold generated."""
+    package = context.directory / context.name
+    runtime = sorted(p.relative_to(package).as_posix() for p in package.glob("_runtime/*.py"))
+    name: str
+    for name in ("backbone.py", *runtime):
+        if _differs(context, f"{context.name}/{name}"):
+            return name
+    return None
 
-    rel = f"{context.name}/backbone.py"
+
+def _differs(context: Any, rel: str) -> bool:
     try:
         base = read_pristine(context.directory, context.state, rel)
         return base is not None and (context.directory / rel).read_bytes() != base
