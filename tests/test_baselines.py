@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -393,15 +395,20 @@ def test_repeated_runs_give_mean_and_std_over_seeds(two_baselines, tmp_path):
     text = (out / "benchmark.yaml").read_text()
     assert "\nrun_repetitions: 5\n" in text  # the default --seeds
     config.write_text(text.replace("\nrun_repetitions: 5\n", "\nrun_repetitions: 2\n"))
+    # iterate's repeats refuse a relative store: the copy benchmark.yaml's command makes, from DIR
+    copy = re.search(r'mkdir -p runs && (sed ".*?") benchmark\.yaml', text)
+    assert copy, text
+    repeat = tmp_path / "repeat.yaml"
+    command = f"{copy.group(1)} {shlex.quote(str(config))} > {shlex.quote(str(repeat))}"
+    subprocess.run(["bash", "-c", command], cwd=out, check=True)
+    assert f"storage_uri: {out}/runs/hpo\n" in repeat.read_text()
     # iterate itself, in a fresh process (it registers the backbone wherever it runs), without
     # the 60 s it waits after each seed
     script = (
         "import sys, time; time.sleep = lambda s: None; "
         "from terratorch_iterate.main import main; "
-        f"sys.argv = ['terratorch', '--hpo', '--repeat', '--config', {str(config)!r}, "
-        f"'--storage_uri', {str(out / 'runs' / 'hpo')!r}]; main()"
-    )  # the store absolute, as the command in benchmark.yaml gives it (repeats refuse relative)
-    assert '--storage_uri "$PWD/runs/hpo"' in text
+        f"sys.argv = ['terratorch', '--hpo', '--repeat', '--config', {str(repeat)!r}]; main()"
+    )
     # From DIR, with MLflow's file store allowed, as the printed command runs.
     env = clean_env() | {"MLFLOW_ALLOW_FILE_STORE": "true"}
     done = subprocess.run(

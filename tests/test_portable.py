@@ -126,17 +126,18 @@ def test_a_moved_folder_whose_ray_config_names_the_old_place_says_what_to_repoin
     assert absolute_mentions(moved, made) == []
 
 
-def test_the_repeats_command_gives_the_store_absolute_and_the_file_keeps_it_relative(generated):
+def test_the_repeat_command_makes_the_store_absolute_and_the_file_keeps_it_relative(generated):
     """terratorch-iterate's repeats (run_repetitions) refuse a relative store ("output_path
     must be absolute"): benchmark.yaml keeps its store relative (the folder stays movable) and
-    its repeat command passes the folder's store absolute, from the folder."""
+    its repeat command runs them on a copy with the folder's store absolute, from the folder."""
     from scaffold.verify.shorten import overridden_problems
 
     text = generated["cnn"].benchmark_config.read_text()
     cfg = yaml.safe_load(text)
     assert cfg["storage_uri"] == "runs/hpo" and cfg["run_repetitions"] == 5
     assert overridden_problems(cfg) == []
-    assert '--repeat --config benchmark.yaml \\\n#       --storage_uri "$PWD/runs/hpo"' in text
+    assert 'sed "s|^storage_uri: |storage_uri: $PWD/|" benchmark.yaml' in text
+    assert "terratorch iterate --hpo --repeat --config runs/repeat.yaml" in text
 
 
 def test_update_turns_the_absolute_paths_of_an_earlier_layout_relative(tmp_path):

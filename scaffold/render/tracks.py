@@ -83,10 +83,13 @@ def frozen_tasks_text(entries: Iterable[dict[str, Any]]) -> str:
     return "\n".join(items)
 
 
-# How the repeats run, from the folder (see run_repetitions in benchmark.yaml).
+# How the repeats run, from the folder (see run_repetitions in benchmark.yaml): iterate reads
+# only the file (no option overrides it) and its repeats refuse a relative storage_uri, so they
+# run on a copy whose store is this folder's, absolute; the file itself stays movable.
 REPEAT_COMMAND = (
-    "#   MLFLOW_ALLOW_FILE_STORE=true terratorch iterate --hpo --repeat --config benchmark.yaml \\\n"
-    '#       --storage_uri "$PWD/runs/hpo"'
+    '#   mkdir -p runs && sed "s|^storage_uri: |storage_uri: $PWD/|" benchmark.yaml \\\n'
+    "#       > runs/repeat.yaml && MLFLOW_ALLOW_FILE_STORE=true \\\n"
+    "#       terratorch iterate --hpo --repeat --config runs/repeat.yaml"
 )
 
 
@@ -103,8 +106,8 @@ def track_sections(
     repeat = (
         "# `terratorch iterate --repeat` reruns each task's best trial with run_repetitions\n"
         "# seeds, drawn at random by terratorch-iterate (randint 1..5000); fit/seeds.sh runs\n"
-        "# the fixed seeds 0..N-1 instead. Its repeats refuse a relative storage_uri, so give\n"
-        "# this folder's store absolute on the command line (the file stays movable):\n"
+        "# the fixed seeds 0..N-1 instead. Its repeats refuse a relative storage_uri: run them\n"
+        "# from this folder on a copy with the store absolute (this file stays movable):\n"
         f"{REPEAT_COMMAND}\n" + f"run_repetitions: {seeds}"
     )
     return {"frozen_tasks": frozen, "search": sections["search"] + "\n" + repeat}
