@@ -119,11 +119,6 @@ def test_generated_code_is_clean_under_ruff(generated):
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backbone.py's _frame_grid falls off its end, returning None on a mismatch (RET503); "
-    "the typed runtime module fixes it: drop this mark then",
-)
 def test_generated_code_is_clean_under_the_repositorys_rules(generated):
     """The rules scaffold/ keeps (pyproject.toml's select: RET, RUF, B, ...), not ruff's defaults."""
     dirs = [str(r.out) for r in generated.values()]
@@ -136,12 +131,6 @@ def test_generated_code_is_clean_under_the_repositorys_rules(generated):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    run=False,
-    reason="generated packages are not mypy-clean yet (_frame_grid's missing return, Optional "
-    "features, timm's index types): the typed runtime module fixes them; a cold mypy over "
-    "timm and torch takes a minute, so this runs once that lands and the mark is dropped",
-)
 def test_generated_package_type_checks(generated):
     result = generated["cnn"]
     done = subprocess.run(
