@@ -19,10 +19,12 @@ from typing import Any
 
 from scaffold import __version__
 from scaffold.data.geobench import PlannedTask
+from scaffold.data.geobench2 import Planned2
 from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError
 from scaffold.render import smoke
 from scaffold.render.dump import dump
+from scaffold.render.geobench2 import write_datamodule
 from scaffold.render.tasks import DATAMODULES
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
 from scaffold.write.names import CONFIG_FILE, DATA_DIR, RUNS_DIR, Names, names_for
@@ -45,6 +47,7 @@ class RenderOptions:
     baselines: tuple[str, ...] = ()
     geobench: tuple[PlannedTask, ...] = ()  # GEO-Bench datasets as tasks (--geobench)
     bands: tuple[str, ...] = ()  # the model's input bands by TerraTorch's names (--bands)
+    geobench2: tuple[Planned2, ...] = ()  # GEO-Bench-2 datasets as tasks (--geobench2)
 
 
 def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
@@ -75,6 +78,8 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         from scaffold.render.baselines import write_baselines
 
         write_baselines(dest, options.baselines, tuple(spec.input_shape))
+    if options.geobench2:  # the datamodule its GEO-Bench-2 tasks name
+        write_datamodule(dest / names_for(options.name).package)
     # One `terratorch fit` config per task, derived from the rendered benchmark.yaml.
     from scaffold.render.fit import write_fit_configs
 
@@ -130,7 +135,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             # A command a person may paste: quoted for the shell.
             "config_path_comment": shlex.quote(str(config_path)),
             "data_dir_comment": json.dumps(str(options.out / DATA_DIR)),
-            "real_data": bool(options.datasets or options.geobench),
+            "real_data": bool(options.datasets or options.geobench or options.geobench2),
             "forward_call": not spec.forward_call.plain,
         },
     }
@@ -317,7 +322,7 @@ def yaml_sections(
             }
         ),
     }
-    if options.datasets or options.geobench:  # real tasks: --data folders, GEO-Bench datasets
+    if options.datasets or options.geobench or options.geobench2:  # real tasks
         from scaffold.render.tasks import data_sections
 
         sections |= data_sections(
@@ -328,6 +333,8 @@ def yaml_sections(
             geobench=options.geobench,
             bands=options.bands,
             pretrained=options.weights is not None,
+            geobench2=options.geobench2,
+            package=names.package,
         )
     return sections
 
