@@ -1,0 +1,236 @@
+"""`--geobench2`: tiny datasets in GEO-Bench-2's on-disk format (tortilla files written with the
+writer geobenchv2's own scripts use) become tasks on geobenchv2's own datamodules, with the
+leaderboard's metric, the model's bands by name per modality, and time series as (B, C, T, H, W).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import MODELS, run_cli, run_json
+
+pytest.importorskip(
+    "geobench_v2", reason="geobenchv2 is not installed: pip install 'scaffold-backbone[geobench2]'"
+)
+pytest.importorskip(
+    "tacotoolbox", reason="the tests write GEO-Bench-2 files with tacotoolbox (the test extra)"
+)
+
+from .geobench2_data import (  # noqa: E402
+    SPLITS,
+    write_classification,
+    write_time_series,
+    write_two_modalities,
+)
+
+SIZES = [SPLITS.count("train"), SPLITS.count("validation"), SPLITS.count("test")]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A GEO-Bench-2 download: a classification set, a two-modality segmentation set and a time
+    series, each in its own folder (as the package's download keeps them)."""
+    root = tmp_path_factory.mktemp("geobench2") / "root"
+    write_classification(root / "forestnet")
+    write_two_modalities(root / "flair2")
+    write_time_series(root / "pastis", frames=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cnn(root, tmp_path_factory):
+    """The CNN generated (not verified) on the three datasets, its bands named as a person
+    names them: Sentinel-2 ids, TerraTorch names, any case."""
+    out = tmp_path_factory.mktemp("gb2") / "out"
+    code, data = run_json(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--name", "gb2_cnn",
+        "--geobench2", str(root), "--datasets", "forestnet,flair2,pastis",
+        "--bands", "B02,green,RED,NIR", "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    config = yaml.safe_load((out / "benchmark.yaml").read_text())
+    return out, {t["name"]: t for t in config["tasks"]}
+
+
+def _adapter(out: Path, package: str):
+    """The datamodule written into the generated package, imported from its file."""
+    path = out / package / "geobench2_data.py"
+    spec = importlib.util.spec_from_file_location(f"{package}_geobench2_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GeoBench2DataModule
+
+
+def _batch(out: Path, package: str, task: dict) -> dict:
+    cls = _adapter(out, package)
+    args = dict(task["datamodule"]["init_args"], num_workers=0)
+    datamodule = cls(**args)
+    datamodule.setup("fit")
+    return next(iter(datamodule.train_dataloader()))
+
+
+def test_default_is_the_core_set_that_root_holds_and_detection_is_left_out(root, tmp_path):
+    from scaffold.data.geobench2 import survey_geobench2
+
+    # a Core detection dataset's file beside them (any tortilla: it is left out unread)
+    (root / "substation").mkdir(exist_ok=True)
+    source = root / "forestnet" / "geobench_forestnet.tortilla"
+    (root / "substation" / "geobench_substation.tortilla").write_bytes(source.read_bytes())
+    try:
+        tasks, skipped = survey_geobench2(root)
+    finally:
+        (root / "substation" / "geobench_substation.tortilla").unlink()
+    # forestnet is not in the leaderboard's Core set: only --datasets asks for it
+    assert [t.name for t in tasks] == ["pastis", "flair2"]
+    assert [(s.name, s.reason.split(":")[0]) for s in skipped] == [
+        ("substation", "object detection / instance segmentation")
+    ]
+    flair2, pastis = tasks[1], tasks[0]
+    assert (flair2.task, flair2.num_classes, flair2.leaderboard_metric) == (
+        "segmentation", 13, "Multiclass_Jaccard_Index"
+    )  # fmt: skip
+    assert flair2.modalities == (
+        ("aerial", ("red", "green", "blue", "nir")),
+        ("elevation", ("elevation",)),
+    )
+    assert flair2.band_names == (("RED", "GREEN", "BLUE", "NIR"), ("ELEVATION",))
+    assert list(flair2.split_sizes) == SIZES
+    assert pastis.time_series and not flair2.time_series
+    assert [m for m, _ in pastis.modalities] == ["s2", "s1_asc", "s1_desc"]
+    assert list(pastis.split_sizes) == SIZES  # counted over its three part files
+    assert pastis.means["B02"] > 0 and pastis.stds["B02"] > 0  # the dataset's own statistics
+
+
+def test_tasks_read_the_models_bands_by_name_with_the_leaderboards_metrics(cnn):
+    out, tasks = cnn
+    assert sorted(tasks) == ["flair2", "forestnet", "pastis"]
+    facts = {n: (t["type"], t["metric"], t["direction"]) for n, t in tasks.items()}
+    assert facts == {
+        "forestnet": ("classification", "val/Accuracy_Micro", "max"),
+        "flair2": ("segmentation", "val/mIoU", "max"),
+        "pastis": ("segmentation", "val/mIoU", "max"),
+    }
+    text = (out / "benchmark.yaml").read_text()
+    assert "leaderboard metric Overall_Accuracy" in text
+    assert text.count("leaderboard metric Multiclass_Jaccard_Index (TerraTorch logs it as") == 2
+    args = {n: t["datamodule"]["init_args"] for n, t in tasks.items()}
+    # by the dataset's own names, the model's order, per modality where the dataset has several
+    assert args["forestnet"]["band_order"] == ["B02", "B03", "B04"]  # Landsat: no NIR by name
+    assert args["flair2"]["band_order"] == {"aerial": ["blue", "green", "red", "nir"]}
+    assert args["pastis"]["band_order"] == {"s2": ["B02", "B03", "B04"]}  # NIR is not B08
+    assert args["pastis"]["dataset_args"] == {"num_time_steps": 1}  # single images: the last
+    bands = {n: t["terratorch_task"]["model_args"]["backbone_bands"] for n, t in tasks.items()}
+    assert bands == {
+        "forestnet": ["BLUE", "GREEN", "RED"],
+        "flair2": ["BLUE", "GREEN", "RED", "NIR"],
+        "pastis": ["BLUE", "GREEN", "RED"],
+    }
+    assert tasks["flair2"]["terratorch_task"]["ignore_index"] == 13  # one past the classes
+    assert {t["datamodule"]["class_path"] for t in tasks.values()} == {
+        "gb2_cnn.geobench2_data.GeoBench2DataModule"
+    }
+    for name in ("forestnet", "flair2"):
+        root = Path(args[name]["root"])
+        assert root.name == name and (root / f"geobench_{name}.tortilla").is_file()
+
+
+def test_batches_hold_terratorchs_keys_with_the_tasks_channels(cnn):
+    out, tasks = cnn
+    batch = _batch(out, "gb2_cnn", tasks["forestnet"])
+    assert sorted(batch) == ["image", "label"]
+    assert tuple(batch["image"].shape) == (3, 3, 64, 64)  # the model's size, its three bands
+    batch = _batch(out, "gb2_cnn", tasks["flair2"])
+    assert sorted(batch) == ["image", "mask"]
+    assert tuple(batch["image"].shape) == (3, 4, 64, 64)
+    assert tuple(batch["mask"].shape) == (3, 64, 64)
+    assert int(batch["mask"].min()) >= 0 and int(batch["mask"].max()) <= 12
+    # normalised by the dataset's statistics: uint8 values of 0..254 are not left as they are
+    assert float(batch["image"].abs().max()) < 50
+
+
+def test_the_tasks_build_and_run_a_batch_through_terratorch(cnn):
+    out, _ = cnn
+    done = run_cli("verify", str(out), "--quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fit/flair2.yaml" in done.stdout and "one training" in done.stdout
+
+
+def test_a_temporal_model_gets_series_as_bcthw_with_its_frames(root, tmp_path):
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", str(MODELS / "temporal.py"), "--out", str(out), "--name", "gb2_t",
+        "--geobench2", str(root), "--datasets", "flair2,pastis", "--bands", "B02,B03,B04",
+        "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    tasks = {t["name"]: t for t in yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]}
+    assert sorted(tasks) == ["pastis"]  # flair2's single images are left out, with the reason
+    args = tasks["pastis"]["datamodule"]["init_args"]
+    assert args["dataset_args"] == {"num_time_steps": 6, "temporal_output_format": "CTHW"}
+    batch = _batch(out, "gb2_t", tasks["pastis"])
+    assert tuple(batch["image"].shape) == (3, 3, 6, 64, 64)  # (B, C, T, H, W), the model's T
+    assert tuple(batch["mask"].shape) == (3, 64, 64)
+    done = run_cli("verify", str(out), "--quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_bands_per_modality_and_a_dataset_without_the_models_modalities(root, cnn):
+    from scaffold.data.geobench2 import survey_geobench2
+    from scaffold.pipeline.geobench2 import plan_geobench2
+    from scaffold.write.state import read_state
+
+    tasks, _ = survey_geobench2(root, ("flair2", "pastis", "forestnet"))
+    spec = read_state(cnn[0]).spec
+    bands = ("RED", "GREEN", "BLUE", "NIR", "ELEVATION")
+    mods = ("optical", "optical", "optical", "optical", "dem")
+    planned = {p.task.name: p for p in plan_geobench2(tasks, spec, bands, mods)}
+    # flair2 has both modalities (by their bands); pastis and forestnet none of "dem", and
+    # the optical bands they have come by name
+    assert planned["flair2"].band_order == {
+        "aerial": ["red", "green", "blue", "nir"],
+        "elevation": ["elevation"],
+    }
+    assert planned["flair2"].modalities == {"aerial": "optical", "elevation": "dem"}
+    assert planned["pastis"].band_order == {"s2": ["B04", "B03", "B02"]}
+    assert planned["pastis"].modalities == {"s2": "optical"}
+    # a dataset with none of the model's modalities is left out, with the reason
+    lines = []
+
+    class Progress:
+        def print(self, text, **_):
+            lines.append(text)
+
+    sar = plan_geobench2(tasks, spec, ("VV_ASC", "VH_ASC", "X"), ("s1", "s1", "x"), Progress())
+    assert [p.task.name for p in sar] == ["pastis"]
+    assert sar[0].band_order == {"s1_asc": ["VV_asc", "VH_asc"]}
+    assert any(line.startswith("  flair2: left out: its modalities") for line in lines), lines
+
+
+def test_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import scaffold.data.geobench2 as gb2
+
+    monkeypatch.setitem(sys.modules, "geobench_v2", None)  # as if not installed
+    with pytest.raises(gb2.ScaffoldError) as err:
+        gb2.require()
+    assert "pip install 'scaffold-backbone[geobench2]'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_dataset_and_datasets_without_geobench2_are_refused(root, tmp_path):
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--geobench2", str(root), "--datasets", "flair3", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--datasets: flair3: not a geobenchv2 dataset" in done.stderr
+    assert not (tmp_path / "o").exists()
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--datasets", "flair2", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2 and "for --geobench2 ROOT" in done.stderr
