@@ -189,15 +189,15 @@ def test_bands_per_modality_and_a_dataset_without_the_models_modalities(root, cn
     bands = ("RED", "GREEN", "BLUE", "NIR", "ELEVATION")
     mods = ("optical", "optical", "optical", "optical", "dem")
     planned = {p.task.name: p for p in plan_geobench2(tasks, spec, bands, mods)}
-    # flair2 has both modalities (by their bands); pastis and forestnet none of "dem", and
-    # the optical bands they have come by name
+    # flair2 has both modalities (found by their bands); pastis's s2 has no NIR (B08 is
+    # NIR_BROAD) and forestnet no elevation: a modality's input takes all of its bands
+    assert sorted(planned) == ["flair2"]
     assert planned["flair2"].band_order == {
         "aerial": ["red", "green", "blue", "nir"],
         "elevation": ["elevation"],
     }
     assert planned["flair2"].modalities == {"aerial": "optical", "elevation": "dem"}
-    assert planned["pastis"].band_order == {"s2": ["B04", "B03", "B02"]}
-    assert planned["pastis"].modalities == {"s2": "optical"}
+    assert planned["flair2"].bands == bands
     # a dataset with none of the model's modalities is left out, with the reason
     lines = []
 
@@ -234,3 +234,50 @@ def test_unknown_dataset_and_datasets_without_geobench2_are_refused(root, tmp_pa
         "--datasets", "flair2", "--no-verify",
     )  # fmt: skip
     assert done.returncode == 2 and "for --geobench2 ROOT" in done.stderr
+
+
+def test_a_two_modality_model_receives_both_modalities(root, tmp_path):
+    """A dict-forward model (`forward(x: dict)`) with its bands named per modality: the task's
+    batch is a dict by the model's names, and the backbone feeds each to the model (a forward
+    hook on each modality's embedding sees its tensor)."""
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder",
+        "--image-arg", "x.S2L2A", "--out", str(out), "--name", "gb2_md",
+        "--geobench2", str(root), "--datasets", "pastis,flair2",
+        "--bands", "S2L2A=B02,B03,B04,B08;S1GRD=VV_asc,VH_asc", "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    tasks = {t["name"]: t for t in yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]}
+    assert sorted(tasks) == ["pastis"]  # flair2 has neither modality's bands in full
+    args = tasks["pastis"]["datamodule"]["init_args"]
+    assert args["band_order"] == {
+        "s2": ["B02", "B03", "B04", "B08"],
+        "s1_asc": ["VV_asc", "VH_asc"],
+    }
+    assert args["modalities"] == {"s2": "S2L2A", "s1_asc": "S1GRD"}
+    batch = _batch(out, "gb2_md", tasks["pastis"])
+    shapes = {"S2L2A": (3, 4, 64, 64), "S1GRD": (3, 2, 64, 64)}
+    assert {k: tuple(v.shape) for k, v in batch["image"].items()} == shapes
+    sys.path.insert(0, str(out))
+    try:
+        import gb2_md  # noqa: F401  (registers the backbone)
+        import timm
+
+        backbone = timm.create_model("gb2_md")
+    finally:
+        sys.path.remove(str(out))
+    seen: dict[str, tuple[int, ...]] = {}
+    for name, module in backbone.model.embed.items():
+        module.register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, tuple(i[0].shape))
+        )
+    features = backbone(batch["image"])
+    assert seen == shapes and len(features) == 2
+
+
+def test_update_replays_geobench2(cnn):
+    out, _ = cnn
+    done = run_cli("update", str(out), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "no file would change" in done.stderr

@@ -4,8 +4,8 @@ dataset planned for the model, every refusal before anything is written.
 A model with one input gets the model's bands that the dataset has, by name, in one tensor (the
 bands of several modalities stacked, modality by modality). A model whose bands are named per
 modality (``--bands 's2=B02,B03;s1=VV,VH'``) with two or more modalities is fed a dict: each of
-its modalities gets its bands from the dataset modality of the same name (else the one holding
-most of them). A dataset with none of the model's bands, or none of its modalities, is left out
+its modalities gets its bands from a dataset modality that has all of them (the one of the same
+name first); a modality whose bands no dataset modality has in full is not fed. A dataset with none of the model's bands, or none of its modalities, is left out
 and says so; so is a single-image dataset for a model that takes a time series.
 """
 
@@ -142,14 +142,15 @@ def _single_input(task: Geobench2Task, bands: Sequence[str]) -> Chosen:
 
 
 def _by_modality(task: Geobench2Task, groups: dict[str, list[str]]) -> Chosen:
-    """Each model modality's bands from the dataset modality named as it (else the one holding
-    most of them), in the dataset's modality order."""
+    """Each model modality's bands from a dataset modality that has all of them (the one named
+    as it first), in the dataset's modality order."""
     found: dict[str, tuple[list[str], list[str], str]] = {}
     for model_mod, wanted in groups.items():
         best: tuple[int, str, list[tuple[str, str]]] | None = None
         for (modality, natives), names in zip(task.modalities, task.band_names, strict=True):
             pairs = [(natives[names.index(b)], b) for b in wanted if b in names]
-            if not pairs or modality in found:
+            # a modality's own input takes all of its bands: a part of them is not fed
+            if len(pairs) < len(wanted) or modality in found:
                 continue
             score = (2 if modality.lower() == model_mod.lower() else 1) * 1000 + len(pairs)
             if best is None or score > best[0]:
