@@ -518,7 +518,12 @@ def _band_list(text: str | None) -> tuple[str, ...] | None:
     if "=" in text:  # per modality: s2=B02,B03;s1=VV,VH -> s2=B02, s2=B03, s1=VV, s1=VH
         items = []
         for group in filter(None, (g.strip() for g in text.split(";"))):
-            mod, _, bands = group.partition("=")
+            mod, sep, bands = group.partition("=")
+            if not sep or not mod.strip() or not bands.strip(",; "):
+                raise ScaffoldError(
+                    f"--bands: {group!r}: name each modality and its bands "
+                    "(--bands 's2=B02,B03;s1=VV,VH')"
+                )
             items += [f"{mod.strip()}={b.strip()}" for b in bands.split(",") if b.strip()]
         if items:
             return tuple(items)

@@ -281,3 +281,29 @@ def test_update_replays_geobench2(cnn):
     done = run_cli("update", str(out), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "no file would change" in done.stderr
+
+
+@pytest.mark.e2e
+def test_the_benchmark_runs_every_task(cnn):
+    out, _ = cnn
+    code, data = run_json("verify", str(out))
+    assert code == 0 and data["verified"] is True, data
+    (bench,) = [c for c in data["checks"] if c["name"] == "benchmark"]
+    for metric in (
+        "pastis: best_val/mIoU",
+        "flair2: best_val/mIoU",
+        "forestnet: best_val/Accuracy_Micro",
+    ):
+        assert metric in bench["detail"], bench["detail"]
+
+
+def test_bands_per_modality_must_name_every_modality(root, tmp_path):
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--geobench2", str(root), "--bands", "s2=B02,B03;VV", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --bands: 'VV': name each modality and its bands (--bands 's2=B02,B03;s1=VV,VH')"
+    )
+    assert not (tmp_path / "o").exists()
