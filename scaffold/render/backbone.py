@@ -24,7 +24,6 @@ from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError
 from scaffold.render import smoke
 from scaffold.render.dump import dump
-from scaffold.render.geobench2 import write_datamodule
 from scaffold.render.tasks import DATAMODULES
 from scaffold.spec import TEMPORAL_LAYOUTS, BackboneSpec
 from scaffold.write.names import CONFIG_FILE, DATA_DIR, RUNS_DIR, Names, names_for
@@ -78,8 +77,6 @@ def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
         from scaffold.render.baselines import write_baselines
 
         write_baselines(dest, options.baselines, tuple(spec.input_shape))
-    if options.geobench2:  # the datamodule its GEO-Bench-2 tasks name
-        write_datamodule(dest / names_for(options.name).package)
     # One `terratorch fit` config per task, derived from the rendered benchmark.yaml.
     from scaffold.render.fit import write_fit_configs
 
@@ -334,7 +331,6 @@ def yaml_sections(
             bands=options.bands,
             pretrained=options.weights is not None,
             geobench2=options.geobench2,
-            package=names.package,
         )
     return sections
 

@@ -1,7 +1,8 @@
 """GEO-Bench-2 tasks (scaffold.data.geobench2) in the benchmark YAML, and the datamodule they run on.
 
-Each task reads its dataset through geobenchv2's own datamodule, wrapped by ``geobench2_data.py``
-(written into the generated package from ``templates/geobench2/``): that wrapper hands
+Each task reads its dataset through geobenchv2's own datamodule, wrapped by
+``scaffold.runtime.geobench2`` (importable wherever scaffold is installed, as terratorch-iterate
+needs every ``class_path`` before it imports the generated package): that wrapper hands
 TerraTorch's tasks the batch keys they read (``image``, ``mask``/``label``), routes several
 modalities by the model's names and puts time second. The data is normalised by the dataset's own
 statistics inside geobenchv2's dataset; the task's metric is the leaderboard's, by the name
@@ -10,17 +11,14 @@ TerraTorch logs it under.
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from scaffold.data.geobench2 import LEADERBOARD_METRICS, Planned2, summary
 
-DATAMODULE_FILE = "geobench2_data.py"  # in the generated package
-DATAMODULE_CLASS = "GeoBench2DataModule"
+# scaffold's own: terratorch-iterate imports every class_path before the generated package
+DATAMODULE = "scaffold.runtime.geobench2.GeoBench2DataModule"
 BATCH_SIZE = 8
 NUM_WORKERS = 4
 EARLY_STOP_PATIENCE = 10
@@ -28,15 +26,7 @@ COMMENT_WIDTH = 82
 DIRECTIONS = {"regression": "min"}
 
 
-def write_datamodule(package_dir: Path) -> str:
-    """Copy the wrapper into the generated package; return its name there."""
-    source = resources.files("scaffold.templates").joinpath("geobench2", DATAMODULE_FILE)
-    with resources.as_file(source) as path:
-        shutil.copyfile(path, package_dir / DATAMODULE_FILE)
-    return DATAMODULE_FILE
-
-
-def datamodule(p: Planned2, package: str, img_size: int) -> dict[str, Any]:
+def datamodule(p: Planned2, img_size: int) -> dict[str, Any]:
     task = p.task
     args: dict[str, Any] = {
         "datamodule": task.datamodule,
@@ -55,11 +45,10 @@ def datamodule(p: Planned2, package: str, img_size: int) -> dict[str, Any]:
         "batch_size": min(BATCH_SIZE, task.split_sizes[0]),
         "num_workers": NUM_WORKERS,
     }
-    module = DATAMODULE_FILE.removesuffix(".py")
-    return {"class_path": f"{package}.{module}.{DATAMODULE_CLASS}", "init_args": args}
+    return {"class_path": DATAMODULE, "init_args": args}
 
 
-def entry(p: Planned2, model_bands: Sequence[str], package: str, img_size: int) -> dict[str, Any]:
+def entry(p: Planned2, model_bands: Sequence[str], img_size: int) -> dict[str, Any]:
     task = p.task
     _, metric = LEADERBOARD_METRICS[task.task]
     model_args: dict[str, Any] = {}
@@ -90,7 +79,7 @@ def entry(p: Planned2, model_bands: Sequence[str], package: str, img_size: int) 
         "metric": metric,
         "early_stop_patience": EARLY_STOP_PATIENCE,
         "terratorch_task": terratorch_task,
-        "datamodule": datamodule(p, package, img_size),
+        "datamodule": datamodule(p, img_size),
     }
 
 

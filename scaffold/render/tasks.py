@@ -353,7 +353,6 @@ def data_sections(
     bands: Sequence[str] = (),
     pretrained: bool = False,
     geobench2: tuple[Planned2, ...] = (),
-    package: str = "",
 ) -> dict[str, str]:
     """YAML text for a benchmark of real tasks, in place of the template's smoke sections.
 
@@ -378,9 +377,7 @@ def data_sections(
     if geobench2:
         size = spec.img_size[0]
         tasks += [
-            gb2.comment(p, pretrained, bands)
-            + "\n"
-            + _item(dump(gb2.entry(p, bands, package, size)))
+            gb2.comment(p, pretrained, bands) + "\n" + _item(dump(gb2.entry(p, bands, size)))
             for p in geobench2
         ]
     return {
