@@ -309,3 +309,23 @@ def test_bands_per_modality_must_name_every_modality(root, tmp_path):
         "error: --bands: 'VV': name each modality and its bands (--bands 's2=B02,B03;s1=VV,VH')"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_a_task_name_taken_by_geobench_v1_is_refused(root, tmp_path):
+    """GEO-Bench v1's m-forestnet is a task `forestnet` too: GEO-Bench-2 tasks keep the
+    leaderboard's names, so two tasks of one name are refused, naming both."""
+    from .geobench_data import all_bands, write_geobench
+
+    v1 = tmp_path / "v1"
+    write_geobench(v1, "m-forestnet", all_bands("m-forestnet"), "pickle", num_classes=2)
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--geobench", str(v1), "--geobench2", str(root), "--datasets", "forestnet",
+        "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --geobench2: forestnet is also the name of a --data or --geobench task; "
+        "GEO-Bench-2 tasks keep the leaderboard's names: leave it out with --datasets"
+    )
+    assert not (tmp_path / "o").exists()

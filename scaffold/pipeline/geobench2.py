@@ -52,6 +52,18 @@ def surveyed_geobench2(
     return survey_geobench2(options.geobench2, options.geobench2_datasets, progress)
 
 
+def check_names_apart(tasks: Sequence[Geobench2Task], taken: Sequence[str]) -> None:
+    """GEO-Bench-2 tasks keep the leaderboard's names: a ``--data`` or ``--geobench`` task of
+    the same name is a ScaffoldError (two tasks of one name would overwrite each other's runs)."""
+    clash = [t.name for t in tasks if t.name in set(taken)]
+    if clash:
+        raise ScaffoldError(
+            f"--geobench2: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} also the name "
+            "of a --data or --geobench task; GEO-Bench-2 tasks keep the leaderboard's names: "
+            "leave it out with --datasets"
+        )
+
+
 def known_names(tasks: Sequence[Geobench2Task]) -> list[str]:
     """The surveyed datasets' band names, as ``--bands`` may name them."""
     return [b for t in tasks for group in t.band_names for b in group]

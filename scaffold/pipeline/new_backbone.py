@@ -30,6 +30,7 @@ from scaffold.errors import ScaffoldError, one_line
 from scaffold.pipeline import analysed, render_options
 from scaffold.pipeline.bands import check_bands_fit_weights, planned_tasks, surveyed_bands
 from scaffold.pipeline.geobench2 import (
+    check_names_apart,
     known_names,
     plan_geobench2,
     split_band_modalities,
@@ -216,6 +217,7 @@ def plan_new(options: Options, progress=None) -> NewPlan:
     options = split_band_modalities(options)
     geobench2, _ = surveyed_geobench2(options, progress)
     geobench, bands = surveyed_bands(options, datasets, progress, known_names(geobench2))
+    check_names_apart(geobench2, [ds.name for ds in datasets] + [t.name for t in geobench])
     options = dataclasses.replace(options, bands=bands)
     target = absolute_target(options.target)
     checked_requested_name(options, target, progress)

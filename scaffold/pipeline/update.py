@@ -42,6 +42,7 @@ from scaffold.pipeline import analysed
 from scaffold.pipeline import render_options as pipeline_render_options
 from scaffold.pipeline.bands import check_bands_fit_weights, planned_tasks, surveyed_bands
 from scaffold.pipeline.geobench2 import (
+    check_names_apart,
     known_names,
     plan_geobench2,
     split_band_modalities,
@@ -268,6 +269,7 @@ def _update_locked(
     options = split_band_modalities(options)
     geobench2, _ = surveyed_geobench2(options, progress)
     geobench, bands = surveyed_bands(options, datasets, progress, known_names(geobench2))
+    check_names_apart(geobench2, [ds.name for ds in datasets] + [t.name for t in geobench])
     options = dataclasses.replace(options, bands=bands)
     spec = analysed(options.target, options, datasets, progress)
     planned = planned_tasks(geobench, spec, bands, progress, datasets, bool(geobench2))
