@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scaffold.data.bands import per_band_args
-from scaffold.data.geobench2 import Geobench2Task, Planned2, Skipped, survey_geobench2
+from scaffold.data.geobench2 import Geobench2Task, Planned2, Skipped, require, survey_geobench2
 from scaffold.errors import ScaffoldError
 from scaffold.spec import BackboneSpec
 from scaffold.write.state import Options
@@ -47,6 +47,7 @@ def surveyed_geobench2(
         if options.geobench2_datasets:
             raise ScaffoldError("--datasets: GEO-Bench-2 dataset names, for --geobench2 ROOT")
         return (), ()
+    require()  # the missing package first: one line, before any progress
     if progress is not None:
         progress.print(f"surveying {options.geobench2}", highlight=False)
     return survey_geobench2(options.geobench2, options.geobench2_datasets, progress)
