@@ -118,6 +118,24 @@ GeobenchOpt = Annotated[
         "TerraTorch's datamodule for it.",
     ),
 ]
+Geobench2Opt = Annotated[
+    Path | None,
+    typer.Option(
+        "--geobench2",
+        metavar="ROOT",
+        help="A GEO-Bench-2 download: each dataset found under ROOT (by default the "
+        "leaderboard's Core set) becomes a task on geobenchv2's datamodule for it.",
+    ),
+]
+DatasetsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--datasets",
+        metavar="NAME,...",
+        help="The GEO-Bench-2 datasets to run (burn_scars,pastis,...; default: the Core set "
+        "that --geobench2 ROOT holds).",
+    ),
+]
 PartitionOpt = Annotated[
     str | None,
     typer.Option(
@@ -132,7 +150,8 @@ BandsOpt = Annotated[
         "--bands",
         metavar="NAME,...",
         help="The model's input bands in order, by TerraTorch's names (BLUE,GREEN,RED,"
-        "NIR_NARROW; Sentinel-2 ids such as B02 or B8A too). Each task reads those its data has.",
+        "NIR_NARROW; Sentinel-2 ids such as B02 or B8A too). Each task reads those its data has. "
+        "Per modality for a model with several inputs: 's2=B02,B03;s1=VV,VH'.",
     ),
 ]
 TapsOpt = Annotated[
@@ -297,6 +316,8 @@ def new_backbone(
     taps: TapsOpt = None,
     protocol: ProtocolOpt = None,
     seeds: SeedsOpt = None,
+    geobench2: Geobench2Opt = None,
+    datasets: DatasetsOpt = None,
 ) -> None:
     """Generate the timm registration, FeatureInfo wrapper, factory and benchmark YAML, then verify.
 
@@ -304,6 +325,7 @@ def new_backbone(
     Example: scaffold new-backbone model.py:Net --arg in_chans=6 --out my_net
     Exit codes: 0 verified (or generated, --no-verify), 1 not verified, 2 bad input.
     """
+    from scaffold.data.geobench2 import parse_datasets
     from scaffold.pipeline.new_backbone import Options, generate
     from scaffold.render.tracks import DEFAULT_SEEDS, check_seeds, parse_protocol
     from scaffold.resolve.target import (
@@ -334,6 +356,8 @@ def new_backbone(
         taps=parse_taps(taps) or (),
         protocol=parse_protocol(protocol) or ("full_ft",),
         seeds=check_seeds(seeds) or DEFAULT_SEEDS,
+        geobench2=str(geobench2) if geobench2 else None,
+        geobench2_datasets=parse_datasets(datasets),
     )
     with _stdout_kept_for_json(as_json), _on_interrupt("nothing was written"):
         result = generate(options, progress=err())
@@ -419,6 +443,8 @@ def update(
     taps: TapsOpt = None,
     protocol: ProtocolOpt = None,
     seeds: SeedsOpt = None,
+    geobench2: Geobench2Opt = None,
+    datasets: DatasetsOpt = None,
 ) -> None:
     """Re-analyse the model, regenerate, and merge with the hand edits in DIR.
 
@@ -431,6 +457,7 @@ def update(
     Exit codes: 0 updated, 1 verification failed or a merge conflict, 2 bad input.
     """
     from scaffold.console import show_dry_run
+    from scaffold.data.geobench2 import parse_datasets
     from scaffold.pipeline.update import update_dir
     from scaffold.render.tracks import check_seeds, parse_protocol
     from scaffold.resolve.target import check_image_arg, parse_forward_args, parse_taps
@@ -457,6 +484,8 @@ def update(
             taps=tap_list,
             protocol=parse_protocol(protocol),
             seeds=check_seeds(seeds),
+            geobench2=str(geobench2) if geobench2 else None,
+            geobench2_datasets=parse_datasets(datasets) if datasets is not None else None,
         )
     if dry_run:
         if as_json:
@@ -585,6 +614,18 @@ def _band_list(text: str | None) -> tuple[str, ...] | None:
     own band names are known then)."""
     if text is None:
         return None
+    if "=" in text:  # per modality: s2=B02,B03;s1=VV,VH -> s2=B02, s2=B03, s1=VV, s1=VH
+        items = []
+        for group in filter(None, (g.strip() for g in text.split(";"))):
+            mod, sep, bands = group.partition("=")
+            if not sep or not mod.strip() or not bands.strip(",; "):
+                raise ScaffoldError(
+                    f"--bands: {group!r}: name each modality and its bands "
+                    "(--bands 's2=B02,B03;s1=VV,VH')"
+                )
+            items += [f"{mod.strip()}={b.strip()}" for b in bands.split(",") if b.strip()]
+        if items:
+            return tuple(items)
     names = tuple(b.strip() for b in text.split(",") if b.strip())
     if not names:
         raise ScaffoldError("--bands: no band names given (e.g. --bands BLUE,GREEN,RED)")

@@ -1,5 +1,6 @@
 """Benchmark suites' datasets, as their maintainers group them: a registry of names, read by the
-results stage (which datasets a leaderboard submission must hold), never by the analysis.
+results stage (which datasets a leaderboard submission must hold) and by the GEO-Bench-2 survey
+(``--geobench2``'s default datasets: the Core dimension), never by the analysis.
 
 The GEO-Bench-2 leaderboard's dimensions are those of The-AI-Alliance/GEO-Bench-2-Leaderboard's
 ``utils/constants.py`` (``DIMENSIONS``); dataset names are lower case, as its CSV holds them.

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from scaffold.analyse import analyse_model
 from scaffold.console import status
 from scaffold.data.geobench import PlannedTask
+from scaffold.data.geobench2 import Planned2
 from scaffold.data.spec import DatasetSpec
 from scaffold.spec import BackboneSpec
 from scaffold.write.state import Options
@@ -65,6 +66,7 @@ def render_options(
     options: Options,
     datasets: tuple[DatasetSpec, ...],
     geobench: tuple[PlannedTask, ...] = (),
+    geobench2: tuple[Planned2, ...] = (),
 ) -> RenderOptions:
     """What rendering needs of the recorded options (name, output folder, target, bands, ...),
     the surveyed datasets and the planned GEO-Bench tasks."""
@@ -85,4 +87,5 @@ def render_options(
         bands=options.bands,
         protocol=options.protocol,
         seeds=options.seeds,
+        geobench2=geobench2,
     )

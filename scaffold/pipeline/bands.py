@@ -21,10 +21,14 @@ from scaffold.write.state import Options
 
 
 def surveyed_bands(
-    options: Options, datasets: tuple[DatasetSpec, ...], progress: Any
+    options: Options,
+    datasets: tuple[DatasetSpec, ...],
+    progress: Any,
+    more_known: Sequence[str] = (),
 ) -> tuple[tuple[GeobenchTask, ...], tuple[str, ...]]:
     """The GEO-Bench tasks under ``--geobench`` and the model's bands (``--bands``) by
-    TerraTorch's names, checked against the known names and those of the surveyed datasets."""
+    TerraTorch's names, checked against the known names, those of the surveyed datasets and
+    `more_known` (the GEO-Bench-2 datasets' band names)."""
     if options.partition != DEFAULT_PARTITION and not options.geobench:
         raise ScaffoldError(
             f"--partition {options.partition}: a GEO-Bench partition, for --geobench ROOT"
@@ -37,6 +41,7 @@ def surveyed_bands(
         return geobench, ()
     known = [b for t in geobench for b in t.bands]
     known += [b for ds in datasets for b in ds.band_names]
+    known += list(more_known)
     return geobench, parse_bands(options.bands, known)
 
 
@@ -46,6 +51,7 @@ def planned_tasks(
     bands: tuple[str, ...],
     progress: Any,
     datasets: tuple[DatasetSpec, ...] = (),
+    other_tasks: bool = False,
 ) -> tuple[PlannedTask, ...]:
     """The GEO-Bench tasks the model runs; a line for each ``--data`` task that reads its bands
     by position although --bands was given."""
@@ -57,7 +63,7 @@ def planned_tasks(
                     f"does not apply, it reads its {ds.bands} bands by position",
                     highlight=False,
                 )
-        if not geobench and not datasets:
+        if not geobench and not datasets and not other_tasks:
             progress.print(
                 "--bands: the smoke task reads its bands by position; --geobench or --data "
                 "datasets with named bands read them by name",

@@ -23,10 +23,19 @@ from scaffold import __version__
 from scaffold.console import skipped_line, status
 from scaffold.data import survey_all, write_datasets
 from scaffold.data.geobench import GeobenchTask, PlannedTask, write_tasks
+from scaffold.data.geobench2 import Geobench2Task, Planned2
+from scaffold.data.geobench2 import write_tasks as write_geobench2
 from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError, one_line
 from scaffold.pipeline import analysed, render_options
 from scaffold.pipeline.bands import check_bands_fit_weights, planned_tasks, surveyed_bands
+from scaffold.pipeline.geobench2 import (
+    check_names_apart,
+    known_names,
+    plan_geobench2,
+    split_band_modalities,
+    surveyed_geobench2,
+)
 from scaffold.render import smoke
 from scaffold.resolve.naming import (
     absolute_target,
@@ -137,6 +146,8 @@ class NewPlan:
     label: str  # how messages name the output folder
     geobench: tuple[GeobenchTask, ...] = ()
     planned: tuple[PlannedTask, ...] = ()
+    geobench2: tuple[Geobench2Task, ...] = ()
+    planned2: tuple[Planned2, ...] = ()
 
     @property
     def out(self) -> Path:
@@ -203,12 +214,16 @@ def plan_new(options: Options, progress=None) -> NewPlan:
     from scaffold.resolve.target import split_target
 
     datasets = checked_inputs(options, progress)
-    geobench, bands = surveyed_bands(options, datasets, progress)
+    options = split_band_modalities(options)
+    geobench2, _ = surveyed_geobench2(options, progress)
+    geobench, bands = surveyed_bands(options, datasets, progress, known_names(geobench2))
+    check_names_apart(geobench2, [ds.name for ds in datasets] + [t.name for t in geobench])
     options = dataclasses.replace(options, bands=bands)
     target = absolute_target(options.target)
     checked_requested_name(options, target, progress)
     spec = analysed(target, options, datasets, progress)
-    planned = planned_tasks(geobench, spec, bands, progress, datasets)
+    planned = planned_tasks(geobench, spec, bands, progress, datasets, bool(geobench2))
+    planned2 = plan_geobench2(geobench2, spec, bands, options.band_modalities, progress)
     if options.weights is not None and bands:
         check_bands_fit_weights(options.weights.resolve(), spec, bands)
     if progress is not None and spec.head_modules:
@@ -238,11 +253,14 @@ def plan_new(options: Options, progress=None) -> NewPlan:
         geobench=str(Path(options.geobench).resolve()) if options.geobench else None,
         partition=options.partition,
         bands=bands,
+        band_modalities=options.band_modalities,
+        geobench2=str(Path(options.geobench2).resolve()) if options.geobench2 else None,
+        geobench2_datasets=options.geobench2_datasets,
         taps=options.taps,
         protocol=options.protocol,
         seeds=options.seeds,
     )
-    return NewPlan(spec, recorded, datasets, label, geobench, planned)
+    return NewPlan(spec, recorded, datasets, label, geobench, planned, geobench2, planned2)
 
 
 def write_new(plan: NewPlan, progress=None) -> GenerateResult:
@@ -264,10 +282,11 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
         with status(progress, f"writing {out}"), os_errors_named(out, label):
             # An existing (empty) DIR is filled in place: the temp folder goes inside it.
             tmp, lock = new_temp(out, inside=out.is_dir())
-            files = render(spec, render_options(recorded, datasets, plan.planned), tmp)
+            rendering = render_options(recorded, datasets, plan.planned, plan.planned2)
+            files = render(spec, rendering, tmp)
             pristine = {rel: (tmp / rel).read_bytes() for rel in files}
             data_files = []
-            if not datasets and not plan.planned:  # the smoke task's data
+            if not datasets and not plan.planned and not plan.planned2:  # the smoke task's data
                 data_files = smoke.write_smoke_dataset(
                     tmp / DATA_DIR,
                     bands=spec.in_chans,
@@ -283,6 +302,8 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
                 write_datasets(tmp / STATE_DIR, datasets)
             if plan.geobench:
                 write_tasks(tmp / STATE_DIR, plan.geobench)
+            if plan.geobench2:
+                write_geobench2(tmp / STATE_DIR, plan.geobench2)
             try:
                 if tmp.parent == out:
                     move_entries_up(tmp)
@@ -311,7 +332,7 @@ def write_new(plan: NewPlan, progress=None) -> GenerateResult:
         benchmark_config=out / CONFIG_FILE,
         input_shape=tuple(spec.input_shape),
         files=tuple(out / f for f in files)
-        + ((out / DATA_DIR,) if not datasets and not plan.planned else ())
+        + ((out / DATA_DIR,) if not datasets and not plan.planned and not plan.planned2 else ())
         + (out / STATE_DIR,),
         baselines=recorded.baselines,
     )

@@ -36,10 +36,18 @@ from scaffold import __version__
 from scaffold.console import status
 from scaffold.data import read_datasets, survey_all, write_datasets
 from scaffold.data.geobench import write_tasks
+from scaffold.data.geobench2 import write_tasks as write_geobench2
 from scaffold.errors import ScaffoldError
 from scaffold.pipeline import analysed
 from scaffold.pipeline import render_options as pipeline_render_options
 from scaffold.pipeline.bands import check_bands_fit_weights, planned_tasks, surveyed_bands
+from scaffold.pipeline.geobench2 import (
+    check_names_apart,
+    known_names,
+    plan_geobench2,
+    split_band_modalities,
+    surveyed_geobench2,
+)
 from scaffold.render import smoke
 from scaffold.render.smoke import SMOKE_FILE
 from scaffold.resolve.naming import absolute_target
@@ -175,6 +183,8 @@ def update_dir(
     taps: tuple[str, ...] | None = None,
     protocol: tuple[str, ...] | None = None,
     seeds: int | None = None,
+    geobench2: str | None = None,
+    geobench2_datasets: tuple[str, ...] | None = None,
 ) -> UpdateResult:
     """Update DIR; `data`: dataset folders to add to the benchmark (each becomes one more
     task); `drop_data`: recorded ones to remove (a folder of `data` takes the place of one
@@ -197,6 +207,17 @@ def update_dir(
             geobench=str(Path(geobench).resolve()) if geobench else state.options.geobench,
             partition=partition or state.options.partition,
             bands=tuple(bands) if bands is not None else state.options.bands,
+            # new --bands say their modalities again (or name none)
+            band_modalities=() if bands is not None else state.options.band_modalities,
+        )
+        state = dataclasses.replace(state, options=options)
+    if geobench2 is not None or geobench2_datasets is not None:
+        options = dataclasses.replace(
+            state.options,
+            geobench2=str(Path(geobench2).resolve()) if geobench2 else state.options.geobench2,
+            geobench2_datasets=geobench2_datasets
+            if geobench2_datasets is not None
+            else state.options.geobench2_datasets,
         )
         state = dataclasses.replace(state, options=options)
     if forward_args or image_arg:
@@ -279,13 +300,17 @@ def _update_locked(
         options = dataclasses.replace(options, iterate2=iterate2)
     previous = read_datasets(out / STATE_DIR)
     datasets = survey_all(options.data, progress, previous) if options.data else ()
-    geobench, bands = surveyed_bands(options, datasets, progress)
+    options = split_band_modalities(options)
+    geobench2, _ = surveyed_geobench2(options, progress)
+    geobench, bands = surveyed_bands(options, datasets, progress, known_names(geobench2))
+    check_names_apart(geobench2, [ds.name for ds in datasets] + [t.name for t in geobench])
     options = dataclasses.replace(options, bands=bands)
     spec = analysed(options.target, options, datasets, progress)
-    planned = planned_tasks(geobench, spec, bands, progress, datasets)
+    planned = planned_tasks(geobench, spec, bands, progress, datasets, bool(geobench2))
+    planned2 = plan_geobench2(geobench2, spec, bands, options.band_modalities, progress)
     if options.weights is not None and bands and options.weights.is_file():
         check_bands_fit_weights(options.weights, spec, bands)
-    render_options = pipeline_render_options(options, datasets, planned)
+    render_options = pipeline_render_options(options, datasets, planned, planned2)
     # Rendered in the system's temp folder: only the bytes are needed, and DIR's parent (or DIR)
     # may not be writable.
     tmp = Path(tempfile.mkdtemp(prefix="scaffold-update-"))
@@ -317,6 +342,7 @@ def _update_locked(
     data_changed = (
         not datasets
         and not planned
+        and not planned2
         and (
             _data_key(state.spec, state.options.task) != _data_key(spec, options.task)
             or not old_data
@@ -362,6 +388,7 @@ def _update_locked(
                     done.append(plan.rel)
             write_datasets(out / STATE_DIR, datasets)
             write_tasks(out / STATE_DIR, geobench)
+            write_geobench2(out / STATE_DIR, geobench2)
             write_atomic(state_path, new_json)
             done.append(f"{STATE_DIR}/{STATE_FILE}")
             journal.finish(out, swap)

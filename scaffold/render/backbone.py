@@ -19,6 +19,7 @@ from typing import Any
 
 from scaffold import __version__
 from scaffold.data.geobench import PlannedTask
+from scaffold.data.geobench2 import Planned2
 from scaffold.data.spec import DatasetSpec
 from scaffold.errors import ScaffoldError
 from scaffold.render import smoke
@@ -48,6 +49,7 @@ class RenderOptions:
     bands: tuple[str, ...] = ()  # the model's input bands by TerraTorch's names (--bands)
     protocol: tuple[str, ...] = ("full_ft",)  # evaluation tracks (render/tracks.py)
     seeds: int = 5  # repeats of each task (run_repetitions; fit/seeds.sh's seeds 0..N-1)
+    geobench2: tuple[Planned2, ...] = ()  # GEO-Bench-2 datasets as tasks (--geobench2)
 
 
 def render(spec: BackboneSpec, options: RenderOptions, dest: Path) -> list[str]:
@@ -157,7 +159,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             "model_name": spec.qualname,
             "input_shape": str(tuple(spec.input_shape)),
             "necks_comment": necks_comment(spec),
-            "real_data": bool(options.datasets or options.geobench),
+            "real_data": bool(options.datasets or options.geobench or options.geobench2),
             "full_ft": "full_ft" in options.protocol,
             "forward_call": not spec.forward_call.plain,
         },
@@ -405,7 +407,7 @@ def yaml_sections(
             }
         ),
     }
-    if options.datasets or options.geobench:  # real tasks: --data folders, GEO-Bench datasets
+    if options.datasets or options.geobench or options.geobench2:  # real tasks
         from scaffold.render.tasks import data_sections
 
         sections |= data_sections(
@@ -415,6 +417,7 @@ def yaml_sections(
             geobench=options.geobench,
             bands=options.bands,
             pretrained=options.weights is not None,
+            geobench2=options.geobench2,
         )
     # The frozen track's tasks and run_repetitions (render/tracks.py).
     smoke = {"name": "smoke", **task_entry, "datamodule": datamodule(spec, task, Path(DATA_DIR))}

@@ -18,8 +18,10 @@ from typing import Any
 
 from scaffold.data.bands import describe, per_band_args, task_bands
 from scaffold.data.geobench import PlannedTask, summary
+from scaffold.data.geobench2 import Planned2
 from scaffold.data.spec import SPLITS, DatasetSpec
 from scaffold.errors import ScaffoldError
+from scaffold.render import geobench2 as gb2
 from scaffold.render.dump import dump
 from scaffold.spec import BackboneSpec
 from scaffold.write.names import SPLITS_DIR
@@ -349,6 +351,7 @@ def data_sections(
     geobench: tuple[PlannedTask, ...] = (),
     bands: Sequence[str] = (),
     pretrained: bool = False,
+    geobench2: tuple[Planned2, ...] = (),
 ) -> dict[str, str]:
     """YAML text for a benchmark of real tasks, in place of the template's smoke sections.
 
@@ -370,6 +373,12 @@ def data_sections(
         geobench_comment(p, bands, pretrained) + "\n" + _item(dump(geobench_entry(p, bands)))
         for p in geobench
     ]
+    if geobench2:
+        size = spec.img_size[0]
+        tasks += [
+            gb2.comment(p, pretrained, bands) + "\n" + _item(dump(gb2.entry(p, bands, size)))
+            for p in geobench2
+        ]
     return {
         "terratorch_task": dump(defaults),
         "tasks": "\n".join(tasks),

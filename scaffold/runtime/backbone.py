@@ -40,7 +40,15 @@ from timm.models import FeatureInfo
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from .inputs import FixedNoise, forward_inputs, item_at, resample_frames
+from .inputs import (
+    FixedNoise,
+    Images,
+    first_image,
+    forward_inputs,
+    image_grid,
+    item_at,
+    resample_frames,
+)
 from .layouts import (
     GROUP_REDUCTIONS,
     TEMPORAL_REDUCTIONS,
@@ -308,12 +316,10 @@ class ScaffoldBackbone(nn.Module):
         if prune:
             self.prune_intermediate_layers(self.out_indices)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: Images) -> list[torch.Tensor]:
         _, features = self._run(x, self.out_indices, stop_early=True)
         if self.image_features:
-            return self._to_images(
-                features, self.out_indices, (x.shape[-2], x.shape[-1])
-            )
+            return self._to_images(features, self.out_indices, image_grid(x))
         return features
 
     def prepare_features_for_image_model(
@@ -344,7 +350,7 @@ class ScaffoldBackbone(nn.Module):
         """
         take = take_indices(len(self.constants.features), indices)
         output, features = self._run(x, take, stop_early or intermediates_only)
-        images = self._to_images(features, tuple(take), (x.shape[-2], x.shape[-1]))
+        images = self._to_images(features, tuple(take), image_grid(x))
         if str(getattr(output_fmt, "value", output_fmt)) == "NHWC":
             images = [f.permute(0, 2, 3, 1) for f in images]
         return images if intermediates_only else (output, images)
@@ -407,7 +413,7 @@ class ScaffoldBackbone(nn.Module):
             module.register_forward_hook(partial(on_output, self._captures, slot))
 
     def _run(
-        self, x: torch.Tensor, indices: Sequence[int], stop_early: bool = False
+        self, x: Images, indices: Sequence[int], stop_early: bool = False
     ) -> tuple[Any, list[torch.Tensor]]:
         """Run the model once; collect the features at `indices` from the hooks and
         from its output.
@@ -461,19 +467,19 @@ class ScaffoldBackbone(nn.Module):
             output = features[-1] if features else None
         return output, features
 
-    def _call_model(self, x: torch.Tensor) -> Any:
+    def _call_model(self, x: Images) -> Any:
         """Call the model on the image `x` (with its other forward arguments)."""
         c = self.constants
-        if c.input_layout == "BTCHW" and x.ndim == 5:
-            x = x.transpose(1, 2)  # (B, C, T, H, W) -> (B, T, C, H, W)
+        x = self._model_layout(x)
         call = c.forward_call
         if call is None:
             return self.model(x)
         given: dict[str, Any] = {}
+        first = first_image(x)
         for key, value in self.forward_args.items():
             # Per-frame values for the input's frames (axis 1 after a swap).
-            if key in call.per_frame_args and x.ndim == 5:
-                frames = x.shape[1 if c.input_layout == "BTCHW" else 2]
+            if key in call.per_frame_args and first.ndim == 5:
+                frames = first.shape[1 if c.input_layout == "BTCHW" else 2]
                 value = resample_frames(value, frames)
             given[key] = value
         args, kwargs = forward_inputs(
@@ -483,6 +489,18 @@ class ScaffoldBackbone(nn.Module):
             with FixedNoise():
                 return self.model(*args, **kwargs)
         return self.model(*args, **kwargs)
+
+    def _model_layout(self, x: Images) -> Images:
+        """The input as the model takes it: (B, C, T, H, W) -> (B, T, C, H, W) for a
+        time-first model; each image of a dict of modalities alike."""
+        if isinstance(x, Mapping):
+            return {name: self._time_first(image) for name, image in x.items()}
+        return self._time_first(x)
+
+    def _time_first(self, x: torch.Tensor) -> torch.Tensor:
+        if self.constants.input_layout == "BTCHW" and x.ndim == 5:
+            return x.transpose(1, 2)
+        return x
 
     def _to_images(
         self,

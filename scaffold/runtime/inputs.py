@@ -45,20 +45,42 @@ def place(kwargs: dict[str, Any], key: str, value: Any) -> str:
     return param
 
 
+Images = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def first_image(x: Images) -> torch.Tensor:
+    """The image `x`, or the first of a dict of images by modality."""
+    return next(iter(x.values())) if isinstance(x, Mapping) else x
+
+
+def image_grid(x: Images) -> tuple[int, int]:
+    """(H, W) of the input (the modalities of a dict share a grid)."""
+    image = first_image(x)
+    return (image.shape[-2], image.shape[-1])
+
+
 def forward_inputs(
-    x: torch.Tensor,
+    x: Images,
     image: str,
     image_positional: bool,
     args: Mapping[str, Any],
     forms: Mapping[str, str],
 ) -> tuple[list[Any], dict[str, Any]]:
     """The positional and keyword arguments of one forward call on the image `x`: the
-    image at `image`, each of `args` in its form (`forms`, default "value")."""
+    image at `image`, each of `args` in its form (`forms`, default "value"). A dict of
+    images by modality goes in by those names: items of the image's dict parameter
+    ("param.key"), or parameters of their own."""
     kwargs: dict[str, Any] = {}
+    first = first_image(x)
     for key, value in args.items():
-        place(kwargs, key, as_form(value, forms.get(key, "value"), x))
-    param = place(kwargs, image, x)
-    if image_positional:
+        place(kwargs, key, as_form(value, forms.get(key, "value"), first))
+    if not isinstance(x, Mapping):
+        param = place(kwargs, image, x)
+    else:
+        param, _, item = image.partition(".")
+        for name, one in x.items():
+            place(kwargs, f"{param}.{name}" if item else name, one)
+    if image_positional and param in kwargs:
         return [kwargs.pop(param)], kwargs
     return [], kwargs
 

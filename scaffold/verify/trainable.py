@@ -22,8 +22,10 @@ def check_trainable(context) -> str:
     image = batch["image"] if isinstance(batch, dict) else batch[0]
     model.train()
     model.zero_grad(set_to_none=True)
+    # several modalities (a GEO-Bench-2 task of a model fed a dict): each one as float
+    image = {k: v.float() for k, v in image.items()} if isinstance(image, dict) else image.float()
     try:
-        output = model(image.float()).output
+        output = model(image).output
         output.float().mean().backward()
     except Exception as exc:
         raise CheckFailed(
@@ -40,7 +42,11 @@ def check_trainable(context) -> str:
             "Lightning's strategy='ddp' stops at the second step on them; remove what the "
             "forward does not use (or set requires_grad=False)"
         )
-    shape = "x".join(map(str, image.shape))
+    shape = (
+        ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in image.items())
+        if isinstance(image, dict)
+        else "x".join(map(str, image.shape))
+    )
     detail = f"all {len(trainable)} trainable tensors get a gradient on a {shape} batch of the task"
     return detail + frozen_detail(model, context.state.spec.frozen)
 

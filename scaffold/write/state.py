@@ -53,6 +53,11 @@ class Options:
     geobench: str | None = None
     partition: str = "default"
     bands: tuple[str, ...] = ()
+    # The modality of each of `bands` where --bands names them per modality (s2=B02,...;s1=VV).
+    band_modalities: tuple[str, ...] = ()
+    # GEO-Bench-2 datasets under this folder as tasks (--geobench2) and which (--datasets).
+    geobench2: str | None = None
+    geobench2_datasets: tuple[str, ...] = ()
     # The features the person named (--taps), as `scaffold inspect` prints them.
     taps: tuple[str, ...] = ()
     # The evaluation tracks (--protocol: full_ft, frozen) and the seeds each task is repeated
@@ -68,6 +73,8 @@ class Options:
         data["data"] = list(self.data)
         data["baselines"] = list(self.baselines)
         data["bands"] = list(self.bands)
+        data["band_modalities"] = list(self.band_modalities)
+        data["geobench2_datasets"] = list(self.geobench2_datasets)
         data["taps"] = list(self.taps)
         data["protocol"] = list(self.protocol)
         return data
@@ -91,6 +98,9 @@ class Options:
             geobench=data.get("geobench"),
             partition=data.get("partition") or "default",
             bands=tuple(data.get("bands") or ()),
+            band_modalities=tuple(data.get("band_modalities") or ()),
+            geobench2=data.get("geobench2"),
+            geobench2_datasets=tuple(data.get("geobench2_datasets") or ()),
             taps=tuple(data.get("taps") or ()),
             protocol=tuple(data.get("protocol") or ("full_ft",)),
             seeds=int(data.get("seeds") or 5),

@@ -1,0 +1,125 @@
+"""GEO-Bench-2 datasets for TerraTorch's tasks: geobenchv2's own datamodule, its batches adapted.
+
+geobenchv2's datamodules read the ``.tortilla`` files, pick the bands by name (``band_order``: a
+list, or a dict of lists by modality) and normalise them with the dataset's own statistics.
+Their batches hold ``image`` or one ``image_<modality>`` per modality, ``mask`` or ``label``,
+and sometimes metadata; a time series comes as (B, T, C, H, W) unless the dataset was asked for
+(B, C, T, H, W). TerraTorch's tasks read ``image`` (a tensor, or a dict of tensors by modality)
+with ``mask`` or ``label``, and pass every other key on to the model. This datamodule's loaders
+(geobenchv2's, with its collate function) keep those keys only: one modality, or the model's
+single input, as a tensor (several modalities' bands stacked in ``band_order``'s order); several
+modalities for a model that takes them as a dict under the model's names (``modalities``:
+dataset modality -> model modality); time second. In training, a batch is flipped at random
+(horizontally, vertically), as geobenchv2's default augmentation does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+from torchgeo.datamodules import BaseDataModule
+
+KEEP = ("mask", "label")  # the targets TerraTorch's tasks read
+
+
+class GeoBench2DataModule(BaseDataModule):
+    """geobenchv2's datamodule `datamodule` (a class path) on `root`, adapted to TerraTorch (a
+    torchgeo datamodule, as terratorch-iterate's tasks take; the data comes normalised).
+
+    `dataset_args` go to geobenchv2's dataset (``num_time_steps``, ...); `time_first`: the
+    dataset gives time series as (T, C, H, W) per sample, which go to the model as
+    (B, C, T, H, W).
+    """
+
+    def __init__(
+        self,
+        datamodule: str,
+        root: str,
+        band_order: list[str] | dict[str, list[str]],
+        modalities: dict[str, str] | None = None,
+        dataset_args: dict[str, Any] | None = None,
+        time_first: bool = False,
+        img_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 0,
+    ) -> None:
+        module, name = datamodule.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        super().__init__(cls, batch_size=batch_size, num_workers=num_workers)
+        self.aug = None  # type: ignore[assignment]  # geobenchv2's dataset normalises each sample
+        self.order = list(band_order) if isinstance(band_order, dict) else []
+        self.modalities = dict(modalities or {})
+        self.time_first = time_first
+        self.inner = cls(
+            img_size=img_size,
+            band_order=band_order,
+            batch_size=batch_size,
+            eval_batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=self.collate,
+            root=root,
+            **(dataset_args or {}),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        self.inner.setup(stage)
+
+    def train_dataloader(self) -> Any:
+        self.inner.num_workers = self.num_workers
+        return self.inner.train_dataloader()
+
+    def val_dataloader(self) -> Any:
+        self.inner.num_workers = self.num_workers
+        return self.inner.val_dataloader()
+
+    def test_dataloader(self) -> Any:
+        self.inner.num_workers = self.num_workers
+        return self.inner.test_dataloader()
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.adapt(default_collate(samples))
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            for dim in (-1, -2):
+                if torch.rand(()) < 0.5:
+                    batch = {k: _flip(v, dim) for k, v in batch.items()}
+        return batch
+
+    def adapt(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """geobenchv2's batch -> TerraTorch's: ``image`` (tensor or dict) and the targets."""
+        images = {k.removeprefix("image_"): v for k, v in batch.items() if k.startswith("image_")}
+        if not images:  # one modality: its name is ""
+            images = {"": batch["image"]}
+        parts = [(m, self._layout(images[m])) for m in self.order or [""] if m in images]
+        out = {k: batch[k] for k in KEEP if k in batch}
+        mask = out.get("mask")
+        if mask is not None and mask.ndim == 4:
+            # the per-sample resize of a time series repeats the mask once per frame
+            if not torch.equal(mask, mask[:, :1].expand_as(mask)):
+                raise ValueError(f"a mask of shape {tuple(mask.shape)} that differs by frame")
+            out["mask"] = mask[:, 0]
+        if self.modalities:
+            out["image"] = {self.modalities[m]: image for m, image in parts}
+        elif len(parts) == 1:
+            out["image"] = parts[0][1]
+        else:
+            out["image"] = torch.cat([image for _, image in parts], dim=1)
+        return out
+
+    def _layout(self, image: torch.Tensor) -> torch.Tensor:
+        if self.time_first and image.ndim == 5:
+            return image.permute(0, 2, 1, 3, 4)  # (B, T, C, H, W) -> (B, C, T, H, W)
+        return image
+
+
+def _flip(value: Any, dim: int) -> Any:
+    """An image, a dict of images or a mask flipped along `dim`; a class label as it is."""
+    if isinstance(value, dict):
+        return {k: _flip(v, dim) for k, v in value.items()}
+    if isinstance(value, torch.Tensor) and value.ndim >= 3:
+        return value.flip(dim)
+    return value

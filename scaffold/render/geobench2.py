@@ -1,0 +1,120 @@
+"""GEO-Bench-2 tasks (scaffold.data.geobench2) in the benchmark YAML, and the datamodule they run on.
+
+Each task reads its dataset through geobenchv2's own datamodule, wrapped by
+``scaffold.datamodules.geobench2`` (importable wherever scaffold is installed, as terratorch-iterate
+needs every ``class_path`` before it imports the generated package): that wrapper hands
+TerraTorch's tasks the batch keys they read (``image``, ``mask``/``label``), routes several
+modalities by the model's names and puts time second. The data is normalised by the dataset's own
+statistics inside geobenchv2's dataset; the task's metric is the leaderboard's, by the name
+TerraTorch logs it under.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from scaffold.data.geobench2 import LEADERBOARD_METRICS, Planned2, summary
+
+# scaffold's own: terratorch-iterate imports every class_path before the generated package
+DATAMODULE = "scaffold.datamodules.geobench2.GeoBench2DataModule"
+BATCH_SIZE = 8
+NUM_WORKERS = 4
+EARLY_STOP_PATIENCE = 10
+COMMENT_WIDTH = 82
+DIRECTIONS = {"regression": "min"}
+
+
+def datamodule(p: Planned2, img_size: int) -> dict[str, Any]:
+    task = p.task
+    args: dict[str, Any] = {
+        "datamodule": task.datamodule,
+        "root": task.root,
+        "band_order": p.band_order,
+    }
+    if p.modalities:
+        args["modalities"] = dict(p.modalities)
+    if p.dataset_args:
+        args["dataset_args"] = dict(p.dataset_args)
+    if p.time_first:
+        args["time_first"] = True
+    # geobenchv2's training loader drops the last incomplete batch: never larger than the split
+    args |= {
+        "img_size": img_size,
+        "batch_size": min(BATCH_SIZE, task.split_sizes[0]),
+        "num_workers": NUM_WORKERS,
+    }
+    return {"class_path": DATAMODULE, "init_args": args}
+
+
+def entry(p: Planned2, model_bands: Sequence[str], img_size: int) -> dict[str, Any]:
+    task = p.task
+    _, metric = LEADERBOARD_METRICS[task.task]
+    model_args: dict[str, Any] = {}
+    if not p.modalities:
+        model_args["backbone_in_chans"] = len(p.bands)
+        if model_bands:
+            model_args["backbone_bands"] = list(p.bands)
+    if p.forward_args:
+        model_args["backbone_forward_args"] = p.forward_args
+    terratorch_task: dict[str, Any]
+    if task.task == "segmentation":
+        # a label value one past the classes is "no label" where a dataset has one
+        terratorch_task = {"loss": "ce", "ignore_index": task.num_classes}
+        model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
+    elif task.task == "regression":
+        terratorch_task = {"loss": "rmse"}
+        model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
+    else:
+        terratorch_task = {"loss": "bce" if task.task.startswith("multilabel") else "ce"}
+        model_args["decoder"] = "IdentityDecoder"
+    if task.num_classes:
+        model_args["num_classes"] = task.num_classes
+    terratorch_task["model_args"] = model_args
+    return {
+        "name": task.name,
+        "type": task.task,
+        "direction": DIRECTIONS.get(task.task, "max"),
+        "metric": metric,
+        "early_stop_patience": EARLY_STOP_PATIENCE,
+        "terratorch_task": terratorch_task,
+        "datamodule": datamodule(p, img_size),
+    }
+
+
+def comment(p: Planned2, pretrained: bool, model_bands: Sequence[str]) -> str:
+    """Comment lines of a GEO-Bench-2 task: the dataset, its leaderboard metric, the bands (by
+    modality) it feeds, the normalisation."""
+    task = p.task
+    leaderboard, logged = LEADERBOARD_METRICS[task.task]
+    lines = [
+        (
+            f"{task.name}: GEO-Bench-2, {', '.join(task.files)} under {task.root}, read by "
+            f"{task.datamodule.rsplit('.', 1)[-1]};"
+        ),
+        f"{summary(task)}.",
+        f"leaderboard metric {leaderboard} (TerraTorch logs it as {logged}).",
+    ]
+    if p.modalities:
+        fed = "; ".join(
+            f"{model} <- {mod or 'its bands'} ({', '.join(p.band_order[mod] if isinstance(p.band_order, dict) else p.band_order)})"
+            for mod, model in p.modalities.items()
+        )
+        lines.append(f"modalities fed as a dict: {fed}.")
+    else:
+        lines.append(f"bands: {', '.join(p.bands)} (one tensor, in this order).")
+    if pretrained and model_bands and not p.modalities:
+        new = [b for b in p.bands if b not in model_bands]
+        lines.append(f"first layer: new (initialised) bands: {', '.join(new) or 'none'}.")
+    if p.dataset_args:
+        lines.append(
+            "dataset args: " + ", ".join(f"{k}={v}" for k, v in p.dataset_args.items()) + "."
+        )
+    lines.append(
+        "normalised by the dataset's own per-band statistics (geobenchv2's ZScoreNormalizer)."
+    )
+    if p.forward_source:
+        lines.append(f"forward args per band: {p.forward_source}.")
+    wrapped = [w for line in lines for w in textwrap.wrap(line, COMMENT_WIDTH)]
+    return "\n".join(f"# {line}" for line in wrapped)

@@ -1,0 +1,142 @@
+"""Small GEO-Bench-2 datasets in the package's real on-disk format, written as geobenchv2's own
+``generate_benchmark`` scripts write them: tacotoolbox's tortilla writer (``pytortilla``), one
+tortilla per sample holding its files (GeoTIFF or HDF5, in the order the dataset reads them),
+and one tortilla of those samples per dataset file, with ``data_split`` and the metadata columns
+the dataset class reads (``labels``, ``dates``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SIZE = 16
+SPLITS = ("train",) * 3 + ("validation",) * 2 + ("test",) * 2
+STAC = {
+    "crs": "EPSG:32633",
+    "geotransform": (500000.0, 10.0, 0.0, 4000000.0, 0.0, -10.0),
+    "raster_shape": (SIZE, SIZE),
+    "time_start": 0,
+}
+
+
+def _tif(path: Path, array: np.ndarray) -> Path:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    count, height, width = array.shape
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": count,
+        "dtype": array.dtype,
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000, 4000000, 10, 10),
+    }
+    with rasterio.open(path, "w", **profile) as f:
+        f.write(array)
+    return path
+
+
+def _h5(path: Path, array: np.ndarray) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=array)
+    return path
+
+
+def _write(out: Path, samples: list[tuple[str, list[tuple[str, Path, str]], dict[str, Any]]]):
+    """`samples`: (split, [(id, file, format)], metadata of the first file) -> one tortilla per
+    sample under out.parent/parts, then `out` holding them."""
+    import tacotoolbox
+
+    tortilla = tacotoolbox.tortilla
+    parts = out.parent / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    outer = []
+    for i, (split, files, meta) in enumerate(samples):
+        inner = [
+            tortilla.datamodel.Sample(
+                id=fid,
+                path=str(path),
+                file_format=fmt,
+                data_split=split,
+                stac_data=STAC,
+                **(meta if j == 0 else {}),
+            )
+            for j, (fid, path, fmt) in enumerate(files)
+        ]
+        path = parts / f"{out.stem}_sample_{i}.tortilla"
+        tortilla.create(tortilla.datamodel.Samples(samples=inner), str(path), quiet=True)
+        outer.append(
+            tortilla.datamodel.Sample(
+                id=f"sample_{i}",
+                path=str(path),
+                file_format="TORTILLA",
+                data_split=split,
+                stac_data=STAC,
+                **meta,
+            )
+        )
+    tortilla.create(tortilla.datamodel.Samples(samples=outer), str(out), quiet=True, nworkers=1)
+
+
+def write_classification(root: Path, seed: int = 0) -> Path:
+    """A single-date, single-modality classification set (geobenchv2's ``forestnet``: six
+    Landsat-8 bands as one GeoTIFF, the class in the sample's ``labels``)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / "files"
+    work.mkdir(exist_ok=True)
+    samples = []
+    for i, split in enumerate(SPLITS):
+        image = _tif(work / f"fn{i}.tif", rng.random((6, SIZE, SIZE), dtype=np.float32) * 1000)
+        samples.append((split, [("image", image, "GTiff")], {"labels": int(i % 3)}))
+    _write(root / "geobench_forestnet.tortilla", samples)
+    return root
+
+
+def write_two_modalities(root: Path, seed: int = 1) -> Path:
+    """A two-modality segmentation set (geobenchv2's ``flair2``: aerial red, green, blue, nir
+    and elevation as one five-band GeoTIFF, a mask of classes 1..13)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / "files"
+    work.mkdir(exist_ok=True)
+    samples = []
+    for i, split in enumerate(SPLITS):
+        image = _tif(work / f"fl{i}.tif", rng.integers(0, 255, (5, SIZE, SIZE)).astype(np.uint8))
+        mask = _tif(work / f"flm{i}.tif", rng.integers(1, 14, (1, SIZE, SIZE)).astype(np.uint8))
+        samples.append((split, [("image", image, "GTiff"), ("mask", mask, "GTiff")], {}))
+    _write(root / "geobench_flair2.tortilla", samples)
+    return root
+
+
+PASTIS_FILES = tuple(f"geobench_pastis.{i:04d}.part.tortilla" for i in range(3))
+
+
+def write_time_series(root: Path, frames: int = 5, seed: int = 2) -> Path:
+    """A multi-temporal, three-modality segmentation set (geobenchv2's ``pastis``: HDF5 series
+    (T, C, H, W) of Sentinel-2 and Sentinel-1 ascending and descending, a semantic mask, in
+    three part files)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / "files"
+    work.mkdir(exist_ok=True)
+    samples = []
+    for i, split in enumerate(SPLITS):
+        series = {
+            "s2": _h5(work / f"s2_{i}.h5", rng.random((frames, 10, SIZE, SIZE), np.float32)),
+            "s1a": _h5(work / f"s1a_{i}.h5", rng.random((frames, 3, SIZE, SIZE), np.float32)),
+            "s1d": _h5(work / f"s1d_{i}.h5", rng.random((frames, 3, SIZE, SIZE), np.float32)),
+            "semantic": _h5(work / f"sem_{i}.h5", rng.integers(0, 20, (3, SIZE, SIZE))),
+            "instance": _h5(work / f"ins_{i}.h5", rng.integers(0, 5, (SIZE, SIZE))),
+        }
+        files = [(k, p, "HDF5") for k, p in series.items()]
+        samples.append((split, files, {"dates": list(range(frames))}))
+    for n, name in enumerate(PASTIS_FILES):  # each split's samples spread over the parts
+        _write(root / name, samples[n::3])
+    return root

@@ -1,0 +1,331 @@
+"""`--geobench2`: tiny datasets in GEO-Bench-2's on-disk format (tortilla files written with the
+writer geobenchv2's own scripts use) become tasks on geobenchv2's own datamodules, with the
+leaderboard's metric, the model's bands by name per modality, and time series as (B, C, T, H, W).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import MODELS, run_cli, run_fresh, run_json
+
+pytest.importorskip(
+    "geobench_v2", reason="geobenchv2 is not installed: pip install 'scaffold-backbone[geobench2]'"
+)
+pytest.importorskip(
+    "tacotoolbox", reason="the tests write GEO-Bench-2 files with tacotoolbox (the test extra)"
+)
+
+from .geobench2_data import (
+    SPLITS,
+    write_classification,
+    write_time_series,
+    write_two_modalities,
+)
+
+SIZES = [SPLITS.count("train"), SPLITS.count("validation"), SPLITS.count("test")]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A GEO-Bench-2 download: a classification set, a two-modality segmentation set and a time
+    series, each in its own folder (as the package's download keeps them)."""
+    root = tmp_path_factory.mktemp("geobench2") / "root"
+    write_classification(root / "forestnet")
+    write_two_modalities(root / "flair2")
+    write_time_series(root / "pastis", frames=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cnn(root, tmp_path_factory):
+    """The CNN generated (not verified) on the three datasets, its bands named as a person
+    names them: Sentinel-2 ids, TerraTorch names, any case."""
+    out = tmp_path_factory.mktemp("gb2") / "out"
+    code, data = run_json(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out), "--name", "gb2_cnn",
+        "--geobench2", str(root), "--datasets", "forestnet,flair2,pastis",
+        "--bands", "B02,green,RED,NIR", "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    config = yaml.safe_load((out / "benchmark.yaml").read_text())
+    return out, {t["name"]: t for t in config["tasks"]}
+
+
+def _batch(task: dict) -> dict:
+    """The first training batch of a task's datamodule, built as the YAML says."""
+    from scaffold.datamodules.geobench2 import GeoBench2DataModule as cls
+
+    assert task["datamodule"]["class_path"] == "scaffold.datamodules.geobench2.GeoBench2DataModule"
+    args = dict(task["datamodule"]["init_args"], num_workers=0)
+    datamodule = cls(**args)
+    datamodule.setup("fit")
+    return next(iter(datamodule.train_dataloader()))
+
+
+def test_default_is_the_core_set_that_root_holds_and_detection_is_left_out(root, tmp_path):
+    from scaffold.data.geobench2 import survey_geobench2
+
+    # a Core detection dataset's file beside them (any tortilla: it is left out unread)
+    (root / "substation").mkdir(exist_ok=True)
+    source = root / "forestnet" / "geobench_forestnet.tortilla"
+    (root / "substation" / "geobench_substation.tortilla").write_bytes(source.read_bytes())
+    try:
+        tasks, skipped = survey_geobench2(root)
+    finally:
+        (root / "substation" / "geobench_substation.tortilla").unlink()
+    # forestnet is not in the leaderboard's Core set: only --datasets asks for it
+    assert [t.name for t in tasks] == ["pastis", "flair2"]
+    assert [(s.name, s.reason.split(":")[0]) for s in skipped] == [
+        ("substation", "object detection / instance segmentation")
+    ]
+    flair2, pastis = tasks[1], tasks[0]
+    assert (flair2.task, flair2.num_classes, flair2.leaderboard_metric) == (
+        "segmentation", 13, "Multiclass_Jaccard_Index"
+    )  # fmt: skip
+    assert flair2.modalities == (
+        ("aerial", ("red", "green", "blue", "nir")),
+        ("elevation", ("elevation",)),
+    )
+    assert flair2.band_names == (("RED", "GREEN", "BLUE", "NIR"), ("ELEVATION",))
+    assert list(flair2.split_sizes) == SIZES
+    assert pastis.time_series and not flair2.time_series
+    assert [m for m, _ in pastis.modalities] == ["s2", "s1_asc", "s1_desc"]
+    assert list(pastis.split_sizes) == SIZES  # counted over its three part files
+    assert pastis.means["B02"] > 0 and pastis.stds["B02"] > 0  # the dataset's own statistics
+
+
+def test_tasks_read_the_models_bands_by_name_with_the_leaderboards_metrics(cnn):
+    out, tasks = cnn
+    assert sorted(tasks) == ["flair2", "forestnet", "pastis"]
+    facts = {n: (t["type"], t["metric"], t["direction"]) for n, t in tasks.items()}
+    assert facts == {
+        "forestnet": ("classification", "val/Accuracy_Micro", "max"),
+        "flair2": ("segmentation", "val/mIoU", "max"),
+        "pastis": ("segmentation", "val/mIoU", "max"),
+    }
+    text = (out / "benchmark.yaml").read_text()
+    assert "leaderboard metric Overall_Accuracy" in text
+    assert text.count("leaderboard metric Multiclass_Jaccard_Index (TerraTorch logs it as") == 2
+    args = {n: t["datamodule"]["init_args"] for n, t in tasks.items()}
+    # by the dataset's own names, the model's order, per modality where the dataset has several
+    assert args["forestnet"]["band_order"] == ["B02", "B03", "B04"]  # Landsat: no NIR by name
+    assert args["flair2"]["band_order"] == {"aerial": ["blue", "green", "red", "nir"]}
+    assert args["pastis"]["band_order"] == {"s2": ["B02", "B03", "B04"]}  # NIR is not B08
+    assert args["pastis"]["dataset_args"] == {"num_time_steps": 1}  # single images: the last
+    bands = {n: t["terratorch_task"]["model_args"]["backbone_bands"] for n, t in tasks.items()}
+    assert bands == {
+        "forestnet": ["BLUE", "GREEN", "RED"],
+        "flair2": ["BLUE", "GREEN", "RED", "NIR"],
+        "pastis": ["BLUE", "GREEN", "RED"],
+    }
+    assert tasks["flair2"]["terratorch_task"]["ignore_index"] == 13  # one past the classes
+    # scaffold's own datamodule: terratorch-iterate imports every class_path before the package
+    assert {t["datamodule"]["class_path"] for t in tasks.values()} == {
+        "scaffold.datamodules.geobench2.GeoBench2DataModule"
+    }
+    for name in ("forestnet", "flair2"):
+        root = Path(args[name]["root"])
+        assert root.name == name and (root / f"geobench_{name}.tortilla").is_file()
+
+
+def test_batches_hold_terratorchs_keys_with_the_tasks_channels(cnn):
+    _out, tasks = cnn
+    batch = _batch(tasks["forestnet"])
+    assert sorted(batch) == ["image", "label"]
+    assert tuple(batch["image"].shape) == (3, 3, 64, 64)  # the model's size, its three bands
+    batch = _batch(tasks["flair2"])
+    assert sorted(batch) == ["image", "mask"]
+    assert tuple(batch["image"].shape) == (3, 4, 64, 64)
+    assert tuple(batch["mask"].shape) == (3, 64, 64)
+    assert int(batch["mask"].min()) >= 0 and int(batch["mask"].max()) <= 12
+    # normalised by the dataset's statistics: uint8 values of 0..254 are not left as they are
+    assert float(batch["image"].abs().max()) < 50
+
+
+def test_the_tasks_build_and_run_a_batch_through_terratorch(cnn):
+    out, _ = cnn
+    done = run_cli("verify", str(out), "--quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fit/flair2.yaml" in done.stdout and "one training" in done.stdout
+
+
+def test_a_temporal_model_gets_series_as_bcthw_with_its_frames(root, tmp_path):
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", str(MODELS / "temporal.py"), "--out", str(out), "--name", "gb2_t",
+        "--geobench2", str(root), "--datasets", "flair2,pastis", "--bands", "B02,B03,B04",
+        "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    tasks = {t["name"]: t for t in yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]}
+    assert sorted(tasks) == ["pastis"]  # flair2's single images are left out, with the reason
+    args = tasks["pastis"]["datamodule"]["init_args"]
+    assert args["dataset_args"] == {"num_time_steps": 6, "temporal_output_format": "CTHW"}
+    batch = _batch(tasks["pastis"])
+    assert tuple(batch["image"].shape) == (3, 3, 6, 64, 64)  # (B, C, T, H, W), the model's T
+    assert tuple(batch["mask"].shape) == (3, 64, 64)
+    done = run_cli("verify", str(out), "--quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_bands_per_modality_and_a_dataset_without_the_models_modalities(root, cnn):
+    from scaffold.data.geobench2 import survey_geobench2
+    from scaffold.pipeline.geobench2 import plan_geobench2
+    from scaffold.write.state import read_state
+
+    tasks, _ = survey_geobench2(root, ("flair2", "pastis", "forestnet"))
+    spec = read_state(cnn[0]).spec
+    bands = ("RED", "GREEN", "BLUE", "NIR", "ELEVATION")
+    mods = ("optical", "optical", "optical", "optical", "dem")
+    planned = {p.task.name: p for p in plan_geobench2(tasks, spec, bands, mods)}
+    # flair2 has both modalities (found by their bands); pastis's s2 has no NIR (B08 is
+    # NIR_BROAD) and forestnet no elevation: a modality's input takes all of its bands
+    assert sorted(planned) == ["flair2"]
+    assert planned["flair2"].band_order == {
+        "aerial": ["red", "green", "blue", "nir"],
+        "elevation": ["elevation"],
+    }
+    assert planned["flair2"].modalities == {"aerial": "optical", "elevation": "dem"}
+    assert planned["flair2"].bands == bands
+    # a dataset with none of the model's modalities is left out, with the reason
+    lines = []
+
+    class Progress:
+        def print(self, text, **_):
+            lines.append(text)
+
+    sar = plan_geobench2(tasks, spec, ("VV_ASC", "VH_ASC", "X"), ("s1", "s1", "x"), Progress())
+    assert [p.task.name for p in sar] == ["pastis"]
+    assert sar[0].band_order == {"s1_asc": ["VV_asc", "VH_asc"]}
+    assert any(line.startswith("  flair2: left out: its modalities") for line in lines), lines
+
+
+def test_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import scaffold.data.geobench2 as gb2
+
+    monkeypatch.setitem(sys.modules, "geobench_v2", None)  # as if not installed
+    with pytest.raises(gb2.ScaffoldError) as err:
+        gb2.require()
+    assert "pip install 'scaffold-backbone[geobench2]'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_dataset_and_datasets_without_geobench2_are_refused(root, tmp_path):
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--geobench2", str(root), "--datasets", "flair3", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--datasets: flair3: not a geobenchv2 dataset" in done.stderr
+    assert not (tmp_path / "o").exists()
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--datasets", "flair2", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2 and "for --geobench2 ROOT" in done.stderr
+
+
+def test_a_two_modality_model_receives_both_modalities(root, tmp_path):
+    """A dict-forward model (`forward(x: dict)`) with its bands named per modality: the task's
+    batch is a dict by the model's names, and the backbone feeds each to the model (a forward
+    hook on each modality's embedding sees its tensor)."""
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder",
+        "--image-arg", "x.S2L2A", "--out", str(out), "--name", "gb2_md",
+        "--geobench2", str(root), "--datasets", "pastis,flair2",
+        "--bands", "S2L2A=B02,B03,B04,B08;S1GRD=VV_asc,VH_asc", "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    tasks = {t["name"]: t for t in yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]}
+    assert sorted(tasks) == ["pastis"]  # flair2 has neither modality's bands in full
+    args = tasks["pastis"]["datamodule"]["init_args"]
+    assert args["band_order"] == {
+        "s2": ["B02", "B03", "B04", "B08"],
+        "s1_asc": ["VV_asc", "VH_asc"],
+    }
+    assert args["modalities"] == {"s2": "S2L2A", "s1_asc": "S1GRD"}
+    batch = _batch(tasks["pastis"])
+    shapes = {"S2L2A": (3, 4, 64, 64), "S1GRD": (3, 2, 64, 64)}
+    assert {k: tuple(v.shape) for k, v in batch["image"].items()} == shapes
+    sys.path.insert(0, str(out))
+    try:
+        import gb2_md  # noqa: F401  (registers the backbone)
+        import timm
+
+        backbone = timm.create_model("gb2_md")
+    finally:
+        sys.path.remove(str(out))
+    seen: dict[str, tuple[int, ...]] = {}
+    for name, module in backbone.model.embed.items():
+        module.register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, tuple(i[0].shape))
+        )
+    features = backbone(batch["image"])
+    assert seen == shapes and len(features) == 2
+
+
+def test_update_replays_geobench2(cnn):
+    out, _ = cnn
+    done = run_cli("update", str(out), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "no file would change" in done.stderr
+
+
+@pytest.mark.e2e
+def test_the_benchmark_runs_every_task_in_the_ladder_and_standalone(cnn, tmp_path):
+    out, _ = cnn
+    code, data = run_json("verify", str(out))
+    assert code == 0 and data["ok"] is True, data
+    (bench,) = [c for c in data["checks"] if c["name"] == "benchmark"]
+    for metric in (
+        "pastis: best_val/mIoU",
+        "flair2: best_val/mIoU",
+        "forestnet: best_val/Accuracy_Micro",
+    ):
+        assert metric in bench["detail"], bench["detail"]
+    # as a person runs it: a fresh process in another folder, where neither the generated
+    # package nor anything the ladder imported is loaded before iterate reads the YAML
+    (short,) = sorted(out.glob(".scaffold/runs/*/benchmark.short.yaml"))[-1:]
+    done = run_fresh(
+        [sys.executable, "-m", "terratorch", "iterate", "--hpo", "--config", str(short)], tmp_path
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "No module named" not in done.stderr
+
+
+def test_bands_per_modality_must_name_every_modality(root, tmp_path):
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--geobench2", str(root), "--bands", "s2=B02,B03;VV", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --bands: 'VV': name each modality and its bands (--bands 's2=B02,B03;s1=VV,VH')"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_task_name_taken_by_geobench_v1_is_refused(root, tmp_path):
+    """GEO-Bench v1's m-forestnet is a task `forestnet` too: GEO-Bench-2 tasks keep the
+    leaderboard's names, so two tasks of one name are refused, naming both."""
+    from .geobench_data import all_bands, write_geobench
+
+    v1 = tmp_path / "v1"
+    write_geobench(v1, "m-forestnet", all_bands("m-forestnet"), "pickle", num_classes=2)
+    done = run_cli(
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(tmp_path / "o"),
+        "--geobench", str(v1), "--geobench2", str(root), "--datasets", "forestnet",
+        "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --geobench2: forestnet is also the name of a --data or --geobench task; "
+        "GEO-Bench-2 tasks keep the leaderboard's names: leave it out with --datasets"
+    )
+    assert not (tmp_path / "o").exists()
