@@ -1150,3 +1150,12 @@ def test_a_run_filling_an_empty_out_that_another_run_filled_meanwhile_replaces_n
         os.close(lock)
         shutil.rmtree(tmp, ignore_errors=True)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_model_whose_forward_refuses_a_square_series_is_one_line_not_an_internal_error():
+    """As many channels as frames (4 and 4): only the channels-first order is traced; when it
+    fails, the other order was never run and cannot be taken as the one that ran."""
+    done = run_cli("inspect", f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder")
+    assert done.returncode == 2, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.strip()]
+    assert line.startswith("error: ModalityDictEncoder: forward raised on an input of shape")

@@ -63,7 +63,7 @@ def find_time_axis(run: Run, shape: tuple[int, ...], run_other: Run | None = Non
     results["BCTHW"] = attempt(shape, "BCTHW", run)
     if c != t:
         results["BTCHW"] = attempt(shape, "BTCHW", run)
-    ran = [lay for lay in LAYOUTS if not isinstance(results.get(lay), ForwardFailed)]
+    ran = [lay for lay in LAYOUTS if lay in results and not isinstance(results[lay], ForwardFailed)]
     if c == t and ran:
         ran = list(LAYOUTS)  # the same shapes either way: only another frame count tells
     if not ran:
