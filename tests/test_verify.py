@@ -91,8 +91,10 @@ def test_forward_returning_one_feature_too_few(fresh_copy):
     out = fresh_copy()
     edit(
         out / "small_cnn" / "backbone.py",
-        "        return features\n",
-        "        return features[:-1]\n",
+        "    constants = CONSTANTS\n",
+        "    constants = CONSTANTS\n\n"
+        "    def forward(self, x):\n"
+        "        return super().forward(x)[:-1]\n",
     )
     ok, detail = checks(verify_dir(out, quick=True))["features"]
     assert not ok
