@@ -132,8 +132,8 @@ DatasetsOpt = Annotated[
     typer.Option(
         "--datasets",
         metavar="NAME,...",
-        help="The GEO-Bench-2 datasets to run (burn_scars,pastis,...; default: the Core set "
-        "that --geobench2 ROOT holds).",
+        help="The GEO-Bench-2 datasets to run, by their names under ROOT (default: the Core "
+        "set that --geobench2 ROOT holds).",
     ),
 ]
 PartitionOpt = Annotated[

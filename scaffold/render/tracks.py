@@ -52,7 +52,7 @@ def seed_list(seeds: int) -> list[int]:
 
 
 def track_of(task: str) -> tuple[str, str]:
-    """(the task's dataset name, its track): ``eurosat_frozen`` -> (eurosat, frozen)."""
+    """(the task's dataset name, its track): ``<dataset>_frozen`` -> (<dataset>, frozen)."""
     if task.endswith(FROZEN_SUFFIX) and len(task) > len(FROZEN_SUFFIX):
         return task[: -len(FROZEN_SUFFIX)], FROZEN
     return task, FULL_FT

@@ -178,7 +178,7 @@ def submission(results, directory) -> tuple[list[dict], dict, list[str]]:
     config = yaml.safe_load((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     tasks = {str(t["name"]): t for t in config.get("tasks") or [] if isinstance(t, dict)}
     geobench_file = Path(directory) / STATE_DIR / GEOBENCH_FILE
-    v1 = {}  # GEO-Bench v1 tasks go by their v1 names (the dataset's folder, m-eurosat)
+    v1 = {}  # GEO-Bench v1 tasks go by their v1 names (the dataset's folder, m-<name>)
     if geobench_file.is_file():
         v1 = {t["name"]: t["folder"] for t in json.loads(geobench_file.read_text("utf-8"))}
     defaults = (config.get("defaults") or {}).get("terratorch_task") or {}

@@ -229,7 +229,7 @@ class ScaffoldBackbone(nn.Module):
             the end; an int n means the last n).
         temporal_reduction: how temporal features become images: "mean", "max", the
             "last" frame, or "stack" the frames into channels, frame by frame
-            (``(t c)``, as TerraTorch's Prithvi does: T times the channels).
+            (``(t c)``, as TerraTorch's temporal ViTs do: T times the channels).
         group_reduction: how the token grids of several patch embeddings (groups of
             bands) become images: "concat" their channels, group after group, or
             their "mean".
