@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.data.bands import canonical
-from scaffold.data.suites import GEOBENCH2_DIMENSIONS
+from scaffold.data.suites import GEOBENCH2_DIMENSIONS, LEADERBOARD_METRICS
 from scaffold.errors import ScaffoldError, check_utf8_path
 
 EXTRA = "pip install 'scaffold-backbone[geobench2]'"
@@ -30,14 +30,6 @@ DEPTH = 2  # how deep under ROOT the dataset files are looked for
 SPLITS = ("train", "validation", "test")  # the files' split names
 DEFAULT_DIMENSION = "Core"
 GEOBENCH2_FILE = "geobench2.json"  # in DIR/.scaffold: the surveys of the last generation
-
-# The leaderboard's metric for each task type, and the name TerraTorch's task logs it under.
-LEADERBOARD_METRICS: dict[str, tuple[str, str]] = {
-    "classification": ("Overall_Accuracy", "val/Accuracy_Micro"),
-    "multilabel_classification": ("Multilabel_F1_Score", "val/Multilabel_F1_Score"),
-    "segmentation": ("Multiclass_Jaccard_Index", "val/mIoU"),
-    "regression": ("RMSE", "val/RMSE"),
-}
 
 
 @dataclass(frozen=True)

@@ -31,3 +31,11 @@ GEOBENCH2_DIMENSIONS: dict[str, tuple[str, ...]] = {
         "treesatai", "biomassters", "fotw", "substation", "everwatch",
     ),
 }  # fmt: skip
+
+# The GEO-Bench-2 leaderboard's metric for each task type, and the name TerraTorch's task logs it under.
+LEADERBOARD_METRICS: dict[str, tuple[str, str]] = {
+    "classification": ("Overall_Accuracy", "val/Accuracy_Micro"),
+    "multilabel_classification": ("Multilabel_F1_Score", "val/Multilabel_F1_Score"),
+    "segmentation": ("Multiclass_Jaccard_Index", "val/mIoU"),
+    "regression": ("RMSE", "val/RMSE"),
+}

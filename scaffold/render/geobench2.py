@@ -15,7 +15,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from scaffold.data.geobench2 import LEADERBOARD_METRICS, Planned2, summary
+from scaffold.data.geobench2 import Planned2, summary
+from scaffold.data.suites import LEADERBOARD_METRICS
 
 # scaffold's own: terratorch-iterate imports every class_path before the generated package
 DATAMODULE = "scaffold.datamodules.geobench2.GeoBench2DataModule"

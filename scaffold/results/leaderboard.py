@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.data.suites import GEOBENCH2_DIMENSIONS as DIMENSIONS
+from scaffold.data.suites import LEADERBOARD_METRICS
 from scaffold.write.merge import write_atomic
 
 CSV_FILE = "results_and_parameters.csv"
@@ -41,12 +42,7 @@ FLOAT_COLUMNS = ("weight_decay", "lr", "test metric")
 COLUMNS = STRING_COLUMNS + INTEGER_COLUMNS + FLOAT_COLUMNS
 TRACKS = ("frozen", "full_ft")
 # The metric each kind of task is ranked by, as the leaderboard names it.
-METRICS = {
-    "classification": "Overall_Accuracy",
-    "multilabel_classification": "Multilabel_F1_Score",
-    "segmentation": "Multiclass_Jaccard_Index",
-    "regression": "RMSE",
-}
+METRICS = {task: name for task, (name, _) in LEADERBOARD_METRICS.items()}
 DETECTION_METRICS = ("test_test_map", "test_test_segm_map")
 # additional_info.json: each key and the type of its value (the template's own key ends in a space).
 JSON_FORMAT: dict[str, type] = {

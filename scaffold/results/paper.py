@@ -19,6 +19,7 @@ import yaml
 
 from scaffold.data.geobench import GEOBENCH_FILE
 from scaffold.data.suites import GEOBENCH2_DIMENSIONS as DIMENSIONS
+from scaffold.data.suites import LEADERBOARD_METRICS
 from scaffold.render.tracks import track_of
 from scaffold.results.stats import Aggregate, Score, aggregate
 from scaffold.write.names import CONFIG_FILE, STATE_DIR
@@ -160,12 +161,7 @@ def _latex_escape(text: str) -> str:
 # -- the GEO-Bench-2 leaderboard's submission ------------------------------------------------------
 # TerraTorch's test metric -> the leaderboard's name for it. TerraTorch's ``Accuracy`` is the
 # macro average; the leaderboard's Overall_Accuracy is TerraTorch's ``Accuracy_Micro``.
-LEADERBOARD_METRICS = {
-    "mIoU": "Multiclass_Jaccard_Index",
-    "Accuracy_Micro": "Overall_Accuracy",
-    "Multilabel_F1_Score": "Multilabel_F1_Score",
-    "RMSE": "RMSE",
-}
+LEADERBOARD_NAMES = {logged.split("/")[-1]: name for name, logged in LEADERBOARD_METRICS.values()}
 # What the optimiser takes when the config says nothing (torch's AdamW).
 DEFAULT_WEIGHT_DECAY = 0.01
 
@@ -206,7 +202,7 @@ def submission(results, directory) -> tuple[list[dict], dict, list[str]]:
             rows.append(
                 {
                     "dataset": dataset,
-                    "Metric": LEADERBOARD_METRICS.get(metric, metric),
+                    "Metric": LEADERBOARD_NAMES.get(metric, metric),
                     "experiment_name": str(config.get("experiment_name") or own),
                     "partition name": partition if base in v1 else "default",
                     "backbone": own,
