@@ -254,7 +254,16 @@ def inspect(
     forward_args = parse_forward_args(forward_arg)
     check_image_arg(image_arg)
     tap_list = parse_taps(taps)
-    band_names = parse_bands(bands) if bands is not None else ()
+    band_names: tuple[str, ...] = ()
+    modalities: tuple[tuple[str, int], ...] = ()
+    items = _band_list(bands) or ()
+    if any("=" in item for item in items):  # per modality: named as the datasets name them
+        from scaffold.pipeline.geobench2 import input_modalities, split_modalities
+
+        band_names, band_modalities = split_modalities(items)
+        modalities = input_modalities(band_names, band_modalities)
+    elif bands is not None:
+        band_names = parse_bands(bands)
 
     # Nothing else is imported in this process: the model's module is imported alone.
     with (
@@ -263,7 +272,7 @@ def inspect(
         err().status(f"analysing {target}"),
         parents_deferred(),
     ):
-        spec = analyse(target, args, shape, forward_args, image_arg, tap_list)
+        spec = analyse(target, args, shape, forward_args, image_arg, tap_list, modalities)
     if as_json:
         _print_json(spec.to_dict() | ({"bands": list(band_names)} if bands is not None else {}))
         return

@@ -75,7 +75,10 @@ class ForwardCall(_ReadsAsJson):
     - `per_band`: the arguments that hold one value per input band;
     - `fixed_noise`: random draws return a fixed ramp during the forward;
     - `per_frame`: the arguments that hold one value per input frame (day of year, acquisition
-      dates): their length follows the frames, never the bands.
+      dates): their length follows the frames, never the bands;
+    - `modalities`: ``((name, channels), ...)``: the image is several modalities stacked along
+      its channel axis, in this order; each goes in by its name (an item of the image's dict
+      parameter, or a parameter of its own), the image's own `image` among them.
     """
 
     image: str = "x"
@@ -85,6 +88,7 @@ class ForwardCall(_ReadsAsJson):
     per_band: tuple[str, ...] = ()
     fixed_noise: bool = False
     per_frame: tuple[str, ...] = ()
+    modalities: tuple[tuple[str, int], ...] = ()
 
     @property
     def plain(self) -> bool:
@@ -94,6 +98,7 @@ class ForwardCall(_ReadsAsJson):
             and "." not in self.image
             and not self.args
             and not self.fixed_noise
+            and not self.modalities
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +114,8 @@ class ForwardCall(_ReadsAsJson):
         }
         if self.per_frame:  # written only where there are some: older readers are not surprised
             data["per_frame"] = list(self.per_frame)
+        if self.modalities:
+            data["modalities"] = [[name, channels] for name, channels in self.modalities]
         return data
 
     @classmethod
@@ -123,6 +130,7 @@ class ForwardCall(_ReadsAsJson):
             per_band=tuple(data["per_band"]),
             fixed_noise=data["fixed_noise"],
             per_frame=tuple(data.get("per_frame", ())),
+            modalities=tuple((str(n), int(c)) for n, c in data.get("modalities", ())),
         )
 
 

@@ -232,17 +232,27 @@ def test_unknown_dataset_and_datasets_without_geobench2_are_refused(root, tmp_pa
 
 
 def test_a_two_modality_model_receives_both_modalities(root, tmp_path):
-    """A dict-forward model (`forward(x: dict)`) with its bands named per modality: the task's
-    batch is a dict by the model's names, and the backbone feeds each to the model (a forward
-    hook on each modality's embedding sees its tensor)."""
+    """A dict-forward model (`forward(x: dict)`) with its bands named per modality: the analysis
+    feeds both (the image is them stacked, split by name), so nothing is left unfed and the
+    ladder verifies with both; the task's batch is a dict by the model's names, and the
+    backbone's features on it, and on the stacked image, equal the tensors hooks read on a
+    plain model called with the dict by hand."""
+    import torch
+
     out = tmp_path / "out"
     code, data = run_json(
         "new-backbone", f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder",
-        "--image-arg", "x.S2L2A", "--out", str(out), "--name", "gb2_md",
+        "--out", str(out), "--name", "gb2_md",
         "--geobench2", str(root), "--datasets", "pastis,flair2",
-        "--bands", "S2L2A=B02,B03,B04,B08;S1GRD=VV_asc,VH_asc", "--no-verify",
+        "--bands", "S2L2A=B02,B03,B04,B08;S1GRD=VV_asc,VH_asc",
     )  # fmt: skip
-    assert code == 0, data
+    assert code == 0 and data["verified"] is True, data
+    state = yaml.safe_load((out / ".scaffold" / "state.json").read_text())
+    call = state["spec"]["forward_call"]
+    # no --image-arg: the modalities are items of the forward's dict parameter x
+    assert call["image"] == "x.S2L2A"
+    assert call["modalities"] == [["S2L2A", 4], ["S1GRD", 2]]
+    assert state["spec"]["input_shape"] == [1, 6, 64, 64] and not state["spec"]["doubts"]
     tasks = {t["name"]: t for t in yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]}
     assert sorted(tasks) == ["pastis"]  # flair2 has neither modality's bands in full
     args = tasks["pastis"]["datamodule"]["init_args"]
@@ -255,20 +265,38 @@ def test_a_two_modality_model_receives_both_modalities(root, tmp_path):
     shapes = {"S2L2A": (3, 4, 64, 64), "S1GRD": (3, 2, 64, 64)}
     assert {k: tuple(v.shape) for k, v in batch["image"].items()} == shapes
     sys.path.insert(0, str(out))
+    sys.path.insert(0, str(MODELS))
     try:
         import gb2_md  # noqa: F401  (registers the backbone)
         import timm
+        from modality_dict import ModalityDictEncoder
 
-        backbone = timm.create_model("gb2_md")
+        backbone = timm.create_model("gb2_md").eval()
     finally:
         sys.path.remove(str(out))
+        sys.path.remove(str(MODELS))
     seen: dict[str, tuple[int, ...]] = {}
     for name, module in backbone.model.embed.items():
         module.register_forward_hook(
             lambda m, i, o, name=name: seen.__setitem__(name, tuple(i[0].shape))
         )
-    features = backbone(batch["image"])
+    # the truth: a plain model with the backbone's weights, called with the dict by hand
+    plain = ModalityDictEncoder().eval()
+    plain.load_state_dict(backbone.model.state_dict())
+    truth: list[torch.Tensor] = []
+    for block in plain.blocks:
+        block.register_forward_hook(lambda m, i, o: truth.append(o))
+    with torch.no_grad():
+        plain(batch["image"])
+        features = backbone(batch["image"])
+        stacked = backbone(torch.cat([batch["image"]["S2L2A"], batch["image"]["S1GRD"]], 1))
     assert seen == shapes and len(features) == 2
+    for got, again, want in zip(features, stacked, truth, strict=True):
+        assert torch.equal(got, want) and torch.equal(again, want)
+    # the S1 image changes the features: it is fed, not dropped
+    with torch.no_grad():
+        other = backbone({**batch["image"], "S1GRD": torch.zeros(3, 2, 64, 64)})
+    assert not torch.allclose(other[-1], features[-1])
 
 
 def test_update_replays_geobench2(cnn):

@@ -30,6 +30,7 @@ def analyse_model(
     forward_args: dict[str, Any] | None = None,
     image_arg: str | None = None,
     taps: tuple[str, ...] | None = None,
+    modalities: tuple[tuple[str, int], ...] = (),
 ) -> BackboneSpec:
     """Build the resolved model with `args`, trace it and describe its features.
 
@@ -37,7 +38,9 @@ def analyse_model(
     the hooks it defines), None when there is none. `input_shape` is (C, H, W) or (C, T, H, W)
     without batch; when None it is inferred. `forward_args` and `image_arg`: how the forward is
     called (see scaffold.analyse.call). `taps`: the features the person named (``--taps``), in
-    place of those the analysis would choose.
+    place of those the analysis would choose. `modalities`: ``((name, channels), ...)``, the
+    model's inputs by modality (``--bands`` named per modality): the traced image is all of them
+    stacked, and each goes in by its name, so every check sees every modality fed.
     """
     from torch import nn
 
@@ -59,6 +62,15 @@ def analyse_model(
             notes.append("set from --input-shape: " + ", ".join(f"{k}={args[k]}" for k in changed))
             model, device = construct(obj, args)
         shapes: tuple[tuple[int, ...], ...] = (input_shape,)
+        stacked = sum(c for _, c in modalities)
+        if modalities and input_shape[0] != stacked:
+            raise ScaffoldError(
+                f"--input-shape {','.join(map(str, input_shape))}: {input_shape[0]} channels, "
+                f"and --bands names {stacked} over its modalities"
+            )
+    elif modalities:  # the modalities' channels, stacked, on the guessed grid (and frames)
+        stacked = sum(c for _, c in modalities)
+        shapes = tuple(dict.fromkeys((stacked, *s[1:]) for s in guess.shapes))
     else:
         shapes = guess.shapes
         if guess.in_chans_arg is None:
@@ -74,12 +86,21 @@ def analyse_model(
     for shape in shapes:
         try:
             if len(shape) == 4:  # a time series: which axis is time is measured
-                axis = _time_axis(obj, args, model, device, shape, forward_args, image_arg, guess)
+                axis = _time_axis(
+                    obj, args, model, device, shape, forward_args, image_arg, guess, modalities
+                )
                 (trace, forward_call, call_notes), layout = axis.traced, axis.layout
                 call_notes = [*call_notes, axis.note]
             else:
                 trace, forward_call, call_notes = trace_called(
-                    obj, args, model, device, shape, dict(forward_args or {}), image_arg
+                    obj,
+                    args,
+                    model,
+                    device,
+                    shape,
+                    dict(forward_args or {}),
+                    image_arg,
+                    modalities=modalities,
                 )
             break
         except ForwardFailed as exc:
@@ -109,7 +130,17 @@ def analyse_model(
     if len(shape) == 4:
         known = {axis.other_frames: axis.other} if axis is not None and axis.other else {}
         frames, frame_notes = _measure_frames(
-            obj, args, model, device, shape, trace, forward_args, image_arg, layout, known
+            obj,
+            args,
+            model,
+            device,
+            shape,
+            trace,
+            forward_args,
+            image_arg,
+            layout,
+            known,
+            modalities,
         )
         call_notes = [*call_notes, *frame_notes]
     larger = _larger_trace(trace, shape)
@@ -349,6 +380,7 @@ def _time_axis(
     forward_args: dict[str, Any] | None,
     image_arg: str | None,
     guess: Any,
+    modalities: tuple[tuple[str, int], ...] = (),
 ) -> Any:
     """Which axis of a (C, T, H, W) series the model takes as time (scaffold.analyse.frames). At
     the second frame count a model whose constructor takes the frames is built for them."""
@@ -360,7 +392,17 @@ def _time_axis(
         on, where = built or (model, device)
         given = dict(forward_args or {})
         return trace_called(
-            obj, args, on, where, at, given, image_arg, layout, shape[1], compare=at == shape
+            obj,
+            args,
+            on,
+            where,
+            at,
+            given,
+            image_arg,
+            layout,
+            shape[1],
+            compare=at == shape,
+            modalities=modalities,
         )
 
     run_other = None
@@ -386,6 +428,7 @@ def _measure_frames(
     image_arg: str | None,
     layout: str = "BCTHW",
     known: dict[int, Any] | None = None,
+    modalities: tuple[tuple[str, int], ...] = (),
 ) -> tuple[Any, list[str]]:
     """Which token tensors of a temporal input hold frames, as grids are measured by reductions:
     the forward is traced again at one frame more (a count that grows by one grid is frames of
@@ -420,6 +463,7 @@ def _measure_frames(
                 layout,
                 t,
                 compare=False,
+                modalities=modalities,
             )[0]
         except ForwardFailed:
             continue

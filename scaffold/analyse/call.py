@@ -50,7 +50,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from scaffold.errors import ScaffoldError, one_line
-from scaffold.runtime.inputs import RAMPED, RAMPED_IN_PLACE, ramp_like, resample_frames
+from scaffold.runtime.inputs import (
+    RAMPED,
+    RAMPED_IN_PLACE,
+    Images,
+    ramp_like,
+    resample_frames,
+    split_modalities,
+)
 from scaffold.runtime.inputs import forward_inputs as runtime_forward_inputs
 from scaffold.spec import ArgForm, ForwardCall
 
@@ -100,10 +107,17 @@ class CallPlan:
     per_band: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     per_frame: tuple[str, ...] = ()
+    # ((name, channels), ...): the image is these modalities stacked along its channels
+    modalities: tuple[tuple[str, int], ...] = ()
 
     @property
     def trivial(self) -> bool:
-        return self.image_positional and "." not in self.image and not self.args
+        return (
+            self.image_positional
+            and "." not in self.image
+            and not self.args
+            and not self.modalities
+        )
 
 
 def plan_call(
@@ -112,9 +126,13 @@ def plan_call(
     image_arg: str | None,
     in_chans: int,
     frames: int | None = None,
+    modalities: tuple[tuple[str, int], ...] = (),
 ) -> CallPlan:
     """Check the options against the forward's signature; switch masking off. `frames`: the
-    frames of a temporal input the arguments were given for (a list that long is per-frame)."""
+    frames of a temporal input the arguments were given for (a list that long is per-frame).
+    `modalities`: the model's inputs by name with their channels (the image is them stacked):
+    the image's place names one of them, and the others go beside it (items of its dict, or
+    parameters of their own)."""
     owner = f"{type(model).__name__}.forward"
     try:
         params = list(inspect.signature(model.forward).parameters.values())
@@ -138,8 +156,13 @@ def plan_call(
                 raise ScaffoldError(f"{owner} takes no named parameters; pass --image-arg NAME")
             return CallPlan(image="x", image_positional=True, args={})
         image_arg = named[0].name
+        if modalities and image_arg not in {m for m, _ in modalities}:
+            # the modalities are parameters of their own, or items of the first one's dict
+            own = all(m in by_name for m, _ in modalities)
+            image_arg = modalities[0][0] if own else f"{image_arg}.{modalities[0][0]}"
     known(image_arg, "--image-arg")
     image_param = image_arg.split(".")[0]
+    _check_modalities(image_arg, modalities, known)
 
     args: dict[str, Any] = {}
     for key, value in forward_args.items():
@@ -161,8 +184,9 @@ def plan_call(
             raise ScaffoldError(f"--forward-arg {key}: {param} is given whole too")
 
     notes: list[str] = []
+    fed = {image_param} | ({m for m, _ in modalities} if "." not in image_arg else set())
     for p in named:
-        if p.name == image_param or p.name in args or any(k.startswith(p.name + ".") for k in args):
+        if p.name in fed or p.name in args or any(k.startswith(p.name + ".") for k in args):
             continue
         if p.default is p.empty:
             if p.kind is p.POSITIONAL_ONLY:
@@ -191,7 +215,25 @@ def plan_call(
     )
     per_frame = tuple(k for k, v in args.items() if _per_frame(v, frames, in_chans))
     per_band = tuple(k for k, v in args.items() if k not in per_frame and _per_band(v, in_chans))
-    return CallPlan(image_arg, positional, args, per_band, notes, per_frame)
+    return CallPlan(image_arg, positional, args, per_band, notes, per_frame, modalities)
+
+
+def _check_modalities(image_arg: str, modalities: tuple[tuple[str, int], ...], known) -> None:
+    """The image's place must be one of the modalities' (``x.S2`` or ``s2``); each other
+    modality then goes to the same dict parameter, or to a parameter of its own name."""
+    if not modalities:
+        return
+    param, _, item = image_arg.partition(".")
+    names = [m for m, _ in modalities]
+    if (item or param) not in names:
+        where = f"{param}.{names[0]}" if item else names[0]
+        raise ScaffoldError(
+            f"--bands names the modalities {', '.join(names)}; the image goes to {image_arg}, "
+            f"which is none of them: pass --image-arg {where}"
+        )
+    if not item:
+        for name in names:
+            known(name, "--bands modality")
 
 
 def per_band_shapes(
@@ -273,11 +315,13 @@ def _only_as_given(value: Any) -> bool:
 
 # -- calling ------------------------------------------------------------------------------------
 def forward_inputs(
-    plan: CallPlan, forms: dict[str, ArgForm], x: torch.Tensor
+    plan: CallPlan, forms: dict[str, ArgForm], x: Images
 ) -> tuple[list[Any], dict[str, Any]]:
     """The positional and keyword arguments of one forward call on the image `x` (the runtime's
-    own plumbing: the generated backbone calls the model the same way)."""
-    return runtime_forward_inputs(x, plan.image, plan.image_positional, plan.args, forms)
+    own plumbing: the generated backbone calls the model the same way; a tensor holding several
+    modalities is split into them first)."""
+    images = split_modalities(x, plan.modalities)
+    return runtime_forward_inputs(images, plan.image, plan.image_positional, plan.args, forms)
 
 
 class RandomDraws(TorchFunctionMode):
@@ -319,9 +363,10 @@ class Invoker:
     reached: int = 0  # torch functions the last call ran (how far it got when it raised)
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> Any:
-        if self.layout == "BTCHW" and x.ndim == 5:
-            x = x.transpose(1, 2)
-        args, kwargs = forward_inputs(self.plan, self.forms, x)
+        images = split_modalities(x, self.plan.modalities)
+        if self.layout == "BTCHW":
+            images = _time_first(images)
+        args, kwargs = forward_inputs(self.plan, self.forms, images)
         mode = RandomDraws(self.fixed_noise)
         try:
             with mode:
@@ -331,6 +376,13 @@ class Invoker:
         for name, count in mode.draws.items():
             self.draws[name] = self.draws.get(name, 0) + count
         return output
+
+
+def _time_first(images: Images) -> Images:
+    """(B, C, T, H, W) -> (B, T, C, H, W), each image of a dict alike."""
+    if isinstance(images, torch.Tensor):
+        return images.transpose(1, 2) if images.ndim == 5 else images
+    return {k: v.transpose(1, 2) if v.ndim == 5 else v for k, v in images.items()}
 
 
 class ArgumentsUnplaced(Exception):
@@ -440,6 +492,7 @@ def trace_called(
     layout: str = "BCTHW",
     given_frames: int | None = None,
     compare: bool = True,
+    modalities: tuple[tuple[str, int], ...] = (),
 ) -> tuple[Trace, ForwardCall, list[str]]:
     """Find how the forward is called on a (B, *shape) image, switch masking and random draws
     off, and trace it: (the Trace, the spec's forward_call, notes for the person).
@@ -447,7 +500,8 @@ def trace_called(
     `layout`: how a temporal model takes the series (see Invoker); `given_frames`: the frames
     the forward arguments were given for, when `shape` has others (per-frame arguments are
     resampled to its frames); `compare`: call it twice more to see that it is deterministic
-    (a probe at another frame count need not).
+    (a probe at another frame count need not); `modalities`: the image is several modalities
+    stacked (see plan_call).
 
     Raises ForwardFailed when the forward rejects every form (on the meta device, the model is
     built on the CPU and tried again first), ScaffoldError when the options do not fit it."""
@@ -461,7 +515,7 @@ def trace_called(
     from scaffold.runtime.inputs import first_tensor
 
     frames = shape[1] if len(shape) == 4 else None
-    plan = plan_call(model, forward_args, image_arg, shape[0], given_frames or frames)
+    plan = plan_call(model, forward_args, image_arg, shape[0], given_frames or frames, modalities)
     if frames is not None:
         plan.args.update({k: resample_frames(plan.args[k], frames) for k in plan.per_frame})
     x = torch.randn(BATCH, *shape, device=device)
@@ -537,6 +591,7 @@ def forward_call_spec(plan: CallPlan, invoker: Invoker) -> ForwardCall:
         per_band=tuple(plan.per_band),
         fixed_noise=invoker.fixed_noise,
         per_frame=tuple(plan.per_frame),
+        modalities=tuple(plan.modalities),
     )
 
 
@@ -551,6 +606,18 @@ def describe_call(plan: CallPlan, forms: dict[str, ArgForm]) -> str:
         items.setdefault(param, []).append(f"{item!r}: {text}" if item else text)
     image = f"{image_key!r}: image" if image_key else "image"
     items.setdefault(image_param, []).insert(0, image)
+    start = 0
+    for name, channels in plan.modalities:  # each modality: its channels of the stacked image
+        text = f"image[:, {start}:{start + channels}]"
+        start += channels
+        if image_key:
+            place = items[image_param]
+            at = 0 if name == image_key else len(place)
+            place[at : at + (name == image_key)] = [f"{name!r}: {text}"]
+        elif name == image_param:
+            items[image_param][0] = text
+        else:
+            items.setdefault(name, []).append(text)
     parts: list[str] = []
     for param, texts in items.items():
         value = (

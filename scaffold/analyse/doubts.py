@@ -349,9 +349,11 @@ def input_doubts(
         return []
     idle = unreached(trace, shape)
     image_param, _, image_key = forward_call.image.partition(".")
-    fed_keys = {image_key} | {
-        k.partition(".")[2] for k in forward_call.args if k.startswith(image_param + ".")
-    }
+    fed_keys = (
+        {image_key}
+        | {k.partition(".")[2] for k in forward_call.args if k.startswith(image_param + ".")}
+        | {m for m, _ in forward_call.modalities}
+    )
     idle_text = f"; {', '.join(idle[:4])} never run{'s' if len(idle) == 1 else ''}" if idle else ""
     doubts: list[Doubt] = []
     said: set[str] = set()
@@ -486,7 +488,12 @@ def asked_keys(trace: Trace, forward_call: ForwardCall, shape: tuple[int, ...]) 
     model = trace.model
     if model is None or "." not in forward_call.image:
         return []
-    plan = CallPlan(forward_call.image, forward_call.image_positional, dict(forward_call.args))
+    plan = CallPlan(
+        forward_call.image,
+        forward_call.image_positional,
+        dict(forward_call.args),
+        modalities=forward_call.modalities,
+    )
     x = torch.randn(*shape, device=trace.device)
     args, kwargs = forward_inputs(plan, dict(forward_call.forms), x)
     param = forward_call.image.partition(".")[0]

@@ -13,6 +13,7 @@ from scaffold.console import status
 from scaffold.data.geobench import PlannedTask
 from scaffold.data.geobench2 import Planned2
 from scaffold.data.spec import DatasetSpec
+from scaffold.pipeline.geobench2 import input_modalities
 from scaffold.spec import BackboneSpec
 from scaffold.write.state import Options
 
@@ -27,6 +28,7 @@ def analyse(
     forward_args: dict[str, Any] | None = None,
     image_arg: str | None = None,
     taps: tuple[str, ...] | None = None,
+    modalities: tuple[tuple[str, int], ...] = (),
 ) -> BackboneSpec:
     """resolve -> analyse: import what TARGET names, build it with `args`, trace it and describe
     its features (see `scaffold.analyse.analyse_model` for the options)."""
@@ -34,7 +36,14 @@ def analyse(
 
     resolved = resolve_target(target)
     return analyse_model(
-        resolved, source_class(resolved), args, input_shape, forward_args, image_arg, taps
+        resolved,
+        source_class(resolved),
+        args,
+        input_shape,
+        forward_args,
+        image_arg,
+        taps,
+        modalities,
     )
 
 
@@ -47,6 +56,7 @@ def analysed(
     from scaffold.render.backbone import check_task
     from scaffold.render.tasks import input_layout
 
+    modalities = input_modalities(options.bands, options.band_modalities)
     with status(progress, f"analysing {options.target}"):
         spec = analyse(
             target,
@@ -55,6 +65,7 @@ def analysed(
             options.forward_args,
             options.image_arg,
             options.taps or None,
+            modalities,
         )
     check_task(spec, options.task)
     for ds in datasets:

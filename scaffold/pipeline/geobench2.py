@@ -26,8 +26,14 @@ def split_band_modalities(options: Options) -> Options:
     """``--bands`` items ``s2=B02`` -> the band and its modality (`band_modalities`)."""
     if not any("=" in b for b in options.bands):
         return options
+    names, mods = split_modalities(options.bands)
+    return dataclasses.replace(options, bands=names, band_modalities=mods)
+
+
+def split_modalities(items: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``("s2=B02", "s1=VV")`` -> the bands ``("B02", "VV")`` and their modalities."""
     mods, names = [], []
-    for item in options.bands:
+    for item in items:
         mod, sep, name = item.partition("=")
         if not sep or not mod.strip() or not name.strip():
             raise ScaffoldError(
@@ -36,7 +42,26 @@ def split_band_modalities(options: Options) -> Options:
             )
         mods.append(mod.strip())
         names.append(name.strip())
-    return dataclasses.replace(options, bands=tuple(names), band_modalities=tuple(mods))
+    return tuple(names), tuple(mods)
+
+
+def input_modalities(
+    bands: Sequence[str], band_modalities: Sequence[str]
+) -> tuple[tuple[str, int], ...]:
+    """The model's inputs by modality, ``((name, channels), ...)`` in ``--bands``'s order, when
+    it names two or more (the analysis then feeds every one of them); () otherwise. A
+    modality's bands come together: ``s2=B02;s1=VV;s2=B03`` is a ScaffoldError."""
+    counts: dict[str, int] = {}
+    previous = None
+    for mod in band_modalities[: len(bands)]:
+        if mod != previous and mod in counts:
+            raise ScaffoldError(
+                f"--bands: the bands of {mod} are split by another modality's; "
+                "name each modality once (--bands 's2=B02,B03;s1=VV,VH')"
+            )
+        counts[mod] = counts.get(mod, 0) + 1
+        previous = mod
+    return tuple(counts.items()) if len(counts) >= 2 else ()
 
 
 def surveyed_geobench2(

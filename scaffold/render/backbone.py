@@ -162,6 +162,7 @@ def template_data(spec: BackboneSpec, options: RenderOptions) -> dict[str, Any]:
             "real_data": bool(options.datasets or options.geobench or options.geobench2),
             "full_ft": "full_ft" in options.protocol,
             "forward_call": not spec.forward_call.plain,
+            "modalities": bool(spec.forward_call.modalities),
         },
     }
 
@@ -327,6 +328,7 @@ def forward_call_literals(spec: BackboneSpec) -> dict[str, str]:
         "per_band_args": repr(call.per_band),
         "per_frame_args": repr(call.per_frame),
         "fixed_noise": repr(call.fixed_noise),
+        "modalities": repr(call.modalities),
     }
 
 

@@ -48,6 +48,7 @@ from .inputs import (
     image_grid,
     item_at,
     resample_frames,
+    split_modalities,
 )
 from .layouts import (
     GROUP_REDUCTIONS,
@@ -71,6 +72,9 @@ class ForwardCall:
     per_band_args: tuple[str, ...] = ()
     per_frame_args: tuple[str, ...] = ()
     fixed_noise: bool = False
+    # ((name, channels), ...): a tensor image holds these modalities stacked along its
+    # channels; each goes in by its name (a dict of them goes in as it is).
+    modalities: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -470,8 +474,8 @@ class ScaffoldBackbone(nn.Module):
     def _call_model(self, x: Images) -> Any:
         """Call the model on the image `x` (with its other forward arguments)."""
         c = self.constants
-        x = self._model_layout(x)
         call = c.forward_call
+        x = self._model_layout(split_modalities(x, call.modalities) if call else x)
         if call is None:
             return self.model(x)
         given: dict[str, Any] = {}

@@ -59,6 +59,22 @@ def image_grid(x: Images) -> tuple[int, int]:
     return (image.shape[-2], image.shape[-1])
 
 
+def split_modalities(x: Images, modalities: Sequence[tuple[str, int]]) -> Images:
+    """The image as a dict of images by modality: a tensor holds the `modalities`
+    ((name, channels), ...) stacked along its channel axis (1), in that order. A dict,
+    or any image of a model without modalities, is returned as it is."""
+    if not modalities or isinstance(x, Mapping):
+        return x
+    sizes = [channels for _, channels in modalities]
+    if x.shape[1] != sum(sizes):
+        raise ValueError(
+            f"an image of {x.shape[1]} channels for the modalities "
+            + ", ".join(f"{name} ({channels})" for name, channels in modalities)
+        )
+    parts = torch.split(x, sizes, dim=1)
+    return {name: part for (name, _), part in zip(modalities, parts, strict=True)}
+
+
 def forward_inputs(
     x: Images,
     image: str,

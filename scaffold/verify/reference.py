@@ -122,8 +122,17 @@ def capture(reference: Any, spec: BackboneSpec, taps: list[FeatureSpec], x: Any)
     from scaffold.runtime.inputs import first_tensor
 
     call = spec.forward_call
-    plan = CallPlan(call.image, call.image_positional, dict(call.args), tuple(call.per_band))
-    invoker = Invoker(plan, dict(call.forms), fixed_noise=call.fixed_noise)
+    plan = CallPlan(
+        call.image,
+        call.image_positional,
+        dict(call.args),
+        tuple(call.per_band),
+        modalities=call.modalities,
+    )
+    # (a time-first model gets the series with time before channels, as the backbone gives it)
+    invoker = Invoker(
+        plan, dict(call.forms), fixed_noise=call.fixed_noise, layout=spec.input_layout
+    )
     slots = {(f.module, f.source == "input") for f in taps if f.source != "output"}
     needed = {
         s: 1 + max(f.call for f in taps if (f.module, f.source == "input") == s) for s in slots
@@ -147,8 +156,6 @@ def capture(reference: Any, spec: BackboneSpec, taps: list[FeatureSpec], x: Any)
             hook = lambda m, a, o, s=(name, False): keep(s, o)  # noqa: E731
             handles.append(module.register_forward_hook(hook))
     output = None
-    if spec.input_layout == "BTCHW" and x.ndim == 5:  # the model takes time before channels
-        x = x.transpose(1, 2)
     try:
         torch.manual_seed(0)
         output = invoker(reference, x)

@@ -1,0 +1,105 @@
+"""A model with several inputs, its bands named per modality (``--bands 'a=...;b=...'``): the
+analysis feeds every modality (the traced image is them stacked, each goes in by its name), so
+no modality's modules are frozen as never reached and no `input-not-fed` doubt is left; the
+generated backbone splits a stacked image the same way and takes a dict of them as it is."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from .conftest import MODELS, run_cli, run_json
+
+TWO = f"{MODELS / 'two_inputs.py'}:TwoInputs"
+DICT = f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder"
+PER_MODALITY = "x_optical=BLUE,GREEN,RED,NIR_BROAD;x_sar=VV_REAL,VH_REAL"
+
+
+def test_one_modality_fed_is_a_doubt_and_both_fed_is_none():
+    code, one = run_json("inspect", TWO)
+    assert code == 0
+    assert [d["kind"] for d in one["doubts"]] == ["input-not-fed"]
+    assert one["frozen"] == ["sar.weight", "sar.bias"] and one["input_shape"] == [1, 4, 64, 64]
+
+    code, both = run_json("inspect", TWO, "--bands", PER_MODALITY)
+    assert code == 0
+    assert both["doubts"] == [] and both["frozen"] == []
+    assert both["input_shape"] == [1, 6, 64, 64]  # 4 optical + 2 SAR channels, stacked
+    call = both["forward_call"]
+    # parameters of their own: the first modality takes the image's place
+    assert call["image"] == "x_optical" and call["modalities"] == [["x_optical", 4], ["x_sar", 2]]
+
+
+def test_a_dict_model_gets_its_modalities_as_items_of_its_dict():
+    code, data = run_json("inspect", DICT, "--bands", "S2L2A=B02,B03,B04,B08;S1GRD=VV,VH")
+    assert code == 0 and data["doubts"] == [] and data["frozen"] == []
+    assert data["forward_call"]["image"] == "x.S2L2A"
+    assert data["forward_call"]["modalities"] == [["S2L2A", 4], ["S1GRD", 2]]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--bands", "x_optical=BLUE;x_sar=VV_REAL;x_optical=GREEN"],
+            (
+                "error: --bands: the bands of x_optical are split by another modality's; "
+                "name each modality once (--bands 's2=B02,B03;s1=VV,VH')"
+            ),
+        ),
+        (
+            ["--bands", "x_optical=BLUE,GREEN,RED,NIR_BROAD;radar=VV_REAL,VH_REAL"],
+            (
+                "error: --bands modality radar: TwoInputs.forward has no parameter radar "
+                "(it takes: x_optical, x_sar)"
+            ),
+        ),
+        (
+            ["--bands", PER_MODALITY, "--input-shape", "4,64,64"],
+            "error: --input-shape 4,64,64: 4 channels, and --bands names 6 over its modalities",
+        ),
+    ],
+)
+def test_modalities_that_do_not_fit_the_model_are_one_line(extra, message):
+    done = run_cli("inspect", TWO, *extra)
+    assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
+
+
+def test_the_backbone_feeds_each_modality_to_its_parameter(tmp_path):
+    """Truth: hooks on a plain TwoInputs with the backbone's weights, called by hand with both
+    images; the backbone gets them stacked, or as a dict by name."""
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", TWO, "--bands", PER_MODALITY, "--out", str(out), "--name", "two_in",
+        "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    sys.path.insert(0, str(out))
+    sys.path.insert(0, str(MODELS))
+    try:
+        import timm
+        import two_in  # noqa: F401  (registers the backbone)
+        from two_inputs import TwoInputs
+
+        backbone = timm.create_model("two_in").eval()
+    finally:
+        sys.path.remove(str(out))
+        sys.path.remove(str(MODELS))
+    plain = TwoInputs().eval()
+    plain.load_state_dict(backbone.model.state_dict())
+    truth: list[torch.Tensor] = []
+    for stage in (plain.stage1, plain.stage2):
+        stage.register_forward_hook(lambda m, i, o: truth.append(o))
+    optical, sar = torch.randn(2, 4, 64, 64), torch.randn(2, 2, 64, 64)
+    with torch.no_grad():
+        plain(optical, sar)
+        stacked = backbone(torch.cat([optical, sar], 1))
+        by_name = backbone({"x_optical": optical, "x_sar": sar})
+    assert [tuple(t.shape) for t in truth] == [(2, 16, 16, 16), (2, 32, 8, 8)]
+    for a, b, want in zip(stacked, by_name, truth, strict=True):
+        assert torch.equal(a, want) and torch.equal(b, want)
+    assert not any(p.requires_grad is False for p in backbone.model.sar.parameters())
+    with pytest.raises(ValueError, match="an image of 4 channels for the modalities"):
+        backbone(optical)
