@@ -276,3 +276,38 @@ def test_geobench_v1_tasks_go_by_their_v1_names_and_data_tasks_are_marked(projec
         "Not part of the GEO-Bench-2 leaderboard's datasets: m-cashew-plant, floods."
         in (info["Additional information about submission"])
     )
+
+
+def test_a_task_ranked_by_another_metric_is_submitted_by_the_leaderboards(project, tmp_path):
+    """A classification ranked by TerraTorch's macro ``Accuracy`` (as --geobench and --data
+    tasks are) is submitted with the leaderboard's Overall_Accuracy, TerraTorch's
+    ``Accuracy_Micro`` of the same runs, never the macro value under the micro name."""
+    from mlflow.tracking import MlflowClient
+
+    result, main, _base, own_args, _base_args = project
+    _tasks(main, CORE, metric="val/Accuracy")
+    config = yaml.safe_load(main.read_text())
+    for task in config["tasks"]:
+        task["type"] = "classification"
+    main.write_text(yaml.safe_dump(config, sort_keys=False))
+    store = MlflowClient(tracking_uri=str(result.out / config["storage_uri"]) + "_repeated_exp")
+    exp = store.create_experiment(config["experiment_name"] + "_repeated_exp")
+    for task in CORE:
+        for seed in range(5):
+            run = store.create_run(exp, run_name=f"{task}_{seed}")
+            for key, arg in own_args.items():
+                store.log_param(run.info.run_id, f"model_args/{key}", arg)
+            store.log_metric(run.info.run_id, "test_test/Accuracy", (50 + seed) / 100)
+            store.log_metric(run.info.run_id, "test_test/Accuracy_Micro", (80 + seed) / 100)
+            store.set_terminated(run.info.run_id)
+    where = tmp_path / "submission"
+    done = run_cli("report", str(result.out), "--leaderboard", str(where))
+    assert done.returncode == 0, done.stderr
+    with (where / "full_ft" / "results_and_parameters.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["Metric"] for r in rows} == {"Overall_Accuracy"}
+    assert sorted({float(r["test metric"]) for r in rows}) == [0.8, 0.81, 0.82, 0.83, 0.84]
+    # the paper's table keeps the metric the benchmark ranked by
+    table = _csv(run_cli("report", str(result.out), "--format", "csv"))
+    first = next(r for r in table if r["task"] == CORE[0])
+    assert float(first["mean"]) == pytest.approx(0.52)

@@ -71,6 +71,9 @@ class Cell:
     configs: list[str] = field(default_factory=list)
     # each value's hyperparameters as its run recorded them (lr, weight_decay, batch_size)
     params: list[dict[str, Any]] = field(default_factory=list)
+    # each value's run's test metrics, by TerraTorch's names ({"Accuracy_Micro": 0.9, ...}):
+    # the leaderboard ranks a task by its own metric, whatever the HPO ranked it by
+    tests: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def mixed(self) -> bool:
@@ -79,7 +82,7 @@ class Cell:
     def in_seed_order(self) -> Cell:
         """The same runs, in the order of their seeds."""
         order = sorted(range(len(self.seeds)), key=lambda i: self.seeds[i])
-        for name in ("values", "run_ids", "seeds", "configs", "params"):
+        for name in ("values", "run_ids", "seeds", "configs", "params", "tests"):
             items = getattr(self, name)
             if len(items) == len(order):
                 setattr(self, name, [items[i] for i in order])
@@ -290,7 +293,8 @@ def _fit_cells(
                 continue
             key = _test_metric(metric)
             with metrics.open(newline="", encoding="utf-8") as f:
-                values = [row[key] for row in csv.DictReader(f) if row.get(key)]
+                lines = list(csv.DictReader(f))
+            values = [row[key] for row in lines if row.get(key)]
             if not values:
                 notes.append(f"{who}: {metrics} holds no {key}; left out")
                 continue
@@ -307,7 +311,19 @@ def _fit_cells(
             key, params = _fit_config(folder / "test" / "config.yaml")
             cell.configs.append(key)
             cell.params.append(params)
+            cell.tests.append(_last_values(lines, "test/"))
     return {task: cell.in_seed_order() for task, cell in cells.items()}
+
+
+def _last_values(lines: list[dict[str, str]], prefix: str) -> dict[str, float]:
+    """The last value of each `prefix` column of a Lightning metrics.csv, by the name after it."""
+    found: dict[str, float] = {}
+    for line in lines:
+        for key, text in line.items():
+            if key and key.startswith(prefix) and text:
+                with contextlib.suppress(ValueError):
+                    found[key.removeprefix(prefix)] = float(text)
+    return found
 
 
 def _fit_config(path: Path) -> tuple[str, dict[str, Any]]:
@@ -680,6 +696,13 @@ def _repeated_cells(
             params = {k: v for k, v in run.data.params.items() if "seed" not in k.lower()}
             cell.configs.append(repr(sorted(params.items())))
             cell.params.append(_hyperparameters(run.data.params))
+            cell.tests.append(
+                {
+                    k.removeprefix("test_test/"): float(v)
+                    for k, v in run.data.metrics.items()
+                    if k.startswith("test_test/")
+                }
+            )
         elif value is not None:
             notes.append(
                 f"{who}: seed run {name} of {task!r} (run {run.info.run_id}) produced "

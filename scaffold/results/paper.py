@@ -162,6 +162,23 @@ def _latex_escape(text: str) -> str:
 # TerraTorch's test metric -> the leaderboard's name for it. TerraTorch's ``Accuracy`` is the
 # macro average; the leaderboard's Overall_Accuracy is TerraTorch's ``Accuracy_Micro``.
 LEADERBOARD_NAMES = {logged.split("/")[-1]: name for name, logged in LEADERBOARD_METRICS.values()}
+
+
+def leaderboard_value(
+    task_type: str, metric: str, value: float, tests: dict[str, float]
+) -> tuple[str, float]:
+    """The leaderboard's metric for a task of `task_type` and a run's value of it: the one the
+    leaderboard ranks that kind of task by, read from the run's test metrics (`tests`, every
+    one TerraTorch logged) whatever the benchmark ranked it by (a classification ranked by
+    macro ``Accuracy`` is submitted with its ``Accuracy_Micro``). A run that logged none of
+    it keeps its own metric, which the leaderboard's check then names."""
+    name, logged = LEADERBOARD_METRICS.get(task_type, ("", ""))
+    own = logged.split("/")[-1]
+    if name and own in tests:
+        return name, tests[own]
+    return LEADERBOARD_NAMES.get(metric, metric), value
+
+
 # What the optimiser takes when the config says nothing (torch's AdamW).
 DEFAULT_WEIGHT_DECAY = 0.01
 
@@ -199,10 +216,12 @@ def submission(results, directory) -> tuple[list[dict], dict, list[str]]:
         hparams = merged.get("optimizer_hparams") or {}
         for i, (seed, value) in enumerate(zip(cell.seeds, cell.values, strict=True)):
             params = cell.params[i] if i < len(cell.params) else {}
+            tests = cell.tests[i] if i < len(cell.tests) else {}
+            name, value = leaderboard_value(str(task.get("type", "")), metric, value, tests)
             rows.append(
                 {
                     "dataset": dataset,
-                    "Metric": LEADERBOARD_NAMES.get(metric, metric),
+                    "Metric": name,
                     "experiment_name": str(config.get("experiment_name") or own),
                     "partition name": partition if base in v1 else "default",
                     "backbone": own,
