@@ -141,25 +141,33 @@ def _terratorch(*args: str, run: bool = True):
 
 
 @pytest.mark.e2e
-def test_two_seeds_in_both_tracks_train_and_report(tmp_path, monkeypatch):
-    """fit/seeds.sh's runs (its fit and test command lines, in this process): 2 seeds of the
-    smoke task on each track. The frozen run's checkpoint holds the encoder as the seed built
-    it; the full_ft run's does not. The report reads the four runs by task, track and seed."""
+@pytest.mark.parametrize("data", [False, True], ids=["smoke", "data"])
+def test_two_seeds_in_both_tracks_train_and_report(data, tmp_path, monkeypatch):
+    """fit/seeds.sh's runs (its fit and test command lines, in this process): 2 seeds of one
+    task on each track, the smoke task or a ``--data`` classification of 5-band GeoTIFFs. The
+    frozen run's checkpoint holds the encoder as the seed built it; the full_ft run's does not.
+    The report reads the four runs by task, track and seed."""
     import torch
 
     from scaffold.verify.fit import _import_custom_modules
+    from tests.test_data_cli import class_folders
 
+    name, extra = "smoke", []
+    if data:
+        name = "scenes"
+        class_folders(tmp_path / name)
+        extra = ["--data", str(tmp_path / name)]
     out = tmp_path / "net"
     done = run_cli(
-        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out),
+        "new-backbone", str(MODELS / "cnn.py"), "--out", str(out), *extra,
         "--protocol", "full_ft,frozen", "--seeds", "2", "--no-verify",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    config = yaml.safe_load((out / "fit" / "smoke.yaml").read_text())
+    config = yaml.safe_load((out / "fit" / f"{name}.yaml").read_text())
     monkeypatch.chdir(out)  # as fit/seeds.sh runs: from the folder its paths are relative to
-    _import_custom_modules(out / "fit" / "smoke.yaml", config["custom_modules_path"])
+    _import_custom_modules(out / "fit" / f"{name}.yaml", config["custom_modules_path"])
     changed = {}
-    for task in ("smoke", "smoke_frozen"):
+    for task in (name, f"{name}_frozen"):
         for seed in ("0", "1"):
             where = str(out / "runs" / "fit" / task / f"seed_{seed}")
             cfg = str(out / "fit" / f"{task}.yaml")
@@ -184,10 +192,10 @@ def test_two_seeds_in_both_tracks_train_and_report(tmp_path, monkeypatch):
             changed[task, seed] = sum(
                 not torch.equal(v, trained[k]) for k, v in encoder.items() if k in params
             )
-    assert changed["smoke_frozen", "0"] == changed["smoke_frozen", "1"] == 0
-    assert changed["smoke", "0"] > 0 and changed["smoke", "1"] > 0
+    assert changed[f"{name}_frozen", "0"] == changed[f"{name}_frozen", "1"] == 0
+    assert changed[name, "0"] > 0 and changed[name, "1"] > 0
     report = run_cli("report", str(out), "--format", "csv")
     rows = {(r["task"], r["track"]): r for r in csv.DictReader(io.StringIO(report.stdout))}
-    for key in (("smoke", "full_ft"), ("smoke", "frozen")):
+    for key in ((name, "full_ft"), (name, "frozen")):
         assert (rows[key]["n"], rows[key]["seeds"]) == ("2", "0 1"), report.stdout
         assert math.isfinite(float(rows[key]["mean"]))
