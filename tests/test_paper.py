@@ -247,6 +247,9 @@ def test_fit_runs_are_read_in_seed_order_and_a_changed_config_is_named(project):
     assert pastis["mixed_configurations"] == "True"
     assert "task 'pastis': its seeds (2, 3, 10) ran different configurations" in done.stderr
     assert "has 3 of the 5 seeds asked for (seeds 2, 3, 10)" in done.stderr
+    # the backbone ran (its seeds did), unlike the baseline
+    assert f"{result.backbone}: experiment" not in done.stderr
+    assert "resnet18: experiment 'small_cnn-vs-resnet18' never ran" in done.stderr
 
 
 def test_geobench_v1_tasks_go_by_their_v1_names_and_data_tasks_are_marked(project, tmp_path):

@@ -241,12 +241,6 @@ def collect(directory: Path) -> Results:
                     name,
                     path.name,
                 )
-            if not backbone.ran and not backbone.running:
-                rel = path.relative_to(directory)
-                notes.append(
-                    f"{name}: experiment {backbone.experiment!r} never ran; run "
-                    f"`terratorch iterate --hpo --config {rel}` in {directory}"
-                )
     finally:
         stores.close()
     # The fit route's seeds (fit/seeds.sh) of the backbone's own tasks, where iterate's
@@ -254,6 +248,15 @@ def collect(directory: Path) -> Results:
     own_tasks = _tasks_of(_read_config(directory / CONFIG_FILE, []) or {})
     for task, cell in _fit_cells(directory, own_tasks, notes, own).items():
         repeated.setdefault(own, {}).setdefault(task, cell)
+    for backbone in backbones:  # no run of any kind: say how to make them
+        if backbone.experiment and not (
+            backbone.ran or backbone.running or repeated.get(backbone.name)
+        ):
+            notes.append(
+                f"{backbone.name}: experiment {backbone.experiment!r} never ran; run "
+                f"`terratorch iterate --hpo --config {backbone.config.relative_to(directory)}` "
+                f"in {directory}"
+            )
 
     rows: list[TaskRow] = []
     for task, (metric, direction) in tasks.items():
