@@ -48,26 +48,32 @@ def _h5(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def _write(out: Path, samples: list[tuple[str, list[tuple[str, Path, str]], dict[str, Any]]]):
-    """`samples`: (split, [(id, file, format)], metadata of the first file) -> one tortilla per
-    sample under out.parent/parts, then `out` holding them."""
+def _write(
+    out: Path,
+    samples: list[tuple[str, list[tuple[Any, ...]], dict[str, Any]]],
+    stac: bool = True,
+):
+    """`samples`: (split, [(id, file, format[, its own metadata])], metadata of the first file)
+    -> one tortilla per sample under out.parent/parts, then `out` holding them. `stac`: the
+    files are georeferenced (``stac_data``), as most datasets' writers give."""
     import tacotoolbox
 
     tortilla = tacotoolbox.tortilla
     parts = out.parent / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     outer = []
+    where = {"stac_data": STAC} if stac else {}
     for i, (split, files, meta) in enumerate(samples):
         inner = [
             tortilla.datamodel.Sample(
-                id=fid,
-                path=str(path),
-                file_format=fmt,
+                id=file[0],
+                path=str(file[1]),
+                file_format=file[2],
                 data_split=split,
-                stac_data=STAC,
-                **(meta if j == 0 else {}),
+                **where,
+                **(file[3] if len(file) > 3 else meta if j == 0 else {}),
             )
-            for j, (fid, path, fmt) in enumerate(files)
+            for j, file in enumerate(files)
         ]
         path = parts / f"{out.stem}_sample_{i}.tortilla"
         tortilla.create(tortilla.datamodel.Samples(samples=inner), str(path), quiet=True)
@@ -77,8 +83,8 @@ def _write(out: Path, samples: list[tuple[str, list[tuple[str, Path, str]], dict
                 path=str(path),
                 file_format="TORTILLA",
                 data_split=split,
-                stac_data=STAC,
-                **meta,
+                **where,
+                **(meta if stac else {}),
             )
         )
     tortilla.create(tortilla.datamodel.Samples(samples=outer), str(out), quiet=True, nworkers=1)
@@ -139,4 +145,37 @@ def write_time_series(root: Path, frames: int = 5, seed: int = 2) -> Path:
         samples.append((split, files, {"dates": list(range(frames))}))
     for n, name in enumerate(PASTIS_FILES):  # each split's samples spread over the parts
         _write(root / name, samples[n::3])
+    return root
+
+
+BIOMASSTERS_FILES = tuple(f"geobench_biomassters.{i:04d}.part.tortilla" for i in range(3))
+
+
+def write_regression_series(root: Path, months: int = 6, seed: int = 5) -> Path:
+    """A pixel-wise regression set of two time series (geobenchv2's ``biomassters``): per sample
+    `months` Sentinel-1 GeoTIFFs (VV and VH, ascending and descending; -9999 where no data),
+    `months` Sentinel-2 GeoTIFFs (ten bands) and the above-ground biomass last, each file with
+    its own ``modality`` and ``month``, not georeferenced, in three part files. Its dataset
+    gives a series as (C, T, H, W) and takes no ``temporal_output_format``."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / "files"
+    work.mkdir(exist_ok=True)
+    samples: list[tuple[str, list[tuple[Any, ...]], dict[str, Any]]] = []
+    for i, split in enumerate(SPLITS):
+        files: list[tuple[Any, ...]] = []
+        for month in range(months):
+            s1 = (rng.standard_normal((4, SIZE, SIZE)) * 4 - 12).astype(np.float32)
+            s1[:, :2, :2] = -9999
+            path = _tif(work / f"bm{i}_s1_{month}.tif", s1)
+            files.append((f"c{i}_S1_{month}", path, "GTiff", {"modality": "S1", "month": month}))
+        for month in range(months):
+            s2 = rng.integers(0, 4000, (10, SIZE, SIZE)).astype(np.uint16)
+            path = _tif(work / f"bm{i}_s2_{month}.tif", s2)
+            files.append((f"c{i}_S2_{month}", path, "GTiff", {"modality": "S2", "month": month}))
+        agb = _tif(work / f"bm{i}_agb.tif", (rng.random((1, SIZE, SIZE)) * 300).astype(np.float32))
+        files.append((f"c{i}_AGBM", agb, "GTiff", {"modality": "AGBM", "month": -1}))
+        samples.append((split, files, {}))
+    for n, name in enumerate(BIOMASSTERS_FILES):  # each split's samples spread over the parts
+        _write(root / name, samples[n::3], stac=False)
     return root

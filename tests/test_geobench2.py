@@ -24,6 +24,7 @@ pytest.importorskip(
 from .geobench2_data import (
     SPLITS,
     write_classification,
+    write_regression_series,
     write_time_series,
     write_two_modalities,
 )
@@ -172,6 +173,66 @@ def test_a_temporal_model_gets_series_as_bcthw_with_its_frames(root, tmp_path):
     assert tuple(batch["mask"].shape) == (3, 64, 64)
     done = run_cli("verify", str(out), "--quick")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("dataset", "datamodule", "extra"),
+    [
+        ("biomassters", "GeoBenchBioMasstersDataModule", {}),  # gives (C, T, H, W)
+        ("pastis", "GeoBenchPASTISDataModule", {"temporal_output_format": "TCHW"}),
+    ],
+)
+def test_a_series_goes_to_the_model_as_bcthw_whichever_axis_the_dataset_puts_first(
+    root, tmp_path, dataset, datamodule, extra
+):
+    """The wrapper reads which axis is time from the shape, against the frames and bands it
+    asked for, and when those are as many (5 frames of 5 bands) from one sample read at
+    another frame count; the planned layout it is given (here the wrong one) never decides
+    where the data can. Truth: the dataset's own samples, read by geobenchv2 alone."""
+    import torch
+
+    from scaffold.datamodules.geobench2 import GeoBench2DataModule
+
+    where = root / dataset
+    if dataset == "biomassters":
+        where = write_regression_series(tmp_path / dataset)
+    bands = ["B02", "B03", "B04", "B05", "B06", "B07"]
+    layouts = set()
+    for channels in (3, 5):  # 5 bands of 5 frames: the shape cannot tell
+        wrapper = GeoBench2DataModule(
+            f"geobench_v2.datamodules.{datamodule}", str(where), {"s2": bands[:channels]},
+            dataset_args={"num_time_steps": 5, **extra}, time_first=dataset == "biomassters",
+            img_size=16, batch_size=2,
+        )  # fmt: skip
+        wrapper.setup("fit")
+        batch = next(iter(wrapper.val_dataloader()))
+        raw = wrapper.inner.val_dataset[0]["image_s2"]
+        if channels != 5:  # the dataset's own layout, where its shape says it
+            layouts.add("CTHW" if raw.shape[:2] == (channels, 5) else "TCHW")
+        (layout,) = layouts
+        want = raw if layout == "CTHW" else raw.permute(1, 0, 2, 3)
+        assert tuple(batch["image"].shape) == (2, channels, 5, 16, 16)
+        assert torch.equal(batch["image"][0], want)
+    assert layouts == {"CTHW" if dataset == "biomassters" else "TCHW"}
+
+
+def test_a_temporal_model_verifies_on_a_regression_series(tmp_path):
+    """A pixel-wise regression (no classes) of two time series, given as (C, T, H, W) without
+    a format argument: the task is regression by RMSE, the model gets its frames, verified."""
+    root = tmp_path / "root"
+    write_regression_series(root / "biomassters")
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", str(MODELS / "temporal.py"), "--out", str(out), "--name", "gb2_bm",
+        "--geobench2", str(root), "--bands", "B02,B03,B04",
+    )  # fmt: skip
+    assert code == 0 and data["verified"] is True, data
+    (task,) = yaml.safe_load((out / "benchmark.yaml").read_text())["tasks"]
+    assert (task["name"], task["type"], task["metric"]) == ("biomassters", "regression", "val/RMSE")
+    assert task["terratorch_task"]["loss"] == "rmse"
+    batch = _batch(task)
+    assert tuple(batch["image"].shape) == (3, 3, 6, 64, 64)  # (B, C, T, H, W), the model's T
+    assert tuple(batch["mask"].shape) == (3, 64, 64)
 
 
 def test_bands_per_modality_and_a_dataset_without_the_models_modalities(root, cnn):

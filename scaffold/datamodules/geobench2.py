@@ -3,8 +3,11 @@
 geobenchv2's datamodules read the ``.tortilla`` files, pick the bands by name (``band_order``: a
 list, or a dict of lists by modality) and normalise them with the dataset's own statistics.
 Their batches hold ``image`` or one ``image_<modality>`` per modality, ``mask`` or ``label``,
-and sometimes metadata; a time series comes as (B, T, C, H, W) unless the dataset was asked for
-(B, C, T, H, W). TerraTorch's tasks read ``image`` (a tensor, or a dict of tensors by modality)
+and sometimes metadata; a time series comes as (B, T, C, H, W) or (B, C, T, H, W), as each
+dataset writes it (some take ``temporal_output_format``). Which axis is time is read from the
+shape: the frames asked for (``num_time_steps``) against the bands asked for; where the two
+counts are equal, one sample is read at another frame count, and the axis that follows it is
+time. TerraTorch's tasks read ``image`` (a tensor, or a dict of tensors by modality)
 with ``mask`` or ``label``, and pass every other key on to the model. This datamodule's loaders
 (geobenchv2's, with its collate function) keep those keys only: one modality, or the model's
 single input, as a tensor (several modalities' bands stacked in ``band_order``'s order); several
@@ -29,9 +32,10 @@ class GeoBench2DataModule(BaseDataModule):
     """geobenchv2's datamodule `datamodule` (a class path) on `root`, adapted to TerraTorch (a
     torchgeo datamodule, as terratorch-iterate's tasks take; the data comes normalised).
 
-    `dataset_args` go to geobenchv2's dataset (``num_time_steps``, ...); `time_first`: the
-    dataset gives time series as (T, C, H, W) per sample, which go to the model as
-    (B, C, T, H, W).
+    `dataset_args` go to geobenchv2's dataset (``num_time_steps``, ...); a time series goes to
+    the model as (B, C, T, H, W). `time_first`: the dataset gives (T, C, H, W) per sample, for
+    a series whose frames and bands are as many, when the dataset cannot be asked for another
+    frame count (otherwise the shape tells, or one sample read at another count).
     """
 
     def __init__(
@@ -51,6 +55,15 @@ class GeoBench2DataModule(BaseDataModule):
         super().__init__(cls, batch_size=batch_size, num_workers=num_workers)
         self.aug = None  # type: ignore[assignment]  # geobenchv2's dataset normalises each sample
         self.order = list(band_order) if isinstance(band_order, dict) else []
+        # bands asked for, by modality ("": the one modality), and frames
+        self.channels = (
+            {m: len(b) for m, b in band_order.items()}
+            if isinstance(band_order, dict)
+            else {"": len(band_order)}
+        )
+        self.frames = (dataset_args or {}).get("num_time_steps")
+        self.args = {"root": root, "band_order": band_order, **(dataset_args or {})}
+        self.cls, self.img_size = cls, img_size
         self.modalities = dict(modalities or {})
         self.time_first = time_first
         self.inner = cls(
@@ -66,6 +79,41 @@ class GeoBench2DataModule(BaseDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.inner.setup(stage)
+        if self.frames and self.frames in self.channels.values():
+            self.time_first = self._time_first_measured()
+
+    def _time_first_measured(self) -> bool:
+        """Whether the dataset gives a sample's series as (T, C, H, W): for as many frames as
+        bands the shape cannot tell, so one sample is read at one frame more (or less), and the
+        axis that follows the count is time."""
+        assert self.frames is not None
+        failed: Exception | None = None
+        for other in (self.frames + 1, self.frames - 1):
+            if other < 1:
+                continue
+            try:
+                probe = self.cls(
+                    img_size=self.img_size,
+                    batch_size=1,
+                    eval_batch_size=1,
+                    num_workers=0,
+                    **{**self.args, "num_time_steps": other},
+                )
+                probe.setup("fit")
+                sample = probe.train_dataset[0]
+            except Exception as exc:  # a dataset with no other frame count: try the next
+                failed = exc
+                continue
+            for key, value in sample.items():
+                if key.startswith("image") and isinstance(value, torch.Tensor) and value.ndim == 4:
+                    if value.shape[0] == other:
+                        return True
+                    if value.shape[1] == other:
+                        return False
+        raise ValueError(
+            f"cannot tell time from bands in a series of {self.frames} frames of "
+            f"{self.frames} bands: no other frame count could be read ({failed})"
+        )
 
     def train_dataloader(self) -> Any:
         self.inner.num_workers = self.num_workers
@@ -94,7 +142,7 @@ class GeoBench2DataModule(BaseDataModule):
         images = {k.removeprefix("image_"): v for k, v in batch.items() if k.startswith("image_")}
         if not images:  # one modality: its name is ""
             images = {"": batch["image"]}
-        parts = [(m, self._layout(images[m])) for m in self.order or [""] if m in images]
+        parts = [(m, self._layout(m, images[m])) for m in self.order or [""] if m in images]
         out = {k: batch[k] for k in KEEP if k in batch}
         mask = out.get("mask")
         if mask is not None and mask.ndim == 4:
@@ -110,10 +158,23 @@ class GeoBench2DataModule(BaseDataModule):
             out["image"] = torch.cat([image for _, image in parts], dim=1)
         return out
 
-    def _layout(self, image: torch.Tensor) -> torch.Tensor:
-        if self.time_first and image.ndim == 5:
-            return image.permute(0, 2, 1, 3, 4)  # (B, T, C, H, W) -> (B, C, T, H, W)
-        return image
+    def _layout(self, modality: str, image: torch.Tensor) -> torch.Tensor:
+        """A time series as (B, C, T, H, W), whichever of the two the dataset gave."""
+        if image.ndim != 5:
+            return image
+        channels, frames = self.channels.get(modality), self.frames
+        axes = tuple(image.shape[1:3])
+        if channels == frames or channels is None or frames is None:
+            time_first = self.time_first
+        elif axes == (channels, frames):
+            time_first = False
+        elif axes == (frames, channels):
+            time_first = True
+        else:
+            raise ValueError(
+                f"a series of shape {tuple(image.shape)} for {channels} bands and {frames} frames"
+            )
+        return image.permute(0, 2, 1, 3, 4) if time_first else image
 
 
 def _flip(value: Any, dim: int) -> Any:
