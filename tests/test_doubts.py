@@ -63,7 +63,8 @@ def test_a_declared_modality_never_fed_is_a_doubt_until_the_model_is_built_for_t
     assert doubt.kind == "input-not-fed"
     assert doubt.message == (
         "the model declares modalities=['S2L2A', 'S1GRD'] but only x['S2L2A'] is fed (S1GRD "
-        "never is; embed.S1GRD never runs)"
+        "never is; embed.S1GRD never runs); or name each one's bands to feed them all, "
+        "--bands 'S2L2A=...;S1GRD=...'"
     )
     assert doubt.flag == "--arg modalities=['S2L2A']"
     assert analyse(MODALITIES, {"modalities": ["S2L2A"]}, image_arg="x.S2L2A").doubts == ()
@@ -78,7 +79,10 @@ def test_a_declared_modality_never_fed_is_a_doubt_until_the_model_is_built_for_t
 def test_a_second_image_parameter_never_fed_is_a_doubt():
     spec = analyse(str(MODELS / "two_modal.py"), {}, (12, 32, 32), {}, "x_optical")
     assert [str(d) for d in spec.doubts] == [
-        "the forward's input x_sar is never fed (the image goes to x_optical; sar never runs)"
+        (
+            "the forward's input x_sar is never fed (the image goes to x_optical; sar never runs) "
+            "(--bands 'x_optical=...;x_sar=...')"
+        )
     ]
     assert kinds(spec) == ["input-not-fed"]
 

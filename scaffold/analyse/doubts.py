@@ -371,11 +371,19 @@ def input_doubts(
             continue
         said |= set(unfed)
         where = f"{image_param}[{image_key!r}]" if image_key else "the image"
+        # the dict's keys: naming each one's bands feeds them all
+        feed = (
+            "; or name each one's bands to feed them all, --bands '"
+            + ";".join(f"{v}=..." for v in value)
+            + "'"
+            if image_key
+            else ""
+        )
         doubts.append(
             Doubt(
                 "input-not-fed",
                 f"the model declares {param}={list(value)} but only {where} is fed "
-                f"({', '.join(unfed)} never is{idle_text})",
+                f"({', '.join(unfed)} never is{idle_text}){feed}",
                 f"--arg {param}={fed}",
             )
         )
@@ -395,6 +403,7 @@ def input_doubts(
             Doubt(
                 "input-not-fed",
                 f"the forward's input {p} is never fed (the image goes to {image}{idle_text})",
+                f"--bands '{image}=...;{p}=...'",
             )
         )
     return doubts
