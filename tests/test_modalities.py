@@ -103,3 +103,38 @@ def test_the_backbone_feeds_each_modality_to_its_parameter(tmp_path):
     assert not any(p.requires_grad is False for p in backbone.model.sar.parameters())
     with pytest.raises(ValueError, match="an image of 4 channels for the modalities"):
         backbone(optical)
+
+
+def test_pretrained_weights_load_whole_for_each_modality(tmp_path):
+    """Each input's first layer reads its own modality's bands, whole: the checkpoint loads as
+    it is (no layer is chosen by band name, so there is no PRETRAINED_BANDS to check), and the
+    backbone's embeddings hold the checkpoint's values."""
+    sys.path.insert(0, str(MODELS))
+    try:
+        from modality_dict import ModalityDictEncoder
+    finally:
+        sys.path.remove(str(MODELS))
+    torch.manual_seed(3)
+    trained = ModalityDictEncoder().state_dict()
+    weights = tmp_path / "trained.pt"
+    torch.save(trained, weights)
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", DICT, "--bands", "S2L2A=B02,B03,B04,B08;S1GRD=VV_REAL,VH_REAL",
+        "--weights", str(weights), "--out", str(out), "--name", "md_w", "--no-verify",
+    )  # fmt: skip
+    assert code == 0, data
+    code, checks = run_json("verify", str(out), "--quick")
+    assert code == 0 and checks["ok"] is True, checks
+    names = [c["name"] for c in checks["checks"]]
+    assert "weights" in names and "band weights" not in names
+    sys.path.insert(0, str(out))
+    try:
+        import md_w  # noqa: F401  (registers the backbone)
+        import timm
+
+        backbone = timm.create_model("md_w", pretrained=True)
+    finally:
+        sys.path.remove(str(out))
+    for name in ("S2L2A", "S1GRD"):
+        assert torch.equal(backbone.model.embed[name].weight, trained[f"embed.{name}.weight"])

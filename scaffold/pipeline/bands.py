@@ -118,8 +118,8 @@ def check_bands_fit_weights(weights: Path, spec: BackboneSpec, bands: Sequence[s
     input channels (else no task could load that layer by band name). ScaffoldError if not."""
     import torch
 
-    if not bands or spec.first_conv is None:
-        return
+    if not bands or spec.first_conv is None or spec.forward_call.modalities:
+        return  # (a model with several inputs: each one's first layer reads its own bands)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "model_state_dict"):  # as checkpoint_filter_fn
         if isinstance(state.get(key), dict):

@@ -239,7 +239,8 @@ def python_literals(spec: BackboneSpec, options: RenderOptions) -> dict[str, str
         "first_conv_3d": repr(conv3d),
         "default_cfgs": default_cfgs,
         "necks": repr(default_necks(spec)),
-        "pretrained_bands": repr(tuple(options.bands)),
+        # a model with several inputs takes each one's bands whole: none is chosen by name
+        "pretrained_bands": repr(() if spec.forward_call.modalities else tuple(options.bands)),
         **forward_call_literals(spec),
     }
 

@@ -23,7 +23,7 @@
    parameters unchanged, and one of a full_ft task changes them (``tracks.py``);
    ``sizes``: the features on their grids at the analysed size and at twice it (``sizes.py``);
 4. ``weights`` (with ``--weights``): the checkpoint's keys fit the model;
-   ``band weights`` (with ``--weights`` and ``--bands``): each task's first layer holds the
+   ``band weights`` (with ``--weights`` and ``--bands``, a model of one input): each task's first layer holds the
    checkpoint's weights of its bands, by name (``band_weights.py``);
 5. ``benchmark``: the YAML runs as ``terratorch iterate --hpo --config FILE`` runs it, to a finite
    metric. All in one process, so TerraTorch is imported once;
@@ -151,7 +151,8 @@ def _ladder(directory: Path, state, quick: bool, progress, probe) -> VerifyRepor
     run("sizes", lambda: check_sizes(context))  # the benchmark runs at the analysed size anyway
     if state.options.weights is not None:
         passed.append(run("weights", context.check_weights))
-        if state.options.bands:
+        # (a model with several inputs takes each one's bands whole: none is chosen by name)
+        if state.options.bands and not state.spec.forward_call.modalities:
             passed.append(run("band weights", lambda: check_band_weights(context)))
     if not quick and all(passed):
         from scaffold.verify.benchmark import run_benchmark
