@@ -41,7 +41,7 @@ import inspect
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -218,7 +218,9 @@ def plan_call(
     return CallPlan(image_arg, positional, args, per_band, notes, per_frame, modalities)
 
 
-def _check_modalities(image_arg: str, modalities: tuple[tuple[str, int], ...], known) -> None:
+def _check_modalities(
+    image_arg: str, modalities: tuple[tuple[str, int], ...], known: Callable[[str, str], None]
+) -> None:
     """The image's place must be one of the modalities' (``x.S2`` or ``s2``); each other
     modality then goes to the same dict parameter, or to a parameter of its own name."""
     if not modalities:
