@@ -216,6 +216,29 @@ def test_a_series_goes_to_the_model_as_bcthw_whichever_axis_the_dataset_puts_fir
     assert layouts == {"CTHW" if dataset == "biomassters" else "TCHW"}
 
 
+def test_the_time_probe_reads_only_a_modality_that_tells_time_from_bands(tmp_path):
+    """s2's 3 bands over 3 frames need the probe at 4 frames, where s1's 4 bands are as many
+    as the frames again: only s2 (3 bands, 4 frames) can tell, and it says (C, T, H, W)."""
+    import torch
+
+    from scaffold.datamodules.geobench2 import GeoBench2DataModule
+
+    where = write_regression_series(tmp_path / "biomassters")
+    wrapper = GeoBench2DataModule(
+        "geobench_v2.datamodules.GeoBenchBioMasstersDataModule", str(where),
+        {"s1": ["VV_asc", "VH_asc", "VV_desc", "VH_desc"], "s2": ["B02", "B03", "B04"]},
+        modalities={"s1": "S1", "s2": "S2"}, dataset_args={"num_time_steps": 3},
+        time_first=True, img_size=16, batch_size=2,
+    )  # fmt: skip
+    wrapper.setup("fit")
+    batch = next(iter(wrapper.val_dataloader()))
+    raw = wrapper.inner.val_dataset[0]
+    assert tuple(batch["image"]["S1"].shape) == (2, 4, 3, 16, 16)
+    assert tuple(batch["image"]["S2"].shape) == (2, 3, 3, 16, 16)
+    assert torch.equal(batch["image"]["S1"][0], raw["image_s1"])
+    assert torch.equal(batch["image"]["S2"][0], raw["image_s2"])
+
+
 def test_a_temporal_model_verifies_on_a_regression_series(tmp_path):
     """A pixel-wise regression (no classes) of two time series, given as (C, T, H, W) without
     a format argument: the task is regression by RMSE, the model gets its frames, verified."""

@@ -105,11 +105,16 @@ class GeoBench2DataModule(BaseDataModule):
                 failed = exc
                 continue
             for key, value in sample.items():
-                if key.startswith("image") and isinstance(value, torch.Tensor) and value.ndim == 4:
-                    if value.shape[0] == other:
-                        return True
-                    if value.shape[1] == other:
-                        return False
+                if not key.startswith("image") or not isinstance(value, torch.Tensor):
+                    continue
+                # only a modality whose bands are not `other` many tells the two axes apart
+                bands = self.channels.get(key.removeprefix("image").removeprefix("_"))
+                if value.ndim != 4 or bands is None or bands == other:
+                    continue
+                if tuple(value.shape[:2]) == (other, bands):
+                    return True
+                if tuple(value.shape[:2]) == (bands, other):
+                    return False
         raise ValueError(
             f"cannot tell time from bands in a series of {self.frames} frames of "
             f"{self.frames} bands: no other frame count could be read ({failed})"
