@@ -383,6 +383,26 @@ def test_a_two_modality_model_receives_both_modalities(root, tmp_path):
     assert not torch.allclose(other[-1], features[-1])
 
 
+def test_a_modality_no_dataset_modality_holds_is_said_not_fed(root, tmp_path):
+    """pastis holds the S2 bands but no VV_REAL/VH_REAL: the task feeds S2L2A alone, and the
+    run and the YAML say that S1GRD is not fed."""
+    out = tmp_path / "out"
+    done = run_cli(
+        "new-backbone", f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder",
+        "--out", str(out), "--name", "gb2_md1", "--geobench2", str(root), "--datasets", "pastis",
+        "--bands", "S2L2A=B02,B03,B04,B08;S1GRD=VV_REAL,VH_REAL", "--no-verify",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        "pastis: S1GRD not fed (no modality of the dataset holds all of its bands); the "
+        "ladder's checks fed every modality" in " ".join(done.stderr.split())
+    ), done.stderr
+    text = (out / "benchmark.yaml").read_text()
+    assert "# not fed (no dataset modality holds all its bands): S1GRD." in text
+    (task,) = yaml.safe_load(text)["tasks"]
+    assert task["datamodule"]["init_args"]["modalities"] == {"s2": "S2L2A"}
+
+
 def test_update_replays_geobench2(cnn):
     out, _ = cnn
     done = run_cli("update", str(out), "--dry-run")

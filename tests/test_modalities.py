@@ -138,3 +138,16 @@ def test_pretrained_weights_load_whole_for_each_modality(tmp_path):
         sys.path.remove(str(out))
     for name in ("S2L2A", "S1GRD"):
         assert torch.equal(backbone.model.embed[name].weight, trained[f"embed.{name}.weight"])
+
+
+def test_a_dict_of_an_unknown_modality_is_refused_by_name(tmp_path):
+    from scaffold.runtime.inputs import split_modalities
+
+    mods = (("a", 2), ("b", 1))
+    image = torch.randn(1, 3, 8, 8)
+    parts = split_modalities(image, mods)
+    assert torch.equal(parts["a"], image[:, :2]) and torch.equal(parts["b"], image[:, 2:])
+    one = {"b": torch.zeros(1, 1, 8, 8)}
+    assert split_modalities(one, mods) is one  # a dataset may hold only some of them
+    with pytest.raises(ValueError, match="images of c, which is none of the modalities a, b"):
+        split_modalities({"a": image[:, :2], "c": image[:, 2:]}, mods)

@@ -129,6 +129,13 @@ def plan_geobench2(
                     f"hold none of the model's ({', '.join(groups)})",
                 )
                 continue
+            unfed = [m for m in groups if m not in {model for *_, model in chosen}]
+            if unfed and progress is not None:  # the model runs without them: said, not hidden
+                progress.print(
+                    f"  {task.name}: {', '.join(unfed)} not fed (no modality of the dataset "
+                    "holds all of its bands); the ladder's checks fed every modality",
+                    highlight=False,
+                )
         else:
             chosen = _single_input(task, bands)
             if not chosen:

@@ -84,9 +84,14 @@ def entry(p: Planned2, model_bands: Sequence[str], img_size: int) -> dict[str, A
     }
 
 
-def comment(p: Planned2, pretrained: bool, model_bands: Sequence[str]) -> str:
+def comment(
+    p: Planned2,
+    pretrained: bool,
+    model_bands: Sequence[str],
+    model_modalities: Sequence[str] = (),
+) -> str:
     """Comment lines of a GEO-Bench-2 task: the dataset, its leaderboard metric, the bands (by
-    modality) it feeds, the normalisation."""
+    modality) it feeds and the model's modalities it does not, the normalisation."""
     task = p.task
     leaderboard, logged = LEADERBOARD_METRICS[task.task]
     lines = [
@@ -103,6 +108,9 @@ def comment(p: Planned2, pretrained: bool, model_bands: Sequence[str]) -> str:
             for mod, model in p.modalities.items()
         )
         lines.append(f"modalities fed as a dict: {fed}.")
+        unfed = [m for m in model_modalities if m not in p.modalities.values()]
+        if unfed:
+            lines.append(f"not fed (no dataset modality holds all its bands): {', '.join(unfed)}.")
     else:
         lines.append(f"bands: {', '.join(p.bands)} (one tensor, in this order).")
     if pretrained and model_bands and not p.modalities:

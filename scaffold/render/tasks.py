@@ -376,7 +376,9 @@ def data_sections(
     if geobench2:
         size = spec.img_size[0]
         tasks += [
-            gb2.comment(p, pretrained, bands) + "\n" + _item(dump(gb2.entry(p, bands, size)))
+            gb2.comment(p, pretrained, bands, [m for m, _ in spec.forward_call.modalities])
+            + "\n"
+            + _item(dump(gb2.entry(p, bands, size)))
             for p in geobench2
         ]
     return {

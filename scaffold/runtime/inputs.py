@@ -61,9 +61,17 @@ def image_grid(x: Images) -> tuple[int, int]:
 
 def split_modalities(x: Images, modalities: Sequence[tuple[str, int]]) -> Images:
     """The image as a dict of images by modality: a tensor holds the `modalities`
-    ((name, channels), ...) stacked along its channel axis (1), in that order. A dict,
-    or any image of a model without modalities, is returned as it is."""
-    if not modalities or isinstance(x, Mapping):
+    ((name, channels), ...) stacked along its channel axis (1), in that order. A dict of
+    some of them, or any image of a model without modalities, is returned as it is."""
+    if not modalities:
+        return x
+    if isinstance(x, Mapping):  # some of them, by name (a dataset may hold only some)
+        unknown = [name for name in x if name not in dict(modalities)]
+        if unknown:
+            raise ValueError(
+                f"images of {', '.join(unknown)}, which is none of the modalities "
+                + ", ".join(name for name, _ in modalities)
+            )
         return x
     sizes = [channels for _, channels in modalities]
     if x.shape[1] != sum(sizes):
