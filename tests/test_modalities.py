@@ -57,13 +57,26 @@ def test_a_dict_model_gets_its_modalities_as_items_of_its_dict():
             ),
         ),
         (
+            ["--bands", "optical=BLUE,GREEN,RED,NIR_BROAD;sar=VV_REAL,VH_REAL"],
+            (
+                "error: --bands names sar, a parameter of the forward of its own, while the image "
+                "goes into x's dict (x.optical): the modalities go all into one dict or all to "
+                "parameters of their names"
+            ),
+        ),
+        (
             ["--bands", PER_MODALITY, "--input-shape", "4,64,64"],
             "error: --input-shape 4,64,64: 4 channels, and --bands names 6 over its modalities",
         ),
     ],
 )
 def test_modalities_that_do_not_fit_the_model_are_one_line(extra, message):
-    done = run_cli("inspect", TWO, *extra)
+    target = (
+        TWO
+        if not extra[1].startswith("optical=")
+        else f"{MODELS / 'two_inputs.py'}:OpticalDictAndSar"
+    )
+    done = run_cli("inspect", target, *extra)
     assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
 
 
@@ -151,3 +164,15 @@ def test_a_dict_of_an_unknown_modality_is_refused_by_name(tmp_path):
     assert split_modalities(one, mods) is one  # a dataset may hold only some of them
     with pytest.raises(ValueError, match="images of c, which is none of the modalities a, b"):
         split_modalities({"a": image[:, :2], "c": image[:, 2:]}, mods)
+
+
+def test_a_forward_of_no_named_parameters_asks_where_the_modalities_go():
+    target = f"{MODELS / 'two_inputs.py'}:Passthrough"
+    done = run_cli("inspect", target, "--bands", PER_MODALITY)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: Passthrough.forward takes no named parameters: pass --image-arg with the place "
+        "of x_optical (NAME, or PARAM.x_optical in a dict)"
+    )
+    code, data = run_json("inspect", target, "--bands", PER_MODALITY, "--image-arg", "x_optical")
+    assert code == 0 and data["doubts"] == [] and data["frozen"] == []

@@ -152,6 +152,11 @@ def plan_call(
 
     if image_arg is None:
         if not named:
+            if modalities:
+                raise ScaffoldError(
+                    f"{owner} takes no named parameters: pass --image-arg with the place of "
+                    f"{modalities[0][0]} (NAME, or PARAM.{modalities[0][0]} in a dict)"
+                )
             if forward_args:
                 raise ScaffoldError(f"{owner} takes no named parameters; pass --image-arg NAME")
             return CallPlan(image="x", image_positional=True, args={})
@@ -162,7 +167,7 @@ def plan_call(
             image_arg = modalities[0][0] if own else f"{image_arg}.{modalities[0][0]}"
     known(image_arg, "--image-arg")
     image_param = image_arg.split(".")[0]
-    _check_modalities(image_arg, modalities, known)
+    _check_modalities(image_arg, modalities, known, set(by_name) - {image_param})
 
     args: dict[str, Any] = {}
     for key, value in forward_args.items():
@@ -219,14 +224,26 @@ def plan_call(
 
 
 def _check_modalities(
-    image_arg: str, modalities: tuple[tuple[str, int], ...], known: Callable[[str, str], None]
+    image_arg: str,
+    modalities: tuple[tuple[str, int], ...],
+    known: Callable[[str, str], None],
+    others: set[str],
 ) -> None:
     """The image's place must be one of the modalities' (``x.S2`` or ``s2``); each other
-    modality then goes to the same dict parameter, or to a parameter of its own name."""
+    modality then goes to the same dict parameter, or to a parameter of its own name. A
+    modality named as another parameter (`others`) while the image goes into a dict is a
+    ScaffoldError: both places cannot be served."""
     if not modalities:
         return
     param, _, item = image_arg.partition(".")
     names = [m for m, _ in modalities]
+    apart = [m for m in names if item and m in others]
+    if apart:
+        raise ScaffoldError(
+            f"--bands names {', '.join(apart)}, a parameter of the forward of its own, while "
+            f"the image goes into {param}'s dict ({image_arg}): the modalities go all into one "
+            "dict or all to parameters of their names"
+        )
     if (item or param) not in names:
         where = f"{param}.{names[0]}" if item else names[0]
         raise ScaffoldError(

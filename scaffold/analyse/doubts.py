@@ -403,7 +403,7 @@ def input_doubts(
             Doubt(
                 "input-not-fed",
                 f"the forward's input {p} is never fed (the image goes to {image}{idle_text})",
-                f"--bands '{image}=...;{p}=...'",
+                "" if "." in forward_call.image else f"--bands '{image}=...;{p}=...'",
             )
         )
     return doubts

@@ -18,3 +18,21 @@ class TwoInputs(nn.Module):
         if x_sar is not None:
             h = h + self.sar(x_sar)
         return self.stage2(self.stage1(h))
+
+
+class OpticalDictAndSar(TwoInputs):
+    """The optical image in a dict (`x["optical"]`), the SAR image a parameter of its own."""
+
+    def forward(self, x: dict[str, torch.Tensor], sar: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x["optical"], sar)
+
+
+class Passthrough(nn.Module):
+    """`forward(*args, **kwargs)` around TwoInputs: no parameter names the inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = TwoInputs()
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        return self.inner(*args, **kwargs)
