@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +173,32 @@ def run_json(*args: str, cwd: Path | None = None, fresh: bool = False) -> tuple[
     done = (run_cli_fresh if fresh else run_cli)(*args, "--json", cwd=cwd)
     assert done.stdout.strip(), done.stderr
     return done.returncode, json.loads(done.stdout)
+
+
+def generated_backbone(out: Path, name: str, **kwargs: Any) -> Any:
+    """The backbone a generated package in `out` registers as `name`, built by timm in eval
+    mode (the package is imported from `out`, as a person's script would)."""
+    import importlib
+
+    import timm
+
+    sys.path.insert(0, str(out))
+    try:
+        importlib.import_module(name)  # registers the backbone
+        return timm.create_model(name, **kwargs).eval()
+    finally:
+        sys.path.remove(str(out))
+
+
+def model_class(module: str, name: str) -> Any:
+    """A class of tests/models/MODULE.py: the truth a generated backbone is compared with."""
+    import importlib
+
+    sys.path.insert(0, str(MODELS))
+    try:
+        return getattr(importlib.import_module(module), name)
+    finally:
+        sys.path.remove(str(MODELS))
 
 
 def copy_model(name: str, dest: Path, new_name: str | None = None) -> Path:

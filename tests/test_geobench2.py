@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import MODELS, clean_env, run_cli, run_json
+from .conftest import MODELS, clean_env, generated_backbone, model_class, run_cli, run_json
 
 pytest.importorskip(
     "geobench_v2", reason="geobenchv2 is not installed: pip install 'scaffold-backbone[geobench2]'"
@@ -348,24 +348,14 @@ def test_a_two_modality_model_receives_both_modalities(root, tmp_path):
     batch = _batch(tasks["pastis"])
     shapes = {"S2L2A": (3, 4, 64, 64), "S1GRD": (3, 2, 64, 64)}
     assert {k: tuple(v.shape) for k, v in batch["image"].items()} == shapes
-    sys.path.insert(0, str(out))
-    sys.path.insert(0, str(MODELS))
-    try:
-        import gb2_md  # noqa: F401  (registers the backbone)
-        import timm
-        from modality_dict import ModalityDictEncoder
-
-        backbone = timm.create_model("gb2_md").eval()
-    finally:
-        sys.path.remove(str(out))
-        sys.path.remove(str(MODELS))
+    backbone = generated_backbone(out, "gb2_md")
     seen: dict[str, tuple[int, ...]] = {}
     for name, module in backbone.model.embed.items():
         module.register_forward_hook(
             lambda m, i, o, name=name: seen.__setitem__(name, tuple(i[0].shape))
         )
     # the truth: a plain model with the backbone's weights, called with the dict by hand
-    plain = ModalityDictEncoder().eval()
+    plain = model_class("modality_dict", "ModalityDictEncoder")().eval()
     plain.load_state_dict(backbone.model.state_dict())
     truth: list[torch.Tensor] = []
     for block in plain.blocks:

@@ -5,12 +5,10 @@ generated backbone splits a stacked image the same way and takes a dict of them 
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
-from .conftest import MODELS, run_cli, run_json
+from .conftest import MODELS, generated_backbone, model_class, run_cli, run_json
 
 TWO = f"{MODELS / 'two_inputs.py'}:TwoInputs"
 DICT = f"{MODELS / 'modality_dict.py'}:ModalityDictEncoder"
@@ -89,18 +87,8 @@ def test_the_backbone_feeds_each_modality_to_its_parameter(tmp_path):
         "--no-verify",
     )  # fmt: skip
     assert code == 0, data
-    sys.path.insert(0, str(out))
-    sys.path.insert(0, str(MODELS))
-    try:
-        import timm
-        import two_in  # noqa: F401  (registers the backbone)
-        from two_inputs import TwoInputs
-
-        backbone = timm.create_model("two_in").eval()
-    finally:
-        sys.path.remove(str(out))
-        sys.path.remove(str(MODELS))
-    plain = TwoInputs().eval()
+    backbone = generated_backbone(out, "two_in")
+    plain = model_class("two_inputs", "TwoInputs")().eval()
     plain.load_state_dict(backbone.model.state_dict())
     truth: list[torch.Tensor] = []
     for stage in (plain.stage1, plain.stage2):
@@ -122,13 +110,8 @@ def test_pretrained_weights_load_whole_for_each_modality(tmp_path):
     """Each input's first layer reads its own modality's bands, whole: the checkpoint loads as
     it is (no layer is chosen by band name, so there is no PRETRAINED_BANDS to check), and the
     backbone's embeddings hold the checkpoint's values."""
-    sys.path.insert(0, str(MODELS))
-    try:
-        from modality_dict import ModalityDictEncoder
-    finally:
-        sys.path.remove(str(MODELS))
     torch.manual_seed(3)
-    trained = ModalityDictEncoder().state_dict()
+    trained = model_class("modality_dict", "ModalityDictEncoder")().state_dict()
     weights = tmp_path / "trained.pt"
     torch.save(trained, weights)
     out = tmp_path / "out"
@@ -141,14 +124,7 @@ def test_pretrained_weights_load_whole_for_each_modality(tmp_path):
     assert code == 0 and checks["ok"] is True, checks
     names = [c["name"] for c in checks["checks"]]
     assert "weights" in names and "band weights" not in names
-    sys.path.insert(0, str(out))
-    try:
-        import md_w  # noqa: F401  (registers the backbone)
-        import timm
-
-        backbone = timm.create_model("md_w", pretrained=True)
-    finally:
-        sys.path.remove(str(out))
+    backbone = generated_backbone(out, "md_w", pretrained=True)
     for name in ("S2L2A", "S1GRD"):
         assert torch.equal(backbone.model.embed[name].weight, trained[f"embed.{name}.weight"])
 
