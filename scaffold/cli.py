@@ -258,9 +258,9 @@ def inspect(
     modalities: tuple[tuple[str, int], ...] = ()
     items = _band_list(bands) or ()
     if any("=" in item for item in items):  # per modality: named as the datasets name them
-        from scaffold.pipeline.geobench2 import input_modalities, split_modalities
+        from scaffold.pipeline.geobench2 import bands_by_modality, input_modalities
 
-        band_names, band_modalities = split_modalities(items)
+        band_names, band_modalities = bands_by_modality(items)
         modalities = input_modalities(band_names, band_modalities)
     elif bands is not None:
         band_names = parse_bands(bands)

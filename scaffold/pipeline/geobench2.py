@@ -26,11 +26,11 @@ def split_band_modalities(options: Options) -> Options:
     """``--bands`` items ``s2=B02`` -> the band and its modality (`band_modalities`)."""
     if not any("=" in b for b in options.bands):
         return options
-    names, mods = split_modalities(options.bands)
+    names, mods = bands_by_modality(options.bands)
     return dataclasses.replace(options, bands=names, band_modalities=mods)
 
 
-def split_modalities(items: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def bands_by_modality(items: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``("s2=B02", "s1=VV")`` -> the bands ``("B02", "VV")`` and their modalities."""
     mods, names = [], []
     for item in items:
