@@ -17,12 +17,12 @@ from typing import Any
 
 from scaffold.data.geobench2 import Planned2, summary
 from scaffold.data.suites import LEADERBOARD_METRICS
+from scaffold.render.task_kinds import benchmark_task, terratorch_task
 
 # scaffold's own: terratorch-iterate imports every class_path before the generated package
 DATAMODULE = "scaffold.datamodules.geobench2.GeoBench2DataModule"
 BATCH_SIZE = 8
 NUM_WORKERS = 4
-EARLY_STOP_PATIENCE = 10
 COMMENT_WIDTH = 82
 DIRECTIONS = {"regression": "min"}
 
@@ -59,29 +59,13 @@ def entry(p: Planned2, model_bands: Sequence[str], img_size: int) -> dict[str, A
             model_args["backbone_bands"] = list(p.bands)
     if p.forward_args:
         model_args["backbone_forward_args"] = p.forward_args
-    terratorch_task: dict[str, Any]
-    if task.task == "segmentation":
-        # a label value one past the classes is "no label" where a dataset has one
-        terratorch_task = {"loss": "ce", "ignore_index": task.num_classes}
-        model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
-    elif task.task == "regression":
-        terratorch_task = {"loss": "rmse"}
-        model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
-    else:
-        terratorch_task = {"loss": "bce" if task.task.startswith("multilabel") else "ce"}
-        model_args["decoder"] = "IdentityDecoder"
-    if task.num_classes:
-        model_args["num_classes"] = task.num_classes
-    terratorch_task["model_args"] = model_args
-    return {
-        "name": task.name,
-        "type": task.task,
-        "direction": DIRECTIONS.get(task.task, "max"),
-        "metric": metric,
-        "early_stop_patience": EARLY_STOP_PATIENCE,
-        "terratorch_task": terratorch_task,
-        "datamodule": datamodule(p, img_size),
-    }
+    # a label value one past the classes is "no label" where a dataset has one
+    ignore = task.num_classes if task.task == "segmentation" else None
+    settings = terratorch_task(task.task, model_args, task.num_classes, ignore)
+    direction = DIRECTIONS.get(task.task, "max")
+    return benchmark_task(
+        task.name, task.task, metric, direction, settings, datamodule(p, img_size)
+    )
 
 
 def comment(

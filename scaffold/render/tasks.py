@@ -23,13 +23,13 @@ from scaffold.data.spec import SPLITS, DatasetSpec
 from scaffold.errors import ScaffoldError
 from scaffold.render import geobench2 as gb2
 from scaffold.render.dump import dump
+from scaffold.render.task_kinds import benchmark_task, terratorch_task
 from scaffold.spec import BackboneSpec
 from scaffold.write.names import SPLITS_DIR
 
 BATCH_SIZE = 8
 MAX_EPOCHS = 50
 N_TRIALS = 10
-EARLY_STOP_PATIENCE = 10
 NUM_WORKERS = 4
 NO_DATA_REPLACE = 0.0  # what image nodata/NaN pixels read as (before normalisation)
 DEFAULT_IGNORE = -1  # TerraTorch's cross entropy needs an integer ignore_index
@@ -178,34 +178,14 @@ def datamodule(ds: DatasetSpec, channels: int, frames: int | None) -> dict[str, 
 def task_entry(ds: DatasetSpec, spec: BackboneSpec, bands: Sequence[str] = ()) -> dict[str, Any]:
     channels, frames = input_layout(ds, spec, bands)
     metric, direction = METRICS[ds.task]
-    model_args: dict[str, Any] = {"backbone_in_chans": channels}
-    terratorch_task: dict[str, Any] = {}
-    if ds.task == "classification":
-        terratorch_task["loss"] = "ce"
-        model_args |= {"decoder": "IdentityDecoder", "num_classes": ds.num_classes}
-    elif ds.task == "segmentation":
-        ignore = ds.ignore_index if ds.ignore_index is not None else DEFAULT_IGNORE
-        terratorch_task |= {"loss": "ce", "ignore_index": ignore}
-        model_args |= {
-            "decoder": "UperNetDecoder",
-            "decoder_channels": 64,
-            "num_classes": ds.num_classes,
-        }
-    else:
-        terratorch_task["loss"] = "rmse"
-        if ds.ignore_index is not None:
-            terratorch_task["ignore_index"] = ds.ignore_index
-        model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
-    terratorch_task["model_args"] = model_args
-    entry = {
-        "name": ds.name,
-        "type": ds.task,
-        "direction": direction,
-        "metric": metric,
-        "early_stop_patience": EARLY_STOP_PATIENCE,
-        "terratorch_task": terratorch_task,
-        "datamodule": datamodule(ds, channels, frames),
-    }
+    ignore = ds.ignore_index
+    if ds.task == "segmentation" and ignore is None:
+        ignore = DEFAULT_IGNORE
+    classes = ds.num_classes if ds.task != "regression" else None
+    task = terratorch_task(ds.task, {"backbone_in_chans": channels}, classes, ignore)
+    entry = benchmark_task(
+        ds.name, ds.task, metric, direction, task, datamodule(ds, channels, frames)
+    )
     return _with_bands(entry, ds, spec, bands)
 
 
@@ -297,28 +277,11 @@ def geobench_entry(p: PlannedTask, model_bands: Sequence[str]) -> dict[str, Any]
         model_args["backbone_bands"] = list(p.bands)
     if p.forward_args:
         model_args["backbone_forward_args"] = p.forward_args
-    terratorch_task: dict[str, Any]
+    ignore = None
     if task.task == "segmentation":
         ignore = task.ignore_index if task.ignore_index is not None else DEFAULT_IGNORE
-        terratorch_task = {"loss": "ce", "ignore_index": ignore}
-        model_args |= {"decoder": "UperNetDecoder", "decoder_channels": 64}
-    elif task.task == "multilabel_classification":
-        terratorch_task = {"loss": "bce"}
-        model_args["decoder"] = "IdentityDecoder"
-    else:
-        terratorch_task = {"loss": "ce"}
-        model_args["decoder"] = "IdentityDecoder"
-    model_args["num_classes"] = task.num_classes
-    terratorch_task["model_args"] = model_args
-    return {
-        "name": task.name,
-        "type": task.task,
-        "direction": direction,
-        "metric": metric,
-        "early_stop_patience": EARLY_STOP_PATIENCE,
-        "terratorch_task": terratorch_task,
-        "datamodule": geobench_datamodule(p),
-    }
+    settings = terratorch_task(task.task, model_args, task.num_classes, ignore)
+    return benchmark_task(task.name, task.task, metric, direction, settings, geobench_datamodule(p))
 
 
 def geobench_comment(p: PlannedTask, model_bands: Sequence[str], pretrained: bool) -> str:
