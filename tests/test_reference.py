@@ -171,6 +171,51 @@ def test_vit_returns_its_last_block_for_every_level(edit):
     assert "--taps blocks.5,blocks.5,blocks.5,blocks.5`" in detail
 
 
+@pytest.fixture(scope="module")
+def near_identity(tmp_path_factory):
+    """A ViT whose fresh blocks are near-identities (LayerScale 1e-5), generated unverified."""
+    root = tmp_path_factory.mktemp("layerscale")
+    return generate(Options(str(MODELS / "layerscale_vit.py"), {}, out=root / "ls"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "found"),
+    [
+        (  # the first feature taken one block later, in FEATURES
+            '"module": "model.blocks.0",',
+            '"module": "model.blocks.1",',
+            (
+                "it is feature 1's tensor (`model.blocks.1`); FEATURES in backbone.py was changed "
+                "by hand (FEATURES[0] module `model.blocks.1`, the analysis recorded "
+                "`model.blocks.0`)"
+            ),
+        ),
+        (  # ... or in an override of forward
+            "    constants = CONSTANTS\n",
+            (
+                "    constants = CONSTANTS\n\n    def forward(self, x):  # type: ignore[override]\n"
+                "        f = super().forward(x)\n        return [f[1], *f[1:]]\n"
+            ),
+            "it is feature 1's tensor (`model.blocks.1`)",
+        ),
+    ],
+)
+def test_a_tap_one_near_identity_block_off_is_found(near_identity, tmp_path, old, new, found):
+    """Freshly built, neighbouring blocks' tokens agree within the check's tolerance: the check
+    spreads the weights first (fixed noise, put back after), so they differ."""
+    out = tmp_path / "ls"
+    shutil.copytree(near_identity.out, out)
+    path = out / near_identity.package.name / "backbone.py"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    found_here = checked(out)
+    assert found_here["features"][0], found_here["features"]
+    ok, detail = found_here[CHECK]
+    assert not ok and detail.startswith("feature 0 (`model.blocks.0`) of the backbone's forward")
+    assert found in detail, detail
+
+
 def test_tokens_placed_column_major(edit):
     out = edit(
         "vit",

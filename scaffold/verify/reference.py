@@ -11,7 +11,13 @@ the values to an independent reference:
   called as the spec's ``forward_call`` says, through the analysis's own helpers
   (scaffold.analyse.call), and stopped once every tap has fired;
 - its tensors turned into (B, C, H, W) maps by conversions written here, one small function per
-  layout (CONVERSIONS), apart from the generated ``_to_images``.
+  layout (CONVERSIONS), apart from the generated ``_to_images``;
+- the weights spread first (SPREAD: fixed noise on every parameter, put back after the check):
+  a freshly built model may hold near-identity blocks (LayerScale's 1e-5), whose neighbouring
+  taps would look alike, so a feature taken one block off would pass.
+
+The generated FEATURES must name the recorded taps: an entry changed by hand fails even where the
+values agree, with the ``update --taps`` command that records it.
 
 Compared at the analysed size and at one more cell of the coarsest reduction in height (a
 non-square grid: a swap or a column-major placement changes shapes or values there), through each
@@ -40,6 +46,7 @@ from scaffold.verify.sizes import _size_parameter
 from scaffold.verify.types import CheckFailed
 from scaffold.write.state import read_pristine
 
+SPREAD = 0.02  # the noise added to each parameter for the check (fixed seed)
 RTOL = 1e-4  # float32: the same ops on the same weights; only summation order may differ
 ATOL = 1e-5  # times the reference's largest magnitude
 Size = tuple[int, int]
@@ -295,16 +302,21 @@ def check_reference(context: Any) -> str:
     reference = _plain(spec, context.in_chans)
     features_only = _built(context, features_only=True)
     x = context.example_input().requires_grad_(True)
-    with _settings(backbone, how), _settings(features_only.model, how), torch.enable_grad():
-        got = _paths(backbone, x, analysed, prepare=True)
-        only = {FEATURES_ONLY: (list(_call(features_only, x, FEATURES_ONLY, analysed)), True)}
-    _compare(
-        context, backbone, got, _truth(reference, backbone, spec, taps, x), taps, analysed, how
-    )
-    truth = _truth(reference, features_only.model, spec, taps, x)  # a model of its own
-    _compare(context, backbone, only, truth, taps, analysed, how)
-    _gradients(context, backbone, got | only, taps, x)
-    other, note = _other_size(context, reference, taps, backbone, how)
+    with _spread(backbone), _spread(features_only):
+        with _settings(backbone, how), _settings(features_only.model, how), torch.enable_grad():
+            got = _paths(backbone, x, analysed, prepare=True)
+            only = {FEATURES_ONLY: (list(_call(features_only, x, FEATURES_ONLY, analysed)), True)}
+        truth = _truth(reference, backbone, spec, taps, x)
+        _compare(context, backbone, got, truth, taps, analysed, how)
+        truth = _truth(reference, features_only.model, spec, taps, x)  # a model of its own
+        _compare(context, backbone, only, truth, taps, analysed, how)
+        _gradients(context, backbone, got | only, taps, x)
+        other, note = _other_size(context, reference, taps, backbone, how)
+    changed = _changed_taps(context, backbone)
+    if changed:  # the values agree (neighbouring taps may), the taps do not
+        raise CheckFailed(
+            f"the backbone's taps are not the analysis's, though their values agree here{changed}"
+        )
     shown = f"{_hw(analysed)} and {_hw(other)}" if other else f"{_hw(analysed)} only"
     return (
         f"{len(taps)} features equal the model's own tensors at {shown}{note} (hooks on a plain "
@@ -312,6 +324,35 @@ def check_reference(context: Any) -> str:
         f"{'both sizes' if other else 'it'}, prepare_features_for_image_model and timm's "
         f"features_only model at {_hw(analysed)}); each carries a gradient to the input"
     )
+
+
+def spread(model: Any) -> None:
+    """Add fixed noise (SPREAD, seed 0, in name order) to every floating parameter of `model`:
+    no block stays a near-identity, so two taps a block apart hold different tensors."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, param in sorted(model.named_parameters()):
+            if param.is_floating_point():
+                noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+                param.add_(noise.to(param.device) * SPREAD)
+
+
+@contextlib.contextmanager
+def _spread(model: Any) -> Iterator[None]:
+    """`model` spread (see `spread`) for the duration, its own weights put back after (the other
+    checks share the built model)."""
+    import torch
+
+    saved = {name: p.detach().clone() for name, p in model.named_parameters()}
+    spread(model)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(saved[name])
 
 
 def _truth(reference: Any, backbone: Any, spec: BackboneSpec, taps: list[FeatureSpec], x: Any):
@@ -520,6 +561,7 @@ def _other_size(
                 reference = plain_model(spec, context.in_chans, {arg: value})
                 kwargs = context.channel_kwargs() | {arg: value}
                 backbone = timm.create_model(context.name, **kwargs).eval()
+                spread(backbone)  # as the analysed size's (this one is the check's own)
                 truth = _truth(reference, backbone, spec, taps, context.example_input(size=size))
                 break
             except CheckFailed:
@@ -544,6 +586,18 @@ def _edited(context: Any, backbone: Any) -> str:
     """What a finding adds when backbone.py was changed by hand: the returned FEATURES entries
     whose tap differs from the analysis's, with the command that records them, or that the file
     was edited."""
+    changed = _changed_taps(context, backbone)
+    if changed:
+        return changed
+    edited = _hand_edited(context)
+    if edited:
+        return f"; {edited} differs from the file scaffold generated: a hand edit changed this"
+    return ""
+
+
+def _changed_taps(context: Any, backbone: Any) -> str:
+    """The returned FEATURES entries of backbone.py whose tap differs from the analysis's, with
+    the command that records them ("" when none does)."""
     spec = context.state.spec
     features = getattr(sys.modules.get(type(backbone).__module__), "FEATURES", None)
     changed = []
@@ -568,9 +622,6 @@ def _edited(context: Any, backbone: Any) -> str:
             f"change is deliberate, record the new taps: `scaffold update {context.directory} "
             f"--taps {taps}`"
         )
-    edited = _hand_edited(context)
-    if edited:
-        return f"; {edited} differs from the file scaffold generated: a hand edit changed this"
     return ""
 
 
