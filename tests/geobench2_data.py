@@ -90,13 +90,17 @@ def _write(
     tortilla.create(tortilla.datamodel.Samples(samples=outer), str(out), quiet=True, nworkers=1)
 
 
+def _files(root: Path) -> Path:
+    """ROOT/files, where a writer puts the files its samples hold (ROOT made too)."""
+    work = root / "files"
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 def write_classification(root: Path, seed: int = 0) -> Path:
     """A single-date, single-modality classification set (geobenchv2's ``forestnet``: six
     Landsat-8 bands as one GeoTIFF, the class in the sample's ``labels``)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    work = root / "files"
-    work.mkdir(exist_ok=True)
+    rng, work = np.random.default_rng(seed), _files(root)
     samples = []
     for i, split in enumerate(SPLITS):
         image = _tif(work / f"fn{i}.tif", rng.random((6, SIZE, SIZE), dtype=np.float32) * 1000)
@@ -108,10 +112,7 @@ def write_classification(root: Path, seed: int = 0) -> Path:
 def write_two_modalities(root: Path, seed: int = 1) -> Path:
     """A two-modality segmentation set (geobenchv2's ``flair2``: aerial red, green, blue, nir
     and elevation as one five-band GeoTIFF, a mask of classes 1..13)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    work = root / "files"
-    work.mkdir(exist_ok=True)
+    rng, work = np.random.default_rng(seed), _files(root)
     samples = []
     for i, split in enumerate(SPLITS):
         image = _tif(work / f"fl{i}.tif", rng.integers(0, 255, (5, SIZE, SIZE)).astype(np.uint8))
@@ -128,10 +129,7 @@ def write_time_series(root: Path, frames: int = 5, seed: int = 2) -> Path:
     """A multi-temporal, three-modality segmentation set (geobenchv2's ``pastis``: HDF5 series
     (T, C, H, W) of Sentinel-2 and Sentinel-1 ascending and descending, a semantic mask, in
     three part files)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    work = root / "files"
-    work.mkdir(exist_ok=True)
+    rng, work = np.random.default_rng(seed), _files(root)
     samples = []
     for i, split in enumerate(SPLITS):
         series = {
@@ -157,10 +155,7 @@ def write_regression_series(root: Path, months: int = 6, seed: int = 5) -> Path:
     `months` Sentinel-2 GeoTIFFs (ten bands) and the above-ground biomass last, each file with
     its own ``modality`` and ``month``, not georeferenced, in three part files. Its dataset
     gives a series as (C, T, H, W) and takes no ``temporal_output_format``."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    work = root / "files"
-    work.mkdir(exist_ok=True)
+    rng, work = np.random.default_rng(seed), _files(root)
     samples: list[tuple[str, list[tuple[Any, ...]], dict[str, Any]]] = []
     for i, split in enumerate(SPLITS):
         files: list[tuple[Any, ...]] = []
