@@ -152,3 +152,31 @@ def test_a_forward_of_no_named_parameters_asks_where_the_modalities_go():
     )
     code, data = run_json("inspect", target, "--bands", PER_MODALITY, "--image-arg", "x_optical")
     assert code == 0 and data["doubts"] == [] and data["frozen"] == []
+
+
+def test_a_siamese_net_whose_in_chans_counts_one_date_keeps_its_value(tmp_path):
+    """`in_chans=3` per date of a 6-channel input counts something else than the input's
+    channels: the backbone builds the model with the person's 3, never the input's 6, and its
+    features are the per-stage |a - b| the decoder reads (truth: by hand on a plain model)."""
+    target = f"{MODELS / 'siamese.py'}:SiameseChange"
+    args = ("--arg", "in_chans=3", "--input-shape", "6,64,64")
+    code, spec = run_json("inspect", target, *args)
+    assert code == 0 and spec["in_chans_arg"] is None and spec["doubts"] == []
+    out = tmp_path / "out"
+    code, data = run_json(
+        "new-backbone", target, *args, "--out", str(out), "--name", "siam", "--no-verify"
+    )
+    assert code == 0, data
+    backbone = generated_backbone(out, "siam")
+    plain = model_class("siamese", "SiameseChange")(in_chans=3).eval()
+    plain.load_state_dict(backbone.model.state_dict(), strict=False)
+    x = torch.randn(2, 6, 64, 64)
+    with torch.no_grad():
+        features = backbone(x)
+        a, b, truth = x[:, :3], x[:, 3:], []
+        for stage in plain.stages:
+            a, b = stage(a), stage(b)
+            truth.append(torch.abs(a - b))
+    assert [tuple(f.shape) for f in features] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]
+    for got, want in zip(features, truth, strict=True):
+        assert torch.allclose(got, want, atol=1e-6)

@@ -212,7 +212,7 @@ def analyse_model(
         source_file=str(resolved.source_file) if resolved.source_file else None,
         args=args,
         input_shape=(1, *shape),
-        in_chans_arg=guess.in_chans_arg,
+        in_chans_arg=_channels_arg(obj, args, guess.in_chans_arg, shape[0]),
         features=features,
         out_indices=selection.out_indices,
         output_kind=trace.output_kind,
@@ -550,6 +550,26 @@ def _needs_gpu(raised: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _channels_arg(obj: Any, args: dict[str, Any], arg: str | None, channels: int) -> str | None:
+    """`arg` when it sets the input's channels: the model was built with it at the traced input's
+    `channels`. A value that differs (a siamese net's ``in_chans=3`` per date of a 6-channel
+    input, one modality's channels of a stacked input) means it counts something else: None,
+    so the backbone never builds the model with the input's channels there."""
+    import inspect
+
+    if arg is None:
+        return None
+    value = args.get(arg)
+    if arg not in args:
+        try:
+            value = inspect.signature(obj).parameters[arg].default
+        except (TypeError, ValueError, KeyError):
+            return arg
+    if isinstance(value, int) and not isinstance(value, bool) and value != channels:
+        return None
+    return arg
 
 
 def _follow_input_shape(args: dict[str, Any], guess, input_shape: tuple[int, ...]) -> list[str]:
