@@ -88,6 +88,27 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+# The suite's UNet (encoder r1..r8, a decoder back to r1 on the skips), wider than in the tests.
+UNET = Path(__file__).resolve().parents[1] / "tests" / "models" / "unet.py"
+UNET_WIDTH = 16
+
+
+def import_unet_backbone(out: Path, name: str, input_shape: Sequence[int]) -> None:
+    """Generate the UNet's backbone (``new-backbone --no-verify``) as package `name` in `out`,
+    analysed on `input_shape` (batch first), and import it: timm then builds `name`."""
+    import importlib
+
+    run_checked(
+        [
+            SCAFFOLD, "new-backbone", f"{UNET}:UNet", "--arg", f"width={UNET_WIDTH}",
+            "--name", name, "--out", str(out),
+            "--input-shape", ",".join(map(str, input_shape[1:])), "--no-verify",
+        ]
+    )  # fmt: skip
+    sys.path.insert(0, str(out))
+    importlib.import_module(name)
+
+
 def run_checked(
     cmd: Sequence[str], cwd: Path | str | None = None, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

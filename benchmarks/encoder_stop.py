@@ -16,24 +16,19 @@ then the same rotated by one, ...) after one uncounted warm-up of each. Target: 
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import SCAFFOLD, parse_args, report, run_checked, summary
+from _common import import_unet_backbone, parse_args, report, summary
 
 TARGET_RATIO = 1.05
 INPUT_SHAPE = (2, 3, 128, 128)
 FORWARDS_PER_RUN = 10
 THREADS = 1  # one intra-op thread: steadier timings on a shared machine
 NAME = "bench_unet"
-
-# The suite's UNet (encoder r1..r8, a decoder back to r1 on the skips), wider than in the tests.
-MODEL = Path(__file__).resolve().parents[1] / "tests" / "models" / "unet.py"
-WIDTH = 16
 
 
 def timed(fn) -> float:
@@ -46,28 +41,10 @@ def timed(fn) -> float:
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0], default_runs=7)
     with tempfile.TemporaryDirectory(prefix="bench-encoder-stop-") as tmp:
-        out = Path(tmp) / "out"
-        run_checked(
-            [
-                SCAFFOLD,
-                "new-backbone",
-                f"{MODEL}:UNet",
-                "--arg",
-                f"width={WIDTH}",
-                "--name",
-                NAME,
-                "--out",
-                str(out),
-                "--input-shape",
-                ",".join(map(str, INPUT_SHAPE[1:])),
-                "--no-verify",
-            ]
-        )
+        import_unet_backbone(Path(tmp) / "out", NAME, INPUT_SHAPE)
         import timm
         import torch
 
-        sys.path.insert(0, str(out))
-        importlib.import_module(NAME)
         backbone = timm.create_model(NAME).eval()
         model = backbone.model  # without its decoder: the backbone is built without it
         # The whole model (decoder included), for reference, with the backbone's encoder.

@@ -15,39 +15,26 @@ Target: median ratio <= 1.05.
 
 from __future__ import annotations
 
-import importlib
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import SCAFFOLD, parse_args, report, run_checked, summary
+from _common import import_unet_backbone, parse_args, report, summary
 
 TARGET_RATIO = 1.05
 INPUT_SHAPE = (2, 3, 128, 128)
 STEPS_PER_RUN = 5
 THREADS = 1  # one intra-op thread: steadier timings on a shared machine
 NAME = "bench_unet_train"
-MODEL = Path(__file__).resolve().parents[1] / "tests" / "models" / "unet.py"
-WIDTH = 16
 
 
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0], default_runs=7)
     with tempfile.TemporaryDirectory(prefix="bench-train-step-") as tmp:
-        out = Path(tmp) / "out"
-        run_checked(
-            [
-                SCAFFOLD, "new-backbone", f"{MODEL}:UNet", "--arg", f"width={WIDTH}",
-                "--name", NAME, "--out", str(out),
-                "--input-shape", ",".join(map(str, INPUT_SHAPE[1:])), "--no-verify",
-            ]
-        )  # fmt: skip
+        import_unet_backbone(Path(tmp) / "out", NAME, INPUT_SHAPE)
         import timm
         import torch
 
-        sys.path.insert(0, str(out))
-        importlib.import_module(NAME)
         backbone = timm.create_model(NAME).train()
         model = backbone.model  # the same instance: the backbone holds the encoder
         torch.set_num_threads(THREADS)
