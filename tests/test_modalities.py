@@ -180,3 +180,17 @@ def test_a_siamese_net_whose_in_chans_counts_one_date_keeps_its_value(tmp_path):
     assert [tuple(f.shape) for f in features] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]
     for got, want in zip(features, truth, strict=True):
         assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_two_inputs_may_read_the_same_bands_one_input_reads_each_once(tmp_path):
+    same = "x_optical=BLUE,GREEN,RED,NIR_BROAD;x_sar=RED,NIR_BROAD"  # two dates share bands
+    done = run_cli(
+        "new-backbone", TWO, "--bands", same, "--out", str(tmp_path / "a"), "--no-verify"
+    )
+    assert done.returncode == 0, done.stderr
+    twice = "x_optical=BLUE,GREEN,RED,BLUE;x_sar=VV_REAL,VH_REAL"
+    done = run_cli(
+        "new-backbone", TWO, "--bands", twice, "--out", str(tmp_path / "b"), "--no-verify"
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: --bands: 'BLUE' is BLUE, given twice"

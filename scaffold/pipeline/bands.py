@@ -8,6 +8,7 @@ files do not name their bands says it reads them by position.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,14 @@ def surveyed_bands(
     known = [b for t in geobench for b in t.bands]
     known += [b for ds in datasets for b in ds.band_names]
     known += list(more_known)
-    return geobench, parse_bands(options.bands, known)
+    if not options.band_modalities:
+        return geobench, parse_bands(options.bands, known)
+    # per modality: two inputs may read the same bands (two dates), one input reads each once
+    pairs = zip(options.bands, options.band_modalities, strict=False)
+    names: list[str] = []
+    for _, group in itertools.groupby(pairs, key=lambda pair: pair[1]):
+        names += parse_bands([band for band, _ in group], known)
+    return geobench, tuple(names)
 
 
 def planned_tasks(
